@@ -1,0 +1,91 @@
+"""The errors enforcer raises, one family per stage of the data flow.
+
+policy  -> PolicyError   (always names file:line:column of the bad input)
+compile -> CompileError  (a valid policy the compiler cannot turn into a Plan)
+plan    -> PlanError     (a cached or shipped Plan that cannot be trusted)
+apply   -> ApplyError    (a step of the privileged sequence failed; names the step)
+
+The CLI turns every one of these into one line on stderr and an exit code
+(see enforcer/exitcodes.py); none of them should ever reach the user as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class EnforcerError(Exception):
+    """Base class: anything enforcer reports to a user as one clear line."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value was written: file, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class PolicyError(EnforcerError):
+    """A problem in a policy file, tied to where it was written.
+
+    `message` says what is wrong and, where it helps, what is allowed.
+    """
+
+    def __init__(self, location: Location | None, message: str) -> None:
+        self.location = location
+        self.message = message
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.location is None:
+            return f"error: {self.message}"
+        return f"{self.location}: error: {self.message}"
+
+
+class PolicyErrors(EnforcerError):
+    """Every error found in one load, so the user can fix them all at once."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class CompileError(EnforcerError):
+    """A valid policy that cannot be compiled (e.g. libseccomp refused a rule)."""
+
+
+class PlanError(EnforcerError):
+    """A Plan that must not be applied: corrupt, unknown version, wrong arch."""
+
+
+class ApplyError(EnforcerError):
+    """One step of the apply sequence failed; the workload does not run.
+
+    `step` is the name of the step (e.g. "mounts", "seccomp"), `what` the
+    path, syscall or file involved, and `err` the errno if there is one.
+    """
+
+    def __init__(self, step: str, what: str, err: int | None = None, detail: str = "") -> None:
+        self.step = step
+        self.what = what
+        self.errno = err
+        self.detail = detail
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        parts = [f"{self.step}: {self.what}"]
+        if self.errno is not None:
+            import errno as errno_mod
+
+            name = errno_mod.errorcode.get(self.errno, str(self.errno))
+            parts.append(f"{name} ({os.strerror(self.errno)})")
+        if self.detail:
+            parts.append(self.detail)
+        return ": ".join(parts)

@@ -1,0 +1,367 @@
+"""The compiled Plan: plain, JSON-serialisable, versioned, content-hashed.
+
+Written by enforcer/compile/, read by enforcer/apply/ and enforcer/shim/.
+This module is on the start path, so it imports only the standard library
+(no PyYAML, no libseccomp, no psutil, no prometheus_client): a test checks.
+
+A Plan is everything the privileged side needs and nothing it must compute:
+
+* seccomp: ready BPF per filter (base64 of struct sock_filter[]), the flags
+  to load it with, and a syscall-number -> name table for the native arch so
+  the supervisor can say which syscall killed a workload;
+* capabilities: the five sets as bitmasks, or a relative drop/add pair;
+* mounts: an ordered list of typed operations;
+* cgroup: the files to write for a v1 and for a v2 hierarchy;
+* rlimits, user, namespaces, no_new_privileges.
+
+Loading refuses (PlanError) anything it does not fully understand: an
+unknown or newer `format`, a missing field, a wrong type, a hash that does
+not match the content. A Plan is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from enforcer.errors import PlanError
+
+# Bump when the meaning of any field changes. Readers refuse other versions.
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SeccompFilter:
+    """One BPF program, ready for seccomp(SECCOMP_SET_MODE_FILTER)."""
+
+    bpf_b64: str  # base64 of the raw struct sock_filter array (8 bytes each)
+    # Names from: "log" (SECCOMP_FILTER_FLAG_LOG), "spec_allow"
+    # (SECCOMP_FILTER_FLAG_SPEC_ALLOW), "tsync".
+    flags: tuple[str, ...] = ()
+
+    @property
+    def bpf(self) -> bytes:
+        return base64.b64decode(self.bpf_b64)
+
+
+@dataclass(frozen=True)
+class SeccompPlan:
+    native_arch: str  # libseccomp arch name of the compiling host, e.g. "x86_64"
+    architectures: tuple[str, ...]  # every arch the filter admits
+    default_action: str  # human form, e.g. "errno EPERM", "kill-process"
+    filter: SeccompFilter
+    # native syscall number -> name, for "killed by seccomp: ptrace (101)"
+    syscall_names: dict[int, str] = field(default_factory=dict)
+    # The same filter as an OCI `linux.seccomp` object, precomputed so the
+    # shim can hand it to runc without compiling anything at start time.
+    oci: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CapabilityPlan:
+    """Five capability sets as bitmasks (bit n == capability n).
+
+    If `relative` is true the sets are computed at apply time from the
+    parent's: new = (parent & ~drop) | add, and the five masks here are
+    unused (they hold what the compiler assumed as a parent, for exports).
+    """
+
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+    relative: bool = False
+    drop: int = 0
+    add: int = 0
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One mount operation, applied in list order inside the mount namespace.
+
+    kinds:
+      make_private   path            mount --make-rprivate (stop propagation)
+      bind           path, source    bind `source` onto `path` (rootfs, etc.)
+      readonly       path            recursive bind-remount read-only
+      writable       path            recursive bind-remount read-write
+      tmpfs          path, size, mode, options
+      mask           path            /dev/null over a file; empty ro tmpfs over a dir
+      hide           path            inaccessible: mode-000 empty tmpfs / file
+      pivot_root     path            switch to a new root at `path`
+    `optional`: a missing path is skipped (and reported), not an error.
+    """
+
+    kind: str
+    path: str
+    source: str | None = None
+    size: int | None = None
+    mode: int | None = None
+    options: tuple[str, ...] = ()
+    optional: bool = False
+
+
+MOUNT_KINDS = frozenset(
+    {"make_private", "bind", "readonly", "writable", "tmpfs", "mask", "hide", "pivot_root"}
+)
+
+
+@dataclass(frozen=True)
+class CgroupPlan:
+    """Files to write, relative to the workload's cgroup directory.
+
+    v1: {"memory": {"memory.limit_in_bytes": "268435456"}, "pids": {...}, ...}
+        (controller -> file -> value)
+    v2: {"memory.max": "268435456", "pids.max": "64", "cpu.max": "50000 100000"}
+    io_devices: device paths/ids the compiler resolved, for messages.
+    """
+
+    v1: dict[str, dict[str, str]] = field(default_factory=dict)
+    v2: dict[str, str] = field(default_factory=dict)
+    # For "why did it die": the limits in human units.
+    memory_max: int | None = None
+    pids_max: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.v1 and not self.v2
+
+
+@dataclass(frozen=True)
+class RlimitPlan:
+    resource: str  # "NOFILE", "NPROC", ... (resource module name without RLIMIT_)
+    soft: int  # -1 = unlimited
+    hard: int
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    format: int
+    enforcer_version: str
+    policy_name: str
+    policy_hash: str  # sha256 over the policy's source files (see compile/cache.py)
+    mode: str  # "enforce" | "audit"
+    seccomp: SeccompPlan | None
+    capabilities: CapabilityPlan | None
+    mounts: tuple[MountOp, ...] = ()
+    cgroup: CgroupPlan = field(default_factory=CgroupPlan)
+    rlimits: tuple[RlimitPlan, ...] = ()
+    user: UserPlan | None = None
+    namespaces: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    # Free-form notes from the compiler the user should see (degradations
+    # the policy asked for, optional paths); printed by `enforcer compile`.
+    notes: tuple[str, ...] = ()
+
+    # -- serialisation -------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.seccomp is not None:
+            # JSON object keys are strings; keep the numbers readable.
+            d["seccomp"]["syscall_names"] = {
+                str(k): v for k, v in self.seccomp.syscall_names.items()
+            }
+        return d
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys) plus a content digest."""
+        body = self.to_dict()
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return json.dumps({"plan": body, "sha256": digest}, sort_keys=True,
+                          separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- loading (strict) ----------------------------------------------------
+
+
+def _req(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in d:
+        raise PlanError(f"plan: {where}: missing field {key!r}")
+    value = d[key]
+    if isinstance(value, bool) and typ is int:
+        raise PlanError(f"plan: {where}.{key}: expected int, got bool")
+    if not isinstance(value, typ):
+        raise PlanError(f"plan: {where}.{key}: expected {typ}, got {type(value).__name__}")
+    return value
+
+
+def _opt(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if d.get(key) is None:
+        return None
+    return _req(d, key, typ, where)
+
+
+def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(d) - allowed
+    if unknown:
+        # A field we do not know might be a restriction we would silently skip.
+        raise PlanError(f"plan: {where}: unknown field(s) {sorted(unknown)}; refusing to apply")
+
+
+def _seccomp_from(d: dict[str, Any]) -> SeccompPlan:
+    _check_keys(d, {"native_arch", "architectures", "default_action", "filter", "syscall_names",
+                    "oci"}, "seccomp")
+    f = _req(d, "filter", dict, "seccomp")
+    _check_keys(f, {"bpf_b64", "flags"}, "seccomp.filter")
+    bpf_b64 = _req(f, "bpf_b64", str, "seccomp.filter")
+    try:
+        raw = base64.b64decode(bpf_b64, validate=True)
+    except ValueError as e:
+        raise PlanError(f"plan: seccomp.filter.bpf_b64: not base64: {e}") from None
+    if not raw or len(raw) % 8 or len(raw) // 8 > 4096:
+        raise PlanError(f"plan: seccomp.filter: BPF of {len(raw)} bytes is not 1..4096 instructions")
+    flags = tuple(_req(f, "flags", list, "seccomp.filter"))
+    for flag in flags:
+        if flag not in ("log", "spec_allow", "tsync"):
+            raise PlanError(f"plan: seccomp.filter.flags: unknown flag {flag!r}")
+    names_raw = _req(d, "syscall_names", dict, "seccomp")
+    try:
+        names = {int(k): str(v) for k, v in names_raw.items()}
+    except ValueError:
+        raise PlanError("plan: seccomp.syscall_names: keys must be numbers") from None
+    return SeccompPlan(
+        native_arch=_req(d, "native_arch", str, "seccomp"),
+        architectures=tuple(_req(d, "architectures", list, "seccomp")),
+        default_action=_req(d, "default_action", str, "seccomp"),
+        filter=SeccompFilter(bpf_b64=bpf_b64, flags=flags),
+        syscall_names=names,
+        oci=_req(d, "oci", dict, "seccomp"),
+    )
+
+
+def _caps_from(d: dict[str, Any]) -> CapabilityPlan:
+    keys = {"bounding", "effective", "permitted", "inheritable", "ambient", "relative", "drop", "add"}
+    _check_keys(d, keys, "capabilities")
+    vals = {k: _req(d, k, int, "capabilities") for k in keys - {"relative"}}
+    for k, v in vals.items():
+        if v < 0 or v >= 1 << 64:
+            raise PlanError(f"plan: capabilities.{k}: {v} is not a 64-bit mask")
+    return CapabilityPlan(relative=bool(_req(d, "relative", bool, "capabilities")), **vals)
+
+
+def _mount_from(d: dict[str, Any], i: int) -> MountOp:
+    where = f"mounts[{i}]"
+    _check_keys(d, {"kind", "path", "source", "size", "mode", "options", "optional"}, where)
+    kind = _req(d, "kind", str, where)
+    if kind not in MOUNT_KINDS:
+        raise PlanError(f"plan: {where}.kind: unknown mount operation {kind!r}")
+    path = _req(d, "path", str, where)
+    if not path.startswith("/"):
+        raise PlanError(f"plan: {where}.path: {path!r} is not absolute")
+    return MountOp(
+        kind=kind,
+        path=path,
+        source=_opt(d, "source", str, where),
+        size=_opt(d, "size", int, where),
+        mode=_opt(d, "mode", int, where),
+        options=tuple(_req(d, "options", list, where)),
+        optional=bool(_req(d, "optional", bool, where)),
+    )
+
+
+def _cgroup_from(d: dict[str, Any]) -> CgroupPlan:
+    _check_keys(d, {"v1", "v2", "memory_max", "pids_max"}, "cgroup")
+    v1 = _req(d, "v1", dict, "cgroup")
+    for ctrl, files in v1.items():
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise PlanError(f"plan: cgroup.v1.{ctrl}: expected file -> string value")
+    v2 = _req(d, "v2", dict, "cgroup")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in v2.items()):
+        raise PlanError("plan: cgroup.v2: expected file -> string value")
+    return CgroupPlan(v1=v1, v2=v2, memory_max=_opt(d, "memory_max", int, "cgroup"),
+                      pids_max=_opt(d, "pids_max", int, "cgroup"))
+
+
+def plan_from_dict(d: dict[str, Any]) -> Plan:
+    if not isinstance(d, dict):
+        raise PlanError("plan: not a JSON object")
+    fmt = d.get("format")
+    if fmt != PLAN_FORMAT:
+        raise PlanError(
+            f"plan: format {fmt!r} is not the one this enforcer applies ({PLAN_FORMAT}); "
+            "recompile the policy with this version"
+        )
+    _check_keys(d, {"format", "enforcer_version", "policy_name", "policy_hash", "mode", "seccomp",
+                    "capabilities", "mounts", "cgroup", "rlimits", "user", "namespaces",
+                    "no_new_privileges", "notes"}, "plan")
+    mode = _req(d, "mode", str, "plan")
+    if mode not in ("enforce", "audit"):
+        raise PlanError(f"plan: mode {mode!r} is not enforce or audit")
+    seccomp = _opt(d, "seccomp", dict, "plan")
+    caps = _opt(d, "capabilities", dict, "plan")
+    user = _opt(d, "user", dict, "plan")
+    if user is not None:
+        _check_keys(user, {"uid", "gid", "groups"}, "user")
+    rlimits = []
+    for i, r in enumerate(_req(d, "rlimits", list, "plan")):
+        _check_keys(r, {"resource", "soft", "hard"}, f"rlimits[{i}]")
+        rlimits.append(RlimitPlan(_req(r, "resource", str, f"rlimits[{i}]"),
+                                  _req(r, "soft", int, f"rlimits[{i}]"),
+                                  _req(r, "hard", int, f"rlimits[{i}]")))
+    namespaces = tuple(_req(d, "namespaces", list, "plan"))
+    for ns in namespaces:
+        if ns not in ("mount", "pid", "ipc", "uts", "net", "user", "cgroup"):
+            raise PlanError(f"plan: namespaces: unknown namespace {ns!r}")
+    return Plan(
+        format=fmt,
+        enforcer_version=_req(d, "enforcer_version", str, "plan"),
+        policy_name=_req(d, "policy_name", str, "plan"),
+        policy_hash=_req(d, "policy_hash", str, "plan"),
+        mode=mode,
+        seccomp=_seccomp_from(seccomp) if seccomp is not None else None,
+        capabilities=_caps_from(caps) if caps is not None else None,
+        mounts=tuple(_mount_from(m, i) for i, m in enumerate(_req(d, "mounts", list, "plan"))),
+        cgroup=_cgroup_from(_req(d, "cgroup", dict, "plan")),
+        rlimits=tuple(rlimits),
+        user=UserPlan(uid=_req(user, "uid", int, "user"), gid=_req(user, "gid", int, "user"),
+                      groups=tuple(_req(user, "groups", list, "user"))) if user else None,
+        namespaces=namespaces,
+        no_new_privileges=_req(d, "no_new_privileges", bool, "plan"),
+        notes=tuple(_req(d, "notes", list, "plan")),
+    )
+
+
+def plan_from_json(text: str | bytes, source: str = "plan") -> Plan:
+    """Parse and verify a Plan written by Plan.to_json(). Raises PlanError."""
+    try:
+        outer = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PlanError(f"{source}: not valid JSON ({e}); refusing to apply") from None
+    if not isinstance(outer, dict) or set(outer) != {"plan", "sha256"}:
+        raise PlanError(f"{source}: not an enforcer Plan (expected keys plan, sha256)")
+    body = outer["plan"]
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    if hashlib.sha256(canon.encode()).hexdigest() != outer["sha256"]:
+        raise PlanError(f"{source}: content does not match its sha256; the Plan is corrupt")
+    try:
+        return plan_from_dict(body)
+    except PlanError as e:
+        raise PlanError(f"{source}: {e}") from None
+
+
+def load_plan_file(path: str) -> Plan:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise PlanError(f"{path}: cannot read Plan: {e.strerror}") from None
+    return plan_from_json(data, source=path)

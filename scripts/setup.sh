@@ -1,0 +1,33 @@
+#!/bin/sh
+# Set up enforcer on a fresh Debian 12 machine (as root): system packages
+# for the real-kernel tests and benchmarks, then a virtualenv in .venv with
+# enforcer installed in editable mode. Safe to run again.
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libseccomp2 \
+    runc busybox-static docker.io prometheus bubblewrap firejail hyperfine \
+    systemd iproute2 procps"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    # The prometheus package would start a server under systemd where there is
+    # one; the tests start their own on loopback, so keep the packaged one off.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -e '.[test]'
+echo "setup.sh: ready (.venv/bin/enforcer)"
