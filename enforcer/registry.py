@@ -48,6 +48,10 @@ class WorkloadRecord:
     started: float = field(default_factory=time.time)
     # Limits in force, for limit-event messages: {"memory_max": ..., "pids_max": ...}
     limits: dict[str, int] = field(default_factory=dict)
+    # The kernel audit session id (`ses=` in audit records) the workload runs
+    # in, when enforcer could start a fresh one (see enforcer/audit_session.py):
+    # it attributes every record of the workload, even of processes already gone.
+    audit_session: int | None = None
     version: int = RECORD_VERSION
 
     def to_json(self) -> str:
@@ -64,6 +68,9 @@ class WorkloadRecord:
                 raise ValueError(f"field {key!r} missing or not {typ.__name__}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in d["cgroups"].items()):
             raise ValueError("field 'cgroups' must map strings to strings")
+        ses = d.get("audit_session")
+        if ses is not None and (not isinstance(ses, int) or isinstance(ses, bool) or ses < 0):
+            raise ValueError("field 'audit_session' must be a non-negative integer")
         pid = d.get("pid")
         if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
             raise ValueError("field 'pid' must be a positive integer")

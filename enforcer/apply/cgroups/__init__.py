@@ -1,0 +1,49 @@
+"""cgroup drivers (v1, v2) behind one interface, chosen by what the host has.
+
+`choose_driver()` is the only function the supervisor calls:
+
+* a pure v2 host (cgroup.controllers at the root) -> v2 at the root;
+* a v1 or hybrid host whose v1 controllers cover the Plan's v1 files -> v1;
+* a hybrid host whose unified hierarchy has the controllers -> v2 there;
+* otherwise the policy cannot be applied: ApplyError naming the controller.
+"""
+
+from __future__ import annotations
+
+import os
+
+from enforcer.apply.cgroups.base import CgroupDriver, CgroupEvents, cgroup_parent
+from enforcer.apply.cgroups.v1 import CgroupV1
+from enforcer.apply.cgroups.v2 import CgroupV2, controllers_for
+from enforcer.errors import ApplyError
+from enforcer.plan import CgroupPlan
+
+__all__ = ["CgroupDriver", "CgroupEvents", "CgroupV1", "CgroupV2", "choose_driver"]
+
+
+def _v2_has(root: str, files: dict[str, str]) -> bool:
+    try:
+        with open(f"{root}/cgroup.controllers") as f:
+            have = set(f.read().split())
+    except OSError:
+        return False
+    return set(controllers_for(files)) <= have
+
+
+def choose_driver(plan: CgroupPlan, workload_id: str, *, root: str = "/sys/fs/cgroup",
+                  parent: str | None = None) -> CgroupDriver:
+    parent = parent or cgroup_parent()
+    if os.path.exists(f"{root}/cgroup.controllers"):
+        if not plan.v2:
+            raise ApplyError("cgroup", root, None, "host is cgroup v2 but the Plan has no v2 files; "
+                             "recompile the policy")
+        return CgroupV2(plan.v2, workload_id, root=root, parent=parent)
+    if plan.v1 and all(os.path.exists(f"{root}/{c}/cgroup.procs") for c in plan.v1):
+        return CgroupV1(plan.v1, workload_id, root=root, parent=parent)
+    unified = f"{root}/unified"
+    if plan.v2 and _v2_has(unified, plan.v2):
+        return CgroupV2(plan.v2, workload_id, root=unified, parent=parent)
+    missing = [c for c in plan.v1 if not os.path.exists(f"{root}/{c}/cgroup.procs")]
+    raise ApplyError("cgroup", root, 2,
+                     f"no cgroup hierarchy here offers the controller(s) the policy limits "
+                     f"({', '.join(missing or controllers_for(plan.v2))})")

@@ -1,0 +1,105 @@
+#!/bin/sh
+# Node setup, part 1: register enforcer's runtime handlers with containerd.
+#
+#   install-node.sh [--root DIR] [--config-version 2|3] [--no-plans] [--no-restart]
+#
+# Run as root when a node is built (image bake, cloud-init, Ansible), after
+# installing the enforcer package so that `enforcer` and `enforcer-runc` are
+# in /usr/local/bin. It:
+#   1. installs the per-policy wrappers (bin/enforcer-runc-<policy>) into
+#      /usr/local/bin: containerd's runc shim runs BinaryName without extra
+#      arguments, the wrapper adds `--policy <policy>`;
+#   2. installs the runtime handlers into /etc/containerd/conf.d/enforcer-runtimes.toml
+#      (config version 2 for containerd 1.6/1.7, 3 for containerd 2.x; detected);
+#   3. makes /etc/containerd/config.toml import /etc/containerd/conf.d/*.toml
+#      (adds the line when there is no `imports`; refuses to edit an existing
+#      `imports` that lacks it: add the path there yourself);
+#   4. precompiles the shipped policies into /etc/enforcer/plans/<policy>.json
+#      (the shim's fast path: no compiler on container start);
+#   5. restarts containerd.
+# Then label the node:  kubectl label node NODE io.enforcer/runtime=installed
+#
+# --root DIR writes everything under DIR (to build an image, or to test);
+# the paths inside the files stay the node's own. Safe to run again.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=""
+config_version=""
+plans=1
+restart=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --root) root="${2:?--root needs a directory}"; shift 2 ;;
+        --root=*) root="${1#--root=}"; shift ;;
+        --config-version) config_version="${2:?--config-version needs 2 or 3}"; shift 2 ;;
+        --config-version=*) config_version="${1#--config-version=}"; shift ;;
+        --no-plans) plans=0; shift ;;
+        --no-restart) restart=0; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install-node.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+fail() { echo "install-node.sh: $*" >&2; exit 1; }
+
+if [ -z "$config_version" ]; then
+    # containerd 2.x reads config version 3; 1.6 and 1.7 read version 2.
+    major=$(containerd --version 2>/dev/null | sed -n 's/.* v\{0,1\}\([0-9][0-9]*\)\.[0-9].*/\1/p')
+    case "$major" in
+        1) config_version=2 ;;
+        2) config_version=3 ;;
+        *) fail "cannot tell containerd's version; pass --config-version 2 or 3" ;;
+    esac
+fi
+case "$config_version" in
+    2) snippet="$here/enforcer-runtimes.toml" ;;
+    3) snippet="$here/enforcer-runtimes.v3.toml" ;;
+    *) fail "--config-version must be 2 or 3, not $config_version" ;;
+esac
+
+conf_dir=/etc/containerd/conf.d
+imports_line="imports = [\"$conf_dir/*.toml\"]"
+
+# 1. wrappers
+install -d -m 0755 "$root/usr/local/bin"
+for w in "$here"/bin/enforcer-runc-*; do
+    [ -e "$w" ] || fail "no wrappers in $here/bin (run deploy/generate.py)"
+    install -m 0755 "$w" "$root/usr/local/bin/${w##*/}"
+done
+
+# 2. runtime handlers
+install -d -m 0755 "$root$conf_dir"
+install -m 0644 "$snippet" "$root$conf_dir/enforcer-runtimes.toml"
+
+# 3. the import in config.toml
+config="$root/etc/containerd/config.toml"
+if [ ! -e "$config" ]; then
+    # No config: containerd runs on defaults; this keeps them and adds ours.
+    printf 'version = %s\n%s\n' "$config_version" "$imports_line" > "$config"
+elif grep -q '^[[:space:]]*imports[[:space:]]*=' "$config"; then
+    grep '^[[:space:]]*imports[[:space:]]*=' "$config" | grep -qF "\"$conf_dir/*.toml\"" \
+        || fail "$config already has an imports line; add \"$conf_dir/*.toml\" to it"
+else
+    # A top-level key must come before the first [table]: put it first.
+    tmp="$config.enforcer-tmp"
+    { echo "$imports_line"; cat "$config"; } > "$tmp"
+    chmod --reference="$config" "$tmp" 2>/dev/null || chmod 0644 "$tmp"
+    mv -f "$tmp" "$config"
+fi
+
+# 4. precompiled Plans for the shipped policies
+if [ "$plans" = 1 ]; then
+    install -d -m 0755 "$root/etc/enforcer/plans"
+    for w in "$here"/bin/enforcer-runc-*; do
+        policy="${w##*/enforcer-runc-}"
+        enforcer compile "$policy" -o "$root/etc/enforcer/plans/$policy.json" \
+            || fail "enforcer compile $policy failed"
+    done
+fi
+
+# 5. restart
+if [ "$restart" = 1 ] && [ -z "$root" ]; then
+    systemctl restart containerd
+fi
+echo "install-node.sh: enforcer runtime handlers installed${root:+ under $root}"

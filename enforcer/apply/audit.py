@@ -1,0 +1,106 @@
+"""A short-lived reader of the kernel audit stream, to name the syscall a
+seccomp filter killed a workload for.
+
+The supervisor opens a NETLINK_AUDIT socket bound to the read-only
+multicast group (AUDIT_NLGRP_READLOG) *before* fork, so no record of the
+workload can be missed, and reads the type=1326 (AUDIT_SECCOMP) record of
+the workload's pid after it died. Multicast readers coexist with auditd and
+are not rate-limited like /dev/kmsg. Needs CAP_AUDIT_READ: unprivileged
+callers get no listener and a message that says the syscall is unknown.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+NETLINK_AUDIT = 9
+AUDIT_NLGRP_READLOG = 1
+AUDIT_SECCOMP = 1326
+_NLMSGHDR = struct.Struct("=IHHII")
+
+
+@dataclass(frozen=True)
+class SeccompRecord:
+    pid: int
+    syscall: int
+    arch: int
+    sig: int
+    code: int
+
+
+def parse_record(text: str) -> SeccompRecord | None:
+    fields: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    try:
+        return SeccompRecord(pid=int(fields["pid"]), syscall=int(fields["syscall"]),
+                             arch=int(fields.get("arch", "0"), 16),
+                             sig=int(fields.get("sig", "0")),
+                             code=int(fields.get("code", "0"), 16))
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_messages(data: bytes) -> list[SeccompRecord]:
+    out = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            break
+        if mtype == AUDIT_SECCOMP:
+            body = data[offset + _NLMSGHDR.size: offset + length].split(b"\0", 1)[0]
+            rec = parse_record(body.decode(errors="replace"))
+            if rec:
+                out.append(rec)
+        offset += (length + 3) & ~3
+    return out
+
+
+class AuditListener:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def open(cls) -> "AuditListener | None":
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                 NETLINK_AUDIT)
+        except OSError:
+            return None
+        try:
+            sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return cls(sock)
+
+    def find(self, pids: set[int], timeout: float) -> SeccompRecord | None:
+        """The first kill record of one of `pids`, waiting up to `timeout`
+        (kauditd delivers asynchronously, possibly after we reaped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return None
+                for rec in parse_messages(data):
+                    if rec.pid in pids and rec.sig:
+                        return rec
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            select.select([self.sock], [], [], left)
+
+    def close(self) -> None:
+        self.sock.close()

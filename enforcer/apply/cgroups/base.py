@@ -1,0 +1,151 @@
+"""What every cgroup driver offers the supervisor, and the helpers they share.
+
+A driver owns one workload cgroup: it creates it, writes the Plan's limits,
+moves the child in, reads the events that explain a death (OOM kills, forks
+refused at the pids limit), and removes the cgroup again, killing whatever
+is left in it first. Paths are injected (`root`) so the v2 logic is tested
+against a plain directory tree as well as the real hierarchy.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from enforcer.errors import ApplyError
+
+DEFAULT_PARENT = "/enforcer"
+
+
+def cgroup_parent() -> str:
+    """The cgroup (relative to each hierarchy root) workloads are created under."""
+    parent = os.environ.get("ENFORCER_CGROUP_PARENT", DEFAULT_PARENT)
+    return "/" + parent.strip("/")
+
+
+NO_DELEGATION_HINT = (
+    "the policy sets cgroup limits and this user has no delegated writable cgroup "
+    "(run as root, or point ENFORCER_CGROUP_PARENT at a cgroup delegated to this user)"
+)
+
+
+@dataclass(frozen=True)
+class CgroupEvents:
+    oom_kills: int = 0
+    pids_max_hits: int = 0
+
+
+class CgroupDriver(Protocol):
+    version: str
+
+    def create(self) -> None: ...
+    def apply_limits(self) -> None: ...
+    def add(self, pid: int) -> None: ...
+    def procs(self) -> list[int]: ...
+    def events(self) -> CgroupEvents: ...
+    def record_paths(self) -> dict[str, str]: ...
+    def remove(self) -> None: ...
+
+
+def write_file(path: str, value: str) -> None:
+    """Write one cgroup file; the error names the file and the value."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ApplyError("cgroup", path, e.errno, f"cannot open to write {value!r}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        raise ApplyError("cgroup", path, e.errno, f"writing {value!r}") from None
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=False)
+    except FileExistsError:
+        # A leftover of a crashed run with the same id is not ours to reuse.
+        raise ApplyError("cgroup", path, errno.EEXIST, "workload cgroup already exists") from None
+    except OSError as e:
+        detail = NO_DELEGATION_HINT if (os.geteuid() != 0 and e.errno in
+                                        (errno.EACCES, errno.EPERM, errno.EROFS)) else "mkdir"
+        raise ApplyError("cgroup", e.filename or path, e.errno, detail) from None
+
+
+def read_pids(procs_file: str) -> list[int]:
+    try:
+        with open(procs_file) as f:
+            return [int(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """Parse a flat keyed file ("key value" per line), e.g. memory.events."""
+    out: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                    out[parts[0]] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+def kill_and_remove(dirs: list[str], procs_file: str, kill_file: str | None = None,
+                    timeout: float = 3.0) -> None:
+    """Kill every process left in the cgroup, then rmdir each directory.
+
+    Leftovers are possible: the workload may have forked children that
+    outlive it. They must not survive the cgroup that limits them.
+    """
+    deadline = time.monotonic() + timeout
+    if kill_file and os.path.exists(kill_file):
+        try:
+            write_file(kill_file, "1")
+        except ApplyError:
+            pass
+    while True:
+        pids = read_pids(procs_file)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    errors: list[ApplyError] = []
+    for d in dirs:
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                # EBUSY while the killed processes are still being torn down.
+                if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                errors.append(ApplyError("cgroup cleanup", d, e.errno, "rmdir"))
+                break
+    if errors:
+        raise errors[0]
+
+
+def remove_parent_if_empty(path: str) -> None:
+    """Tidy the shared parent (e.g. .../enforcer) when no workload uses it."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # another workload still lives there, or it is not ours

@@ -1,0 +1,79 @@
+"""cgroup v1 driver: one directory per controller the Plan writes to.
+
+Layout: <root>/<controller><parent>/<id>, e.g. /sys/fs/cgroup/memory/enforcer/run-1-ab.
+"""
+
+from __future__ import annotations
+
+import os
+
+from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
+                                         read_pids, remove_parent_if_empty, write_file)
+from enforcer.errors import ApplyError
+
+
+class CgroupV1:
+    version = "v1"
+
+    def __init__(self, files: dict[str, dict[str, str]], workload_id: str, *,
+                 root: str = "/sys/fs/cgroup", parent: str = "/enforcer") -> None:
+        self.files = files
+        self.root = root
+        self.parent = parent
+        self.rel = f"{parent}/{workload_id}"
+        self.controllers = list(files)
+        self.created: list[str] = []
+
+    def dir(self, controller: str) -> str:
+        return f"{self.root}/{controller}{self.rel}"
+
+    def create(self) -> None:
+        for ctrl in self.controllers:
+            if not os.path.exists(f"{self.root}/{ctrl}/cgroup.procs"):
+                raise ApplyError("cgroup", f"{self.root}/{ctrl}", 2,
+                                 f"cgroup v1 controller {ctrl!r} is not mounted")
+            make_dir(self.dir(ctrl))
+            self.created.append(self.dir(ctrl))
+
+    def apply_limits(self) -> None:
+        # Dict order is the compiler's order: e.g. memory.limit_in_bytes must
+        # be written before memory.memsw.limit_in_bytes (memsw >= limit).
+        for ctrl, files in self.files.items():
+            for name, value in files.items():
+                write_file(f"{self.dir(ctrl)}/{name}", value)
+
+    def add(self, pid: int) -> None:
+        for ctrl in self.controllers:
+            write_file(f"{self.dir(ctrl)}/cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        seen: set[int] = set()
+        for ctrl in self.controllers:
+            seen.update(read_pids(f"{self.dir(ctrl)}/cgroup.procs"))
+        return sorted(seen)
+
+    def events(self) -> CgroupEvents:
+        oom = 0
+        if "memory" in self.controllers:
+            # "oom_kill N" exists since 4.13; under_oom alone would miss a kill.
+            oom = read_keyed(f"{self.dir('memory')}/memory.oom_control").get("oom_kill", 0)
+        pids_max = 0
+        if "pids" in self.controllers:
+            pids_max = read_keyed(f"{self.dir('pids')}/pids.events").get("max", 0)
+        return CgroupEvents(oom_kills=oom, pids_max_hits=pids_max)
+
+    def record_paths(self) -> dict[str, str]:
+        return {ctrl: self.rel for ctrl in self.controllers}
+
+    def remove(self) -> None:
+        first: ApplyError | None = None
+        for d in reversed(self.created):
+            try:
+                kill_and_remove([d], f"{d}/cgroup.procs")
+            except ApplyError as e:
+                first = first or e
+        for ctrl in self.controllers:
+            remove_parent_if_empty(f"{self.root}/{ctrl}{self.parent}")
+        self.created = []
+        if first:
+            raise first

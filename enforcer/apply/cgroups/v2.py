@@ -1,0 +1,88 @@
+"""cgroup v2 driver: one directory in the unified hierarchy.
+
+Layout: <root><parent>/<id>. The controllers the Plan's files need are
+enabled in cgroup.subtree_control of every ancestor we own (the root's and
+the parent's), because a v2 file such as memory.max only appears in a
+cgroup whose parent delegates the memory controller to it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
+                                         read_pids, remove_parent_if_empty, write_file)
+from enforcer.errors import ApplyError
+
+
+def controllers_for(files: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for name in files:
+        ctrl = name.split(".", 1)[0]
+        if ctrl not in out and ctrl != "cgroup":
+            out.append(ctrl)
+    return out
+
+
+class CgroupV2:
+    version = "v2"
+
+    def __init__(self, files: dict[str, str], workload_id: str, *,
+                 root: str = "/sys/fs/cgroup", parent: str = "/enforcer") -> None:
+        self.files = files
+        self.root = root.rstrip("/")
+        self.parent = parent
+        self.rel = f"{parent}/{workload_id}"
+        self.path = f"{self.root}{self.rel}"
+        self.created = False
+        self.parent_created = False
+
+    def available(self) -> list[str]:
+        try:
+            with open(f"{self.root}/cgroup.controllers") as f:
+                return f.read().split()
+        except OSError:
+            return []
+
+    def create(self) -> None:
+        needed = controllers_for(self.files)
+        missing = [c for c in needed if c not in self.available()]
+        if missing:
+            raise ApplyError("cgroup", f"{self.root}/cgroup.controllers", 2,
+                             f"cgroup v2 controller(s) {', '.join(missing)} not available")
+        parent_dir = f"{self.root}{self.parent}"
+        if not os.path.isdir(parent_dir):
+            make_dir(parent_dir)
+            self.parent_created = True
+        enable = " ".join(f"+{c}" for c in needed)
+        if enable:
+            write_file(f"{self.root}/cgroup.subtree_control", enable)
+            write_file(f"{parent_dir}/cgroup.subtree_control", enable)
+        make_dir(self.path)
+        self.created = True
+
+    def apply_limits(self) -> None:
+        for name, value in self.files.items():
+            write_file(f"{self.path}/{name}", value)
+
+    def add(self, pid: int) -> None:
+        write_file(f"{self.path}/cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        return read_pids(f"{self.path}/cgroup.procs")
+
+    def events(self) -> CgroupEvents:
+        return CgroupEvents(
+            oom_kills=read_keyed(f"{self.path}/memory.events").get("oom_kill", 0),
+            pids_max_hits=read_keyed(f"{self.path}/pids.events").get("max", 0),
+        )
+
+    def record_paths(self) -> dict[str, str]:
+        return {"": self.rel}
+
+    def remove(self) -> None:
+        if self.created:
+            kill_and_remove([self.path], f"{self.path}/cgroup.procs",
+                            kill_file=f"{self.path}/cgroup.kill")
+            self.created = False
+        remove_parent_if_empty(f"{self.root}{self.parent}")

@@ -1,0 +1,287 @@
+"""THE ordered apply sequence, run in the workload's process after fork.
+
+Read it top to bottom: `run_child()` calls one small function per step, in
+the order of DESIGN.md. Each function says why it sits where it does.
+
+This code runs in a forked child of a (single-threaded) Python process: it
+uses only os, ctypes and the small modules next to it, starts no threads,
+and never returns. Any failure is sent to the parent as one JSON object on
+the close-on-exec error pipe and the child exits; the workload never runs
+(fail closed). EOF on that pipe without data means execve succeeded.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+from dataclasses import dataclass
+from typing import NoReturn
+
+from enforcer.apply import _sys
+from enforcer.apply.creds import apply_creds
+from enforcer.apply.mounts import apply_mounts
+from enforcer.apply.seccomp import load_filter
+from enforcer.errors import ApplyError
+from enforcer.plan import Plan
+
+# Exit status of a child that failed before execve (the parent reports the
+# error from the pipe; this status is only seen if the pipe write failed).
+CHILD_FAILED = 125
+
+
+@dataclass
+class ChildContext:
+    plan: Plan
+    argv: list[str]
+    env: dict[str, str]
+    err_fd: int
+    sync_fd: int | None  # None in --exec mode: nobody to wait for
+    # Namespaces the supervisor already created before fork (pid, and the
+    # user namespace when unprivileged); the child must not create them again.
+    done_by_parent: frozenset[str] = frozenset()
+    unprivileged: bool = False  # not root: mounts need our own user namespace
+    outer_uid: int = 0
+    outer_gid: int = 0
+
+    @property
+    def audit(self) -> bool:
+        return self.plan.mode == "audit"
+
+
+# -- the steps -----------------------------------------------------------
+
+
+def wait_for_placement(ctx: ChildContext) -> None:
+    """Block until the parent has moved us into the workload cgroup.
+
+    Before anything of the workload runs, and before we allocate memory or
+    fork, the process must be under the policy's limits; otherwise a fast
+    workload could fork or allocate outside them. EOF without the go byte
+    means the parent failed (it reports); we exit without running anything.
+    """
+    if ctx.sync_fd is None:
+        return
+    data = os.read(ctx.sync_fd, 1)
+    os.close(ctx.sync_fd)
+    if data != b"G":
+        os._exit(CHILD_FAILED)
+
+
+def write_id_maps(inner_uid: int, inner_gid: int, outer_uid: int, outer_gid: int) -> None:
+    """Map one uid/gid of a fresh user namespace to the caller's (as bwrap does).
+
+    setgroups must be denied before gid_map can be written unprivileged
+    (CVE-2014-8989: otherwise dropping a supplementary group could unlock
+    files a group-deny ACL protects).
+    """
+    for path, text in (("/proc/self/setgroups", "deny"),
+                       ("/proc/self/uid_map", f"{inner_uid} {outer_uid} 1\n"),
+                       ("/proc/self/gid_map", f"{inner_gid} {outer_gid} 1\n")):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise ApplyError("namespaces", f"{path} <- {text.strip()!r}", e.errno) from None
+
+
+def namespace_flags(ctx: ChildContext) -> int:
+    wanted = set(ctx.plan.namespaces)
+    if ctx.plan.mounts or "pid" in wanted:
+        # Mount rules (and the /proc of a new pid namespace) must never touch the host's mount table: they always
+        # get a namespace of their own, whether the policy names one or not.
+        wanted.add("mount")
+    needs_privilege = bool(wanted or ctx.plan.user or ctx.plan.capabilities)
+    if ctx.unprivileged and needs_privilege and "user" not in ctx.done_by_parent:
+        # Unprivileged, only a user namespace grants the capabilities the
+        # other namespaces and the mounts need (the bubblewrap model).
+        wanted.add("user")
+    wanted -= ctx.done_by_parent
+    flags = 0
+    for ns in wanted:
+        flags |= _sys.NAMESPACE_FLAGS[ns]
+    return flags
+
+
+def enter_namespaces(ctx: ChildContext) -> None:
+    """Step 1. First, because every later step acts inside them: mounts
+    change only our mount namespace, and capabilities granted by a user
+    namespace are what let an unprivileged user mount at all. (pid is made
+    by the supervisor before fork: unshare(CLONE_NEWPID) only puts the
+    caller's *children* in the new namespace.)"""
+    flags = namespace_flags(ctx)
+    if not flags:
+        return
+    _sys.unshare(flags, "namespaces", f"unshare({describe_ns(flags)})")
+    if flags & _sys.CLONE_NEWUSER:
+        user = ctx.plan.user
+        inner_uid = user.uid if user else ctx.outer_uid
+        inner_gid = user.gid if user else ctx.outer_gid
+        write_id_maps(inner_uid, inner_gid, ctx.outer_uid, ctx.outer_gid)
+
+
+def describe_ns(flags: int) -> str:
+    names = [n for n, bit in _sys.NAMESPACE_FLAGS.items() if flags & bit]
+    return "|".join(f"CLONE_NEW{'NS' if n == 'mount' else n.upper()}" for n in names)
+
+
+def apply_mount_rules(ctx: ChildContext) -> None:
+    """Step 2. After namespaces (they must only change our private mount
+    table) and before dropping capabilities (mounting needs CAP_SYS_ADMIN,
+    pivot_root too)."""
+    # Always first, whatever the Plan says: a fresh mount namespace still
+    # shares propagation with the host, so without this a mount below
+    # (even our /proc) would appear on the host.
+    _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    if "pid" in ctx.plan.namespaces:
+        # A pid namespace needs its own /proc, or the workload would read
+        # the host's processes there. Before the Plan's rules, so that a
+        # read-only root and masked /proc paths apply to it as well.
+        _sys.mount("proc", "/proc", "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
+    apply_mounts(ctx.plan.mounts)
+
+
+def apply_rlimits(ctx: ChildContext) -> None:
+    """Step 3. Before the uid change: raising a hard limit needs
+    CAP_SYS_RESOURCE, which the capability step may drop."""
+    for r in ctx.plan.rlimits:
+        res = getattr(resource, f"RLIMIT_{r.resource}", None)
+        if res is None:
+            raise ApplyError("rlimits", f"RLIMIT_{r.resource}", errno.EINVAL,
+                             "unknown on this host")
+        soft = resource.RLIM_INFINITY if r.soft < 0 else r.soft
+        hard = resource.RLIM_INFINITY if r.hard < 0 else r.hard
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise ApplyError("rlimits", f"setrlimit(RLIMIT_{r.resource}, {r.soft}, {r.hard})",
+                             getattr(e, "errno", None) or errno.EPERM) from None
+
+
+def apply_capabilities_and_user(ctx: ChildContext) -> None:
+    """Step 4. After mounts and rlimits (they need the privileges dropped
+    here), before no_new_privs and seccomp (capset/setresuid must not be
+    filtered by our own policy)."""
+    user = ctx.plan.user
+    apply_creds(ctx.plan.capabilities, user, unprivileged_userns=ctx.unprivileged)
+
+
+def set_no_new_privileges(ctx: ChildContext) -> None:
+    """Step 5. After the uid change (a setuid binary can no longer regain
+    privileges from here on) and before seccomp: the kernel only lets a
+    process without CAP_SYS_ADMIN load a filter once no_new_privs is set."""
+    if ctx.plan.no_new_privileges or (ctx.audit and os.geteuid() != 0) or ctx.unprivileged:
+        _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1, step="no_new_privileges",
+                   what="prctl(PR_SET_NO_NEW_PRIVS, 1)")
+
+
+def resolve_command(ctx: ChildContext) -> str:
+    """Find CMD on PATH now: after mounts (the new root is what counts) and
+    the uid change (access checks as the final user), before seccomp (the
+    filter need not allow stat/access for us)."""
+    cmd = ctx.argv[0]
+    if "/" in cmd:
+        candidates = [cmd]
+    else:
+        path = ctx.env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        candidates = [os.path.join(d or ".", cmd) for d in path.split(":")]
+    denied: str | None = None
+    for c in candidates:
+        if os.path.isfile(c):
+            if os.access(c, os.X_OK):
+                return c
+            denied = denied or c
+    if denied:
+        raise ApplyError("exec", denied, errno.EACCES)
+    raise ApplyError("exec", cmd, errno.ENOENT, "command not found")
+
+
+def mark_fds_close_on_exec(ctx: ChildContext) -> None:
+    """Step 7 (prepared before seccomp). Every inherited fd but 0-2 is
+    closed by execve itself. Leaked fds let a workload reach files of the
+    host: CVE-2016-9962 (runc exposed its directory fd to a joined
+    process), CVE-2024-21626 (a leaked cgroup fd as working directory). It
+    is done just before seccomp so the filter need not allow close_range;
+    the close happens atomically at execve."""
+    if _sys.close_range_cloexec(3):
+        return
+    import fcntl
+
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass  # the listdir fd itself, already closed
+
+
+def load_seccomp(ctx: ChildContext) -> None:
+    """Step 6. Last of our own steps: after it nothing of ours runs but
+    execve, so the filter only has to allow what the workload needs (runc:
+    "as close to execve as possible")."""
+    if ctx.plan.seccomp is not None:
+        load_filter(ctx.plan.seccomp)
+
+
+def execute(ctx: ChildContext, path: str) -> NoReturn:
+    """execve the workload. Through a real execve (never by reusing our
+    process image) so the kernel re-evaluates the binary and its set-id
+    bits under no_new_privs; the host binary behind /proc/self/exe is not
+    reachable by the workload (CVE-2019-5736 was a runtime re-executing
+    itself through /proc/self/exe into a container)."""
+    try:
+        os.execve(path, ctx.argv, ctx.env)
+    except OSError as e:
+        raise ApplyError("exec", path, e.errno) from None
+    raise AssertionError("unreachable")
+
+
+# -- the sequence --------------------------------------------------------
+
+
+def report_failure(err_fd: int, e: BaseException) -> None:
+    if isinstance(e, ApplyError):
+        payload = {"step": e.step, "what": e.what, "errno": e.errno, "detail": e.detail}
+    else:
+        payload = {"step": "internal", "what": f"{type(e).__name__}: {e}", "errno": None,
+                   "detail": "a bug in enforcer"}
+    try:
+        os.write(err_fd, json.dumps(payload).encode())
+    except OSError:
+        pass
+
+
+def apply_and_exec(ctx: ChildContext) -> NoReturn:
+    """The sequence itself. Raises ApplyError on the first failure."""
+    wait_for_placement(ctx)
+    if ctx.audit:
+        # Audit mode observes: no namespaces, mounts, rlimits or capability
+        # changes; only the filter (compiled with LOG actions) is loaded.
+        set_no_new_privileges(ctx)
+        path = resolve_command(ctx)
+        mark_fds_close_on_exec(ctx)
+        load_seccomp(ctx)
+        execute(ctx, path)
+    enter_namespaces(ctx)
+    apply_mount_rules(ctx)
+    apply_rlimits(ctx)
+    apply_capabilities_and_user(ctx)
+    set_no_new_privileges(ctx)
+    path = resolve_command(ctx)
+    mark_fds_close_on_exec(ctx)
+    load_seccomp(ctx)
+    execute(ctx, path)
+
+
+def run_child(ctx: ChildContext) -> NoReturn:
+    """Supervised mode: apply the Plan and exec; failures go to the parent."""
+    try:
+        apply_and_exec(ctx)
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
+        report_failure(ctx.err_fd, e)
+        os._exit(CHILD_FAILED)

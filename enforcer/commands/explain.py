@@ -1,0 +1,60 @@
+"""enforcer explain POLICY: the effective policy, each value with its origin."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "show the effective policy and where each value came from"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("policy", metavar="POLICY", help="a policy file or shipped policy name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--mode", choices=("enforce", "audit"), help="explain with this mode instead")
+    p.add_argument("--all-syscalls", action="store_true",
+                   help="list every syscall of this architecture with its action, not only the rules")
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers).rstrip(), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r).rstrip() for r in rows]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from enforcer import exitcodes
+    from enforcer.policy import explain, syscalls
+    from enforcer.policy.lint import syscall_state
+    from enforcer.policy.loader import load_policy
+
+    policy = load_policy(args.policy, mode=args.mode)
+    if args.json:
+        print(json.dumps(explain.as_json(policy), indent=2))
+        return exitcodes.OK
+    lines = [f"policy {policy.name}: {policy.description}".rstrip(": "), "built from (parents first):"]
+    lines += [f"  {path}  sha256:{digest[:16]}" for path, digest in policy.sources]
+    lines.append("")
+    lines += _table([list(r) for r in explain.field_rows(policy)], ["field", "value", "from"])
+    lines.append("")
+    rules = explain.syscall_rows(policy)
+    allowed = sorted({r["syscall"] for r in rules if r["action"] in ("allow", "log") and not r["conditions"]})
+    denied = sorted({r["syscall"] for r in rules if r["action"] not in ("allow", "log") and not r["conditions"]})
+    conditional = sorted({r["syscall"] for r in rules if r["conditions"]})
+    arches = ", ".join(policy.syscalls.architectures) or f"native ({syscalls.native_arch()})"
+    lines.append(f"syscalls ({arches}): {len(allowed)} allowed, {len(denied)} denied, "
+                 f"{len(conditional)} with conditions; everything else: {policy.syscalls.default_action} "
+                 f"(syscalls.default)")
+    if args.all_syscalls:
+        native = syscalls.native_arch()
+        names = [n for n in syscalls.all_names() if syscalls.exists_on(n, native)]
+        table = [[n, syscall_state(policy, n)[0]] for n in names]
+        lines += _table(table, ["syscall", "state"])
+    else:
+        table = [[r["syscall"], r["action"], r["conditions"] or "-", r["via"], r["origin"]] for r in rules]
+        lines += _table(table, ["syscall", "action", "conditions", "via", "from"])
+    print("\n".join(lines))
+    return exitcodes.OK

@@ -1,0 +1,160 @@
+"""`enforcer run`: run a command under a policy.
+
+    enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode audit]
+                 [--exec] [--name ID] -- CMD [ARGS...]
+
+The start path imports only the standard library, enforcer.plan,
+enforcer.registry, enforcer.apply and (for --policy) the compile cache's
+fast path: with a cached Plan, no PyYAML, libseccomp, psutil or
+prometheus_client (tests/integration/test_run_imports.py checks).
+
+`parse_argv` is a small hand parser so the common case need not build an
+argparse parser; `add_arguments` describes the same options for --help.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from enforcer import exitcodes
+
+HELP = "run a command under a policy"
+RAW_ARGS = True  # cli.py hands us argv untouched; we parse it (fast path)
+
+USAGE = ("usage: enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode audit] "
+         "[--exec] [--name ID] -- CMD [ARGS...]")
+
+
+@dataclass
+class RunArgs:
+    policy: str = "default"
+    plan: str | None = None
+    mode: str | None = None
+    exec_: bool = False
+    name: str | None = None
+    command: list[str] = field(default_factory=list)
+
+
+class UsageError(Exception):
+    pass
+
+
+_VALUED = {"--policy": "policy", "-p": "policy", "--plan": "plan", "--mode": "mode",
+           "--name": "name"}
+
+
+def parse_argv(argv: list[str]) -> RunArgs:
+    args = RunArgs()
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            args.command = argv[i + 1:]
+            break
+        if a in ("-h", "--help"):
+            raise UsageError("help")
+        if a == "--exec":
+            args.exec_ = True
+        elif a.split("=", 1)[0] in _VALUED:
+            key, eq, value = a.partition("=")
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"{a} needs a value")
+                value = argv[i]
+            setattr(args, _VALUED[key], value)
+        elif a.startswith("-"):
+            raise UsageError(f"unknown option {a!r}")
+        else:
+            args.command = argv[i:]  # CMD without "--"
+            break
+        i += 1
+    if not args.command:
+        raise UsageError("no command given (put it after --)")
+    if args.mode not in (None, "audit", "enforce"):
+        raise UsageError(f"--mode must be audit or enforce, not {args.mode!r}")
+    if args.name is not None and (not args.name or "/" in args.name or args.name.startswith(".")):
+        raise UsageError(f"--name {args.name!r}: use letters, digits, '-', '_' or '.'")
+    return args
+
+
+def add_arguments(p: Any) -> None:
+    p.add_argument("--policy", "-p", default="default",
+                   help="shipped policy name or YAML file (default: default)")
+    p.add_argument("--plan", help="a compiled Plan file (enforcer compile -o) instead of --policy")
+    p.add_argument("--mode", choices=["audit", "enforce"],
+                   help="audit: block nothing, log every would-be violation")
+    p.add_argument("--exec", action="store_true",
+                   help="no supervisor: apply and exec in place (container entrypoint)")
+    p.add_argument("--name", help="workload id in the registry (default run-PID-RANDOM)")
+    p.add_argument("argv", nargs="+", help="-- CMD [ARGS...]")
+
+
+def load_plan(args: RunArgs) -> Any:
+    from enforcer.errors import PlanError
+
+    if args.plan is not None:
+        from enforcer.plan import load_plan_file
+
+        plan = load_plan_file(args.plan)
+        if args.mode is not None and plan.mode != args.mode:
+            raise PlanError(f"{args.plan}: compiled for mode {plan.mode}, not {args.mode}; "
+                            f"compile it with --mode {args.mode}")
+        return plan
+    try:
+        from enforcer.compile.cache import load_or_compile
+    except ImportError as e:
+        raise PlanError(f"cannot compile policy {args.policy!r}: the compiler is not "
+                        f"available ({e}); pass --plan") from None
+    return load_or_compile(args.policy, mode=args.mode)
+
+
+def run(args: RunArgs) -> int:
+    from enforcer.errors import EnforcerError, PolicyErrors
+
+    try:
+        plan = load_plan(args)
+    except PolicyErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        print("enforcer run: policy: not applied; the workload did not run", file=sys.stderr)
+        return exitcodes.APPLY_FAILED
+    except EnforcerError as e:
+        step = "plan" if type(e).__name__ == "PlanError" else "policy"
+        print(f"enforcer run: {step}: {e}", file=sys.stderr)
+        return exitcodes.APPLY_FAILED
+    from enforcer.apply.supervise import exec_in_place, supervise
+
+    if args.exec_:
+        return exec_in_place(plan, args.command, args.name)
+    return supervise(plan, args.command, args.name)
+
+
+def main(args: Any) -> int:
+    argv = args.argv if hasattr(args, "argv") else []
+    try:
+        parsed = parse_argv(list(argv))
+    except UsageError as e:
+        if str(e) == "help":
+            print(USAGE)
+            print(__doc__.split("\n\n")[0] if __doc__ else "")
+            return exitcodes.OK
+        print(f"enforcer run: {e}\n{USAGE}", file=sys.stderr)
+        return exitcodes.USAGE
+    return run(parsed)
+
+
+def fast_main(argv: list[str]) -> int:
+    """Entry for `python -m enforcer.commands.run ...` and cli's fast path."""
+    class _A:
+        pass
+
+    a = _A()
+    a.argv = argv  # type: ignore[attr-defined]
+    return main(a)
+
+
+if __name__ == "__main__":
+    sys.exit(fast_main(sys.argv[1:]))

@@ -1,0 +1,348 @@
+"""The Plan cache: compile once, start many times without YAML or libseccomp.
+
+    load_or_compile(spec, mode=None, cache_dir=None) -> Plan
+
+This module is on the start path (`enforcer run`, the shim). On a hit it
+imports only the standard library, enforcer.plan and ctypes -- never PyYAML,
+pyseccomp, psutil or prometheus_client (a test checks sys.modules).
+
+Content addressing. A policy is a chain of files (`extends`), but finding
+the parents needs the YAML parser, which the fast path must not load. So:
+
+* key = sha256 over: a tag, enforcer's version, libseccomp's identity, the
+  machine architecture, the mode, the top file's absolute path and its
+  bytes. The path is in the key because relative `extends` make the same
+  bytes mean different policies in different directories.
+* The entry lists every source file of the policy (the whole extends
+  chain, from Policy.sources) with its sha256. A hit re-hashes each listed
+  file; any difference (or a missing file) means stale: recompile.
+
+Anything else wrong with an entry -- unreadable, not our format, a Plan
+that fails its own checks or has an unknown format version -- is an error
+(PlanError), not a silent recompile: a corrupt entry in a root-owned cache
+means something is wrong on the host, and the user must see it. The error
+names the file to delete.
+
+libseccomp enters the key as the identity of its library file (resolved
+name, size, mtime; a few stat calls, ~0.02 ms) rather than its version
+number: asking the library (ctypes seccomp_version()) costs 1.8 ms for the
+ctypes import, pyseccomp ~30 ms, ctypes.util.find_library runs ldconfig;
+and distributions patch new syscalls into a library without changing its
+version (Debian's 2.5.4 knows x86_64 syscalls up to 456, upstream 2.5.4
+fewer), so the file is the better key anyway. The file is looked up where
+the dynamic loader would look (LD_LIBRARY_PATH, then the usual library
+directories); only if it is not found there does the key fall back to
+seccomp_version() through ctypes.
+
+Entry file layout: line 1 is a JSON header (cache format, key inputs, the
+source files and digests); the rest is Plan.to_json() text, parsed by
+enforcer.plan's strict loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from enforcer import __version__
+from enforcer.errors import PlanError
+from enforcer.plan import Plan, plan_from_json
+
+CACHE_FORMAT = 1
+_TAG = b"enforcer-plan-cache-v1"
+# Where shipped policies live: the same directory as
+# enforcer.policy.loader.policies_dir() (which we cannot import here: the
+# loader imports PyYAML). A test checks the two agree.
+_SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "policies")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a cache lookup found (for messages and tests)."""
+
+    path: str  # the cache entry file
+    hit: bool
+    reason: str  # "hit", "miss", "stale: <file> changed", ...
+
+
+# -- inputs of the key --------------------------------------------------------
+
+_libseccomp_version: str | None = None
+
+
+def libseccomp_version() -> str:
+    """'2.5.4', read from the library itself; 'none' if it is not installed."""
+    global _libseccomp_version
+    if _libseccomp_version is None:
+        import ctypes
+
+        class _Version(ctypes.Structure):
+            _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint),
+                        ("micro", ctypes.c_uint)]
+
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2")
+            lib.seccomp_version.restype = ctypes.POINTER(_Version)
+            v = lib.seccomp_version().contents
+            _libseccomp_version = f"{v.major}.{v.minor}.{v.micro}"
+        except (OSError, AttributeError):
+            _libseccomp_version = "none"
+    return _libseccomp_version
+
+
+def _libseccomp_file() -> str | None:
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    multiarch = getattr(sys.implementation, "_multiarch", "")
+    for base in ("/usr/local/lib", "/lib", "/usr/lib"):
+        if multiarch:
+            dirs.append(f"{base}/{multiarch}")
+        dirs.append(base)
+    dirs += ["/lib64", "/usr/lib64"]
+    for d in dirs:
+        path = os.path.join(d, "libseccomp.so.2")
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    return None
+
+
+_libseccomp_identity: str | None = None
+
+
+def libseccomp_identity() -> str:
+    """What the cache key knows of libseccomp: its library file's resolved
+    name, size and mtime (see the module docstring)."""
+    global _libseccomp_identity
+    if _libseccomp_identity is None:
+        path = _libseccomp_file()
+        if path is None:
+            _libseccomp_identity = "version " + libseccomp_version()
+        else:
+            st = os.stat(path)
+            _libseccomp_identity = f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}"
+    return _libseccomp_identity
+
+
+def default_cache_dir() -> str:
+    env = os.environ.get("ENFORCER_CACHE_DIR")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/cache/enforcer"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "enforcer")
+
+
+def resolve_spec(spec: str) -> str:
+    """A policy file path, or the name of a shipped policy -> absolute path.
+
+    The same rules as enforcer.policy.loader.resolve_policy_source: a spec
+    with a `/`, a leading `.` or a .yaml/.yml suffix is a path; otherwise a
+    shipped policy's name, else a file in the working directory. When
+    nothing matches, the spec comes back unchanged and the loader reports.
+    """
+    if "/" in spec or spec.startswith(".") or spec.endswith((".yaml", ".yml")):
+        return os.path.abspath(os.path.expanduser(spec))
+    shipped = os.path.join(_SHIPPED_DIR, spec + ".yaml")
+    if os.path.isfile(shipped):
+        return os.path.realpath(shipped)
+    if os.path.isfile(spec):
+        return os.path.abspath(spec)
+    return spec
+
+
+def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
+    h = hashlib.sha256(_TAG)
+    for part in (__version__, libseccomp_identity(), os.uname().machine, mode or "policy",
+                 top_path):
+        h.update(b"\0" + part.encode())
+    h.update(b"\0" + top_bytes)
+    return h.hexdigest()
+
+
+def _sha256_file(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+# -- reading and writing entries ------------------------------------------------
+
+
+def _check_dir_trust(directory: str) -> None:
+    """A Plan decides what a workload may do: only trust a cache directory
+    that nobody but its owner (us or root) can write to."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return
+    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+        raise PlanError(f"cache directory {directory} is writable by others or owned by uid "
+                        f"{st.st_uid}; refusing to trust Plans in it (chmod go-w, or set "
+                        "ENFORCER_CACHE_DIR)")
+
+
+def read_entry(entry: str) -> tuple[list[tuple[str, str]], Plan] | None:
+    """(sources, plan) of a cache entry; None if there is none. PlanError if corrupt."""
+    try:
+        with open(entry, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PlanError(f"cache entry {entry}: cannot read: {e.strerror}") from None
+    fix = f"; delete it (rm {entry}) to recompile"
+    header_raw, sep, body = data.partition(b"\n")
+    try:
+        header = json.loads(header_raw)
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if (not sep or not isinstance(header, dict) or header.get("cache_format") != CACHE_FORMAT
+            or not isinstance(header.get("sources"), list)):
+        raise PlanError(f"cache entry {entry} is corrupt or of an unknown cache format{fix}")
+    sources: list[tuple[str, str]] = []
+    for item in header["sources"]:
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(x, str) for x in item)):
+            raise PlanError(f"cache entry {entry}: malformed source list{fix}")
+        sources.append((item[0], item[1]))
+    try:
+        plan = plan_from_json(body, source=f"cache entry {entry}")
+    except PlanError as e:
+        raise PlanError(f"{e}{fix}") from None
+    return sources, plan
+
+
+def write_entry(entry: str, sources: list[tuple[str, str]], plan: Plan, *,
+                top: str = "", mode: str | None = None) -> None:
+    """Atomically: a reader sees the old entry, the new one, or none."""
+    directory = os.path.dirname(entry)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    header = {"cache_format": CACHE_FORMAT, "enforcer_version": __version__,
+              "libseccomp": libseccomp_identity(), "machine": os.uname().machine,
+              "top": top, "mode": mode or "policy",
+              "sources": [list(s) for s in sources]}
+    data = (json.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
+    import tempfile  # 4 ms to import: only on the (slow) write path
+
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".plan")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, entry)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def prune(directory: str, keep: str, top: str, mode: str | None) -> int:
+    """Remove the other entries for the same top file and mode: each edit of a
+    policy (or an upgrade) leaves its old entry behind under an old key.
+    Returns how many were removed. Only ever on the (slow) compile path."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(directory, name)
+        if not name.endswith(".plan") or path == keep:
+            continue
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline())
+            if header.get("top") == top and header.get("mode") == (mode or "policy"):
+                os.unlink(path)
+                removed += 1
+        except (OSError, ValueError, AttributeError):
+            continue  # not ours to judge here; lookup reports corrupt entries
+    return removed
+
+
+def _stale_reason(sources: list[tuple[str, str]]) -> str | None:
+    for path, digest in sources:
+        if _sha256_file(path) != digest:
+            return f"stale: {path} changed"
+    return None
+
+
+# -- the entry point -----------------------------------------------------------
+
+
+def lookup(spec: str, *, mode: str | None = None,
+           cache_dir: str | None = None) -> tuple[Lookup, Plan | None]:
+    """The fast half of load_or_compile: a Plan if the cache has a fresh one."""
+    if mode is not None and mode not in ("enforce", "audit"):
+        raise PlanError(f"mode {mode!r} is not enforce or audit")
+    top = resolve_spec(spec)
+    directory = cache_dir or default_cache_dir()
+    try:
+        with open(top, "rb") as f:
+            top_bytes = f.read()
+    except OSError:
+        # Unreadable or a name we could not resolve: the loader reports it.
+        return Lookup(path="", hit=False, reason=f"miss: cannot read {top}"), None
+    entry = os.path.join(directory, cache_key(top, top_bytes, mode) + ".plan")
+    _check_dir_trust(directory)
+    found = read_entry(entry)
+    if found is None:
+        return Lookup(entry, False, "miss"), None
+    sources, plan = found
+    stale = _stale_reason(sources)
+    if stale:
+        return Lookup(entry, False, stale), None
+    return Lookup(entry, True, "hit"), plan
+
+
+def load_or_compile(spec: str, *, mode: str | None = None, cache_dir: str | None = None) -> Plan:
+    """A Plan for `spec` (a policy file or a shipped policy's name).
+
+    From the cache when an entry for exactly these bytes exists and every
+    file of its extends chain is unchanged; else load, compile, store.
+    Raises PolicyError(s) for a bad policy, CompileError, or PlanError for a
+    corrupt cache entry (nothing is applied; the message names the file).
+    """
+    found, plan = lookup(spec, mode=mode, cache_dir=cache_dir)
+    if plan is not None:
+        return plan
+    return compile_and_store(spec, mode=mode, cache_dir=cache_dir, entry=found.path or None)
+
+
+def compile_and_store(spec: str, *, mode: str | None = None, cache_dir: str | None = None,
+                      entry: str | None = None) -> Plan:
+    """The slow half: load the YAML, compile, write the cache entry."""
+    from enforcer.compile.compiler import compile_policy
+    from enforcer.policy.loader import load_policy
+
+    top = resolve_spec(spec)
+    policy = load_policy(top if os.path.exists(top) else spec, mode=mode)
+    plan = compile_policy(policy)
+    sources = [(os.path.abspath(p), d) for p, d in policy.sources]
+    if not any(p == top for p, _ in sources) and os.path.exists(top):
+        digest = _sha256_file(top)
+        if digest:
+            sources.append((top, digest))
+    if entry is None and os.path.exists(top):
+        with open(top, "rb") as f:
+            entry = os.path.join(cache_dir or default_cache_dir(),
+                                 cache_key(top, f.read(), mode) + ".plan")
+    if entry is not None:
+        try:
+            write_entry(entry, sources, plan, top=top, mode=mode)
+            prune(os.path.dirname(entry), entry, top, mode)
+        except OSError as e:
+            # A read-only cache must not stop the workload: it just costs a
+            # compile next time. Say so once.
+            print(f"enforcer: note: cannot write Plan cache {entry}: {e.strerror}",
+                  file=sys.stderr)
+    return plan

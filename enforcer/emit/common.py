@@ -1,0 +1,181 @@
+"""Shared pieces of the exporters: names other tools use, and the warning list.
+
+Every exporter returns `(output, unexpressed)`: `unexpressed` is a list of
+one-line messages, each naming a part of the policy the target format cannot
+say. `enforcer export` prints them on stderr; nothing is dropped silently.
+
+This module imports only the standard library and the policy model, so the
+OCI exporter stays cheap for the shim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass, field
+
+from enforcer.policy import caps
+from enforcer.policy.model import (
+    Action,
+    ActionKind,
+    CapabilityPolicy,
+    FilesystemPolicy,
+    Mode,
+    Policy,
+    ResourcePolicy,
+)
+
+# The capabilities Docker (and containerd's CRI) give a container by default.
+DOCKER_DEFAULT_CAPS: tuple[str, ...] = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+    "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+    "AUDIT_WRITE",
+)
+
+
+def cap_name(number: int, prefix: str = "CAP_") -> str:
+    """21 -> CAP_SYS_ADMIN (or SYS_ADMIN with prefix="")."""
+    return prefix + caps.name_of(number)[4:]
+
+
+def cap_number(name: str) -> int:
+    """CAP_SYS_ADMIN, sys_admin, SYS_ADMIN -> 21. ValueError names the input."""
+    try:
+        return caps.from_name(name)
+    except KeyError:
+        raise ValueError(f"unknown capability {name!r}") from None
+
+
+def caps_of_mask(mask: int) -> list[int]:
+    return [c for c in sorted(caps.ALL_CAPS) if mask >> c & 1]
+
+
+# libseccomp architecture names -> OCI / Docker SCMP_ARCH_* names.
+SCMP_ARCH: dict[str, str] = {
+    "x86": "SCMP_ARCH_X86",
+    "x86_64": "SCMP_ARCH_X86_64",
+    "x32": "SCMP_ARCH_X32",
+    "arm": "SCMP_ARCH_ARM",
+    "aarch64": "SCMP_ARCH_AARCH64",
+    "mips": "SCMP_ARCH_MIPS",
+    "mips64": "SCMP_ARCH_MIPS64",
+    "mips64n32": "SCMP_ARCH_MIPS64N32",
+    "mipsel": "SCMP_ARCH_MIPSEL",
+    "mipsel64": "SCMP_ARCH_MIPSEL64",
+    "mipsel64n32": "SCMP_ARCH_MIPSEL64N32",
+    "ppc": "SCMP_ARCH_PPC",
+    "ppc64": "SCMP_ARCH_PPC64",
+    "ppc64le": "SCMP_ARCH_PPC64LE",
+    "s390": "SCMP_ARCH_S390",
+    "s390x": "SCMP_ARCH_S390X",
+    "parisc": "SCMP_ARCH_PARISC",
+    "parisc64": "SCMP_ARCH_PARISC64",
+    "riscv64": "SCMP_ARCH_RISCV64",
+    "loongarch64": "SCMP_ARCH_LOONGARCH64",
+}
+
+# uname -m -> libseccomp architecture name.
+_MACHINE_ARCH: dict[str, str] = {
+    "x86_64": "x86_64", "amd64": "x86_64", "i386": "x86", "i486": "x86",
+    "i586": "x86", "i686": "x86", "aarch64": "aarch64", "arm64": "aarch64",
+    "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "ppc64": "ppc64",
+    "s390x": "s390x", "riscv64": "riscv64", "mips64": "mips64",
+    "loongarch64": "loongarch64",
+}
+
+
+def native_arch(machine: str | None = None) -> str:
+    """The libseccomp name of this machine's architecture (uname -m based)."""
+    m = machine or platform.machine()
+    try:
+        return _MACHINE_ARCH[m]
+    except KeyError:
+        raise ValueError(f"unsupported machine architecture {m!r}") from None
+
+
+def policy_arches(policy: Policy, machine: str | None = None) -> list[str]:
+    """The libseccomp arch names the filter admits: native only unless named."""
+    native = native_arch(machine)
+    arches = list(policy.syscalls.architectures) or [native]
+    return [native if a == "native" else a for a in arches]
+
+
+# OCI seccomp action names.
+SCMP_ACT: dict[ActionKind, str] = {
+    ActionKind.ALLOW: "SCMP_ACT_ALLOW",
+    ActionKind.LOG: "SCMP_ACT_LOG",
+    ActionKind.ERRNO: "SCMP_ACT_ERRNO",
+    ActionKind.TRAP: "SCMP_ACT_TRAP",
+    ActionKind.KILL_THREAD: "SCMP_ACT_KILL_THREAD",
+    ActionKind.KILL_PROCESS: "SCMP_ACT_KILL_PROCESS",
+}
+
+
+def effective_action(policy: Policy, action: Action) -> Action:
+    """In audit mode nothing is blocked: a blocking action becomes `log`."""
+    if policy.mode is Mode.AUDIT and action.blocks:
+        return Action(ActionKind.LOG)
+    return action
+
+
+@dataclass
+class Unexpressed:
+    """Collects what a target cannot express, one line each, in order."""
+
+    target: str
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, what: str, consequence: str) -> None:
+        line = f"export {self.target}: cannot express {what}; {consequence}"
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+@dataclass(frozen=True)
+class CapSets:
+    """The five capability sets as capability numbers."""
+
+    bounding: frozenset[int]
+    effective: frozenset[int]
+    permitted: frozenset[int]
+    inheritable: frozenset[int]
+    ambient: frozenset[int]
+
+
+def absolute_caps(policy_caps: CapabilityPolicy, parent: frozenset[int],
+                  non_root: bool = False) -> CapSets:
+    """The sets a workload ends up with, given what its parent would give it.
+
+    `keep` is absolute: the kept capabilities are in the bounding,
+    effective, permitted and inheritable sets, and in ambient too when the
+    workload runs as a non-root uid (so they survive execve of an ordinary
+    program), as enforcer.compile.caps does. `drop`/`add` apply to the
+    parent's sets.
+    """
+    if policy_caps.keep is not None:
+        kept = frozenset(policy_caps.keep)
+        return CapSets(kept, kept, kept, kept, kept if non_root else frozenset())
+    result = (parent - policy_caps.drop) | policy_caps.add
+    # Container runtimes give a process empty inheritable and ambient sets.
+    return CapSets(result, result, result, frozenset(), frozenset())
+
+
+def size_text(n: int) -> str:
+    """Bytes as the largest exact binary unit (268435456 -> '256Mi')."""
+    for suffix, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{suffix}"
+    return str(n)
+
+
+def audit_stripped(policy: Policy, un: Unexpressed) -> Policy:
+    """In audit mode only the (logging) seccomp filter is exported, as in the
+    compiled Plan: capabilities, mounts and limits cannot "log instead"."""
+    if policy.mode is not Mode.AUDIT:
+        return policy
+    un.lines.append(f"export {un.target}: audit mode: capabilities, filesystem, resource "
+                    "limits, rlimits, user and namespaces are left out, as in the compiled "
+                    "Plan; blocked syscalls are only logged")
+    return dataclasses.replace(policy, capabilities=CapabilityPolicy(),
+                               filesystem=FilesystemPolicy(), resources=ResourcePolicy(),
+                               rlimits=(), user=None, namespaces=())

@@ -1,0 +1,329 @@
+"""Seccomp violations from the kernel audit stream (NETLINK_AUDIT multicast).
+
+The kernel multicasts every audit record to the read-only group
+AUDIT_NLGRP_READLOG. Joining it needs CAP_AUDIT_READ but no audit daemon and
+no change to the host's audit settings, and it coexists with auditd. Unlike
+/dev/kmsg it is not rate-limited by printk: when the kernel's audit backlog
+fills it slows the logging process down instead of dropping records, so the
+only place we can lose records is our own socket buffer (ENOBUFS), which we
+count and size generously.
+
+A seccomp record (type 1326, AUDIT_SECCOMP) looks like:
+
+    audit(1700000000.123:456): auid=4294967295 uid=0 gid=0 ses=4294967295
+    subj=unconfined pid=1234 comm="x" exe="/usr/bin/x" sig=0 arch=c000003e
+    syscall=101 compat=0 ip=0x7f00 code=0x50000
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+NETLINK_AUDIT = 9
+AUDIT_NLGRP_READLOG = 1
+AUDIT_SECCOMP = 1326
+SO_RCVBUFFORCE = 33  # not exported by the socket module; linux/asm-generic/socket.h
+
+_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NLMSG_HDRLEN = _NLMSG_HDR.size
+# MAX_AUDIT_MESSAGE_LENGTH (8970) plus the netlink header, rounded up.
+RECV_SIZE = 9 * 1024
+
+# seccomp return actions (SECCOMP_RET_ACTION_FULL bits of `code`), named as
+# the policy format names them.
+_ACTIONS: dict[int, str] = {
+    0x80000000: "kill-process",
+    0x00000000: "kill-thread",
+    0x00030000: "trap",
+    0x00050000: "errno",
+    0x7FC00000: "user-notif",
+    0x7FF00000: "trace",
+    0x7FFC0000: "log",
+    0x7FFF0000: "allow",
+}
+SECCOMP_RET_ACTION_FULL = 0xFFFF0000
+SECCOMP_RET_DATA = 0x0000FFFF
+
+AUDIT_UNSET = 4294967295  # auid / ses of a process outside any login session
+
+
+class MalformedRecord(ValueError):
+    """An audit record we cannot read; counted by the caller, never fatal."""
+
+
+@dataclass(slots=True)
+class SeccompRecord:
+    """One AUDIT_SECCOMP record, decoded."""
+
+    time: float  # kernel timestamp of the event (seconds since the epoch)
+    serial: int  # audit serial number (shared by the records of one event)
+    pid: int
+    uid: int | None
+    auid: int | None
+    ses: int | None
+    comm: str | None
+    exe: str | None
+    sig: int
+    arch: int  # AUDIT_ARCH_* value
+    syscall: int
+    compat: int
+    ip: int | None
+    code: int  # the filter's SECCOMP_RET_* value
+
+    @property
+    def action(self) -> str:
+        return action_name(self.code)
+
+    @property
+    def errno_value(self) -> int | None:
+        """For an errno action, the errno the filter returned."""
+        if self.code & SECCOMP_RET_ACTION_FULL == 0x00050000:
+            return self.code & SECCOMP_RET_DATA
+        return None
+
+
+def action_name(code: int) -> str:
+    return _ACTIONS.get(code & SECCOMP_RET_ACTION_FULL, "unknown")
+
+
+def decode_untrusted(value: bytes) -> str | None:
+    """Undo the kernel's audit_log_untrustedstring encoding.
+
+    A value the kernel considered safe is written in double quotes; one with
+    a space, quote or control byte is written as bare hex; an absent one is
+    "(null)". Bytes that are not UTF-8 are kept visible as \\xNN escapes.
+    """
+    if len(value) >= 2 and value[:1] == b'"' and value[-1:] == b'"':
+        raw = value[1:-1]
+    elif value == b"(null)":
+        return None
+    else:
+        try:
+            raw = bytes.fromhex(value.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedRecord(f"neither quoted nor hex: {value[:40]!r}") from None
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _int(fields: dict[bytes, bytes], key: bytes, base: int = 10) -> int:
+    value = fields.get(key)
+    if value is None:
+        raise MalformedRecord(f"missing field {key.decode()}")
+    try:
+        return int(value, base)
+    except ValueError:
+        raise MalformedRecord(f"bad {key.decode()}={value[:40]!r}") from None
+
+
+def _opt_int(fields: dict[bytes, bytes], key: bytes, base: int = 10) -> int | None:
+    return _int(fields, key, base) if key in fields else None
+
+
+def parse_seccomp_record(text: bytes) -> SeccompRecord:
+    """Parse the body of one type-1326 record (starting at "audit(").
+
+    Raises MalformedRecord for anything that does not carry the fields we
+    need (pid, arch, syscall, code) in the kernel's format.
+    """
+    if not text.startswith(b"audit("):
+        raise MalformedRecord("does not start with audit(")
+    close = text.find(b"): ", 6)
+    if close < 0:
+        raise MalformedRecord("no end of the audit(...) stamp")
+    stamp, sep, serial = text[6:close].partition(b":")
+    if not sep:
+        raise MalformedRecord("stamp has no serial")
+    try:
+        when = float(stamp)
+        serial_no = int(serial)
+    except ValueError:
+        raise MalformedRecord(f"bad stamp {text[6:close][:40]!r}") from None
+    fields: dict[bytes, bytes] = {}
+    # Values never contain spaces (the kernel hex-encodes such strings); a
+    # token without "=" (e.g. the "(enforce)" of an AppArmor subj) is skipped.
+    for token in text[close + 3 :].split():
+        key, eq, value = token.partition(b"=")
+        if eq:
+            fields[key] = value
+    comm = fields.get(b"comm")
+    exe = fields.get(b"exe")
+    return SeccompRecord(
+        time=when,
+        serial=serial_no,
+        pid=_int(fields, b"pid"),
+        uid=_opt_int(fields, b"uid"),
+        auid=_opt_int(fields, b"auid"),
+        ses=_opt_int(fields, b"ses"),
+        comm=decode_untrusted(comm) if comm is not None else None,
+        exe=decode_untrusted(exe) if exe is not None else None,
+        sig=_opt_int(fields, b"sig") or 0,
+        arch=_int(fields, b"arch", 16),
+        syscall=_int(fields, b"syscall"),
+        compat=_opt_int(fields, b"compat") or 0,
+        ip=_opt_int(fields, b"ip", 16),
+        code=_int(fields, b"code", 16),
+    )
+
+
+def iter_netlink_messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Split a datagram into (type, payload) pairs; raises MalformedRecord."""
+    offset = 0
+    end = len(data)
+    while offset + NLMSG_HDRLEN <= end:
+        length, mtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+        # The audit multicast path historically sets nlmsg_len to the payload
+        # length only; accept both that and the standard header+payload.
+        if length < NLMSG_HDRLEN or offset + length > end:
+            if offset == 0 and length <= end - NLMSG_HDRLEN:
+                yield mtype, data[NLMSG_HDRLEN : NLMSG_HDRLEN + length]
+                return
+            raise MalformedRecord(f"netlink length {length} does not fit {end - offset} bytes")
+        yield mtype, data[offset + NLMSG_HDRLEN : offset + length]
+        offset += (length + 3) & ~3
+    if offset < end and offset != 0 and end - offset >= NLMSG_HDRLEN:
+        raise MalformedRecord("trailing bytes after netlink messages")
+
+
+def serial_of(payload: bytes) -> int | None:
+    """The audit serial of any record (for estimating records lost)."""
+    if not payload.startswith(b"audit("):
+        return None
+    close = payload.find(b")", 6)
+    colon = payload.find(b":", 6, close)
+    if close < 0 or colon < 0:
+        return None
+    try:
+        return int(payload[colon + 1 : close])
+    except ValueError:
+        return None
+
+
+class AuditSocketError(OSError):
+    pass
+
+
+class AuditSource:
+    """The audit multicast socket: yields raw type-1326 payloads.
+
+    `on_lost(n)` is called with the number of records we know or estimate we
+    lost: after ENOBUFS the kernel does not say how many, so the gap in the
+    audit serial numbers between the last record before the overrun and the
+    first one after it is used (at least 1).
+    """
+
+    name = "audit"
+    complete = True
+
+    def __init__(self, rcvbuf: int = 32 << 20, max_rcvbuf: int = 256 << 20) -> None:
+        self.rcvbuf = rcvbuf
+        self.max_rcvbuf = max_rcvbuf
+        self.sock: socket.socket | None = None
+        self._last_serial: int | None = None
+        self._overrun = False
+
+    def open(self) -> None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+        except OSError as e:
+            raise AuditSocketError(e.errno, f"cannot open a NETLINK_AUDIT socket: {e.strerror}") from None
+        self.sock = sock
+        self._set_rcvbuf(self.rcvbuf)
+        try:
+            sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
+        except OSError as e:
+            sock.close()
+            self.sock = None
+            hint = " (needs CAP_AUDIT_READ)" if e.errno in (errno.EPERM, errno.EACCES) else ""
+            raise AuditSocketError(
+                e.errno, f"cannot join the audit multicast group: {e.strerror}{hint}"
+            ) from None
+        sock.setblocking(False)
+
+    def _set_rcvbuf(self, size: int) -> None:
+        assert self.sock is not None
+        try:
+            # As root, FORCE ignores net.core.rmem_max: a burst of 100,000
+            # records must fit while we parse.
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        self.rcvbuf = size
+
+    def fileno(self) -> int:
+        assert self.sock is not None
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def drain(self, handle: Callable[[bytes], None], on_lost: Callable[[int], None],
+              on_malformed: Callable[[str], None], limit: int = 4096) -> int:
+        """Read up to `limit` datagrams without blocking; returns how many."""
+        sock = self.sock
+        assert sock is not None
+        recv = sock.recv
+        count = 0
+        while count < limit:
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    # Our buffer overflowed: the socket stays usable; note it,
+                    # grow the buffer, and settle the count on the next serial.
+                    self._overrun = True
+                    if self.rcvbuf < self.max_rcvbuf:
+                        self._set_rcvbuf(min(self.rcvbuf * 2, self.max_rcvbuf))
+                    continue
+                raise
+            count += 1
+            # Fast path: one record per datagram, as the kernel sends them.
+            if len(data) >= NLMSG_HDRLEN:
+                mtype = data[4] | (data[5] << 8)
+                length = int.from_bytes(data[0:4], "little")
+                if NLMSG_HDRLEN <= length == len(data) or length + NLMSG_HDRLEN == len(data):
+                    payload = data[NLMSG_HDRLEN:]
+                    self._account(payload, on_lost)
+                    if mtype == AUDIT_SECCOMP:
+                        handle(payload)
+                    continue
+            try:
+                for mtype, payload in iter_netlink_messages(data):
+                    self._account(payload, on_lost)
+                    if mtype == AUDIT_SECCOMP:
+                        handle(payload)
+            except MalformedRecord:
+                on_malformed("netlink_message")
+        return count
+
+    def _account(self, payload: bytes, on_lost: Callable[[int], None]) -> None:
+        if not self._overrun:
+            if self._last_serial is None:
+                self._last_serial = serial_of(payload)
+            else:
+                # Cheap: only parse the serial while we might need it next.
+                serial = serial_of(payload)
+                if serial is not None:
+                    self._last_serial = serial
+            return
+        serial = serial_of(payload)
+        if serial is None:
+            return
+        gap = serial - self._last_serial - 1 if self._last_serial is not None else 1
+        on_lost(max(1, gap))
+        self._overrun = False
+        self._last_serial = serial
+
+
+def native_audit_arch() -> int:
+    """AUDIT_ARCH of this kernel (only x86_64 and aarch64 hosts are expected)."""
+    machine = os.uname().machine
+    return {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(machine, 0)

@@ -1,0 +1,221 @@
+"""What one effective policy allows that another does not — for code review.
+
+`enforcer diff OLD NEW` compares two *effective* policies (after `extends`),
+field by field, and says for each difference which side is looser. The
+comparison works on meaning, not on text: two policies that spell the same
+syscall set differently (a @group versus its members) compare equal.
+
+A Difference is one line of output:
+
+    section   what part of the policy ("syscalls", "capabilities", ...)
+    item      the field or the set the line is about
+    old, new  the two values, rendered for a person; a set difference
+              ("allowed by NEW only") has its list on one side and "" on the other
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from enforcer.policy import caps as caps_mod
+from enforcer.policy.explain import describe_condition
+from enforcer.policy.lint import effective_caps, syscall_state
+from enforcer.policy.model import Policy, SyscallRule
+
+
+@dataclass(frozen=True)
+class Difference:
+    section: str
+    item: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        # Set differences carry their list on one side only.
+        if not self.old:
+            return f"{self.section}: {self.item}: {self.new}"
+        if not self.new:
+            return f"{self.section}: {self.item}: {self.old}"
+        return f"{self.section}: {self.item}: {self.old} -> {self.new}"
+
+
+def _names(items: Iterable[str]) -> str:
+    listed = sorted(items)
+    return ", ".join(listed) if listed else "(none)"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unset"
+    for unit, factor in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list, frozenset, set)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _rule_text(rule: SyscallRule) -> str:
+    conds = " and ".join(describe_condition(c) for c in rule.args)
+    return f"{rule.action} if {conds}" if conds else str(rule.action)
+
+
+def _syscall_universe(*policies: Policy) -> set[str]:
+    from enforcer.policy.syscalls import all_names
+
+    names = set(all_names())
+    for p in policies:
+        names.update(r.syscall for r in p.syscalls.rules)
+    return names
+
+
+def diff_syscalls(old: Policy, new: Policy) -> list[Difference]:
+    out: list[Difference] = []
+    for item, getter in (
+        ("mode", lambda p: p.mode.value),
+        ("default action", lambda p: str(p.syscalls.default_action)),
+        ("unknown-syscall action", lambda p: str(p.syscalls.unknown_action)),
+        ("architectures", lambda p: _plain(p.syscalls.architectures or ("native",))),
+        ("log denials", lambda p: _plain(p.syscalls.log_denials)),
+    ):
+        a, b = getter(old), getter(new)
+        if a != b:
+            out.append(Difference("syscalls", item, a, b))
+
+    only_new, only_old, cond_changed = [], [], []
+    for name in sorted(_syscall_universe(old, new)):
+        state_old, rules_old = syscall_state(old, name)
+        state_new, rules_new = syscall_state(new, name)
+        if state_old == "denied" and state_new != "denied":
+            only_new.append(name if state_new == "allowed" else f"{name} (conditionally)")
+        elif state_new == "denied" and state_old != "denied":
+            only_old.append(name if state_old == "allowed" else f"{name} (conditionally)")
+        elif state_old == state_new == "conditional" or state_old != state_new:
+            text_old = "; ".join(_rule_text(r) for r in rules_old) or state_old
+            text_new = "; ".join(_rule_text(r) for r in rules_new) or state_new
+            if text_old != text_new:
+                cond_changed.append(Difference("syscalls", f"rules for {name}", text_old, text_new))
+    if only_new:
+        out.append(Difference("syscalls", "allowed by NEW only", "", _names(only_new)))
+    if only_old:
+        out.append(Difference("syscalls", "allowed by OLD only", _names(only_old), ""))
+    return out + cond_changed
+
+
+def diff_capabilities(old: Policy, new: Policy) -> list[Difference]:
+    out: list[Difference] = []
+    held_old, guess_old = effective_caps(old)
+    held_new, guess_new = effective_caps(new)
+    gained = {caps_mod.name_of(c) for c in held_new - held_old}
+    lost = {caps_mod.name_of(c) for c in held_old - held_new}
+    if gained:
+        out.append(Difference("capabilities", "held by NEW only", "", _names(gained)))
+    if lost:
+        out.append(Difference("capabilities", "held by OLD only", _names(lost), ""))
+    style_old = "keep" if old.capabilities.keep is not None else "drop/add"
+    style_new = "keep" if new.capabilities.keep is not None else "drop/add"
+    if style_old != style_new:
+        out.append(Difference("capabilities", "style", style_old, style_new))
+    if old.no_new_privileges != new.no_new_privileges:
+        out.append(Difference("privileges", "no_new_privileges",
+                              _plain(old.no_new_privileges), _plain(new.no_new_privileges)))
+    return out
+
+
+def _set_diff(section: str, item: str, a: Iterable[str], b: Iterable[str]) -> list[Difference]:
+    sa, sb = set(a), set(b)
+    out = []
+    if sb - sa:
+        out.append(Difference(section, f"{item} only in NEW", "", _names(sb - sa)))
+    if sa - sb:
+        out.append(Difference(section, f"{item} only in OLD", _names(sa - sb), ""))
+    return out
+
+
+def diff_filesystem(old: Policy, new: Policy) -> list[Difference]:
+    fo, fn = old.filesystem, new.filesystem
+    out: list[Difference] = []
+    if fo.read_only_root != fn.read_only_root:
+        out.append(Difference("filesystem", "read_only_root",
+                              _plain(fo.read_only_root), _plain(fn.read_only_root)))
+    if fo.rootfs != fn.rootfs:
+        out.append(Difference("filesystem", "rootfs", _plain(fo.rootfs), _plain(fn.rootfs)))
+    for item, getter in (
+        ("read_only_paths", lambda f: f.read_only_paths),
+        ("writable_paths", lambda f: f.writable_paths),
+        ("masked_paths", lambda f: f.masked_paths),
+        ("hidden_paths", lambda f: f.hidden_paths),
+    ):
+        out += _set_diff("filesystem", item, getter(fo), getter(fn))
+    tmp_old = {t.path: t for t in fo.tmpfs}
+    tmp_new = {t.path: t for t in fn.tmpfs}
+    out += _set_diff("filesystem", "tmpfs", tmp_old, tmp_new)
+    for path in sorted(set(tmp_old) & set(tmp_new)):
+        a, b = tmp_old[path], tmp_new[path]
+        if a != b:
+            out.append(Difference("filesystem", f"tmpfs {path}",
+                                  f"size {_size(a.size)} mode {a.mode:o} {','.join(a.options)}",
+                                  f"size {_size(b.size)} mode {b.mode:o} {','.join(b.options)}"))
+    return out
+
+
+def diff_resources(old: Policy, new: Policy) -> list[Difference]:
+    ro, rn = old.resources, new.resources
+    out: list[Difference] = []
+    fields: tuple[tuple[str, Callable[[Any], str]], ...] = (
+        ("memory_max", _size), ("memory_swap_max", _size), ("pids_max", _plain),
+        ("cpu_quota_us", _plain), ("cpu_period_us", _plain), ("io_weight", _plain),
+    )
+    for name, render in fields:
+        a, b = getattr(ro, name), getattr(rn, name)
+        if a != b:
+            out.append(Difference("resources", name, render(a), render(b)))
+    dev_old = {d.device: d for d in ro.io_devices}
+    dev_new = {d.device: d for d in rn.io_devices}
+    for dev in sorted(set(dev_old) | set(dev_new)):
+        if dev_old.get(dev) != dev_new.get(dev):
+            out.append(Difference("resources", f"io device {dev}",
+                                  _plain(dev_old.get(dev)), _plain(dev_new.get(dev))))
+    return out
+
+
+def diff_process(old: Policy, new: Policy) -> list[Difference]:
+    out: list[Difference] = []
+    lim_old = {r.resource: r for r in old.rlimits}
+    lim_new = {r.resource: r for r in new.rlimits}
+
+    def render(r: Any) -> str:
+        if r is None:
+            return "unset"
+        fmt = lambda n: "unlimited" if n < 0 else str(n)  # noqa: E731
+        return f"soft {fmt(r.soft)} hard {fmt(r.hard)}"
+
+    for name in sorted(set(lim_old) | set(lim_new)):
+        if lim_old.get(name) != lim_new.get(name):
+            out.append(Difference("rlimits", name, render(lim_old.get(name)),
+                                  render(lim_new.get(name))))
+
+    def user(p: Policy) -> str:
+        if p.user is None:
+            return "unchanged (launcher's)"
+        return f"uid {_plain(p.user.uid)} gid {_plain(p.user.gid)} groups {_plain(p.user.groups)}"
+
+    if user(old) != user(new):
+        out.append(Difference("user", "identity", user(old), user(new)))
+    out += _set_diff("namespaces", "namespaces", old.namespaces, new.namespaces)
+    return out
+
+
+def diff_policies(old: Policy, new: Policy) -> list[Difference]:
+    """Every difference between two effective policies, in a stable order."""
+    return (diff_syscalls(old, new) + diff_capabilities(old, new) + diff_filesystem(old, new)
+            + diff_resources(old, new) + diff_process(old, new))

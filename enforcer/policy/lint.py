@@ -1,0 +1,266 @@
+"""Exposure score for a policy, in the spirit of `systemd-analyze security`.
+
+Each finding has a weight between 0 and 1: roughly, how much of the way to
+a full host compromise that one opening gives an attacker who controls the
+workload. Findings combine like independent chances:
+
+    score = 10 * (1 - prod(1 - weight))
+
+so a single severe opening (CAP_SYS_ADMIN plus mount) dominates, and many
+small ones add up without ever passing 10. Contradictions (a capability
+kept whose syscalls are all denied) and shadowed rules are reported apart:
+they do not open anything, but they show the policy does not do what its
+author thinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from enforcer.errors import Location
+from enforcer.policy import caps as caps_mod
+from enforcer.policy.model import Action, ActionKind, Mode, Policy, SyscallRule
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    weight: float
+    message: str
+    origin: Location | None = None
+
+
+@dataclass
+class LintReport:
+    policy: str
+    score: float
+    findings: list[Finding]
+    contradictions: list[Finding] = field(default_factory=list)
+    shadowed: list[Finding] = field(default_factory=list)
+
+    @property
+    def rating(self) -> str:
+        if self.score <= 2.0:
+            return "LOW"
+        if self.score <= 5.0:
+            return "MEDIUM"
+        if self.score <= 8.0:
+            return "HIGH"
+        return "CRITICAL"
+
+
+# Syscall openings: (id, weight, syscalls any of which counts, why).
+SYSCALL_CHECKS: tuple[tuple[str, float, tuple[str, ...], str], ...] = (
+    ("syscall-mount", 0.6, ("mount", "umount2", "pivot_root", "fsopen", "fsmount", "move_mount",
+                            "open_tree", "mount_setattr"), "mount: can remount or hide host paths"),
+    ("syscall-module", 0.6, ("init_module", "finit_module", "delete_module"), "kernel modules can be loaded"),
+    ("syscall-kexec", 0.5, ("kexec_load", "kexec_file_load"), "a new kernel can be loaded"),
+    ("syscall-bpf", 0.4, ("bpf",), "bpf: eBPF programs can be loaded"),
+    ("syscall-ptrace", 0.35, ("ptrace", "process_vm_readv", "process_vm_writev"),
+     "ptrace: other processes can be read and controlled"),
+    ("syscall-namespaces", 0.3, ("unshare", "setns"), "unshare/setns: new or foreign namespaces"),
+    ("syscall-io-uring", 0.3, ("io_uring_setup", "io_uring_enter", "io_uring_register"),
+     "io_uring: a large and often exploited kernel surface"),
+    ("syscall-open-by-handle", 0.3, ("open_by_handle_at",), "open_by_handle_at: files outside the root"),
+    ("syscall-userfaultfd", 0.25, ("userfaultfd",), "userfaultfd: a common kernel exploit primitive"),
+    ("syscall-perf", 0.25, ("perf_event_open",), "perf_event_open: kernel profiling and side channels"),
+    ("syscall-keyctl", 0.2, ("keyctl", "add_key", "request_key"), "keyctl: the kernel keyring is shared"),
+    ("syscall-raw-io", 0.4, ("iopl", "ioperm"), "iopl/ioperm: raw hardware ports"),
+    ("syscall-reboot", 0.2, ("reboot",), "reboot is allowed"),
+    ("syscall-clock", 0.1, ("settimeofday", "clock_settime", "adjtimex", "clock_adjtime"),
+     "the system clock can be set"),
+)
+
+CAP_WEIGHTS: dict[str, float] = {
+    "CAP_SYS_ADMIN": 0.7, "CAP_SYS_MODULE": 0.7, "CAP_SYS_RAWIO": 0.5, "CAP_SYS_PTRACE": 0.4,
+    "CAP_BPF": 0.4, "CAP_NET_ADMIN": 0.35, "CAP_DAC_READ_SEARCH": 0.3, "CAP_SYS_BOOT": 0.2,
+    "CAP_NET_RAW": 0.2, "CAP_PERFMON": 0.2, "CAP_MAC_ADMIN": 0.3, "CAP_MAC_OVERRIDE": 0.3,
+    "CAP_DAC_OVERRIDE": 0.15, "CAP_SYS_TIME": 0.1, "CAP_SYSLOG": 0.1, "CAP_SETUID": 0.05,
+    "CAP_SETGID": 0.05, "CAP_SETFCAP": 0.05, "CAP_SETPCAP": 0.05, "CAP_FOWNER": 0.05,
+    "CAP_CHOWN": 0.03, "CAP_MKNOD": 0.03, "CAP_SYS_CHROOT": 0.03, "CAP_AUDIT_CONTROL": 0.1,
+    "CAP_LINUX_IMMUTABLE": 0.05, "CAP_SYS_RESOURCE": 0.05, "CAP_SYS_NICE": 0.03,
+    "CAP_IPC_OWNER": 0.05, "CAP_CHECKPOINT_RESTORE": 0.1,
+}
+DEFAULT_CAP_WEIGHT = 0.02
+
+# A kept capability is useless (a contradiction) when all of these are denied.
+CAP_SYSCALLS: dict[str, tuple[str, ...]] = {
+    "CAP_SYS_MODULE": ("init_module", "finit_module", "delete_module"),
+    "CAP_SYS_BOOT": ("reboot", "kexec_load", "kexec_file_load"),
+    "CAP_SYS_TIME": ("settimeofday", "clock_settime", "adjtimex", "clock_adjtime"),
+    "CAP_SYS_PTRACE": ("ptrace", "process_vm_readv", "process_vm_writev", "kcmp"),
+    "CAP_SYS_CHROOT": ("chroot",),
+    "CAP_SYS_RAWIO": ("iopl", "ioperm"),
+    "CAP_SYS_PACCT": ("acct",),
+    "CAP_MKNOD": ("mknod", "mknodat"),
+    "CAP_CHOWN": ("chown", "fchown", "fchownat", "lchown"),
+    "CAP_SETUID": ("setuid", "setreuid", "setresuid", "setfsuid"),
+    "CAP_SETGID": ("setgid", "setregid", "setresgid", "setfsgid", "setgroups"),
+    "CAP_BPF": ("bpf",),
+    "CAP_PERFMON": ("perf_event_open", "bpf"),
+    "CAP_SYSLOG": ("syslog",),
+    "CAP_NET_BIND_SERVICE": ("bind",),
+    "CAP_NET_RAW": ("socket",),
+    "CAP_SYS_ADMIN": ("mount", "umount2", "pivot_root", "unshare", "setns", "sethostname",
+                      "quotactl", "fsopen", "fsmount", "move_mount", "open_tree", "swapon", "bpf"),
+    "CAP_WAKE_ALARM": ("timer_create", "timerfd_create"),
+}
+
+
+def syscall_state(policy: Policy, name: str) -> tuple[str, list[SyscallRule]]:
+    """How the filter treats `name`: ("allowed" | "denied" | "conditional", its rules).
+
+    Audit mode allows everything (the compiler turns blocks into logs).
+    """
+    rules = [r for r in policy.syscalls.rules if r.syscall == name]
+    if policy.mode is Mode.AUDIT:
+        return "allowed", rules
+    uncond = [r for r in rules if not r.args]
+    if uncond:
+        return ("denied" if uncond[0].action.blocks else "allowed"), rules
+    if rules:
+        # Conditions: what passes when none match is the default action.
+        if any(not r.action.blocks for r in rules) or not policy.syscalls.default_action.blocks:
+            return "conditional", rules
+        return "denied", rules
+    return ("denied" if policy.syscalls.default_action.blocks else "allowed"), rules
+
+
+def effective_caps(policy: Policy) -> tuple[set[int], bool]:
+    """(capabilities the workload may hold, whether that is a worst-case guess).
+
+    With drop/add only, the result depends on who launches the workload; we
+    assume the worst (root with every capability).
+    """
+    c = policy.capabilities
+    if c.keep is not None:
+        return set(c.keep), False
+    return (set(caps_mod.ALL_CAPS) - set(c.drop)) | set(c.add), True
+
+
+def lint(policy: Policy) -> LintReport:
+    findings: list[Finding] = []
+    o = policy.origins
+
+    def add(id_: str, weight: float, message: str, origin_key: str | None = None) -> None:
+        findings.append(Finding(id_, weight, message, o.get(origin_key) if origin_key else None))
+
+    if policy.mode is Mode.AUDIT:
+        add("mode-audit", 0.9, "mode audit: nothing is blocked, violations are only logged", "mode")
+    if not policy.syscalls.default_action.blocks:
+        add("syscalls-default-allow", 0.5,
+            f"syscalls.default is {policy.syscalls.default_action}: a denylist, new syscalls pass",
+            "syscalls.default")
+    for id_, weight, names, why in SYSCALL_CHECKS:
+        states = {n: syscall_state(policy, n)[0] for n in names}
+        open_ = [n for n, s in states.items() if s == "allowed"]
+        cond = [n for n, s in states.items() if s == "conditional"]
+        origin = _origin_of(policy, open_ + cond)
+        if open_:
+            findings.append(Finding(id_, weight, f"allows {', '.join(open_)}: {why}", origin))
+        elif cond:
+            findings.append(Finding(id_, round(weight / 2, 3),
+                                    f"allows {', '.join(cond)} under conditions: {why}", origin))
+    if syscall_state(policy, "clone")[0] == "allowed" and policy.mode is Mode.ENFORCE:
+        add("clone-namespaces", 0.1, "clone is allowed without a check of its CLONE_NEW* flags")
+
+    held, guessed = effective_caps(policy)
+    if guessed:
+        add("caps-not-pinned", 0.1, "capabilities use drop/add, not keep: the launcher's set is "
+                                    "inherited (scored as root with every capability)", "capabilities")
+    for n in sorted(held):
+        name = caps_mod.name_of(n)
+        w = CAP_WEIGHTS.get(name, DEFAULT_CAP_WEIGHT)
+        findings.append(Finding(f"cap-{name[4:].lower().replace('_', '-')}", w,
+                                f"keeps {name}", o.get(f"capabilities.{name}", o.get("capabilities"))))
+    if not policy.no_new_privileges:
+        add("no-new-privileges-off", 0.3, "no_new_privileges is off: setuid binaries can gain privileges",
+            "no_new_privileges")
+    if policy.user is None or policy.user.uid == 0:
+        add("runs-as-root", 0.25, "runs as root (uid 0)" if policy.user else "runs as the launching user "
+            "(root under a container runtime): no `user:`", "user")
+    if not policy.filesystem.read_only_root:
+        add("writable-root", 0.2, "the root file system is writable", "filesystem.read_only_root")
+    if not policy.filesystem.masked_paths:
+        add("no-masked-paths", 0.1, "no masked paths: /proc/kcore, /proc/keys, /sys/firmware are visible")
+    if policy.resources.memory_max is None:
+        add("no-memory-limit", 0.1, "no memory limit (resources.memory.max)", "resources.memory.max")
+    if policy.resources.pids_max is None:
+        add("no-pids-limit", 0.1, "no pids limit: a fork bomb can exhaust the host", "resources.pids.max")
+    for arch, w in (("x86", 0.2), ("x32", 0.2)):
+        if arch in policy.syscalls.architectures:
+            add(f"arch-{arch}", w, f"architecture {arch} is allowed: a second syscall table to get right",
+                "syscalls.architectures")
+
+    score = 1.0
+    for f in findings:
+        score *= 1.0 - min(max(f.weight, 0.0), 1.0)
+    report = LintReport(policy.name, round(10 * (1 - score), 1),
+                        sorted(findings, key=lambda f: -f.weight))
+    report.contradictions = _contradictions(policy, held, guessed)
+    report.shadowed = _shadowed(policy)
+    return report
+
+
+def _origin_of(policy: Policy, names: list[str]) -> Location | None:
+    for r in policy.syscalls.rules:
+        if r.syscall in names and not r.action.blocks:
+            return r.origin
+    return policy.origins.get("syscalls.default")
+
+
+def _contradictions(policy: Policy, held: set[int], guessed: bool) -> list[Finding]:
+    out: list[Finding] = []
+    if guessed or policy.mode is Mode.AUDIT:
+        return out
+    for n in sorted(held):
+        name = caps_mod.name_of(n)
+        needs = CAP_SYSCALLS.get(name)
+        if needs and all(syscall_state(policy, s)[0] == "denied" for s in needs):
+            out.append(Finding("cap-unusable", 0.0,
+                               f"keeps {name} but denies every syscall that uses it ({', '.join(needs)})",
+                               policy.origins.get(f"capabilities.{name}", policy.origins.get("capabilities"))))
+    for path in policy.filesystem.writable_paths:
+        if not policy.filesystem.read_only_root and not any(
+            path == p or path.startswith(p + "/") for p in policy.filesystem.read_only_paths
+        ):
+            out.append(Finding("writable-path-unneeded", 0.0,
+                               f"{path} is listed as writable, but nothing above it is read-only",
+                               policy.origins.get(f"filesystem.writable_paths[{path}]")))
+    return out
+
+
+def _shadowed(policy: Policy) -> list[Finding]:
+    out: list[Finding] = []
+    uncond: dict[str, SyscallRule] = {}
+    seen_cond: dict[tuple[str, tuple[object, ...]], SyscallRule] = {}
+    for r in policy.syscalls.rules:
+        if not r.args:
+            uncond.setdefault(r.syscall, r)
+    for r in policy.syscalls.rules:
+        if not r.args:
+            continue
+        first = uncond.get(r.syscall)
+        if first is not None and first.action == r.action:
+            out.append(Finding("rule-shadowed", 0.0, (
+                f"rule for {r.syscall} with conditions never matters: {r.syscall} is already "
+                f"{r.action} unconditionally (via {first.via}, {first.origin})"), r.origin))
+            continue
+        key = (r.syscall, r.args)
+        earlier = seen_cond.get(key)
+        if earlier is not None:
+            out.append(Finding("rule-shadowed", 0.0, (
+                f"rule for {r.syscall} repeats the conditions of the rule at {earlier.origin} "
+                f"({earlier.action}); the later one never matches"), r.origin))
+            continue
+        seen_cond[key] = r
+        if r.action == policy.syscalls.default_action and not any(
+            o.syscall == r.syscall and o.action != r.action for o in policy.syscalls.rules
+        ):
+            out.append(Finding("rule-redundant", 0.0, (
+                f"rule for {r.syscall} has the default action ({r.action}); it changes nothing"), r.origin))
+    return out
+
+
+def action_word(a: Action) -> str:
+    return "allow" if a.kind is ActionKind.ALLOW else str(a)

@@ -1,0 +1,509 @@
+"""load_policy(): a policy name or file -> the effective, validated Policy.
+
+    spec ──resolve──▶ file ──yamlsafe──▶ nodes ──validate.read_layer──▶ Layer
+    Layers of the whole `extends` chain (parents first, child last)
+        ──merge (docs/policy-format.md "Merge rules")──▶ Policy (model.py)
+
+Errors are collected per stage and raised together as PolicyErrors; each
+names file:line:column. A file with errors stops its own chain (merging a
+half-read parent would only produce confusing follow-up errors).
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enforcer.errors import Location, PolicyError, PolicyErrors
+from enforcer.policy import caps as caps_mod
+from enforcer.policy import groups, syscalls
+from enforcer.policy.model import (
+    Action,
+    ActionKind,
+    CapabilityPolicy,
+    FilesystemPolicy,
+    IoDeviceLimit,
+    Mode,
+    Policy,
+    ResourcePolicy,
+    Rlimit,
+    SyscallPolicy,
+    SyscallRule,
+    TmpfsMount,
+    UserPolicy,
+)
+from enforcer.policy.validate import NAME_RE, Layer, read_layer
+from enforcer.policy.yamlsafe import MAX_FILE_BYTES, parse_yaml_collect
+
+MAX_EXTENDS_DEPTH = 16
+
+
+def policies_dir() -> Path:
+    """The shipped policies (the repo's policies/, `enforcer/policies` in the package)."""
+    return Path(__file__).resolve().parent.parent / "policies"
+
+
+def shipped_names() -> list[str]:
+    d = policies_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or spec.endswith((".yaml", ".yml")) or spec.startswith(".")
+
+
+def _display(path: str) -> str:
+    """Paths in messages: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def resolve_policy_source(spec: str, *, base_dir: str | None = None) -> str:
+    """Absolute path of the file a spec names (a shipped name or a file path).
+
+    A spec with a `/`, a leading `.` or a .yaml/.yml suffix is a path
+    (relative to `base_dir`, default the working directory); otherwise it is
+    a shipped policy name, and failing that a file in the working directory.
+    Raises PolicyErrors when nothing matches.
+    """
+    base = base_dir or os.getcwd()
+    if _looks_like_path(spec):
+        path = os.path.abspath(os.path.join(base, os.path.expanduser(spec)))
+        if os.path.isfile(path):
+            # One file, one name: symlinks resolved, so the cache key is stable.
+            return os.path.realpath(path)
+        what = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise PolicyErrors([PolicyError(None, f"policy file {spec} {what}")])
+    shipped = policies_dir() / f"{spec}.yaml"
+    if NAME_RE.match(spec) and shipped.is_file():
+        return str(shipped.resolve())
+    local = os.path.abspath(os.path.join(base, spec))
+    if os.path.isfile(local):
+        return os.path.realpath(local)
+    names = ", ".join(shipped_names()) or "none found"
+    raise PolicyErrors([PolicyError(None, f"no shipped policy named {spec!r} (shipped: {names}) "
+                                          f"and no file {spec!r}")])
+
+
+# --------------------------------------------------------------------------- reading the chain
+
+
+@dataclass
+class _Chain:
+    layers: list[Layer]
+    sources: list[tuple[str, str]]
+
+
+def _read_file(path: str, display: str) -> tuple[Layer, str]:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:  # never read a huge file into memory
+                raise PolicyErrors([PolicyError(Location(display, 1, 1), (
+                    f"file is {size} bytes; a policy may be at most {MAX_FILE_BYTES} bytes (1 MiB)"))])
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise PolicyErrors([PolicyError(Location(display, 1, 1), f"cannot read: {e.strerror}")]) from None
+    root, errors = parse_yaml_collect(data, display)
+    layer, content_errors = read_layer(root, path, display)
+    errors = sorted(errors + content_errors,
+                    key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
+    if errors:
+        raise PolicyErrors(errors)
+    return layer, hashlib.sha256(data).hexdigest()
+
+
+def _read_chain(top: str) -> _Chain:
+    """Every file of the extends graph, parents before children, each once."""
+    chain = _Chain([], [])
+    done: set[str] = set()
+    errors: list[PolicyError] = []
+
+    def visit(path: str, stack: list[str], via: Location | None) -> None:
+        if path in done:
+            return
+        if len(stack) >= MAX_EXTENDS_DEPTH:
+            errors.append(PolicyError(via, f"extends is nested more than {MAX_EXTENDS_DEPTH} levels deep"))
+            return
+        try:
+            layer, digest = _read_file(path, _display(path))
+        except PolicyErrors as e:
+            errors.extend(e.errors)
+            return
+        for spec, loc in layer.extends:
+            try:
+                parent = resolve_policy_source(spec, base_dir=os.path.dirname(path))
+            except PolicyErrors as e:
+                errors.append(PolicyError(loc, f"extends: {e.errors[0].message}"))
+                continue
+            if parent in stack or parent == path:
+                cycle = " -> ".join(_display(p) for p in stack[stack.index(parent):] + [path, parent]) \
+                    if parent in stack else f"{_display(path)} -> {_display(path)}"
+                errors.append(PolicyError(loc, f"extends cycle: {cycle}"))
+                continue
+            visit(parent, stack + [path], loc)
+        done.add(path)
+        chain.layers.append(layer)
+        chain.sources.append((path, digest))
+
+    visit(top, [], None)
+    if errors:
+        raise PolicyErrors(errors)
+    return chain
+
+
+# --------------------------------------------------------------------------- merging
+
+
+@dataclass
+class _Entry:
+    syscall: str
+    action: Action
+    args: tuple[Any, ...]
+    via: str
+    origin: Location
+    layer: int
+
+
+def load_policy(spec: str, *, mode: str | None = None) -> Policy:
+    """Load a shipped policy name or a file into the effective Policy.
+
+    `mode` ("enforce" or "audit") overrides what the files say. Raises
+    PolicyErrors with every problem found, each naming file:line:column.
+    """
+    top = resolve_policy_source(spec)
+    chain = _read_chain(top)
+    return _build(chain, mode)
+
+
+def _build(chain: _Chain, mode_override: str | None) -> Policy:
+    layers = chain.layers
+    child = layers[-1]
+    errors: list[PolicyError] = []
+    origins: dict[str, Location] = {}
+
+    scalars: dict[str, tuple[Any, Location]] = {}
+    for layer in layers:
+        scalars.update(layer.scalars)
+    for key, (_, loc) in scalars.items():
+        origins[key] = loc
+
+    def scalar(key: str, default: Any) -> Any:
+        return scalars[key][0] if key in scalars else default
+
+    assert child.name is not None  # read_layer guarantees a name
+    origins["name"] = child.name[1]
+    if child.description:
+        origins["description"] = child.description[1]
+
+    # -- mode
+    mode = Mode(scalar("mode", "enforce"))
+    if mode_override is not None:
+        if mode_override not in ("enforce", "audit"):
+            raise PolicyErrors([PolicyError(None, f"mode must be enforce or audit, not {mode_override!r}")])
+        mode = Mode(mode_override)
+        origins["mode"] = Location("<command line>", 0, 0)
+
+    # -- syscalls
+    arch_words: tuple[str, ...] = scalar("syscalls.architectures", ())
+    arches = syscalls.effective_arches(tuple(a for a in arch_words))
+    default_action: Action = scalar("syscalls.default", Action(ActionKind.ALLOW))
+    deny_action: Action
+    if "syscalls.deny_action" in scalars:
+        deny_action = scalars["syscalls.deny_action"][0]
+    else:
+        deny_action = default_action if default_action.blocks else Action(ActionKind.ERRNO, 1)
+        if "syscalls.default" in scalars:
+            origins["syscalls.deny_action"] = scalars["syscalls.default"][1]
+    unknown_action: Action = scalar("syscalls.unknown", Action(ActionKind.ERRNO, 38))
+    rules = _merge_syscalls(layers, arches, deny_action, errors)
+
+    # -- capabilities
+    capabilities = _merge_caps(layers, origins)
+
+    # -- filesystem
+    def union(key: str) -> tuple[str, ...]:
+        out: dict[str, Location] = {}
+        for layer in layers:
+            for item, loc in layer.lists.get(key, []):
+                if item not in out:
+                    out[item] = loc
+                    origins[f"{key}[{item}]"] = loc
+        return tuple(out)
+
+    tmpfs: dict[str, TmpfsMount] = {}
+    for layer in layers:
+        for path, (mount, loc) in layer.tmpfs.items():
+            tmpfs[path] = mount
+            origins[f"filesystem.tmpfs[{path}]"] = loc
+    filesystem = FilesystemPolicy(
+        read_only_root=scalar("filesystem.read_only_root", False),
+        read_only_paths=union("filesystem.read_only_paths"),
+        writable_paths=union("filesystem.writable_paths"),
+        tmpfs=tuple(tmpfs.values()),
+        masked_paths=union("filesystem.masked_paths"),
+        hidden_paths=union("filesystem.hidden_paths"),
+        rootfs=scalar("filesystem.rootfs", None),
+    )
+    ro = set(filesystem.read_only_paths)
+    for p in filesystem.writable_paths:
+        if p in ro:
+            errors.append(PolicyError(origins[f"filesystem.writable_paths[{p}]"],
+                                      f"{p} is writable here but read-only in "
+                                      f"{origins[f'filesystem.read_only_paths[{p}]']}"))
+
+    # -- resources
+    io_devices: dict[str, IoDeviceLimit] = {}
+    for layer in layers:
+        for dev, (io_limit, loc) in layer.io_devices.items():
+            io_devices[dev] = io_limit
+            origins[f"resources.io.devices[{dev}]"] = loc
+    resources = ResourcePolicy(
+        memory_max=scalar("resources.memory.max", None),
+        memory_swap_max=scalar("resources.memory.swap", None),
+        pids_max=scalar("resources.pids.max", None),
+        cpu_quota_us=scalar("resources.cpu.quota", None),
+        cpu_period_us=scalar("resources.cpu.period", 100_000),
+        io_weight=scalar("resources.io.weight", None),
+        io_devices=tuple(io_devices.values()),
+    )
+
+    # -- rlimits
+    rlimits: dict[str, Rlimit] = {}
+    for layer in layers:
+        for name, (limit, loc) in layer.rlimits.items():
+            rlimits[name] = limit
+            origins[f"rlimits.{name.lower()}"] = loc
+
+    # -- user
+    user: UserPolicy | None = None
+    user_layer = next((layer for layer in reversed(layers) if layer.user is not None), None)
+    if user_layer is not None and user_layer.user is not None:
+        origins["user"] = user_layer.user[1]
+        user = _resolve_user(user_layer.user[0], filesystem.rootfs, errors)
+
+    namespaces = union("namespaces")
+
+    if errors:
+        raise PolicyErrors(errors)
+    return Policy(
+        name=child.name[0],
+        description=child.description[0] if child.description else "",
+        mode=mode,
+        syscalls=SyscallPolicy(
+            default_action=default_action,
+            rules=tuple(rules),
+            # Empty means native (model.py); resolved names only when others are asked for.
+            architectures=() if set(arch_words) <= {"native"} else arches,
+            log_denials=scalar("syscalls.log_denials", True),
+            unknown_action=unknown_action,
+        ),
+        capabilities=capabilities,
+        no_new_privileges=scalar("no_new_privileges", True),
+        filesystem=filesystem,
+        resources=resources,
+        rlimits=tuple(rlimits.values()),
+        user=user,
+        namespaces=namespaces,
+        sources=tuple(chain.sources),
+        origins=origins,
+    )
+
+
+def _expand(word: str, loc: Location, arches: tuple[str, ...], errors: list[PolicyError]) -> list[str]:
+    """A name or @group -> syscall names that exist on at least one target arch."""
+    if word.startswith("@"):
+        return [n for n in groups.expand(word[1:]) if any(syscalls.exists_on(n, a) for a in arches)]
+    if any(syscalls.exists_on(word, a) for a in arches):
+        return [word]
+    where = ", ".join(syscalls.arches_with(word)) or "no architecture"
+    errors.append(PolicyError(loc, f"syscall {word!r} does not exist on {', '.join(arches)} "
+                                   f"(the architectures this policy targets); it exists on {where}"))
+    return []
+
+
+def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: Action,
+                    errors: list[PolicyError]) -> list[SyscallRule]:
+    allow = Action(ActionKind.ALLOW)
+    entries: list[_Entry] = []
+    for index, layer in enumerate(layers):
+        mine: list[_Entry] = []
+        for key, action in (("syscalls.allow", allow), ("syscalls.deny", deny_action)):
+            for word, loc in layer.lists.get(key, []):
+                for name in _expand(word, loc, arches, errors):
+                    mine.append(_Entry(name, action, (), word, loc, index))
+        for rule in layer.rules:
+            for word, loc in rule.syscalls:
+                for name in _expand(word, loc, arches, errors):
+                    mine.append(_Entry(name, rule.action, rule.args, word, rule.loc, index))
+        mine = _resolve_layer(mine, errors)
+        # The child decides: a syscall it names unconditionally replaces every
+        # inherited entry for it; one it names only with conditions replaces
+        # the inherited unconditional entry (so a child can narrow `socket`).
+        unconditional = {e.syscall for e in mine if not e.args}
+        conditional = {e.syscall for e in mine if e.args}
+        entries = [
+            e for e in entries
+            if e.syscall not in unconditional and not (e.syscall in conditional and not e.args)
+        ]
+        entries.extend(mine)
+    seen: set[tuple[str, Action, tuple[Any, ...]]] = set()
+    rules: list[SyscallRule] = []
+    for e in entries:
+        rule_key = (e.syscall, e.action, e.args)
+        if rule_key in seen:
+            continue  # the same rule twice (e.g. via two groups): once is enough
+        seen.add(rule_key)
+        rules.append(SyscallRule(syscall=e.syscall, action=e.action, args=e.args, via=e.via, origin=e.origin))
+    return rules
+
+
+def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry]:
+    """Within one file: a syscall named explicitly beats the same syscall
+    reached through a @group; among equals there is one unconditional
+    action per syscall, and no conditional rule with another action beside
+    an unconditional one (it could never apply)."""
+    by_name: dict[str, list[_Entry]] = {}
+    for e in mine:
+        by_name.setdefault(e.syscall, []).append(e)
+    dropped: set[int] = set()
+    for name, entries in by_name.items():
+        uncond = [e for e in entries if not e.args]
+        cond = [e for e in entries if e.args]
+        explicit_uncond = [e for e in uncond if e.via == name]
+        if explicit_uncond:
+            dropped.update(id(e) for e in uncond if e.via != name)
+            uncond = explicit_uncond
+        elif any(e.via == name for e in cond):
+            # `allow: [@system-service]` plus a conditional rule naming
+            # `clone`: the rule narrows what the group allowed.
+            dropped.update(id(e) for e in uncond)
+            uncond = []
+        first = uncond[0] if uncond else None
+        for e in uncond[1:]:
+            if e.action != first.action:  # type: ignore[union-attr]
+                assert first is not None
+                errors.append(PolicyError(e.origin, (
+                    f"conflicting rules for {name}: {e.action} (via {e.via}) here, but {first.action} "
+                    f"(via {first.via}) at line {first.origin.line}; name it once, or use argument conditions"
+                )))
+                break
+        if first is not None:
+            other = next((e for e in cond if e.action != first.action), None)
+            if other is not None:
+                errors.append(PolicyError(other.origin, (
+                    f"rule for {name} with argument conditions ({other.action}) can never apply: "
+                    f"{name} is {first.action} unconditionally (via {first.via}) at line {first.origin.line}"
+                )))
+    return [e for e in mine if id(e) not in dropped]
+
+
+def _merge_caps(layers: list[Layer], origins: dict[str, Location]) -> CapabilityPolicy:
+    keep: set[int] | None = None
+    drop: set[int] = set()
+    add: set[int] = set()
+    for layer in layers:
+        if "capabilities" not in layer.scalars:
+            continue
+        origins["capabilities"] = layer.scalars["capabilities"][1]
+        if layer.caps_keep is not None:
+            keep, drop, add = {n for n, _ in layer.caps_keep}, set(), set()
+            for n, loc in layer.caps_keep:
+                origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
+            continue
+        d = {n for n, _ in layer.caps_drop}
+        a = {n for n, _ in layer.caps_add}
+        for n, loc in layer.caps_drop + layer.caps_add:
+            origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
+        if keep is not None:
+            keep = (keep - d) | a
+        else:
+            drop = (drop | d) - a
+            add = (add - d) | a
+    if keep is not None:
+        return CapabilityPolicy(keep=frozenset(keep))
+    return CapabilityPolicy(drop=frozenset(drop), add=frozenset(add))
+
+
+# --------------------------------------------------------------------------- user names
+
+
+def _passwd_lookup(rootfs: str | None, kind: str, name: str) -> tuple[int, int] | None:
+    """(id, primary gid) for a user or (gid, gid) for a group; host or rootfs."""
+    if rootfs is None:
+        try:
+            if kind == "user":
+                pw = pwd.getpwnam(name)
+                return pw.pw_uid, pw.pw_gid
+            gr = grp.getgrnam(name)
+            return gr.gr_gid, gr.gr_gid
+        except KeyError:
+            return None
+    table = os.path.join(rootfs, "etc", "passwd" if kind == "user" else "group")
+    try:
+        with open(table, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 4 and fields[0] == name:
+                    if kind == "user":
+                        return int(fields[2]), int(fields[3])
+                    return int(fields[2]), int(fields[2])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _resolve_user(fields: dict[str, tuple[Any, Location]], rootfs: str | None,
+                  errors: list[PolicyError]) -> UserPolicy | None:
+    where = f"{rootfs}/etc" if rootfs else "this host"
+    uid = gid = None
+    user_name = group_name = None
+    primary_gid = None
+    if "uid" in fields:
+        value, loc = fields["uid"]
+        if isinstance(value, int):
+            uid = value
+        else:
+            found = _passwd_lookup(rootfs, "user", value)
+            if found is None:
+                errors.append(PolicyError(loc, f"user {value!r} does not exist on {where} (write a number instead)"))
+            else:
+                uid, primary_gid = found
+                user_name = value
+    if "gid" in fields:
+        value, loc = fields["gid"]
+        if isinstance(value, int):
+            gid = value
+        else:
+            found = _passwd_lookup(rootfs, "group", value)
+            if found is None:
+                errors.append(PolicyError(loc, f"group {value!r} does not exist on {where} (write a number instead)"))
+            else:
+                gid = found[0]
+                group_name = value
+    elif primary_gid is not None:
+        gid = primary_gid
+    elif uid is not None:
+        gid = uid
+    group_ids: list[int] = []
+    for value, loc in fields.get("groups", ([], None))[0]:
+        if isinstance(value, int):
+            group_ids.append(value)
+        else:
+            found = _passwd_lookup(rootfs, "group", value)
+            if found is None:
+                errors.append(PolicyError(loc, f"group {value!r} does not exist on {where}"))
+            else:
+                group_ids.append(found[0])
+    if uid is None:
+        return None
+    return UserPolicy(uid=uid, gid=gid, groups=tuple(dict.fromkeys(group_ids)),
+                      user_name=user_name, group_name=group_name)

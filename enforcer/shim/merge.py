@@ -1,0 +1,371 @@
+"""Merge a policy patch into an OCI config.json: the policy only tightens.
+
+One function per field group, each documented with its rule; the rules are
+written up for users in docs/shim.md and each has a unit test in
+tests/unit/test_shim_merge.py. `merge_patch` mutates and returns `config`.
+
+Rules, in short:
+  seccomp          the policy's filter replaces the config's (runc loads
+                   exactly one filter from config.json)
+  capabilities     each set intersected with the policy's set
+  readonlyPaths    the policy's paths added
+  maskedPaths      the policy's masked and hidden paths added
+  root.readonly    forced true when the policy asks
+  mounts           policy tmpfs mounts added; one at the same destination
+                   is replaced in place (a tmpfs exposes nothing of the host)
+  writable paths   under a read-only root: bound read-write from the rootfs
+  resources        the smaller limit wins (memory, swap, pids, cpu
+                   quota/period ratio, blkio weight and throttles)
+  rlimits          the lower soft and hard value, per resource
+  noNewPrivileges  forced true when the policy says so
+  user             the policy's user replaces root (uid 0) only
+  namespaces       the policy's namespaces added (user: refused, see below)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from enforcer.shim.caps import CAP_NAMES, cap_number
+from enforcer.shim.errors import ShimError
+
+UNLIMITED = (1 << 64) - 1  # RLIM_INFINITY as OCI writes it (uint64)
+CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """parent[key] as a dict, created if absent; a wrong type is an error."""
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = {}
+    if not isinstance(value, dict):
+        raise ShimError(f"config.json: {key!r} is not an object")
+    return value
+
+
+def _list(parent: dict[str, Any], key: str) -> list[Any]:
+    value = parent.get(key)
+    if value is None:
+        value = parent[key] = []
+    if not isinstance(value, list):
+        raise ShimError(f"config.json: {key!r} is not a list")
+    return value
+
+
+# -- seccomp -------------------------------------------------------------
+
+
+def merge_seccomp(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """The policy's filter replaces the config's.
+
+    runc installs exactly one filter from config.json, so the two cannot be
+    stacked there; the policy's filter is the one the policy author tested
+    (and the one `enforcer run` loads), so it wins. A policy without a
+    syscall section leaves the config's filter alone.
+    """
+    if patch["seccomp"] is not None:
+        _obj(config, "linux")["seccomp"] = patch["seccomp"]
+
+
+# -- capabilities ----------------------------------------------------------
+
+
+def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Each capability set becomes the intersection of the config's and the policy's.
+
+    A relative policy (drop/add) removes its `drop` set from every set; its
+    `add` is never applied, because the shim only removes privilege. Names
+    the shim does not know are removed too (they cannot be in the policy).
+    """
+    caps = patch["caps"]
+    if caps is None:
+        return
+    process = _obj(config, "process")
+    current = process.get("capabilities")
+    if current is None:
+        return  # no capabilities at all: nothing to intersect
+    if not isinstance(current, dict):
+        raise ShimError("config.json: process.capabilities is not an object")
+    for set_name in CAP_SETS:
+        names = current.get(set_name)
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ShimError(f"config.json: process.capabilities.{set_name} is not a list of names")
+        if caps["relative"]:
+            allowed = ~caps["drop"] & ((1 << len(CAP_NAMES)) - 1)
+        else:
+            allowed = caps["masks"][set_name]
+        kept = []
+        for name in names:
+            number = cap_number(name)
+            if number is not None and allowed >> number & 1 and name not in kept:
+                kept.append(name)
+        current[set_name] = kept
+
+
+# -- filesystem ------------------------------------------------------------
+
+
+def _add_paths(linux: dict[str, Any], key: str, paths: list[str]) -> None:
+    existing = _list(linux, key)
+    for path in paths:
+        if path not in existing:
+            existing.append(path)
+
+
+def merge_paths(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """readonlyPaths and maskedPaths: the policy's are added, none removed."""
+    if patch["readonly_paths"] or patch["masked_paths"]:
+        linux = _obj(config, "linux")
+        _add_paths(linux, "readonlyPaths", patch["readonly_paths"])
+        _add_paths(linux, "maskedPaths", patch["masked_paths"])
+
+
+def merge_root(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """root.readonly is forced true when the policy asks; never set false."""
+    if patch["root_readonly"]:
+        _obj(config, "root")["readonly"] = True
+
+
+def _tmpfs_mount(spec: dict[str, Any]) -> dict[str, Any]:
+    options = [o for o in spec["options"] if not o.startswith(("size=", "mode="))]
+    if spec["mode"] is not None:
+        options.append(f"mode={spec['mode']:o}")
+    if spec["size"] is not None:
+        options.append(f"size={spec['size']}")
+    return {"destination": spec["path"], "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(path) if path else path
+
+
+def merge_tmpfs(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """The policy's tmpfs mounts are added.
+
+    A mount the config already has at the same destination is replaced in
+    place (keeping its position, so mounts beneath it still come after it):
+    a fresh tmpfs shows nothing of the host or the image, so this never
+    loosens; the policy author asked for exactly this mount there.
+    """
+    if not patch["tmpfs"]:
+        return
+    mounts = _list(config, "mounts")
+    for spec in patch["tmpfs"]:
+        new = _tmpfs_mount(spec)
+        for i, m in enumerate(mounts):
+            if isinstance(m, dict) and _norm(m.get("destination", "")) == _norm(spec["path"]):
+                mounts[i] = new
+                break
+        else:
+            mounts.append(new)
+
+
+def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str) -> None:
+    """Writable exceptions under a read-only root become read-write binds.
+
+    Only when the root ends up read-only; a path that already has a mount
+    (a volume, a tmpfs) is left alone. The bind source is the same path in
+    the container's rootfs, so nothing of the host becomes visible.
+    """
+    root = config.get("root") or {}
+    if not patch["writable_paths"] or not root.get("readonly"):
+        return
+    rootfs = root.get("path")
+    if not isinstance(rootfs, str) or not rootfs:
+        raise ShimError("config.json: root.path is missing")
+    rootfs = os.path.join(bundle, rootfs)
+    mounts = _list(config, "mounts")
+    taken = {_norm(m.get("destination", "")) for m in mounts if isinstance(m, dict)}
+    for path in patch["writable_paths"]:
+        if _norm(path) in taken:
+            continue
+        source = os.path.join(rootfs, path.lstrip("/"))
+        if not os.path.exists(source):
+            raise ShimError(f"policy writable path {path}: {source} does not exist in the rootfs")
+        mounts.append({"destination": path, "type": "bind", "source": source,
+                       "options": ["rbind", "rw"]})
+
+
+# -- resources ---------------------------------------------------------------
+
+
+def _smaller(current: Any, policy: int | None) -> Any:
+    """The smaller of two limits; None, 0 and negatives mean "no limit"."""
+    if policy is None:
+        return current
+    if not isinstance(current, int) or isinstance(current, bool) or current <= 0:
+        return policy
+    return min(current, policy)
+
+
+def merge_resources(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Every limit becomes the smaller of the config's and the policy's."""
+    lim = patch["limits"]
+    if not any(v for v in lim.values()):
+        return
+    res = _obj(_obj(config, "linux"), "resources")
+    if lim["memory"] is not None or lim["swap"] is not None:
+        memory = _obj(res, "memory")
+        old_limit = memory.get("limit")
+        old_total = memory.get("swap")
+        new_limit = _smaller(old_limit, lim["memory"])
+        # OCI's memory.swap is memory+swap; compare the swap parts, so that
+        # a lower memory limit does not quietly hand the difference to swap.
+        old_swap = None
+        if isinstance(old_total, int) and old_total > 0:
+            old_swap = old_total - old_limit if isinstance(old_limit, int) and old_limit > 0 \
+                else None
+        new_swap = old_swap if lim["swap"] is None else \
+            lim["swap"] if old_swap is None or old_swap < 0 else min(old_swap, lim["swap"])
+        if new_limit is not None:
+            memory["limit"] = new_limit
+        if isinstance(new_swap, int) and new_swap >= 0 and isinstance(new_limit, int) \
+                and new_limit > 0:
+            memory["swap"] = new_limit + new_swap
+        elif isinstance(old_total, int) and old_total > 0 and isinstance(new_limit, int):
+            memory["swap"] = max(old_total, new_limit)  # runc requires swap >= limit
+    if lim["pids"] is not None:
+        pids = _obj(res, "pids")
+        pids["limit"] = _smaller(pids.get("limit"), lim["pids"])
+    if lim["cpu_quota"] is not None:
+        cpu = _obj(res, "cpu")
+        quota, period = cpu.get("quota"), cpu.get("period") or 100_000
+        if not isinstance(quota, int) or quota <= 0 or \
+                lim["cpu_quota"] * period < quota * lim["cpu_period"]:
+            cpu["quota"], cpu["period"] = lim["cpu_quota"], lim["cpu_period"]
+    if lim["blkio_weight"] is not None or lim["throttle"]:
+        blkio = _obj(res, "blockIO")
+        if lim["blkio_weight"] is not None:
+            blkio["weight"] = _smaller(blkio.get("weight"), lim["blkio_weight"])
+        for oci_name, devices in sorted(lim["throttle"].items()):
+            entries = _list(blkio, oci_name)
+            for dev, rate in sorted(devices.items()):
+                major, _, minor = dev.partition(":")
+                for e in entries:
+                    if isinstance(e, dict) and (e.get("major"), e.get("minor")) == \
+                            (int(major), int(minor)):
+                        e["rate"] = _smaller(e.get("rate"), rate)
+                        break
+                else:
+                    entries.append({"major": int(major), "minor": int(minor), "rate": rate})
+
+
+def _as_rlim(value: Any) -> int:
+    """An rlimit value as a comparable number; unlimited is the biggest."""
+    if not isinstance(value, int) or value < 0 or value >= UNLIMITED:
+        return UNLIMITED
+    return value
+
+
+def merge_rlimits(config: dict[str, Any], patch: dict[str, Any],
+                  inherited: dict[str, tuple[int, int]]) -> None:
+    """Per resource, the lower soft and the lower hard value.
+
+    An rlimit the config does not set is inherited by the container from
+    runc (and so from the shim); `inherited` holds those values, so the
+    policy's value is compared with what would otherwise apply.
+    """
+    if not patch["rlimits"]:
+        return
+    rlimits = _list(_obj(config, "process"), "rlimits")
+    for resource, soft, hard in patch["rlimits"]:
+        oci_type = "RLIMIT_" + resource
+        entry = next((r for r in rlimits if isinstance(r, dict) and r.get("type") == oci_type),
+                     None)
+        if entry is None:
+            base_soft, base_hard = inherited.get(resource, (UNLIMITED, UNLIMITED))
+            entry = {"type": oci_type, "soft": base_soft, "hard": base_hard}
+            rlimits.append(entry)
+        new_hard = min(_as_rlim(entry.get("hard")), _as_rlim(hard))
+        new_soft = min(_as_rlim(entry.get("soft")), _as_rlim(soft), new_hard)
+        entry["hard"], entry["soft"] = new_hard, new_soft
+
+
+def inherited_rlimits(resources: list[str]) -> dict[str, tuple[int, int]]:
+    """The shim's own rlimits, which runc would pass on to the container."""
+    import resource as resource_mod
+
+    out = {}
+    for name in resources:
+        number = getattr(resource_mod, "RLIMIT_" + name, None)
+        if number is None:
+            raise ShimError(f"policy rlimit {name}: not known on this system")
+        soft, hard = resource_mod.getrlimit(number)
+        out[name] = (_as_rlim(soft), _as_rlim(hard))
+    return out
+
+
+# -- process ---------------------------------------------------------------
+
+
+def merge_no_new_privileges(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """noNewPrivileges is forced true when the policy says so; never cleared."""
+    if patch["no_new_privileges"]:
+        _obj(config, "process")["noNewPrivileges"] = True
+
+
+def merge_user(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """The policy's user replaces root; a container already not root keeps its user.
+
+    Switching one unprivileged user for another is not stricter, and the
+    image's files belong to the image's user, so only uid 0 is replaced.
+    """
+    user = patch["user"]
+    if user is None or user["uid"] == 0:
+        return
+    current = _obj(_obj(config, "process"), "user")
+    if current.get("uid", 0) != 0:
+        return
+    current["uid"] = user["uid"]
+    current["gid"] = user["gid"]
+    current["additionalGids"] = list(user["groups"])
+
+
+def merge_namespaces(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """The policy's namespaces are added; none is removed.
+
+    A user namespace is refused when the config has none: it needs uid/gid
+    mappings that only the runtime (e.g. Docker's userns-remap) can choose.
+    """
+    if not patch["namespaces"]:
+        return
+    namespaces = _list(_obj(config, "linux"), "namespaces")
+    have = {ns.get("type") for ns in namespaces if isinstance(ns, dict)}
+    for ns_type in patch["namespaces"]:
+        if ns_type in have:
+            continue
+        if ns_type == "user":
+            raise ShimError("policy asks for a user namespace, which this container does not "
+                            "have; the shim cannot choose uid mappings (enable them in the "
+                            "runtime, e.g. Docker's userns-remap)")
+        namespaces.append({"type": ns_type})
+        have.add(ns_type)
+
+
+# -- all of it -----------------------------------------------------------------
+
+APPLIED_ANNOTATION = "io.enforcer.applied"
+
+
+def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
+                inherited: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Apply every rule above to `config` (in place) and return it."""
+    if inherited is None:
+        inherited = inherited_rlimits([r[0] for r in patch["rlimits"]])
+    merge_seccomp(config, patch)
+    merge_capabilities(config, patch)
+    merge_root(config, patch)
+    merge_paths(config, patch)
+    merge_tmpfs(config, patch)
+    merge_writable(config, patch, bundle)
+    merge_resources(config, patch)
+    merge_rlimits(config, patch, inherited)
+    merge_no_new_privileges(config, patch)
+    merge_user(config, patch)
+    merge_namespaces(config, patch)
+    _obj(config, "annotations")[APPLIED_ANNOTATION] = \
+        f"{patch['policy']}@{patch['policy_hash'][:16]}"
+    return config

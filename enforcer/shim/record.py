@@ -1,0 +1,210 @@
+"""Workload registry records for containers, written on the start path.
+
+The record format is enforcer/registry.py's WorkloadRecord (version 1).
+The shim writes it with this small stdlib-only writer because importing
+enforcer.registry costs ~10 ms here (dataclasses, tempfile); a unit test
+checks that every record written here reads back through
+enforcer.registry.read_record unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from enforcer.shim import fastjson
+
+RECORD_VERSION = 1
+NO_POLICY = "_none"  # policy name of a container started without one
+PASSTHROUGH_MODE = "passthrough"
+
+
+def workloads_dir(root: str) -> str:
+    return os.path.join(root, "workloads")
+
+
+def record_path(root: str, container_id: str) -> str:
+    if not container_id or "/" in container_id or container_id.startswith("."):
+        raise ValueError(f"bad container id {container_id!r}")
+    return os.path.join(workloads_dir(root), container_id + ".json")
+
+
+def _own_cgroups() -> list[tuple[str, str]]:
+    """(hierarchy, path) of this process, as /proc/self/cgroup lists them."""
+    out = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                out.append((controllers, path))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _systemd_path(cgroups_path: str) -> str:
+    """runc's "slice:prefix:name" -> the cgroup path systemd creates."""
+    slice_name, prefix, name = cgroups_path.split(":", 2)
+    parts = []
+    if slice_name and slice_name != "-.slice":
+        stem = slice_name.removesuffix(".slice")
+        pieces = stem.split("-")
+        for i in range(1, len(pieces) + 1):
+            parts.append("-".join(pieces[:i]) + ".slice")
+    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else name
+    return "/" + "/".join(parts + [unit])
+
+
+def cgroups_from_config(config: dict[str, Any], container_id: str,
+                        systemd: bool) -> dict[str, str]:
+    """Where runc will put the container, per hierarchy of this host.
+
+    An absolute cgroupsPath is used as is; a relative one (or none: runc then
+    uses the container id) is relative to runc's own cgroup, which is ours.
+    """
+    linux = config.get("linux") or {}
+    raw = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    if not isinstance(raw, str):
+        raw = ""
+    if systemd and raw.count(":") == 2:
+        absolute = _systemd_path(raw)
+        return {h: absolute for h, _ in _own_cgroups()}
+    out = {}
+    for hierarchy, own in _own_cgroups():
+        if raw.startswith("/"):
+            out[hierarchy] = os.path.normpath(raw)
+        else:
+            out[hierarchy] = os.path.normpath(os.path.join(own, raw or container_id))
+    return out
+
+
+def cgroups_of_pid(pid: int) -> dict[str, str] | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return {c: p for _, c, p in (line.rstrip("\n").split(":", 2) for line in f)}
+    except (OSError, ValueError):
+        return None
+
+
+def make_record(container_id: str, patch: dict[str, Any] | None, cgroups: dict[str, str],
+                bundle: str, pid: int | None = None) -> dict[str, Any]:
+    limits = {}
+    if patch is not None:
+        for key, limit in (("memory_max", patch["limits"]["memory"]),
+                           ("pids_max", patch["limits"]["pids"])):
+            if limit is not None:
+                limits[key] = limit
+    return {
+        "id": container_id,
+        "kind": "container",
+        "policy": patch["policy"] if patch else NO_POLICY,
+        "policy_hash": patch["policy_hash"] if patch else "",
+        "mode": patch["mode"] if patch else PASSTHROUGH_MODE,
+        "cgroups": cgroups,
+        "container_id": container_id,
+        "bundle": bundle,
+        "pid": pid,
+        "started": time.time(),
+        "limits": limits,
+        "version": RECORD_VERSION,
+    }
+
+
+def write_record(root: str, record: dict[str, Any]) -> str:
+    """Atomic like enforcer.registry.write_record (dot-prefixed temp + rename)."""
+    path = record_path(root, record["id"])
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-shim-{os.getpid()}-{record['id']}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            os.write(fd, fastjson.dumps(record, sort_keys=True).encode())
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def remove_record(root: str, container_id: str) -> None:
+    try:
+        os.unlink(record_path(root, container_id))
+    except (FileNotFoundError, ValueError):
+        pass
+
+
+def _same_record(path: str, record: dict[str, Any]) -> bool:
+    """Is the record at `path` still the one we wrote (not a reused id)?"""
+    try:
+        with open(path, "rb") as f:
+            doc = fastjson.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("started") == record["started"] \
+        and doc.get("bundle") == record["bundle"]
+
+
+def start_record_reaper(root: str, record: dict[str, Any]) -> None:
+    """Fork a process that removes `record` once this process has exited.
+
+    Called just before the shim execs a foreground `runc run`: runc keeps
+    this pid and deletes the container when it ends, but nothing would
+    delete the registry record. The reaper watches the pid through a pidfd
+    (survives exec), holds none of our file descriptors (so nobody waiting
+    for EOF on stdout waits for it) and leaves the terminal's process group.
+    """
+    watched = os.getpid()
+    try:
+        pidfd = os.pidfd_open(watched)
+    except (OSError, AttributeError):
+        pidfd = -1
+    try:
+        pid = os.fork()
+    except OSError:
+        if pidfd >= 0:
+            os.close(pidfd)
+        return  # no reaper: a stale record is better than not starting
+    if pid != 0:
+        if pidfd >= 0:
+            os.close(pidfd)
+        return
+    # -- the reaper --
+    try:
+        os.setsid()
+        keep = pidfd if pidfd >= 0 else -1
+        os.closerange(0, keep) if keep > 0 else None
+        os.closerange(keep + 1 if keep >= 0 else 0, 65536)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            if fd != null:
+                os.dup2(null, fd)
+        if pidfd >= 0:
+            import select
+
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            poller.poll()
+        else:
+            import time as time_mod
+
+            while True:
+                try:
+                    os.kill(watched, 0)
+                except ProcessLookupError:
+                    break
+                time_mod.sleep(0.2)
+        path = record_path(root, record["id"])
+        if _same_record(path, record):
+            os.unlink(path)
+    except BaseException:
+        pass
+    os._exit(0)

@@ -1,0 +1,62 @@
+"""Suite-wide guard: the tests leave the machine as they found them.
+
+At the end of the session we compare the host's mount table, the cgroups
+under every hierarchy and our runtime directory with what they were at the
+start. Anything a test created and did not remove fails the run, naming it,
+so a leak is fixed where it happens rather than piling up on CI machines.
+Area-specific fixtures live in tests/<area>_helpers.py and tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _mounts() -> set[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            # mount point (field 5) + fs type; ids change with remounts, these don't
+            return {" ".join(line.split()[4:5] + line.split(" - ")[1].split()[:1]) for line in f}
+    except OSError:
+        return set()
+
+
+def _cgroups() -> set[str]:
+    found: set[str] = set()
+    if not os.path.isdir(CGROUP_ROOT):
+        return found
+    for hierarchy in os.listdir(CGROUP_ROOT):
+        base = os.path.join(CGROUP_ROOT, hierarchy)
+        if not os.path.isdir(base) or os.path.islink(base):
+            continue
+        # Only look two levels deep: where enforcer and the tests create theirs.
+        for entry in os.scandir(base):
+            if entry.is_dir(follow_symlinks=False):
+                found.add(entry.path)
+                try:
+                    for sub in os.scandir(entry.path):
+                        if sub.is_dir(follow_symlinks=False):
+                            found.add(sub.path)
+                except OSError:
+                    pass
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_left_as_found() -> Iterator[None]:
+    mounts_before, cgroups_before = _mounts(), _cgroups()
+    yield
+    leaked_mounts = sorted(_mounts() - mounts_before)
+    leaked_cgroups = sorted(_cgroups() - cgroups_before)
+    problems = []
+    if leaked_mounts:
+        problems.append("mounts left behind: " + ", ".join(leaked_mounts))
+    if leaked_cgroups:
+        problems.append("cgroups left behind: " + ", ".join(leaked_cgroups))
+    if problems:
+        pytest.fail("the test session did not clean up: " + "; ".join(problems), pytrace=False)

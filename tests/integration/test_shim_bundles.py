@@ -1,0 +1,197 @@
+"""Bad bundles: one clear line on stderr, non-zero exit, runc never started,
+config.json byte for byte unchanged. Plus policy selection and pass-through,
+observed through what the shim hands to a recording fake runc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from enforcer.shim.merge import APPLIED_ANNOTATION
+from tests.shim_helpers import (
+    FIXTURE_CONFIG,
+    fake_runc,
+    make_plan,
+    run_shim,
+    write_plan,
+)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A bundle with the docker fixture config, a fake runc, plans, a shim config."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copy(FIXTURE_CONFIG, bundle / "config.json")
+    os.chmod(bundle / "config.json", 0o640)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    write_plan(str(plans / "handmade.json"), make_plan())
+    write_plan(str(plans / "other.json"), make_plan(policy_name="other"))
+    marker = tmp_path / "runc-was-started"
+    runc = fake_runc(str(tmp_path / "fake-runc"), str(marker))
+    shim_config = tmp_path / "shim.json"
+    shim_config.write_text(json.dumps({"plans_dir": str(plans), "runc": runc}))
+    return {
+        "bundle": bundle, "marker": marker, "runc": runc, "tmp": tmp_path,
+        "env": {"ENFORCER_SHIM_CONFIG": str(shim_config),
+                "ENFORCER_RUNTIME_DIR": str(tmp_path / "run"),
+                "ENFORCER_CACHE_DIR": str(tmp_path / "cache")},
+    }
+
+
+def _create(env, *shim_args: str, bundle=None) -> subprocess.CompletedProcess[str]:
+    return run_shim([*shim_args, "create", "--bundle", str(bundle or env["bundle"]), "c1"],
+                    env=env["env"])
+
+
+def _assert_refused(env, result, message: str, before: bytes | None) -> None:
+    assert result.returncode == 125, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("enforcer-runc: "), result.stderr
+    assert message in lines[0]
+    assert not env["marker"].exists(), "runc was started"
+    config = env["bundle"] / "config.json"
+    if before is not None:
+        assert config.read_bytes() == before
+    assert not os.listdir(env["tmp"] / "run" / "workloads") \
+        if (env["tmp"] / "run" / "workloads").exists() else True
+
+
+def test_no_config_json(env) -> None:
+    os.unlink(env["bundle"] / "config.json")
+    r = _create(env, "--policy", "handmade")
+    _assert_refused(env, r, "no config.json", None)
+    assert not (env["bundle"] / "config.json").exists()
+
+
+def test_invalid_json(env) -> None:
+    (env["bundle"] / "config.json").write_bytes(b'{"ociVersion": "1.0.2",')
+    before = (env["bundle"] / "config.json").read_bytes()
+    _assert_refused(env, _create(env, "--policy", "handmade"), "not valid JSON", before)
+
+
+@pytest.mark.parametrize("version", ["2.0.0", "0.9", None])
+def test_unknown_oci_version(env, version) -> None:
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    if version is None:
+        del config["ociVersion"]
+    else:
+        config["ociVersion"] = version
+    (env["bundle"] / "config.json").write_text(json.dumps(config))
+    before = (env["bundle"] / "config.json").read_bytes()
+    _assert_refused(env, _create(env, "--policy", "handmade"),
+                    "expected 1.x", before)
+
+
+def test_unknown_policy(env) -> None:
+    before = (env["bundle"] / "config.json").read_bytes()
+    r = _create(env, "--policy", "no-such-policy")
+    _assert_refused(env, r, "no-such-policy", before)
+
+
+def test_corrupt_plan_file(env) -> None:
+    plan = env["tmp"] / "plans" / "handmade.json"
+    plan.write_text(plan.read_text().replace('"policy_name":"handmade"', '"policy_name":"x"'))
+    before = (env["bundle"] / "config.json").read_bytes()
+    _assert_refused(env, _create(env, "--policy", "handmade"), "does not match its sha256",
+                    before)
+
+
+@pytest.mark.root
+def test_unwritable_bundle(env) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a read-only bind mount")
+    bundle = str(env["bundle"])
+    before = (env["bundle"] / "config.json").read_bytes()
+    subprocess.run(["mount", "--bind", bundle, bundle], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", bundle], check=True)
+        r = _create(env, "--policy", "handmade")
+    finally:
+        subprocess.run(["umount", bundle], check=True)
+    _assert_refused(env, r, "cannot write config.json: Read-only file system", before)
+
+
+def test_no_policy_is_refused_by_default(env) -> None:
+    before = (env["bundle"] / "config.json").read_bytes()
+    _assert_refused(env, _create(env), "no policy selected", before)
+
+
+def test_shim_flags_are_stripped_and_the_rest_passed_through(env) -> None:
+    r = run_shim(["--policy", "handmade", "--root", "/run/x", "--log-format", "json",
+                  "create", "-b", str(env["bundle"]), "--pid-file", "/nonexistent/pid",
+                  "--console-socket", "/tmp/sock", "c1"], env=env["env"])
+    assert r.returncode == 0, r.stderr
+    assert env["marker"].read_text().splitlines() == [
+        "--root", "/run/x", "--log-format", "json", "create", "-b", str(env["bundle"]),
+        "--pid-file", "/nonexistent/pid", "--console-socket", "/tmp/sock", "c1"]
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    assert oct(os.stat(env["bundle"] / "config.json").st_mode & 0o777) == "0o640"
+    assert [n for n in os.listdir(env["bundle"]) if n.startswith(".")] == []
+
+
+@pytest.mark.parametrize("shim_args, annotation, default, expected", [
+    (["--policy", "handmade"], "other", "other", "handmade"),
+    ([], "other", "handmade", "other"),
+    ([], None, "handmade", "handmade"),
+])
+def test_policy_selection_order(env, shim_args, annotation, default, expected) -> None:
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    if annotation:
+        config.setdefault("annotations", {})["io.enforcer.policy"] = annotation
+    (env["bundle"] / "config.json").write_text(json.dumps(config))
+    cfg = json.loads(open(env["env"]["ENFORCER_SHIM_CONFIG"]).read())
+    cfg["default_policy"] = default
+    open(env["env"]["ENFORCER_SHIM_CONFIG"], "w").write(json.dumps(cfg))
+    r = _create(env, *shim_args)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    assert config["annotations"][APPLIED_ANNOTATION].startswith(expected + "@")
+
+
+def test_passthrough_warns_and_registers(env) -> None:
+    cfg = json.loads(open(env["env"]["ENFORCER_SHIM_CONFIG"]).read())
+    cfg["on_no_policy"] = "passthrough"
+    open(env["env"]["ENFORCER_SHIM_CONFIG"], "w").write(json.dumps(cfg))
+    before = (env["bundle"] / "config.json").read_bytes()
+    r = _create(env)
+    assert r.returncode == 0
+    assert "starts WITHOUT a policy" in r.stderr
+    assert (env["bundle"] / "config.json").read_bytes() == before
+    record = json.loads((env["tmp"] / "run" / "workloads" / "c1.json").read_text())
+    assert (record["policy"], record["mode"]) == ("_none", "passthrough")
+
+
+def test_other_commands_exec_runc_untouched(env) -> None:
+    before = (env["bundle"] / "config.json").read_bytes()
+    r = run_shim(["--policy", "handmade", "kill", "c1", "KILL"], env=env["env"])
+    assert r.returncode == 0
+    assert env["marker"].read_text().splitlines() == ["kill", "c1", "KILL"]
+    assert (env["bundle"] / "config.json").read_bytes() == before
+
+
+def test_runc_that_is_the_shim_itself_is_refused(env, tmp_path) -> None:
+    r = run_shim(["state", "x"], env={**env["env"], "ENFORCER_SHIM_ACTIVE": "1"})
+    assert r.returncode == 125 and "started by itself" in r.stderr
+    assert not env["marker"].exists()
+
+
+def test_plan_file_patch_is_cached_and_invalidated(env) -> None:
+    assert _create(env, "--policy", "handmade").returncode == 0
+    cache = env["tmp"] / "run" / "shim-cache"
+    entries = [p for p in os.listdir(cache) if p != "runc-features.json"]
+    assert len(entries) == 1
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o700"
+    # a changed Plan (same name) must not be served from the cache
+    write_plan(str(env["tmp"] / "plans" / "handmade.json"),
+               make_plan(no_new_privileges=True, policy_hash="cd" * 32))
+    shutil.copy(FIXTURE_CONFIG, env["bundle"] / "config.json")
+    assert _create(env, "--policy", "handmade").returncode == 0
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    assert config["annotations"][APPLIED_ANNOTATION] == "handmade@" + "cd" * 8

@@ -1,0 +1,82 @@
+"""Helpers for the `enforcer run` tests: hand-built Plans with real BPF.
+
+The BPF is compiled here with pyseccomp (a test-time dependency) so the
+apply side can be tested without the policy compiler; the run path itself
+never imports pyseccomp.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from typing import Iterable
+
+from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
+                           SeccompPlan)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+def bpf_for(default: str = "allow", kill: Iterable[str] = (), errno_eperm: Iterable[str] = (),
+            log: Iterable[str] = ()) -> tuple[bytes, dict[int, str]]:
+    import pyseccomp as sc
+
+    actions = {"allow": sc.ALLOW, "kill": sc.KILL_PROCESS, "log": sc.LOG,
+               "eperm": sc.ERRNO(1)}
+    f = sc.SyscallFilter(actions[default])
+    names: dict[int, str] = {}
+    for group, act in ((kill, sc.KILL_PROCESS), (errno_eperm, sc.ERRNO(1)), (log, sc.LOG)):
+        for name in group:
+            f.add_rule(act, name)
+            names[sc.resolve_syscall(sc.Arch.NATIVE, name)] = name
+    with tempfile.TemporaryFile() as tf:
+        f.export_bpf(tf)
+        tf.seek(0)
+        return tf.read(), names
+
+
+def seccomp_plan(default: str = "allow", kill: Iterable[str] = (),
+                 errno_eperm: Iterable[str] = (), log: Iterable[str] = (),
+                 flags: tuple[str, ...] = ("log",)) -> SeccompPlan:
+    import base64
+
+    bpf, names = bpf_for(default, kill, errno_eperm, log)
+    return SeccompPlan(native_arch="x86_64", architectures=("x86_64",),
+                       default_action=default,
+                       filter=SeccompFilter(bpf_b64=base64.b64encode(bpf).decode(),
+                                            flags=flags),
+                       syscall_names=names)
+
+
+def make_plan(**kw: object) -> Plan:
+    base = Plan(format=1, enforcer_version="test", policy_name="test-plan",
+                policy_hash="0" * 64, mode="enforce", seccomp=None, capabilities=None)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def write_plan(plan: Plan, directory: str) -> str:
+    path = os.path.join(directory, f"{plan.policy_name}.plan.json")
+    with open(path, "w") as f:
+        f.write(plan.to_json())
+    return path
+
+
+def enforcer_run(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
+                 **kw: object) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([PYTHON, "-m", "enforcer", "run", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=REPO, **kw)
+
+
+def v1_cgroup_dirs(name: str) -> list[str]:
+    return [d for d in (f"/sys/fs/cgroup/{c}/enforcer/{name}" for c in
+                        ("memory", "pids", "cpu", "blkio")) if os.path.exists(d)]
+
+
+__all__ = ["CapabilityPlan", "CgroupPlan", "MountOp", "make_plan", "seccomp_plan",
+           "write_plan", "enforcer_run", "v1_cgroup_dirs", "bpf_for"]

@@ -1,0 +1,162 @@
+"""deploy/docker and deploy/containerd: the shim is registered once per
+shipped policy, containerd itself accepts the handler config, the wrappers
+pass runc's command line through untouched, the shim reads the policy they
+add, and install-node.sh sets a node root up (and is safe to run again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deploy_helpers import DEPLOY, need, run, shipped_policy_names, temp_dir  # noqa: E402
+
+CONTAINERD = DEPLOY / "containerd"
+SHIM = "/usr/local/bin/enforcer-runc"
+
+
+def test_daemon_json_registers_the_shim_per_policy() -> None:
+    runtimes = json.loads((DEPLOY / "docker" / "daemon.json").read_text())["runtimes"]
+    assert sorted(runtimes) == [f"enforcer-{n}" for n in shipped_policy_names()]
+    for name, rt in runtimes.items():
+        policy = name.removeprefix("enforcer-")
+        assert rt == {"path": SHIM, "runtimeArgs": ["--policy", policy]}
+
+
+def test_the_shim_reads_the_policy_docker_and_the_wrappers_pass() -> None:
+    """Docker puts runtimeArgs before runc's global flags; so do the wrappers."""
+    from enforcer.shim.cmdline import parse
+
+    argv = ["--policy", "restricted", "--root", "/run/docker/runtime-runc/moby", "--log",
+            "/x/log.json", "--log-format", "json", "create", "--bundle", "/b", "--pid-file",
+            "/b/init.pid", "c1"]
+    cl = parse(argv)
+    assert cl.shim == {"policy": "restricted"}
+    assert cl.command == "create"
+    assert "--policy" not in cl.runc_args and cl.runc_args[0] == "--root"
+
+
+def containerd_runtimes(version: int) -> dict[str, Any]:
+    path = CONTAINERD / ("enforcer-runtimes.toml" if version == 2 else "enforcer-runtimes.v3.toml")
+    doc = tomllib.loads(path.read_text())
+    assert doc["version"] == version
+    plugin = "io.containerd.grpc.v1.cri" if version == 2 else "io.containerd.cri.v1.runtime"
+    runtimes: dict[str, Any] = doc["plugins"][plugin]["containerd"]["runtimes"]
+    return runtimes
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_containerd_snippets_have_a_handler_per_policy(version: int) -> None:
+    runtimes = containerd_runtimes(version)
+    expected = {f"enforcer-{n}" for n in shipped_policy_names()} | {"enforcer"}
+    assert set(runtimes) == expected
+    for name, rt in runtimes.items():
+        assert rt["runtime_type"] == "io.containerd.runc.v2"
+        if name == "enforcer":
+            assert rt["options"]["BinaryName"] == SHIM
+            assert rt["pod_annotations"] == ["io.enforcer.policy"]
+        else:
+            assert rt["options"]["BinaryName"] == f"/usr/local/bin/enforcer-runc-{name[9:]}"
+            assert (CONTAINERD / "bin" / f"enforcer-runc-{name[9:]}").exists()
+
+
+def test_containerd_loads_the_snippet() -> None:
+    """containerd's own config loader merges the snippet through `imports`."""
+    containerd = need("containerd")
+    r = run([containerd, "--version"])
+    if " 1." not in r.stdout:
+        pytest.skip(f"config version 2 needs containerd 1.x; have {r.stdout.strip()}")
+    with temp_dir("deploy-containerd-") as d:
+        shutil.copy(CONTAINERD / "enforcer-runtimes.toml", d / "enforcer-runtimes.toml")
+        (d / "config.toml").write_text(f'version = 2\nimports = ["{d}/*-runtimes.toml"]\n')
+        r = run([containerd, "--config", str(d / "config.toml"), "config", "dump"])
+    assert r.returncode == 0, r.stderr
+    dumped = tomllib.loads(r.stdout)
+    runtimes = dumped["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    for policy in shipped_policy_names():
+        rt = runtimes[f"enforcer-{policy}"]
+        assert rt["runtime_type"] == "io.containerd.runc.v2"
+        assert rt["options"]["BinaryName"] == f"/usr/local/bin/enforcer-runc-{policy}"
+    assert runtimes["enforcer"]["pod_annotations"] == ["io.enforcer.policy"]
+    assert runtimes["enforcer"]["container_annotations"] == ["io.enforcer.policy"]
+
+
+@pytest.mark.parametrize("policy", shipped_policy_names())
+def test_wrapper_passes_every_argument_through(policy: str) -> None:
+    wrapper = CONTAINERD / "bin" / f"enforcer-runc-{policy}"
+    assert os.access(wrapper, os.X_OK)
+    with temp_dir("deploy-wrapper-") as d:
+        recorder = d / "enforcer-runc"
+        recorder.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\nexit 42\n')
+        recorder.chmod(0o755)
+        test_copy = d / wrapper.name
+        test_copy.write_text(wrapper.read_text().replace(SHIM, str(recorder)))
+        test_copy.chmod(0o755)
+        args = ["--root", "/run/containerd/runc/k8s.io", "--log", "/x y/log.json", "create",
+                "--bundle", "/b", "--pid-file", "/b/init.pid", "id with space", ""]
+        r = run([str(test_copy), *args])
+    assert r.returncode == 42, "the wrapper must exec the shim and keep its exit status"
+    assert r.stdout.split("\n")[:-1] == ["--policy", policy, *args]
+
+
+def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run(["sh", str(CONTAINERD / "install-node.sh"), "--root", str(root), "--no-plans", *extra])
+
+
+def test_install_node_sets_up_a_root_and_is_idempotent() -> None:
+    with temp_dir("deploy-node-") as root:
+        (root / "etc" / "containerd").mkdir(parents=True)
+        config = root / "etc" / "containerd" / "config.toml"
+        original = 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
+        config.write_text(original)
+        r = install(root, "--config-version", "2")
+        assert r.returncode == 0, r.stderr
+        text = config.read_text()
+        assert text == 'imports = ["/etc/containerd/conf.d/*.toml"]\n' + original
+        assert tomllib.loads(text)["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == "pause:3.9"
+        snippet = root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml"
+        assert snippet.read_text() == (CONTAINERD / "enforcer-runtimes.toml").read_text()
+        for policy in shipped_policy_names():
+            w = root / "usr" / "local" / "bin" / f"enforcer-runc-{policy}"
+            assert os.access(w, os.X_OK)
+        r = install(root, "--config-version", "2")
+        assert r.returncode == 0, r.stderr
+        assert config.read_text() == text, "a second run must not add a second imports line"
+
+
+def test_install_node_creates_a_config_when_there_is_none() -> None:
+    with temp_dir("deploy-node-") as root:
+        (root / "etc" / "containerd").mkdir(parents=True)
+        r = install(root, "--config-version", "3")
+        assert r.returncode == 0, r.stderr
+        doc = tomllib.loads((root / "etc" / "containerd" / "config.toml").read_text())
+        assert doc == {"version": 3, "imports": ["/etc/containerd/conf.d/*.toml"]}
+        snippet = (root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml").read_text()
+        assert snippet == (CONTAINERD / "enforcer-runtimes.v3.toml").read_text()
+
+
+def test_install_node_refuses_to_rewrite_existing_imports() -> None:
+    with temp_dir("deploy-node-") as root:
+        (root / "etc" / "containerd").mkdir(parents=True)
+        config = root / "etc" / "containerd" / "config.toml"
+        config.write_text('version = 2\nimports = ["/etc/containerd/other.toml"]\n')
+        r = install(root, "--config-version", "2")
+        assert r.returncode == 1
+        assert "already has an imports line" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert config.read_text() == 'version = 2\nimports = ["/etc/containerd/other.toml"]\n'
+
+
+def test_install_node_rejects_bad_arguments() -> None:
+    with temp_dir("deploy-node-") as root:
+        r = install(root, "--config-version", "9")
+        assert r.returncode == 1 and "must be 2 or 3" in r.stderr
+        r = install(root, "--frobnicate")
+        assert r.returncode == 2 and "unknown argument" in r.stderr

@@ -1,0 +1,227 @@
+"""One test per merge rule (docs/shim.md), on the config a real dockerd wrote."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+from enforcer.plan import CapabilityPlan, CgroupPlan, MountOp, RlimitPlan, UserPlan
+from enforcer.shim.caps import CAP_NUMBERS
+from enforcer.shim.errors import ShimError
+from enforcer.shim.merge import UNLIMITED, merge_patch
+from enforcer.shim.patch import patch_from_plan
+from tests.shim_helpers import OCI_NO_MKDIR, cap_mask, fixture_config, make_plan
+
+NO_INHERIT: dict[str, tuple[int, int]] = {}
+
+
+def merged(plan_overrides: dict, config: dict | None = None, bundle: str = "/bundle",
+           inherited: dict | None = None) -> dict:
+    config = fixture_config() if config is None else config
+    patch = patch_from_plan(make_plan(**plan_overrides))
+    return merge_patch(config, patch, bundle, inherited if inherited is not None else NO_INHERIT)
+
+
+def test_seccomp_is_replaced_by_the_policys_filter() -> None:
+    before = fixture_config()
+    assert before["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    after = merged({})
+    assert after["linux"]["seccomp"] == OCI_NO_MKDIR
+
+
+def test_policy_without_syscalls_keeps_the_containers_filter() -> None:
+    after = merged({"seccomp": None})
+    assert after["linux"]["seccomp"] == fixture_config()["linux"]["seccomp"]
+
+
+def test_capability_sets_are_intersected() -> None:
+    keep = cap_mask(CAP_NUMBERS["CAP_NET_BIND_SERVICE"], CAP_NUMBERS["CAP_SYS_ADMIN"],
+                    CAP_NUMBERS["CAP_CHOWN"])
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=0, ambient=0)
+    after = merged({"capabilities": caps})["process"]["capabilities"]
+    # CAP_SYS_ADMIN is in the policy but not in the container: not added.
+    for set_name in ("bounding", "effective", "permitted"):
+        assert after[set_name] == ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
+    assert "inheritable" not in after  # absent stays absent
+
+
+def test_relative_capability_drop_removes_and_add_is_ignored() -> None:
+    caps = CapabilityPlan(bounding=0, effective=0, permitted=0, inheritable=0, ambient=0,
+                          relative=True, drop=cap_mask(CAP_NUMBERS["CAP_NET_RAW"]),
+                          add=cap_mask(CAP_NUMBERS["CAP_SYS_ADMIN"]))
+    after = merged({"capabilities": caps})["process"]["capabilities"]
+    before = fixture_config()["process"]["capabilities"]
+    for set_name in ("bounding", "effective", "permitted"):
+        assert after[set_name] == [c for c in before[set_name] if c != "CAP_NET_RAW"]
+        assert "CAP_SYS_ADMIN" not in after[set_name]
+
+
+def test_unknown_capability_names_are_dropped() -> None:
+    config = fixture_config()
+    config["process"]["capabilities"]["bounding"].append("CAP_FROM_THE_FUTURE")
+    caps = CapabilityPlan(bounding=(1 << 41) - 1, effective=0, permitted=0, inheritable=0,
+                          ambient=0)
+    after = merged({"capabilities": caps}, config)["process"]["capabilities"]
+    assert "CAP_FROM_THE_FUTURE" not in after["bounding"]
+    assert after["effective"] == [] and after["permitted"] == []
+
+
+def test_readonly_and_masked_paths_are_added() -> None:
+    mounts = (MountOp(kind="readonly", path="/etc"), MountOp(kind="mask", path="/proc/kcore"),
+              MountOp(kind="hide", path="/root"), MountOp(kind="readonly", path="/proc/sys"))
+    after = merged({"mounts": mounts})["linux"]
+    before = fixture_config()["linux"]
+    assert after["readonlyPaths"] == before["readonlyPaths"] + ["/etc"]  # /proc/sys not twice
+    assert after["maskedPaths"] == before["maskedPaths"] + ["/root"]  # /proc/kcore not twice
+
+
+def test_root_is_made_readonly_when_asked_and_never_made_writable() -> None:
+    after = merged({"mounts": (MountOp(kind="readonly", path="/"),)})
+    assert after["root"]["readonly"] is True
+    config = fixture_config()
+    config["root"]["readonly"] = True
+    assert merged({}, config)["root"]["readonly"] is True
+
+
+def test_tmpfs_is_added_and_replaces_a_mount_at_the_same_destination() -> None:
+    mounts = (MountOp(kind="tmpfs", path="/tmp", size=64 << 20, mode=0o1777,
+                      options=("nosuid", "nodev", "noexec")),
+              MountOp(kind="tmpfs", path="/dev/shm/", size=1 << 20, mode=0o1777,
+                      options=("nosuid",)))
+    before = fixture_config()["mounts"]
+    after = merged({"mounts": mounts})["mounts"]
+    assert len(after) == len(before) + 1
+    shm_index = next(i for i, m in enumerate(before) if m["destination"] == "/dev/shm")
+    assert after[shm_index] == {"destination": "/dev/shm/", "type": "tmpfs", "source": "tmpfs",
+                                "options": ["nosuid", "mode=1777", "size=1048576"]}
+    assert after[-1] == {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                         "options": ["nosuid", "nodev", "noexec", "mode=1777",
+                                     f"size={64 << 20}"]}
+
+
+def test_writable_path_under_readonly_root_is_bound_from_the_rootfs(tmp_path) -> None:
+    bundle = str(tmp_path)
+    os.makedirs(tmp_path / "rootfs" / "var" / "lib" / "app")
+    config = fixture_config()
+    config["root"]["path"] = "rootfs"
+    mounts = (MountOp(kind="readonly", path="/"), MountOp(kind="writable", path="/var/lib/app"),
+              MountOp(kind="writable", path="/dev/shm"))  # already a mount: left alone
+    after = merged({"mounts": mounts}, config, bundle=bundle)
+    added = [m for m in after["mounts"] if m["destination"] == "/var/lib/app"]
+    assert added == [{"destination": "/var/lib/app", "type": "bind",
+                      "source": os.path.join(bundle, "rootfs", "var/lib/app"),
+                      "options": ["rbind", "rw"]}]
+    assert len([m for m in after["mounts"] if m["destination"] == "/dev/shm"]) == 1
+    with pytest.raises(ShimError, match="does not exist in the rootfs"):
+        merged({"mounts": (MountOp(kind="readonly", path="/"),
+                           MountOp(kind="writable", path="/nope"))}, config, bundle=bundle)
+
+
+def _cg(**v2: str) -> CgroupPlan:
+    return CgroupPlan(v2=v2)
+
+
+def test_memory_takes_the_smaller_limit_and_swap_is_compared_as_swap() -> None:
+    config = fixture_config()
+    assert "limit" not in config["linux"]["resources"]["memory"]  # docker: unlimited
+    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20), "memory.swap.max": "0"})})
+    assert after["linux"]["resources"]["memory"]["limit"] == 256 << 20
+    assert after["linux"]["resources"]["memory"]["swap"] == 256 << 20  # memory+swap, no swap
+    config["linux"]["resources"]["memory"].update(limit=128 << 20, swap=192 << 20)
+    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20)})}, config)
+    assert after["linux"]["resources"]["memory"] == {"disableOOMKiller": False,
+                                                     "limit": 128 << 20, "swap": 192 << 20}
+    # a lower memory limit keeps the config's 0 bytes of swap at 0
+    config = fixture_config()
+    config["linux"]["resources"]["memory"].update(limit=1 << 30, swap=1 << 30)
+    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20)})}, config)
+    assert after["linux"]["resources"]["memory"]["swap"] == 256 << 20
+
+
+def test_pids_and_cpu_take_the_smaller_limit() -> None:
+    config = fixture_config()
+    config["linux"]["resources"]["pids"] = {"limit": 50}
+    config["linux"]["resources"]["cpu"].update(quota=20_000, period=100_000)  # 0.2 cpu
+    after = merged({"cgroup": _cg(**{"pids.max": "128", "cpu.max": "50000 100000"})},
+                   config)["linux"]["resources"]
+    assert after["pids"] == {"limit": 50}
+    assert (after["cpu"]["quota"], after["cpu"]["period"]) == (20_000, 100_000)
+    # the ratio decides, not the raw quota: 30ms/50ms (0.6) > 50ms/100ms (0.5)
+    config["linux"]["resources"]["cpu"].update(quota=30_000, period=50_000)
+    config["linux"]["resources"]["pids"] = {"limit": 0}  # 0 = unlimited in OCI
+    after = merged({"cgroup": _cg(**{"pids.max": "128", "cpu.max": "50000 100000"})},
+                   config)["linux"]["resources"]
+    assert after["pids"] == {"limit": 128}
+    assert (after["cpu"]["quota"], after["cpu"]["period"]) == (50_000, 100_000)
+
+
+def test_v1_cgroup_plan_is_understood_and_unknown_files_refused() -> None:
+    cg = CgroupPlan(v1={"memory": {"memory.limit_in_bytes": "1000000"}, "pids": {"pids.max": "9"},
+                        "blkio": {"blkio.throttle.read_bps_device": "8:0 1048576"}})
+    after = merged({"cgroup": cg})["linux"]["resources"]
+    assert after["memory"]["limit"] == 1000000 and after["pids"] == {"limit": 9}
+    assert after["blockIO"]["throttleReadBpsDevice"] == [{"major": 8, "minor": 0,
+                                                          "rate": 1048576}]
+    with pytest.raises(ShimError, match="cpuset/cpuset.cpus cannot be expressed"):
+        merged({"cgroup": CgroupPlan(v1={"cpuset": {"cpuset.cpus": "0"}})})
+
+
+def test_rlimits_take_the_lower_value_including_inherited_ones() -> None:
+    config = fixture_config()
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+    rl = (RlimitPlan("NOFILE", 4096, 4096), RlimitPlan("CORE", 0, 0), RlimitPlan("NPROC", -1, -1))
+    after = merged({"rlimits": rl}, config,
+                   inherited={"CORE": (UNLIMITED, UNLIMITED), "NPROC": (500, 1000)})
+    by_type = {r["type"]: r for r in after["process"]["rlimits"]}
+    assert by_type["RLIMIT_NOFILE"] == {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}
+    assert by_type["RLIMIT_CORE"] == {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}
+    # policy says unlimited; the container would inherit 500/1000: that stays
+    assert by_type["RLIMIT_NPROC"] == {"type": "RLIMIT_NPROC", "hard": 1000, "soft": 500}
+
+
+def test_no_new_privileges_is_forced_on_and_never_off() -> None:
+    assert "noNewPrivileges" not in fixture_config()["process"]
+    assert merged({"no_new_privileges": True})["process"]["noNewPrivileges"] is True
+    config = fixture_config()
+    config["process"]["noNewPrivileges"] = True
+    assert merged({"no_new_privileges": False}, config)["process"]["noNewPrivileges"] is True
+    assert "noNewPrivileges" not in merged({"no_new_privileges": False})["process"]
+
+
+def test_user_replaces_root_only() -> None:
+    user = UserPlan(uid=65534, gid=65534, groups=(65534,))
+    after = merged({"user": user})["process"]["user"]
+    assert after == {"uid": 65534, "gid": 65534, "additionalGids": [65534]}
+    config = fixture_config()
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    assert merged({"user": user}, config)["process"]["user"] == {"uid": 1000, "gid": 1000}
+
+
+def test_namespaces_are_added_and_user_namespace_refused() -> None:
+    config = fixture_config()
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                     if ns["type"] != "network"]
+    after = merged({"namespaces": ("net", "mount", "cgroup")}, config)
+    types = [ns["type"] for ns in after["linux"]["namespaces"]]
+    assert types.count("network") == 1 and types.count("mount") == 1 and "cgroup" in types
+    with pytest.raises(ShimError, match="user namespace"):
+        merged({"namespaces": ("user",)})
+
+
+def test_merge_is_idempotent_and_records_the_policy() -> None:
+    plan = dict(mounts=(MountOp(kind="tmpfs", path="/tmp", size=1 << 20, mode=0o1777,
+                                options=("nosuid",)), MountOp(kind="readonly", path="/etc")),
+                cgroup=_cg(**{"memory.max": "1000000"}), rlimits=(RlimitPlan("CORE", 0, 0),))
+    once = merged(plan)
+    twice = merged(plan, copy.deepcopy(once))
+    assert once == twice
+    assert once["annotations"]["io.enforcer.applied"] == "handmade@" + "ab" * 8
+
+
+def test_plan_without_oci_seccomp_is_refused() -> None:
+    plan = make_plan()
+    broken = make_plan(seccomp=type(plan.seccomp)(**{**plan.seccomp.__dict__, "oci": {}}))
+    with pytest.raises(ShimError, match="no OCI form"):
+        patch_from_plan(broken)
