@@ -109,6 +109,7 @@ def prepare() -> tuple[list[Variant], list[str]]:
             notes.append("enforcer: the two policies compile to byte-identical BPF "
                          "(libseccomp's tree orders by syscall number, not policy order)")
     for tag, data in zip(("first", "last"), linear_argpos_filters()):
-        variants.append(Variant(f"linear-{tag}", f"linear chain in policy order (reference), rule {tag}",
+        variants.append(Variant(f"linear-{tag}",
+                                f"linear chain in policy order (reference), rule {tag}",
                                 _write(f"argpos-linear-{tag}.bpf", data), len(data) // 8))
     return variants, notes

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import platform
 import shlex
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,7 +130,6 @@ def machine_info() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     try:
-        import pyseccomp  # noqa: F401
         from enforcer.compile.cache import libseccomp_version
         libseccomp = libseccomp_version()
     except Exception:
@@ -163,10 +160,12 @@ def machine_info() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="bench/run", description="The whole benchmark suite; writes bench/results/.")
     ap.add_argument("--rounds", type=int, default=30,
                     help="round-robin rounds of the syscall microbench (default 30)")
-    ap.add_argument("--argpos-rounds", type=int, default=40)
+    ap.add_argument("--argpos-rounds", type=int, default=40,
+                    help="rounds of the argument-position and filter-cost tests (default 40)")
     ap.add_argument("--quick", action="store_true",
                     help="a fast smoke run (few rounds; other scripts get BENCH_QUICK=1)")
     ap.add_argument("--skip-others", action="store_true",
@@ -176,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=560.0,
                     help="seconds the whole suite may take; the other areas' scripts are cut "
                          "off to stay inside it (default 560: bench/run must end in 10 min)")
-    ap.add_argument("--out", default=os.path.join(mb.BENCH_DIR, "results"))
-    ap.add_argument("--docker-profile", default=mb.DOCKER_PROFILE_DEFAULT)
+    ap.add_argument("--out", default=os.path.join(mb.BENCH_DIR, "results"),
+                    help="where the report goes (default bench/results)")
+    ap.add_argument("--docker-profile", default=mb.DOCKER_PROFILE_DEFAULT,
+                    help="Docker's seccomp profile JSON (default: the shared fixture)")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.argpos_rounds = min(args.rounds, 4), min(args.argpos_rounds, 6)
-    command = args.command or "bench/run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = args.command or "bench/run " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:]))
     t_start = time.monotonic()
     os.makedirs(args.out, exist_ok=True)
 
@@ -239,14 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         missing=missing, probes=probes, micro=micro, micro_seconds=micro_s,
         rounds=args.rounds, ap_variants=ap_variants, ap_notes=ap_notes, ap_results=ap_results,
         ap_seconds=ap_s, ap_rounds=args.argpos_rounds, fc_variants=fc_variants,
-        fc_results=fc_results, fc_seconds=fc_s, runc_check=(runc_ok, runc_text), others=others, total_seconds=total,
+        fc_results=fc_results, fc_seconds=fc_s, runc_check=(runc_ok, runc_text), others=others,
+        total_seconds=total,
         skipped_others=args.skip_others)
-    log(f"done in {time.monotonic() - t_start:.0f}s: {os.path.relpath(args.out, mb.ROOT)}/README.md")
+    where = os.path.relpath(args.out, mb.ROOT)
+    log(f"done in {time.monotonic() - t_start:.0f}s: {where}/README.md")
     return 0
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True)
 
 
 if __name__ == "__main__":

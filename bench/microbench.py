@@ -12,7 +12,6 @@ quotes the median over rounds and the min-max range.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import statistics
 import struct
@@ -139,7 +138,8 @@ def docker_filter(profile: str) -> tuple[bytes | None, str]:
     sys.path.insert(0, BENCH_DIR)
     from docker_profile import compile_docker_profile
 
-    return compile_docker_profile(profile), "dockerd -> OCI -> runc 1.1 (libseccomp defaults + ENOSYS stub)"
+    return compile_docker_profile(profile), (
+        "dockerd -> OCI -> runc 1.1 (libseccomp defaults + ENOSYS stub)")
 
 
 def prepare_variants(docker_profile: str = DOCKER_PROFILE_DEFAULT,
@@ -279,7 +279,3 @@ def machine_clock_note() -> str:
             return f.read().strip()
     except OSError:
         return "unknown"
-
-
-def have_compiler() -> bool:
-    return shutil.which("gcc") is not None

@@ -16,7 +16,6 @@ from typing import Any
 import bpf_tools as bt
 import microbench as mb
 
-VARIANT_ORDER = ("none", "allow1", "floor", "default", "restricted", "docker")
 NOISE_ARGPOS = "the difference of medians is smaller than the larger interquartile range"
 
 
@@ -188,7 +187,7 @@ def _external_section(e: Any) -> tuple[str, list[str]]:
                 for r in members:
                     cols += [k for k in r if k not in cols and k != "kind"]
                 if kind:
-                    body += ["", f"**{kind}**", ""]
+                    body += ([""] if body else []) + [f"**{kind}**", ""]
                 body += _table(cols, [[str(r.get(c, "")) for c in cols] for r in members])
         else:
             body += _table(["key", "value"], [[str(k), str(v)] for k, v in obj.items()
@@ -197,18 +196,43 @@ def _external_section(e: Any) -> tuple[str, list[str]]:
             body += ["", f"Command: `{obj['command']}`"]
     else:
         lines = e.stdout.rstrip().splitlines()
-        if any(line.startswith("|") for line in lines):
-            # Their headings go below this report's "## <benchmark>".
+        tables = [i for i, line in enumerate(lines) if line.startswith("|")]
+        if tables:
+            # Keep the Markdown from the last heading above its first table
+            # (progress output and older appended runs come before it); their
+            # headings go below this report's "## <benchmark>".
+            heads = [i for i, line in enumerate(lines[:tables[0]]) if line.startswith("#")]
+            lines = lines[heads[-1]:] if heads else lines
             body += ["###" + line.lstrip("#") if line.startswith("#") else line
                      for line in lines]
         elif lines:
             body += ["```", *lines[-60:], "```"]
-        headline = next((line.strip() for line in lines
-                         if line.strip() and not line.startswith(("#", "|"))), "")
+        headline = _headline(lines)
     if e.status != "ok":
         tail = e.stderr.strip().splitlines()[-15:]
-        body += ["", f"**{e.status}**; last lines of stderr:", "```", *tail, "```"]
+        if tail:
+            body += ["", f"**{e.status}**; last lines of stderr:", "```", *tail, "```"]
+        else:
+            body += ["", f"**{e.status}**, with nothing on stderr (the script's own pass/fail "
+                     "check, if it has one, is in its output above)."]
     return headline[:160], body
+
+
+def _headline(lines: list[str]) -> str:
+    """The line most likely to say the result: a bullet with a bold figure,
+    else a bullet about enforcer, else the first bullet, else the first
+    plain line."""
+    bullets = [line[2:].strip() for line in lines if line.startswith("- ")]
+    for b in bullets:
+        if "**" in b:
+            return b
+    for b in bullets:
+        if "enforcer" in b:
+            return b
+    if bullets:
+        return bullets[0]
+    return next((line.strip() for line in lines
+                 if line.strip() and not line.startswith(("#", "|", "```"))), "")
 
 
 # -- chart --------------------------------------------------------------------
@@ -237,15 +261,18 @@ def chart(path: str, micro: dict[str, dict[str, mb.Series]], variants: list[mb.V
                 s = micro[k].get(n)
                 if not s or not s.samples:
                     continue
+                # Whiskers: the interquartile range (min-max is in the tables;
+                # one preempted process would otherwise dominate the picture).
+                q1, q3 = s.quartiles()
                 xs.append(j + (i - (len(keys) - 1) / 2) * width)
                 ys.append(s.median / div)
-                lo.append((s.median - s.lo) / div)
-                hi.append((s.hi - s.median) / div)
+                lo.append(max(0.0, s.median - q1) / div)
+                hi.append(max(0.0, q3 - s.median) / div)
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=k, color=colors(i),
                    error_kw={"elinewidth": 0.8})
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right")
-        ax.set_ylabel(f"{unit} (median, bars: min–max)")
+        ax.set_ylabel(f"{unit} (median; whiskers: interquartile range)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=3, fontsize=9)
     fig.suptitle("Per-syscall cost under seccomp filters (lower is better)")
@@ -268,7 +295,8 @@ def write(*, out_dir: str, command: str, info: dict[str, str], variants: list[mb
           ap_variants: list[mb.Variant], ap_notes: list[str],
           ap_results: dict[str, dict[str, mb.Series]], ap_seconds: float, ap_rounds: int,
           fc_variants: list[mb.Variant], fc_results: dict[str, dict[str, mb.Series]],
-          fc_seconds: float, runc_check: tuple[bool, str], others: list[Any], total_seconds: float, skipped_others: bool) -> None:
+          fc_seconds: float, runc_check: tuple[bool, str], others: list[Any],
+          total_seconds: float, skipped_others: bool) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     chart_problem = chart(os.path.join(out_dir, "syscalls.png"), micro, variants, info)
     L: list[str] = ["# Benchmark results", ""]
@@ -289,7 +317,8 @@ def write(*, out_dir: str, command: str, info: dict[str, str], variants: list[mb
     sections: list[tuple[str, list[str]]] = []
     for e in others:
         headline, body = _external_section(e)
-        summary.append([e.title, e.script or "–", e.status, f"{e.seconds:.0f}" if e.script else "–",
+        seconds = f"{e.seconds:.0f}" if e.script else "–"
+        summary.append([e.title, e.script or "–", e.status, seconds,
                         headline.replace("|", "/")])
         if body:
             sections.append((e.title, body))
@@ -300,8 +329,9 @@ def write(*, out_dir: str, command: str, info: dict[str, str], variants: list[mb
     # -- per-syscall
     L += ["", "## Per-syscall cost", "",
           f"ns per call: median over {rounds} processes (min–max); each process's figure is the "
-          "minimum of 5 timed batches. Variants ran round-robin, one process per variant per "
-          "round. Filters are loaded by the benchmark itself (no_new_privs + "
+          "minimum of 5 timed batches (15 shorter ones for fork_wait). Variants ran "
+          "round-robin, one process per variant per round. Filters are loaded by the "
+          "benchmark itself (no_new_privs + "
           "seccomp(SET_MODE_FILTER, flags 0)), so only the BPF differs. "
           "![chart](syscalls.png)", ""]
     keys = [v.key for v in variants]
@@ -317,7 +347,8 @@ def write(*, out_dir: str, command: str, info: dict[str, str], variants: list[mb
             row.append(cell)
         rows.append(row)
     L += _table(header, rows)
-    L += ["", "Relative to the floor (medians) — what each filter adds over seccomp being on:", ""]
+    L += ["", "Relative to the floor (medians) — what each filter adds over seccomp being on:",
+          ""]
     rel_keys = [k for k in keys if k not in ("none", "floor")]
     rel_rows = []
     for n in mb.ARG_FREE + mb.ARG_CHECKED:

@@ -199,12 +199,41 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def temp_dir(prefix: str) -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix=prefix))
+def temp_dir(prefix: str, parent: str | None = None) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_cgroup(name: str) -> Iterator[tuple[str, str, Path]]:
+    """A fresh cgroup for one test process, removed afterwards.
+
+    Yields (key, path, cgroup.procs file): key and path as /proc/PID/cgroup
+    shows them (v1 "pids", or "" for a v2-only host). A workload needs a
+    cgroup of its own: a registry record naming a shared cgroup would claim
+    every other process in it.
+    """
+    v1 = Path("/sys/fs/cgroup/pids")
+    base, key = (v1, "pids") if (v1 / "cgroup.procs").exists() else (Path("/sys/fs/cgroup"), "")
+    directory = base / name
+    directory.mkdir()
+    try:
+        yield key, "/" + name, directory / "cgroup.procs"
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 def monitor_available() -> bool:
@@ -216,7 +245,7 @@ def running_monitor(runtime_dir: Path, log_dir: Path) -> Iterator[str]:
     """The real `enforcer monitor` on 127.0.0.1:<free port>; yields its base URL."""
     port = free_port()
     cmd = [str(VENV_BIN / "enforcer"), "monitor", f"--listen=127.0.0.1:{port}",
-           f"--runtime-dir={runtime_dir}", f"--event-log={log_dir / 'events.jsonl'}"]
+           f"--runtime-dir={runtime_dir}", f"--events={log_dir / 'events.jsonl'}"]
     env = dict(os.environ, ENFORCER_RUNTIME_DIR=str(runtime_dir))
     out = open(log_dir / "monitor.out", "wb")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

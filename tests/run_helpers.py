@@ -80,3 +80,34 @@ def v1_cgroup_dirs(name: str) -> list[str]:
 
 __all__ = ["CapabilityPlan", "CgroupPlan", "MountOp", "make_plan", "seccomp_plan",
            "write_plan", "enforcer_run", "v1_cgroup_dirs", "bpf_for"]
+
+
+def require_root() -> None:
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (cgroups, namespaces, mounts)")
+
+
+def scratch_dir(prefix: str = "enforcer-run-test-") -> str:
+    """A world-readable temp dir outside /tmp (the shipped policies put a
+    tmpfs on /tmp, so files there are invisible to the workload)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/var/lib")
+    os.chmod(d, 0o755)
+    return d
+
+
+def run_ok_plan(tmp: str) -> Plan:
+    """A Plan that exercises every step and lets sh/coreutils run."""
+    return make_plan(
+        policy_name="test-all-steps",
+        seccomp=seccomp_plan(kill=["ptrace"]),
+        capabilities=CapabilityPlan(bounding=0, effective=0, permitted=0, inheritable=0,
+                                    ambient=0),
+        cgroup=CgroupPlan(v1={"memory": {"memory.limit_in_bytes": str(256 << 20)},
+                              "pids": {"pids.max": "64"}},
+                          memory_max=256 << 20, pids_max=64),
+        mounts=(MountOp("make_private", "/"), MountOp("readonly", "/"),
+                MountOp("writable", tmp)),
+        namespaces=("mount", "ipc", "uts"),
+    )

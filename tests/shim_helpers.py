@@ -170,3 +170,18 @@ def run_shim(args: list[str], env: dict[str, str] | None = None, **kw: Any
 def force_delete(container_id: str, root: str | None = None) -> None:
     cmd = [RUNC] + (["--root", root] if root else []) + ["delete", "--force", container_id]
     subprocess.run(cmd, capture_output=True, timeout=30)
+
+
+def run_shim_files(args: list[str], env: dict[str, str], workdir: str,
+                   timeout: float = 60) -> tuple[int, str, str]:
+    """Like run_shim, with stdio in files: a detached container keeps the
+    stdio runc gave it, so waiting for EOF on a pipe would wait for it."""
+    full_env = {k: v for k, v in os.environ.items() if k != "ENFORCER_SHIM_ACTIVE"}
+    full_env.update(env)
+    out_path = os.path.join(workdir, f"shim-{os.getpid()}-{len(args)}.out")
+    err_path = out_path[:-4] + ".err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        rc = subprocess.run(shim_cmd() + args, env=full_env, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=err, timeout=timeout).returncode
+    with open(out_path) as out, open(err_path) as err:
+        return rc, out.read(), err.read()

@@ -16,7 +16,10 @@
 #      `imports` that lacks it: add the path there yourself);
 #   4. precompiles the shipped policies into /etc/enforcer/plans/<policy>.json
 #      (the shim's fast path: no compiler on container start);
-#   5. restarts containerd.
+#   5. raises net.core.rmem_max to 32 MiB (/etc/sysctl.d/10-enforcer-monitor.conf)
+#      so the monitor gets its audit socket buffer without CAP_NET_ADMIN (a
+#      small buffer overruns in a burst; a later sysctl.d file of yours wins);
+#   6. restarts containerd.
 # Then label the node:  kubectl label node NODE io.enforcer/runtime=installed
 #
 # --root DIR writes everything under DIR (to build an image, or to test);
@@ -98,7 +101,18 @@ if [ "$plans" = 1 ]; then
     done
 fi
 
-# 5. restart
+# 5. socket buffer limit for the monitor
+install -d -m 0755 "$root/etc/sysctl.d"
+sysctl_conf="$root/etc/sysctl.d/10-enforcer-monitor.conf"
+printf '%s\n' \
+    "# enforcer monitor: a 32 MiB audit netlink buffer without CAP_NET_ADMIN." \
+    "net.core.rmem_max = 33554432" > "$sysctl_conf"
+chmod 0644 "$sysctl_conf"
+if [ -z "$root" ]; then
+    sysctl -q -p "$sysctl_conf"
+fi
+
+# 6. restart
 if [ "$restart" = 1 ] && [ -z "$root" ]; then
     systemctl restart containerd
 fi

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from typing import Any
 
 from enforcer.errors import ApplyError
@@ -139,7 +138,7 @@ def libc() -> Any:
 
 
 def machine() -> str:
-    m = platform.machine()
+    m = os.uname().machine
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 

@@ -11,8 +11,8 @@ callers get no listener and a message that says the syscall is unknown.
 
 from __future__ import annotations
 
+import _socket  # the C module: `socket` would pull in selectors, enum, ... (~7 ms)
 import select
-import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -64,14 +64,14 @@ def parse_messages(data: bytes) -> list[SeccompRecord]:
 
 
 class AuditListener:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     @classmethod
     def open(cls) -> "AuditListener | None":
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                 NETLINK_AUDIT)
+            sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                  NETLINK_AUDIT)
         except OSError:
             return None
         try:

@@ -61,7 +61,18 @@ def drop_bounding(keep: int) -> None:
                        what=f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
+def check_ids(user: UserPlan) -> None:
+    # (uid_t)-1 means "leave unchanged" to setresuid: a Plan asking for it
+    # would silently keep running as the caller. Refuse it and anything
+    # that is not a uid at all.
+    for kind, value in (("uid", user.uid), ("gid", user.gid),
+                        *(("group", g) for g in user.groups)):
+        if not isinstance(value, int) or not 0 <= value < 0xFFFFFFFF:
+            raise ApplyError("user", f"{kind} {value}", errno.EINVAL, "not a valid id")
+
+
 def set_identity(user: UserPlan, keep_caps: bool, unprivileged_userns: bool) -> None:
+    check_ids(user)
     if keep_caps:
         _sys.prctl(_sys.PR_SET_KEEPCAPS, 1, step="user", what="prctl(PR_SET_KEEPCAPS, 1)")
     groups = list(user.groups)

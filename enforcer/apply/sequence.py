@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import resource
+import stat
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -56,10 +57,14 @@ class ChildContext:
 def wait_for_placement(ctx: ChildContext) -> None:
     """Block until the parent has moved us into the workload cgroup.
 
-    Before anything of the workload runs, and before we allocate memory or
-    fork, the process must be under the policy's limits; otherwise a fast
-    workload could fork or allocate outside them. EOF without the go byte
-    means the parent failed (it reports); we exit without running anything.
+    The workload must start under the policy's limits, so the child may not
+    exec (or load the filter, after which nothing of ours runs) before the
+    parent says it has been placed. The wait sits here, after our own setup
+    steps rather than before them, so that the parent's cgroup writes (a
+    cgroup v1 move waits for an RCU grace period, ~5 ms per hierarchy) run
+    while the child works; our setup does not fork, so nothing escapes the
+    limits meanwhile. EOF without the go byte means the parent failed (it
+    reports); we exit without running anything.
     """
     if ctx.sync_fd is None:
         return
@@ -133,6 +138,8 @@ def apply_mount_rules(ctx: ChildContext) -> None:
     """Step 2. After namespaces (they must only change our private mount
     table) and before dropping capabilities (mounting needs CAP_SYS_ADMIN,
     pivot_root too)."""
+    if not ctx.plan.mounts and "pid" not in ctx.plan.namespaces:
+        return  # no mount namespace was made: nothing here may touch the host's
     # Always first, whatever the Plan says: a fresh mount namespace still
     # shares propagation with the host, so without this a mount below
     # (even our /proc) would appear on the host.
@@ -191,7 +198,14 @@ def resolve_command(ctx: ChildContext) -> str:
         candidates = [os.path.join(d or ".", cmd) for d in path.split(":")]
     denied: str | None = None
     for c in candidates:
-        if os.path.isfile(c):
+        try:
+            st = os.stat(c)
+        except PermissionError:
+            denied = denied or c  # a directory on the way is closed to this user
+            continue
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
             if os.access(c, os.X_OK):
                 return c
             denied = denied or c
@@ -258,13 +272,13 @@ def report_failure(err_fd: int, e: BaseException) -> None:
 
 def apply_and_exec(ctx: ChildContext) -> NoReturn:
     """The sequence itself. Raises ApplyError on the first failure."""
-    wait_for_placement(ctx)
     if ctx.audit:
         # Audit mode observes: no namespaces, mounts, rlimits or capability
         # changes; only the filter (compiled with LOG actions) is loaded.
         set_no_new_privileges(ctx)
         path = resolve_command(ctx)
         mark_fds_close_on_exec(ctx)
+        wait_for_placement(ctx)
         load_seccomp(ctx)
         execute(ctx, path)
     enter_namespaces(ctx)
@@ -274,6 +288,7 @@ def apply_and_exec(ctx: ChildContext) -> NoReturn:
     set_no_new_privileges(ctx)
     path = resolve_command(ctx)
     mark_fds_close_on_exec(ctx)
+    wait_for_placement(ctx)
     load_seccomp(ctx)
     execute(ctx, path)
 

@@ -1,10 +1,18 @@
 """The supervisor: the parent that stays outside the policy.
 
-It creates the workload's cgroup and writes the limits, forks the child,
-moves it into the cgroup before the child runs anything (the child waits on
-a sync pipe), forwards signals, passes the exit status through, says in
-words why the workload died, and removes the cgroup and the registry record
-afterwards, also when anything failed.
+It forks the workload child, creates the workload's cgroup, moves the child
+into it and writes the limits before the child may exec anything (the
+child waits on a sync pipe), forwards signals, passes the exit status
+through, says in words why the workload died, and removes the cgroup and
+the registry record afterwards, also when anything failed.
+
+The order is chosen for start latency without giving up any of that: the
+child is forked first, while the Plan is still being loaded, so that the
+kernel's cgroup move (an RCU grace period on cgroup v1, ~10 ms) and the
+child's imports run at the same time as the Plan load. The Plan then goes
+to the child over the sync pipe. A policy with a pid namespace takes the
+plain path (Plan, unshare, fork), since the namespace must exist before
+the fork.
 
 `exec_in_place` is the --exec mode: no supervisor, the sequence runs in
 this process and execs the workload (as a container entrypoint). The cgroup
@@ -19,15 +27,18 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, Callable, NoReturn, TextIO
 
 from enforcer import exitcodes
-from enforcer.apply import _sys
-from enforcer.apply.audit import AuditListener
-from enforcer.apply.cgroups import CgroupDriver, choose_driver
-from enforcer.apply.sequence import ChildContext, apply_and_exec, run_child, write_id_maps
 from enforcer.errors import ApplyError
-from enforcer.plan import Plan
+
+if TYPE_CHECKING:
+    from enforcer.apply.cgroups import CgroupDriver
+    from enforcer.apply.sequence import ChildContext
+    from enforcer.plan import Plan
+
+if TYPE_CHECKING:
+    from enforcer.apply.audit import AuditListener
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -58,16 +69,19 @@ def status_to_code(status: int) -> int:
 
 @dataclass
 class Supervisor:
-    plan: Plan
     argv: list[str]
     workload_id: str = field(default_factory=new_workload_id)
     cgroup_root: str = "/sys/fs/cgroup"
     registry_root: str | None = None
     err: TextIO = sys.stderr
-    driver: CgroupDriver | None = None
-    audit: AuditListener | None = None
+    plan: "Plan | None" = None
+    driver: "CgroupDriver | None" = None
+    audit: "AuditListener | None" = None
     child: int = 0
     record_written: bool = False
+    pid_namespace_made: bool = False
+    _last_pid: int = 0
+    _early_cgroup_error: ApplyError | None = None
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
@@ -76,74 +90,63 @@ class Supervisor:
     def unprivileged(self) -> bool:
         return os.geteuid() != 0
 
-    # -- before fork ---------------------------------------------------
+    @property
+    def p(self) -> "Plan":
+        assert self.plan is not None
+        return self.plan
 
-    def make_cgroup(self) -> None:
-        if self.plan.cgroup.empty:
-            return
-        driver = choose_driver(self.plan.cgroup, self.workload_id, root=self.cgroup_root)
-        try:
-            driver.create()
-        except ApplyError as e:
-            driver.remove()
-            if self.plan.mode == "audit":
-                # Audit mode enforces no limits; the cgroup was only for
-                # attribution, so its absence is reported, not fatal.
-                self.say(f"note: no workload cgroup ({e}); limit events will not be attributed")
-                return
-            raise
-        self.driver = driver
-        if self.plan.mode != "audit":
-            driver.apply_limits()
+    # -- the child ------------------------------------------------------------
 
-    def prepare_pid_namespace(self) -> frozenset[str]:
-        """unshare(CLONE_NEWPID) only affects the caller's future children,
-        so the supervisor makes it right before its one fork: the child is
-        then pid 1 of the new namespace, with no extra process in between.
-        Unprivileged, a user namespace must come first to own it."""
-        if "pid" not in self.plan.namespaces or self.plan.mode == "audit":
-            return frozenset()
-        if not self.unprivileged:
-            _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
-            return frozenset({"pid"})
-        uid, gid = os.getuid(), os.getgid()
-        _sys.unshare(_sys.CLONE_NEWUSER, "namespaces", "unshare(CLONE_NEWUSER)")
-        user = self.plan.user
-        write_id_maps(user.uid if user else uid, user.gid if user else gid, uid, gid)
-        _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
-        return frozenset({"user", "pid"})
-
-    # -- fork and place ---------------------------------------------------
-
-    def start_child(self, done_by_parent: frozenset[str], err_w: int, sync_r: int,
-                    close_in_child: list[int]) -> None:
-        ctx = ChildContext(plan=self.plan, argv=self.argv, env=dict(os.environ), err_fd=err_w,
-                           sync_fd=sync_r, done_by_parent=done_by_parent,
-                           unprivileged=self.unprivileged, outer_uid=os.getuid(),
-                           outer_gid=os.getgid())
+    def fork_child(self, child_main: Callable[[], NoReturn], close_in_child: list[int]) -> None:
+        """Fork; the child resets what it inherited and runs child_main."""
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         pid = os.fork()
         if pid == 0:
-            self._become_child(ctx, close_in_child)
-        self.child = pid
+            try:
+                for fd in close_in_child:
+                    os.close(fd)
+                # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored
+                # signal survives execve, so the workload must get them back.
+                for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                from enforcer.apply import _sys
+
+                # If the supervisor dies, the workload must not live on
+                # outside its cleanup.
+                _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL, step="supervise",
+                           what="prctl(PR_SET_PDEATHSIG)")
+            except BaseException:
+                os._exit(exitcodes.APPLY_FAILED)
+            child_main()
+        self.child = self._last_pid = pid
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, self._forward)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
-    def _become_child(self, ctx: ChildContext, close_fds: list[int]) -> NoReturn:
+    def context(self, plan: "Plan", err_w: int, sync_r: int,
+                done_by_parent: frozenset[str] = frozenset()) -> "ChildContext":
+        from enforcer.apply.sequence import ChildContext
+
+        return ChildContext(plan=plan, argv=self.argv, env=dict(os.environ), err_fd=err_w,
+                            sync_fd=sync_r, done_by_parent=done_by_parent,
+                            unprivileged=self.unprivileged, outer_uid=os.getuid(),
+                            outer_gid=os.getgid())
+
+    def early_child_main(self, err_w: int, sync_r: int) -> NoReturn:
+        """The child of the fast path: import the sequence while the parent
+        loads the Plan, then receive the Plan on the sync pipe and apply it."""
+        from enforcer.apply.sequence import report_failure, run_child
+        from enforcer.plan import plan_from_json
+
         try:
-            for fd in close_fds:
-                os.close(fd)
-            # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored
-            # signal survives execve, so the workload must get them back.
-            for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            # If the supervisor dies, the workload must not live on outside
-            # its cleanup.
-            _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL, step="supervise",
-                       what="prctl(PR_SET_PDEATHSIG)")
-        except BaseException:
+            data = read_message(sync_r)
+            if data is None:
+                os._exit(exitcodes.APPLY_FAILED)  # the parent failed; it reports
+            plan = plan_from_json(data, source="plan from the supervisor")
+            ctx = self.context(plan, err_w, sync_r)
+        except BaseException as e:  # noqa: BLE001 - reported, then exit
+            report_failure(err_w, e)
             os._exit(exitcodes.APPLY_FAILED)
         run_child(ctx)
 
@@ -154,33 +157,268 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def place_child(self, sync_w: int) -> None:
-        if self.driver is not None:
-            self.driver.add(self.child)
-        self.write_record()
-        os.write(sync_w, b"G")
+    def _kill_child(self) -> None:
+        try:
+            os.kill(self.child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _reap_child(self) -> None:
+        if self.child:
+            self._kill_child()
+            try:
+                os.waitpid(self.child, 0)
+            except ChildProcessError:
+                pass
+            self.child = 0
+
+    # -- cgroup ---------------------------------------------------------------
+
+    def start_early_cgroup(self) -> "Callable[[], None]":
+        """Create the workload cgroup on this host's hierarchies and move the
+        child in, in a helper thread (the kernel's wait releases the GIL).
+        Returns the join function. Errors are kept for when the Plan says
+        whether limits (and so the cgroup) are required."""
+        import _thread
+
+        from enforcer.apply.cgroups import host_driver
+
+        driver = host_driver(self.workload_id, root=self.cgroup_root)
+        if driver is None:
+            return lambda: None
+        done = _thread.allocate_lock()
+        done.acquire()
+        child = self.child
+
+        def work() -> None:
+            try:
+                driver.create()
+                driver.add(child)
+                self.driver = driver
+            except ApplyError as e:
+                self._early_cgroup_error = e
+                try:
+                    driver.remove()
+                except ApplyError:
+                    pass
+            except BaseException as e:  # noqa: BLE001 - surfaced after join
+                self._early_cgroup_error = ApplyError("cgroup", self.cgroup_root, None, repr(e))
+            finally:
+                done.release()
+
+        _thread.start_new_thread(work, ())
+
+        def join() -> None:
+            done.acquire()
+            done.release()
+
+        return join
+
+    def adopt_plan_cgroup(self) -> bool:
+        """Give the early cgroup the Plan's files and limits. False if the
+        Plan needs another hierarchy than the one made (then the plain path
+        is taken)."""
+        from enforcer.apply.cgroups import choose_driver, same_hierarchy
+
+        plan = self.p
+        needs_limits = not plan.cgroup.empty and plan.mode != "audit"
+        if self._early_cgroup_error is not None:
+            if needs_limits:
+                raise self._early_cgroup_error
+            if not self.unprivileged:
+                self.say(f"note: no workload cgroup ({self._early_cgroup_error}); "
+                         "its events will not be attributed")
+            return True
+        if plan.cgroup.empty or self.driver is None:
+            return True
+        wanted = choose_driver(plan.cgroup, self.workload_id, root=self.cgroup_root)
+        if not same_hierarchy(self.driver, wanted):
+            return False
+        self.driver.adopt(wanted.files, self.child)  # type: ignore[attr-defined]
+        if plan.mode != "audit":
+            self.driver.apply_limits()
+        return True
+
+    def make_cgroup(self) -> None:
+        """The plain path: the cgroup for a Plan already loaded."""
+        from enforcer.apply.cgroups import choose_driver
+
+        if self.p.cgroup.empty:
+            return
+        driver = choose_driver(self.p.cgroup, self.workload_id, root=self.cgroup_root)
+        try:
+            driver.create()
+        except ApplyError as e:
+            driver.remove()
+            if self.p.mode == "audit":
+                # Audit mode enforces no limits; the cgroup was only for
+                # attribution, so its absence is reported, not fatal.
+                self.say(f"note: no workload cgroup ({e}); limit events will not be attributed")
+                return
+            raise
+        self.driver = driver
+        if self.p.mode != "audit":
+            driver.apply_limits()
+
+    def prepare_pid_namespace(self) -> frozenset[str]:
+        """unshare(CLONE_NEWPID) only affects the caller's future children,
+        so the supervisor makes it right before its one fork: the child is
+        then pid 1 of the new namespace, with no extra process in between.
+        Unprivileged, a user namespace must come first to own it."""
+        from enforcer.apply import _sys
+        from enforcer.apply.sequence import write_id_maps
+
+        if not self.unprivileged:
+            _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
+            return frozenset({"pid"})
+        uid, gid = os.getuid(), os.getgid()
+        _sys.unshare(_sys.CLONE_NEWUSER, "namespaces", "unshare(CLONE_NEWUSER)")
+        user = self.p.user
+        write_id_maps(user.uid if user else uid, user.gid if user else gid, uid, gid)
+        _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
+        return frozenset({"user", "pid"})
+
+    def needs_plain_path(self) -> bool:
+        return "pid" in self.p.namespaces and self.p.mode != "audit"
+
+    # -- the run ---------------------------------------------------------------
+
+    def run(self, load: "Callable[[], Plan]") -> int:
+        """Fast path. `load` raises EnforcerError (PolicyErrors, PlanError,
+        ...) after everything made so far is undone; the caller reports it."""
+        pipes: list[int] = []
+        join: Callable[[], None] = lambda: None
+        try:
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+            pipes = [err_r, err_w, sync_r, sync_w]
+            self.fork_child(lambda: self.early_child_main(err_w, sync_r), [err_r, sync_w])
+            os.close(err_w)
+            os.close(sync_r)
+            pipes = [err_r, sync_w]
+            join = self.start_early_cgroup()
+            self.plan = load()
+            if self.needs_plain_path():
+                join()
+                self._reap_child()
+                self._remove_cgroup()
+                return self._run_plain()
+            send_message(sync_w, self.p.to_json().encode())
+            if self.p.mode == "audit":
+                self.say_audit()
+            join()
+            if not self.adopt_plan_cgroup():
+                self._reap_child()
+                self._remove_cgroup()
+                return self._run_plain()
+            return self._go_and_wait(err_r, sync_w)
+        except ApplyError as e:
+            self.say(str(e))
+            return exitcodes.APPLY_FAILED
+        except (OSError, RuntimeError, ValueError) as e:
+            # A bug or an unexpected host condition: still one line, still
+            # fail closed (the child never got the go byte).
+            self.say(f"internal: {type(e).__name__}: {e}")
+            return exitcodes.APPLY_FAILED
+        finally:
+            join()
+            for fd in pipes:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.cleanup()
+
+    def _run_plain(self) -> int:
+        """Plan first, then cgroup, namespaces that must precede the fork,
+        fork, and placement (used for pid namespaces)."""
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            if self.p.mode == "audit":
+                self.say_audit()
+            self.make_cgroup()
+            done = self.prepare_pid_namespace()
+            self.pid_namespace_made = "pid" in done
+            ctx = self.context(self.p, err_w, sync_r, done)
+
+            def child_main() -> NoReturn:
+                from enforcer.apply.sequence import run_child
+
+                run_child(ctx)
+
+            self.fork_child(child_main, [err_r, sync_w])
+            if self.driver is not None:
+                # (No helper thread: after unshare(CLONE_NEWPID) the kernel
+                # refuses to create threads in this process.)
+                self.driver.add(self.child)
+            return self._go_and_wait(err_r, sync_w)
+        finally:
+            for fd in (err_r, err_w, sync_r, sync_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def say_audit(self) -> None:
+        self.say(f"audit mode: nothing is blocked; every would-be violation of policy "
+                 f"{self.p.policy_name!r} is logged to the kernel audit log")
+
+    def _go_and_wait(self, err_r: int, sync_w: int) -> int:
+        """The child is in its cgroup with the limits written: open the audit
+        reader, record the workload, let it go, wait, explain."""
+        try:
+            if self.p.seccomp is not None and not self.unprivileged:
+                from enforcer.apply.audit import AuditListener
+
+                self.audit = AuditListener.open()
+            self.write_record()
+        except ApplyError as e:
+            # The child may have failed on its own meanwhile: its report is
+            # the one worth showing.
+            self._kill_child()
+            failure = self.read_failure(err_r) or e
+        else:
+            try:
+                os.write(sync_w, b"G")
+            except BrokenPipeError:
+                pass  # the child already exited; its report is on the error pipe
+            failure = self.read_failure(err_r)
+        status = self.wait()
+        if failure is not None:
+            self.say(str(failure))
+            return exit_code_for_failure(failure)
+        self.explain(status)
+        return status_to_code(status)
 
     def write_record(self) -> None:
         from enforcer import registry
 
         limits = {}
-        if self.plan.cgroup.memory_max is not None:
-            limits["memory_max"] = self.plan.cgroup.memory_max
-        if self.plan.cgroup.pids_max is not None:
-            limits["pids_max"] = self.plan.cgroup.pids_max
+        if self.p.cgroup.memory_max is not None:
+            limits["memory_max"] = self.p.cgroup.memory_max
+        if self.p.cgroup.pids_max is not None:
+            limits["pids_max"] = self.p.cgroup.pids_max
         rec = registry.WorkloadRecord(
-            id=self.workload_id, kind="run", policy=self.plan.policy_name,
-            policy_hash=self.plan.policy_hash, mode=self.plan.mode,
+            id=self.workload_id, kind="run", policy=self.p.policy_name,
+            policy_hash=self.p.policy_hash, mode=self.p.mode,
             cgroups=self.driver.record_paths() if self.driver else {}, pid=self.child,
             limits=limits)
         try:
             registry.write_record(rec, self.registry_root)
             self.record_written = True
         except PermissionError:
-            if not self.unprivileged:
-                raise
-            # An unprivileged run cannot write the system registry; the
-            # monitor (root) would not see its denials attributed anyway.
+            if self.unprivileged:
+                # An unprivileged run cannot write the system registry; the
+                # monitor (root) would not see its denials attributed anyway.
+                return
+            raise ApplyError("registry", registry.workloads_dir(self.registry_root),
+                             errno.EACCES) from None
+        except OSError as e:
+            # Without its record the monitor could not attribute the
+            # workload's violations: refuse rather than run unobserved.
+            raise ApplyError("registry", e.filename or registry.workloads_dir(self.registry_root),
+                             e.errno) from None
 
     # -- after exec -----------------------------------------------------------
 
@@ -211,99 +449,88 @@ class Supervisor:
         events = self.driver.events() if self.driver else None
         if sig == signal.SIGSYS:
             self.say(self.seccomp_reason())
-        elif sig == signal.SIGKILL and events and events.oom_kills:
-            limit = self.plan.cgroup.memory_max
-            where = f"the policy's memory limit {human_bytes(limit)}" if limit else "its memory limit"
+        limit = self.p.cgroup.memory_max
+        where = f"the policy's memory limit {human_bytes(limit)}" if limit else "its memory limit"
+        if sig == signal.SIGKILL and events and events.oom_kills:
             self.say(f"workload killed by the OOM killer at {where}")
+        elif events and events.oom_kills:
+            self.say(f"the OOM killer killed {events.oom_kills} process(es) of the workload "
+                     f"at {where}")
         if events and events.pids_max_hits:
-            limit = self.plan.cgroup.pids_max
+            limit = self.p.cgroup.pids_max
             self.say(f"fork refused {events.pids_max_hits} time(s) at the policy's pids limit "
                      f"{limit if limit is not None else '(unknown)'}")
 
     def seccomp_reason(self) -> str:
-        base = f"workload killed by SIGSYS from policy {self.plan.policy_name!r}'s seccomp filter"
+        base = f"workload killed by SIGSYS from policy {self.p.policy_name!r}'s seccomp filter"
         if self.audit is None:
             return base + ("; the refused syscall is unknown (reading the audit stream needs "
                            "CAP_AUDIT_READ)")
         rec = self.audit.find({self._last_pid}, timeout=1.0)
         if rec is None:
             return base + "; no audit record named the syscall"
-        names = self.plan.seccomp.syscall_names if self.plan.seccomp else {}
+        names = self.p.seccomp.syscall_names if self.p.seccomp else {}
         native = rec.arch in (0xC000003E, 0xC00000B7)  # AUDIT_ARCH_X86_64, AARCH64
         name = names.get(rec.syscall, "?") if native else f"non-native arch {rec.arch:#x}"
         return f"{base}: syscall {name} ({rec.syscall}) is not allowed"
 
-    _last_pid: int = 0
 
-    # -- the whole run ---------------------------------------------------------
-
-    def run(self) -> int:
-        err_r = err_w = sync_r = sync_w = -1
-        try:
-            if self.plan.mode == "audit":
-                self.say(f"audit mode: nothing is blocked; every would-be violation of policy "
-                         f"{self.plan.policy_name!r} is logged to the kernel audit log")
-            self.make_cgroup()
-            if self.plan.seccomp is not None and not self.unprivileged:
-                self.audit = AuditListener.open()
-            done = self.prepare_pid_namespace()
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-            closers = [err_r, sync_w] + ([self.audit.sock.fileno()] if self.audit else [])
-            self.start_child(done, err_w, sync_r, closers)
-            self._last_pid = self.child
-            os.close(err_w)
-            os.close(sync_r)
-            err_w = sync_r = -1
-            self.place_child(sync_w)
-            os.close(sync_w)
-            sync_w = -1
-            failure = self.read_failure(err_r)
-            status = self.wait()
-            if failure is not None:
-                self.say(str(failure))
-                return exit_code_for_failure(failure)
-            self.explain(status)
-            return status_to_code(status)
-        except ApplyError as e:
-            self.say(str(e))
-            return exitcodes.APPLY_FAILED
-        finally:
-            for fd in (err_r, err_w, sync_r, sync_w):
-                if fd >= 0:
-                    os.close(fd)
-            self.cleanup()
-
-    def cleanup(self) -> None:
-        if self.child:
-            # We are failing with a child that never exec'd (or is running):
-            # it must not outlive us.
-            try:
-                os.kill(self.child, signal.SIGKILL)
-                os.waitpid(self.child, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.child = 0
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+    def _remove_cgroup(self) -> None:
         if self.driver is not None:
             try:
                 self.driver.remove()
             except ApplyError as e:
                 self.say(f"warning: {e}")
+            self.driver = None
+
+    def cleanup(self) -> None:
+        # A child that never exec'd (or still runs) must not outlive us.
+        self._reap_child()
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self._remove_cgroup()
         if self.record_written:
             from enforcer import registry
 
             registry.remove_record(self.workload_id, self.registry_root)
+            self.record_written = False
         if self.audit is not None:
             self.audit.close()
+            self.audit = None
 
 
-def supervise(plan: Plan, argv: list[str], workload_id: str | None = None) -> int:
-    sup = Supervisor(plan, argv)
+def send_message(fd: int, data: bytes) -> None:
+    """One length-prefixed message on the sync pipe (the Plan for the child)."""
+    payload = b"P" + len(data).to_bytes(4, "big") + data
+    view = memoryview(payload)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def read_message(fd: int) -> bytes | None:
+    """The Plan message, or None on EOF (the parent gave up)."""
+    def read_exact(n: int) -> bytes | None:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(fd, left)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    head = read_exact(5)
+    if head is None or head[:1] != b"P":
+        return None
+    return read_exact(int.from_bytes(head[1:], "big"))
+
+
+def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None) -> int:
+    sup = Supervisor(argv)
     if workload_id:
         sup.workload_id = workload_id
-    return sup.run()
+    return sup.run(load)
 
 
 def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -> int:
@@ -314,6 +541,9 @@ def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -
     outlives us. A pid namespace cannot be made without a fork: refused.
     Returns only on failure (the exit code to use).
     """
+    from enforcer.apply.cgroups import choose_driver
+    from enforcer.apply.sequence import ChildContext, apply_and_exec
+
     wid = workload_id or new_workload_id()
     try:
         if "pid" in plan.namespaces and plan.mode != "audit":

@@ -45,9 +45,10 @@ def main(args: argparse.Namespace) -> int:
     denied = sorted({r["syscall"] for r in rules if r["action"] not in ("allow", "log") and not r["conditions"]})
     conditional = sorted({r["syscall"] for r in rules if r["conditions"]})
     arches = ", ".join(policy.syscalls.architectures) or f"native ({syscalls.native_arch()})"
+    default_from = policy.origins.get("syscalls.default")
     lines.append(f"syscalls ({arches}): {len(allowed)} allowed, {len(denied)} denied, "
                  f"{len(conditional)} with conditions; everything else: {policy.syscalls.default_action} "
-                 f"(syscalls.default)")
+                 f"(syscalls.default, {default_from or explain.BUILTIN})")
     if args.all_syscalls:
         native = syscalls.native_arch()
         names = [n for n in syscalls.all_names() if syscalls.exists_on(n, native)]

@@ -44,11 +44,21 @@ def _check_loads(text: str, name: str) -> None:
     that `enforcer check` would refuse."""
     from enforcer.policy.loader import load_policy
 
+    from enforcer.errors import PolicyErrors
+    from enforcer.importer.docker_seccomp import SeccompImportError
+
     with tempfile.TemporaryDirectory(prefix="enforcer-import-") as tmp:
         path = os.path.join(tmp, f"{name}.yaml")
         with open(path, "w") as f:
             f.write(text)
-        load_policy(path)
+        try:
+            load_policy(path)
+        except PolicyErrors as e:
+            # A bug of ours, not of the profile: say so, and write nothing.
+            first = str(e.errors[0]) if e.errors else str(e)
+            raise SeccompImportError(
+                f"the generated policy does not load ({first.replace(path, 'generated.yaml')}); "
+                "this is a bug in enforcer import; nothing written") from None
 
 
 def main(args: argparse.Namespace) -> int:

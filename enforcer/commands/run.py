@@ -115,7 +115,15 @@ def run(args: RunArgs) -> int:
     from enforcer.errors import EnforcerError, PolicyErrors
 
     try:
-        plan = load_plan(args)
+        if args.exec_:
+            from enforcer.apply.supervise import exec_in_place
+
+            return exec_in_place(load_plan(args), args.command, args.name)
+        from enforcer.apply.supervise import supervise
+
+        # The supervisor forks the child before it calls load_plan, so that
+        # loading the Plan overlaps with the kernel's cgroup work.
+        return supervise(lambda: load_plan(args), args.command, args.name)
     except PolicyErrors as e:
         for err in e.errors:
             print(err, file=sys.stderr)
@@ -125,11 +133,6 @@ def run(args: RunArgs) -> int:
         step = "plan" if type(e).__name__ == "PlanError" else "policy"
         print(f"enforcer run: {step}: {e}", file=sys.stderr)
         return exitcodes.APPLY_FAILED
-    from enforcer.apply.supervise import exec_in_place, supervise
-
-    if args.exec_:
-        return exec_in_place(plan, args.command, args.name)
-    return supervise(plan, args.command, args.name)
 
 
 def main(args: Any) -> int:

@@ -142,6 +142,16 @@ class CapSets:
     ambient: frozenset[int]
 
 
+def runs_as_non_root(policy: Policy) -> bool:
+    """True when the policy switches to a uid other than 0."""
+    u = policy.user
+    if u is None:
+        return False
+    if u.uid is not None:
+        return u.uid != 0
+    return u.user_name not in (None, "root")
+
+
 def absolute_caps(policy_caps: CapabilityPolicy, parent: frozenset[int],
                   non_root: bool = False) -> CapSets:
     """The sets a workload ends up with, given what its parent would give it.

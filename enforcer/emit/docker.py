@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcer.emit.common import Unexpressed, audit_stripped, cap_name
+from enforcer.emit.common import Unexpressed, audit_stripped, cap_name, runs_as_non_root
 from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
 from enforcer.plan import Plan
 from enforcer.policy.model import IoDeviceLimit, Policy
@@ -178,7 +178,7 @@ def docker_export(policy: Policy, plan: Plan | None = None, machine: str | None 
     policy = audit_stripped(policy, un)
     flags = _cap_flags(policy)
     caps = policy.capabilities
-    if caps.keep and policy.user is not None and (policy.user.uid or policy.user.user_name):
+    if caps.keep and runs_as_non_root(policy):
         un.add("ambient capabilities for a non-root --user",
                "Docker puts added capabilities in the bounding set only; a non-root "
                "process does not get them unless its binary has file capabilities")

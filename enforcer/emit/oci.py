@@ -38,6 +38,7 @@ from enforcer.emit.common import (
     caps_of_mask,
     effective_action,
     policy_arches,
+    runs_as_non_root,
 )
 from enforcer.plan import Plan
 from enforcer.policy.model import (
@@ -216,10 +217,8 @@ def capability_sets(policy: Policy, plan: Plan | None, unexpressed: Unexpressed,
             "capabilities drop/add relative to the parent's sets",
             "resolved against the container default set "
             f"({','.join(parent)}) into absolute sets")
-    user = policy.user
-    non_root = user is not None and (user.uid != 0 if user.uid is not None
-                                      else user.user_name not in (None, "root"))
-    return absolute_caps(caps, frozenset(cap_number(n) for n in parent), non_root)
+    return absolute_caps(caps, frozenset(cap_number(n) for n in parent),
+                         runs_as_non_root(policy))
 
 
 def _cap_list(caps: frozenset[int]) -> list[str]:

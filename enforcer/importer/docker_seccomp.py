@@ -513,6 +513,9 @@ def import_profile(path: str, caps: Iterable[str] | None = None, arch: str | Non
     for c in cap_names:
         if cap_table.normalise(c) not in cap_table.CAPABILITIES:
             raise SeccompImportError(f"--caps: unknown capability {c!r}")
+    if arch is not None and arch not in SCMP_ARCH:
+        raise SeccompImportError(f"--arch: unknown architecture {arch!r}; allowed: "
+                                 + ", ".join(SCMP_ARCH))
     res = Resolution(caps=frozenset(cap_table.normalise(c) for c in cap_names),
                      arch=arch or native_arch(), kernel=kernel or running_kernel())
     result = convert(data, res, source=path)

@@ -15,6 +15,15 @@ from enforcer.policy.model import ArgCondition, ArgOp, Policy
 BUILTIN = "(built-in default)"
 
 
+def where(loc: Location | None) -> str:
+    """file:line:col, or what set the value when no file did."""
+    if loc is None:
+        return BUILTIN
+    if loc.line == 0:  # e.g. `--mode audit` on the command line
+        return loc.file
+    return str(loc)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "max"
@@ -40,7 +49,7 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
 
     def row(key: str, value: Any, origin_key: str | None = None) -> tuple[str, str, str]:
         loc: Location | None = o.get(origin_key or key)
-        return key, str(value), str(loc) if loc is not None else BUILTIN
+        return key, str(value), where(loc)
 
     s, fs, r = policy.syscalls, policy.filesystem, policy.resources
     rows = [

@@ -164,6 +164,9 @@ def lint(policy: Policy) -> LintReport:
     if syscall_state(policy, "clone")[0] == "allowed" and policy.mode is Mode.ENFORCE:
         add("clone-namespaces", 0.1, "clone is allowed without a check of its CLONE_NEW* flags")
 
+    if syscall_state(policy, "socket")[0] != "denied" and "net" not in policy.namespaces:
+        findings.append(Finding("network", 0.05, "can open sockets on the host's network (no `net` namespace)",
+                                _origin_of(policy, ["socket"])))
     held, guessed = effective_caps(policy)
     if guessed:
         add("caps-not-pinned", 0.1, "capabilities use drop/add, not keep: the launcher's set is "

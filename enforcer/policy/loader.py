@@ -293,7 +293,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
     namespaces = union("namespaces")
 
     if errors:
-        raise PolicyErrors(errors)
+        raise PolicyErrors(_capped(errors))
     return Policy(
         name=child.name[0],
         description=child.description[0] if child.description else "",
@@ -318,6 +318,17 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
     )
 
 
+MAX_REPORTED_ERRORS = 100
+
+
+def _capped(errors: list[PolicyError]) -> list[PolicyError]:
+    """Every error is worth fixing, but a thousand lines help nobody."""
+    if len(errors) <= MAX_REPORTED_ERRORS:
+        return errors
+    rest = len(errors) - MAX_REPORTED_ERRORS
+    return errors[:MAX_REPORTED_ERRORS] + [PolicyError(None, f"{rest} more errors not shown")]
+
+
 def _expand(word: str, loc: Location, arches: tuple[str, ...], errors: list[PolicyError]) -> list[str]:
     """A name or @group -> syscall names that exist on at least one target arch."""
     if word.startswith("@"):
@@ -328,6 +339,26 @@ def _expand(word: str, loc: Location, arches: tuple[str, ...], errors: list[Poli
     errors.append(PolicyError(loc, f"syscall {word!r} does not exist on {', '.join(arches)} "
                                    f"(the architectures this policy targets); it exists on {where}"))
     return []
+
+
+def _ancestors(layers: list[Layer], index: int) -> set[int]:
+    """Indexes (into `layers`) of every file that layers[index] extends,
+    directly or through its parents."""
+    by_path = {layer.path: i for i, layer in enumerate(layers)}
+    found: set[int] = set()
+    todo = [index]
+    while todo:
+        layer = layers[todo.pop()]
+        for spec, _loc in layer.extends:
+            try:
+                parent = resolve_policy_source(spec, base_dir=os.path.dirname(layer.path))
+            except PolicyErrors:
+                continue  # already reported by _read_chain
+            i = by_path.get(parent)
+            if i is not None and i not in found:
+                found.add(i)
+                todo.append(i)
+    return found
 
 
 def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: Action,
@@ -345,6 +376,12 @@ def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: A
                 for name in _expand(word, loc, arches, errors):
                     mine.append(_Entry(name, rule.action, rule.args, word, rule.loc, index))
         mine = _resolve_layer(mine, errors)
+        if layer.syscalls_inherit is not None and not layer.syscalls_inherit[0]:
+            # `syscalls.inherit: false`: this file's allow/deny/rules replace
+            # those of every file it extends (directly or not); other
+            # branches of a diamond keep theirs.
+            ancestors = _ancestors(layers, index)
+            entries = [e for e in entries if e.layer not in ancestors]
         # The child decides: a syscall it names unconditionally replaces every
         # inherited entry for it; one it names only with conditions replaces
         # the inherited unconditional entry (so a child can narrow `socket`).
@@ -370,11 +407,17 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
     """Within one file: a syscall named explicitly beats the same syscall
     reached through a @group; among equals there is one unconditional
     action per syscall, and no conditional rule with another action beside
-    an unconditional one (it could never apply)."""
+    an unconditional one (it could never apply).
+
+    Conflicts are reported once per pair of entries (two overlapping groups
+    would otherwise give one line per shared syscall)."""
     by_name: dict[str, list[_Entry]] = {}
     for e in mine:
         by_name.setdefault(e.syscall, []).append(e)
     dropped: set[int] = set()
+    # (where and how each side was written) -> the syscalls they clash on
+    conflicts: dict[tuple[Any, ...], list[str]] = {}
+    pairs: dict[tuple[Any, ...], tuple[_Entry, _Entry, bool]] = {}
     for name, entries in by_name.items():
         uncond = [e for e in entries if not e.args]
         cond = [e for e in entries if e.args]
@@ -387,22 +430,32 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
             # `clone`: the rule narrows what the group allowed.
             dropped.update(id(e) for e in uncond)
             uncond = []
-        first = uncond[0] if uncond else None
-        for e in uncond[1:]:
-            if e.action != first.action:  # type: ignore[union-attr]
-                assert first is not None
-                errors.append(PolicyError(e.origin, (
-                    f"conflicting rules for {name}: {e.action} (via {e.via}) here, but {first.action} "
-                    f"(via {first.via}) at line {first.origin.line}; name it once, or use argument conditions"
-                )))
-                break
-        if first is not None:
-            other = next((e for e in cond if e.action != first.action), None)
-            if other is not None:
-                errors.append(PolicyError(other.origin, (
-                    f"rule for {name} with argument conditions ({other.action}) can never apply: "
-                    f"{name} is {first.action} unconditionally (via {first.via}) at line {first.origin.line}"
-                )))
+        if not uncond:
+            continue
+        first = uncond[0]
+        clash = next((e for e in uncond[1:] if e.action != first.action), None)
+        conditional = False
+        if clash is None:
+            clash = next((e for e in cond if e.action != first.action), None)
+            conditional = True
+        if clash is not None:
+            key = (first.via, first.origin, first.action, clash.via, clash.origin, clash.action, conditional)
+            conflicts.setdefault(key, []).append(name)
+            pairs[key] = (first, clash, conditional)
+    for key, names in conflicts.items():
+        first, clash, conditional = pairs[key]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        if conditional:
+            errors.append(PolicyError(clash.origin, (
+                f"rule with argument conditions ({clash.action}) can never apply to {shown}: "
+                f"already {first.action} unconditionally (via {first.via}) at line {first.origin.line}"
+            )))
+        else:
+            errors.append(PolicyError(clash.origin, (
+                f"conflicting rules for {shown}: {clash.action} (via {clash.via}) here, but {first.action} "
+                f"(via {first.via}) at line {first.origin.line}; name each syscall once, "
+                "or use argument conditions"
+            )))
     return [e for e in mine if id(e) not in dropped]
 
 

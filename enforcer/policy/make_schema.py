@@ -67,7 +67,7 @@ def build() -> dict[str, Any]:
             "mode": {"enum": ["enforce", "audit"]},
             "syscalls": obj({
                 "default": action, "unknown": action, "deny_action": action,
-                "log_denials": {"type": "boolean"},
+                "log_denials": {"type": "boolean"}, "inherit": {"type": "boolean"},
                 "architectures": words({"enum": list(ARCH_WORDS)}),
                 "allow": words(sc_word), "deny": words(sc_word),
                 "rules": {"type": "array", "items": obj({

@@ -181,8 +181,9 @@ class Rlimit:
 
 @dataclass(frozen=True)
 class UserPolicy:
-    # Names are kept as written and resolved at compile time when numeric
-    # ids are not given, because /etc/passwd of a rootfs may differ.
+    # Names are resolved at load time (through the rootfs's /etc/passwd and
+    # /etc/group when filesystem.rootfs is set, else the host's); the names
+    # as written are kept for explain and exports.
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()

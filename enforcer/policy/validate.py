@@ -91,6 +91,9 @@ class Layer:
     io_devices: dict[str, tuple[IoDeviceLimit, Location]] = field(default_factory=dict)
     rlimits: dict[str, tuple[Rlimit, Location]] = field(default_factory=dict)
     user: tuple[dict[str, Located], Location] | None = None
+    # `syscalls.inherit: false`: this file's syscall rules replace those of
+    # the files it extends (set by `enforcer record`; default true).
+    syscalls_inherit: Located | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -348,7 +351,7 @@ def _errno_action(chk: Checker, arg: str, loc: Location, what: str) -> Action | 
 TOP_KEYS = ("version", "name", "description", "extends", "mode", "syscalls", "capabilities",
             "no_new_privileges", "filesystem", "resources", "rlimits", "user", "namespaces")
 SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "deny",
-                "deny_action", "rules")
+                "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
 ARG_KEYS = ("index", "op", "value", "mask")
 CAP_KEYS = ("keep", "drop", "add")
@@ -466,6 +469,12 @@ def _syscalls(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
             b = chk.boolean(v, "syscalls.log_denials")
             if b is not None:
                 layer.scalars["syscalls.log_denials"] = (b, v.loc)
+        elif k.text == "inherit":
+            # Not a merged scalar: it only says whether *this* file's allow,
+            # deny and rules replace the inherited ones (loader._merge_syscalls).
+            b = chk.boolean(v, "syscalls.inherit")
+            if b is not None:
+                layer.syscalls_inherit = (b, v.loc)
         elif k.text == "architectures":
             arches: list[str] = []
             for word, loc in chk.word_list(v, "syscalls.architectures"):
@@ -941,9 +950,7 @@ def _user(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
                 else:
                     chk.error(item.loc, f"user.groups entries must be numbers or group names, not {_describe(item)}")
             fields["groups"] = (out, v.loc)
-    if "uid" not in fields and ("gid" in fields or "groups" in fields) and not any(
-        e.location == m.loc for e in chk.errors
-    ):
+    if "uid" not in m.keys():
         chk.error(m.loc, "user needs `uid:` (a number or a user name)")
         return
     layer.user = (fields, node.loc)

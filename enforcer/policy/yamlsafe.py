@@ -22,6 +22,7 @@ in YAML 1.1; `mode: 1777` is meant in octal).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -96,6 +97,9 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
     return line, col
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _precheck_text(data: bytes, filename: str) -> str:
     """Size, encoding, control characters and tab indentation, before parsing."""
     if len(data) > MAX_FILE_BYTES:
@@ -114,14 +118,13 @@ def _precheck_text(data: bytes, filename: str) -> str:
     if text.startswith("\ufeff"):
         text = text[1:]
     errors: list[PolicyError] = []
-    for i, ch in enumerate(text):
-        if (ch < " " and ch not in "\t\n\r") or ch == "\x7f":
-            line, col = _line_col(text, i)
-            errors.append(PolicyError(
-                Location(filename, line, col),
-                f"control character U+{ord(ch):04X}; a policy is plain text (binary file?)",
-            ))
-            break
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        line, col = _line_col(text, bad.start())
+        errors.append(PolicyError(
+            Location(filename, line, col),
+            f"control character U+{ord(bad.group()):04X}; a policy is plain text (binary file?)",
+        ))
     for lineno, line_text in enumerate(text.split("\n"), start=1):
         stripped = line_text.lstrip(" \t")
         indent = line_text[: len(line_text) - len(stripped)]

@@ -18,6 +18,17 @@ from enforcer.shim.errors import ShimError
 GLOBAL_VALUE_FLAGS = frozenset({"root", "log", "log-format", "criu", "rootless"})
 # Command flags that take a value, for the commands the shim looks into.
 COMMAND_VALUE_FLAGS = frozenset({"bundle", "b", "console-socket", "pid-file", "preserve-fds"})
+EXEC_VALUE_FLAGS = frozenset({"process", "p", "console-socket", "cwd", "env", "e", "user", "u",
+                              "additional-gids", "g", "process-label", "apparmor", "cap", "c",
+                              "preserve-fds", "pid-file", "cgroup"})
+UPDATE_VALUE_FLAGS = frozenset({"resources", "r", "blkio-weight", "cpu-period", "cpu-quota",
+                                "cpu-share", "cpu-rt-period", "cpu-rt-runtime", "cpuset-cpus",
+                                "cpuset-mems", "kernel-memory", "kernel-memory-tcp", "memory",
+                                "memory-reservation", "memory-swap", "pids-limit",
+                                "l3-cache-schema", "mem-bw-schema"})
+# Short flag -> the long name the shim looks up.
+_LONG = {"b": "bundle", "p": "process", "u": "user", "c": "cap", "e": "env",
+         "g": "additional-gids", "r": "resources"}
 # The shim's own flags (always take a value).
 SHIM_FLAGS = frozenset({"policy", "runc", "config"})
 
@@ -52,30 +63,47 @@ class RuncCommandLine:
         return self.runc_args[:end]
 
     def command_flags_and_positionals(self) -> tuple[dict[str, str], list[str]]:
-        """The command's value flags ({"bundle": ...}) and its positional args."""
+        """The command's value flags ({"bundle": ...}) and its positional args.
+
+        A flag given more than once (exec's --cap, --env) keeps its last value
+        here; `repeated` lists all of them.
+        """
+        flags, positionals, _ = self._scan()
+        return flags, positionals
+
+    def repeated(self, name: str) -> list[str]:
+        return self._scan()[2].get(name, [])
+
+    def _scan(self) -> tuple[dict[str, str], list[str], dict[str, list[str]]]:
+        value_flags = {"exec": EXEC_VALUE_FLAGS, "update": UPDATE_VALUE_FLAGS}.get(
+            self.command or "", COMMAND_VALUE_FLAGS)
+        every: dict[str, list[str]] = {}
         flags: dict[str, str] = {}
         positionals: list[str] = []
         if self.command_index < 0:
-            return flags, positionals
+            return flags, positionals, every
         args = self.runc_args[self.command_index + 1:]
         i = 0
         while i < len(args):
             arg = args[i]
-            if arg == "--":
-                positionals.extend(args[i + 1:])
+            if arg == "--" or (positionals and self.command == "exec"):
+                # exec: after the container id comes the process's own argv
+                positionals.extend(args[i + 1:] if arg == "--" else args[i:])
                 break
             parsed = _flag_name(arg)
             if parsed is None:
                 positionals.append(arg)
             else:
                 name, value = parsed
-                if name in COMMAND_VALUE_FLAGS and value is None:
+                if name in value_flags and value is None:
                     i += 1
                     value = args[i] if i < len(args) else ""
                 if value is not None:
-                    flags["bundle" if name == "b" else name] = value
+                    long_name = _LONG.get(name, name)
+                    flags[long_name] = value
+                    every.setdefault(long_name, []).append(value)
             i += 1
-        return flags, positionals
+        return flags, positionals, every
 
     @property
     def container_id(self) -> str | None:

@@ -105,13 +105,12 @@ def run_runc_child(runc: str, args: list[str]) -> int:
                  _signal.SIGUSR1, _signal.SIGUSR2)
     previous = {s: _signal.signal(s, forward) for s in forwarded}
     try:
-        pid = os.fork()
-        if pid == 0:  # child: become runc (exec resets the handlers)
-            try:
-                os.execv(runc, [runc] + args)
-            except OSError as e:
-                os.write(2, f"{PROG}: cannot execute {runc}: {e.strerror}\n".encode())
-            os._exit(APPLY_FAILED)
+        # posix_spawn (vfork-style in glibc), not fork: a forked Python child
+        # takes copy-on-write faults on every page it touches before exec.
+        try:
+            pid = os.posix_spawn(runc, [runc] + args, os.environ)
+        except OSError as e:
+            raise ShimError(f"cannot execute {runc}: {e.strerror}") from None
         child[0] = pid
         _, status = os.waitpid(pid, 0)
     finally:
@@ -175,10 +174,40 @@ def _read_pid(line: RuncCommandLine, runc: str, flags: dict[str, str],
         return None
 
 
-def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
-    from enforcer.shim.bundle import read_config, write_config
+def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_id: str,
+                   bundle: str) -> tuple[dict[str, object], dict[str, object] | None]:
+    """The bundle's config with the selected policy merged in, and the patch used.
+
+    Nothing is written here: every refusal happens before the bundle changes.
+    """
+    from enforcer.shim.bundle import read_config
     from enforcer.shim.merge import merge_patch
     from enforcer.shim.plans import patch_for_policy
+
+    config = read_config(bundle)
+    spec = select_policy(line, config, cfg)
+    if spec is None:
+        if cfg.on_no_policy != "passthrough":
+            raise ShimError(f"container {container_id}: no policy selected (no --policy, no "
+                            f"{POLICY_ANNOTATION} annotation, no default_policy in "
+                            f"{cfg.path}); refusing to start it")
+        _warn(f"container {container_id} starts WITHOUT a policy (on_no_policy=passthrough)")
+        return config, None
+    shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
+    patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
+    merge_patch(config, patch, bundle)
+    seccomp = patch["seccomp"]
+    if isinstance(seccomp, dict) and seccomp.get("flags"):
+        from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
+
+        fit_seccomp_to_runc(config, runc_features(runc, shim_cache), cfg.require_seccomp_flags)
+    return config, patch
+
+
+def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+    """create / run: merge, register, write config.json, then runc (exec or child)."""
+    from enforcer.audit_session import start_new_session
+    from enforcer.shim.bundle import write_config
     from enforcer.shim.record import cgroups_from_config, cgroups_of_pid, make_record, \
         remove_record, write_record
 
@@ -187,28 +216,13 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
         exec_runc(runc, line.runc_args)  # runc prints its own usage error
     container_id = positionals[0]
     bundle = os.path.abspath(flags.get("bundle") or ".")
-    config = read_config(bundle)
-    spec = select_policy(line, config, cfg)
+    config, patch = _merged_config(line, cfg, runc, container_id, bundle)
     root = cfg.registry_root()
-    patch = None
-    if spec is None:
-        if cfg.on_no_policy != "passthrough":
-            raise ShimError(f"container {container_id}: no policy selected (no --policy, no "
-                            f"{POLICY_ANNOTATION} annotation, no default_policy in "
-                            f"{cfg.path}); refusing to start it")
-        _warn(f"container {container_id} starts WITHOUT a policy (on_no_policy=passthrough)")
-    else:
-        shim_cache = os.path.join(root, "shim-cache")
-        patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-        merge_patch(config, patch, bundle)
-        if patch["seccomp"] is not None and patch["seccomp"].get("flags"):
-            from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
-
-            fit_seccomp_to_runc(config, runc_features(runc, shim_cache),
-                                cfg.require_seccomp_flags)
     systemd = "systemd-cgroup" in {a.lstrip("-").split("=")[0] for a in line.global_args}
+    # A fresh audit session for runc and so for the container's processes:
+    # the monitor then attributes every seccomp record by `ses=` alone.
     record = make_record(container_id, patch, cgroups_from_config(config, container_id, systemd),
-                         bundle)
+                         bundle, audit_session=start_new_session())
     # Register first: the monitor must know the container before it can
     # misbehave. If the config then cannot be written, unregister.
     try:
@@ -222,13 +236,16 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
             remove_record(root, container_id)
             raise
     command_args = line.runc_args[line.command_index + 1:]
-    detached = line.command == "create" or _has_bool_flag(command_args, ("d", "detach"))
-    if not detached:
+    if line.command == "run" and not _has_bool_flag(command_args, ("d", "detach")):
         from enforcer.shim.record import start_record_reaper
 
         start_record_reaper(root, record)
         exec_runc(runc, line.runc_args)
-    status = run_runc_child(runc, line.runc_args)
+    try:
+        status = run_runc_child(runc, line.runc_args)
+    except ShimError:
+        remove_record(root, container_id)
+        raise
     if status != 0:
         remove_record(root, container_id)
         return status
@@ -241,6 +258,141 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
         except OSError as e:
             _warn(f"cannot update the registry record of {container_id}: {e}")
     return status
+
+
+def _policy_record(cfg: ShimConfig, container_id: str | None) -> dict[str, object] | None:
+    """The registry record of a container the shim started with a policy."""
+    from enforcer.shim import fastjson
+    from enforcer.shim.record import NO_POLICY, record_path
+
+    if not container_id:
+        return None
+    try:
+        with open(record_path(cfg.registry_root(), container_id), "rb") as f:
+            record = fastjson.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("policy") in (None, NO_POLICY):
+        return None
+    return record
+
+
+def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+    """`runc exec` into a container we started: the new process gets the policy too.
+
+    The container's seccomp filter applies to exec'd processes anyway (runc
+    takes it from the container), but their user, capabilities,
+    no_new_privileges and rlimits come from the exec process spec, which
+    Docker and containerd build from their own view of the container. So
+    --process FILE is merged like config.json's process; on the command-line
+    form, --cap is refused, as is --user root when the policy names a user.
+    """
+    flags, positionals = line.command_flags_and_positionals()
+    record = _policy_record(cfg, positionals[0] if positionals else None)
+    if record is None:
+        exec_runc(runc, line.runc_args)
+    assert record is not None
+    from enforcer.shim.plans import patch_for_policy
+
+    root = cfg.registry_root()
+    patch = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,
+                             os.path.join(root, "shim-cache"))
+    if patch.get("policy_hash") != record.get("policy_hash"):
+        _warn(f"policy {record['policy']} changed since container {record['id']} started; "
+              "exec gets the current one")
+    process_file = flags.get("process")
+    if process_file:
+        from enforcer.shim.bundle import rewrite_process_file
+
+        rewrite_process_file(process_file, patch)
+    else:
+        if line.repeated("cap"):
+            raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
+                            "exec --cap cannot add capabilities")
+        user = flags.get("user")
+        if user is not None and patch["user"] is not None and user.split(":")[0] in ("0", "root"):
+            raise ShimError(f"container {record['id']} runs under policy {record['policy']}, "
+                            f"which names a user: exec --user {user} is refused")
+    exec_runc(runc, line.runc_args)
+    return APPLY_FAILED  # not reached
+
+
+def _bytes(value: str) -> int:
+    """runc's --memory syntax: a number with an optional k/m/g/t/p (powers of 1024)."""
+    text = value.strip().lower().removesuffix("b")
+    scale = 1
+    if text and text[-1] in "kmgtp":
+        scale = 1024 ** ("kmgtp".index(text[-1]) + 1)
+        text = text[:-1]
+    try:
+        return int(float(text) * scale)
+    except ValueError:
+        raise ShimError(f"update: cannot read {value!r} as a size") from None
+
+
+def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+    """`runc update` on a policy container may not raise a limit above the policy's.
+
+    The update is refused (not clamped: runc gets what the caller wrote or
+    nothing) when memory, memory+swap, pids or the CPU quota/period ratio
+    would end up above, or unlimited where, the policy sets a limit.
+    """
+    flags, positionals = line.command_flags_and_positionals()
+    record = _policy_record(cfg, positionals[0] if positionals else None)
+    if record is None:
+        exec_runc(runc, line.runc_args)
+    assert record is not None
+    from enforcer.shim import fastjson
+    from enforcer.shim.plans import patch_for_policy
+
+    limits = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,
+                              os.path.join(cfg.registry_root(), "shim-cache"))["limits"]
+    asked: dict[str, int | None] = {}
+    if "resources" in flags:
+        source = flags["resources"]
+        try:
+            if source == "-":
+                raise ShimError("update -r - (resources on stdin) is refused for a policy "
+                                "container: pass a file")
+            with open(source, "rb") as f:
+                res = fastjson.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise ShimError(f"update --resources {source}: {e}") from None
+        if not isinstance(res, dict):
+            raise ShimError(f"update --resources {source}: expected a JSON object")
+        memory, pids, cpu = (res.get(k) or {} for k in ("memory", "pids", "cpu"))
+        asked.update(memory=memory.get("limit"), swap=memory.get("swap"),
+                     pids=pids.get("limit"), cpu_quota=cpu.get("quota"),
+                     cpu_period=cpu.get("period"))
+    for flag, key in (("memory", "memory"), ("memory-swap", "swap")):
+        if flag in flags:
+            asked[key] = _bytes(flags[flag])
+    for flag, key in (("pids-limit", "pids"), ("cpu-quota", "cpu_quota"),
+                      ("cpu-period", "cpu_period")):
+        if flag in flags:
+            try:
+                asked[key] = int(flags[flag])
+            except ValueError:
+                raise ShimError(f"update --{flag}: {flags[flag]!r} is not a number") from None
+
+    def over(value: int | None, limit: int | None) -> bool:
+        return limit is not None and value is not None and (value <= 0 or value > limit)
+
+    swap_limit = None if limits["memory"] is None or limits["swap"] is None \
+        else limits["memory"] + limits["swap"]
+    problems = [f"{name} {asked[key]}" for name, key, limit in (
+        ("memory", "memory", limits["memory"]), ("memory+swap", "swap", swap_limit),
+        ("pids", "pids", limits["pids"])) if over(asked.get(key), limit)]
+    quota = asked.get("cpu_quota")
+    if limits["cpu_quota"] is not None and quota is not None:
+        period = asked.get("cpu_period") or limits["cpu_period"]
+        if quota <= 0 or quota * limits["cpu_period"] > limits["cpu_quota"] * period:
+            problems.append(f"cpu quota {quota}/{period}")
+    if problems:
+        raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
+                        f"update to {', '.join(problems)} is above the policy's limits")
+    exec_runc(runc, line.runc_args)
+    return APPLY_FAILED  # not reached
 
 
 def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
@@ -273,6 +425,10 @@ def run_shim(argv: list[str], self_path: str | None) -> int:
         return start(line, cfg, runc)
     if line.command == "delete":
         return delete(line, cfg, runc)
+    if line.command == "exec":
+        return exec_in_container(line, cfg, runc)
+    if line.command == "update":
+        return update_container(line, cfg, runc)
     exec_runc(runc, line.runc_args)
     return APPLY_FAILED  # not reached: exec_runc returns only by raising
 

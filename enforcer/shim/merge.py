@@ -25,7 +25,11 @@ Rules, in short:
 from __future__ import annotations
 
 import os
-from typing import Any
+# `typing` costs ~9 ms to import here; annotations are strings (PEP 563),
+# so it is only needed by type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from enforcer.shim.caps import CAP_NAMES, cap_number
 from enforcer.shim.errors import ShimError
@@ -284,12 +288,48 @@ def merge_rlimits(config: dict[str, Any], patch: dict[str, Any],
         entry["hard"], entry["soft"] = new_hard, new_soft
 
 
+# /proc/self/limits row label per resource (RLIMIT_ name without the prefix).
+_PROC_LIMITS_LABEL = {
+    "CPU": "Max cpu time", "FSIZE": "Max file size", "DATA": "Max data size",
+    "STACK": "Max stack size", "CORE": "Max core file size", "RSS": "Max resident set",
+    "NPROC": "Max processes", "NOFILE": "Max open files", "MEMLOCK": "Max locked memory",
+    "AS": "Max address space", "LOCKS": "Max file locks", "SIGPENDING": "Max pending signals",
+    "MSGQUEUE": "Max msgqueue size", "NICE": "Max nice priority",
+    "RTPRIO": "Max realtime priority", "RTTIME": "Max realtime timeout",
+}
+
+
+def _proc_limits() -> dict[str, tuple[int, int]]:
+    """This process's rlimits from /proc/self/limits (no `resource` .so to load)."""
+    out: dict[str, tuple[int, int]] = {}
+    with open("/proc/self/limits") as f:
+        text = f.read()
+    for name, label in _PROC_LIMITS_LABEL.items():
+        start = text.find(label)
+        if start < 0:
+            continue
+        fields = text[start + len(label):text.find("\n", start)].split()
+        if len(fields) >= 2:
+            soft, hard = (UNLIMITED if v == "unlimited" else int(v) for v in fields[:2])
+            out[name] = (soft, hard)
+    return out
+
+
 def inherited_rlimits(resources: list[str]) -> dict[str, tuple[int, int]]:
     """The shim's own rlimits, which runc would pass on to the container."""
-    import resource as resource_mod
-
+    if not resources:
+        return {}
+    try:
+        known = _proc_limits()
+    except (OSError, ValueError):
+        known = {}
     out = {}
     for name in resources:
+        if name in known:
+            out[name] = known[name]
+            continue
+        import resource as resource_mod
+
         number = getattr(resource_mod, "RLIMIT_" + name, None)
         if number is None:
             raise ShimError(f"policy rlimit {name}: not known on this system")
@@ -343,6 +383,16 @@ def merge_namespaces(config: dict[str, Any], patch: dict[str, Any]) -> None:
                             "runtime, e.g. Docker's userns-remap)")
         namespaces.append({"type": ns_type})
         have.add(ns_type)
+
+
+def merge_process(process: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """The process-level rules, for a `runc exec --process` spec (same rules)."""
+    wrapper = {"process": process}
+    merge_capabilities(wrapper, patch)
+    merge_rlimits(wrapper, patch, inherited_rlimits([r[0] for r in patch["rlimits"]]))
+    merge_no_new_privileges(wrapper, patch)
+    merge_user(wrapper, patch)
+    return process
 
 
 # -- all of it -----------------------------------------------------------------

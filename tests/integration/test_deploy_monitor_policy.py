@@ -54,13 +54,19 @@ def test_monitor_works_under_its_own_policy() -> None:
         pytest.skip("`enforcer monitor` is not in this build yet")
     if os.uname().machine != "x86_64":
         pytest.skip("the violator uses the x86_64 getcwd number")
-    with temp_dir("deploy-selfpolicy-") as d:
+    # Not under /tmp: the policy mounts a fresh tmpfs there.
+    with temp_dir("deploy-selfpolicy-", parent="/var/tmp") as d:
         logs, runtime = d / "log", d / "run"
         logs.mkdir()
         runtime.mkdir()
         policy = yaml.safe_load((SYSTEMD / "monitor-policy.yaml").read_text())
         assert policy["filesystem"]["writable_paths"] == ["/var/log/enforcer"]
         policy["filesystem"]["writable_paths"] = [str(logs)]
+        # The interpreter may live under a hidden path on a test machine
+        # (e.g. a per-user Python build): keep that one visible.
+        interpreter = os.path.realpath(sys.executable)
+        policy["filesystem"]["hidden_paths"] = [
+            p for p in policy["filesystem"]["hidden_paths"] if not interpreter.startswith(p + "/")]
         policy_file = d / "monitor-policy.yaml"
         policy_file.write_text(yaml.safe_dump(policy))
         port = free_port()
@@ -69,7 +75,7 @@ def test_monitor_works_under_its_own_policy() -> None:
         proc = subprocess.Popen(
             [str(VENV_BIN / "enforcer"), "run", "--policy", str(policy_file), "--",
              str(VENV_BIN / "enforcer"), "monitor", f"--listen=127.0.0.1:{port}",
-             f"--runtime-dir={runtime}", f"--event-log={logs / 'events.jsonl'}"],
+             f"--runtime-dir={runtime}", f"--events={logs / 'events.jsonl'}"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy_helpers import (  # noqa: E402
     PROM, RULES, dashboard_exprs, exposition_names, grafana_to_promql, http_get, metric_names,
-    monitor_available, need, prom_api, recording_rule_names, run, running_monitor,
+    monitor_available, need, own_cgroup, prom_api, recording_rule_names, run, running_monitor,
     running_prometheus, stop, temp_dir, wait_for,
 )
 
@@ -68,7 +69,7 @@ CHILD = textwrap.dedent(f"""
 """)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, Any]]:
     if not monitor_available():
         pytest.skip("`enforcer monitor` is not in this build yet")
@@ -104,15 +105,19 @@ def test_burst_alert_fires_through_prometheus(stack: dict[str, Any]) -> None:
     prom, runtime = stack["prom"], stack["runtime"]
     wait_for(lambda: series_value(prom, 'up{job="enforcer-monitor"}') == 1.0, 30,
              "Prometheus to scrape the monitor")
+    with own_cgroup(f"deploy-e2e-{os.getpid()}") as (key, path, procs):
+        _violate_and_watch(prom, runtime, key, path, procs)
+
+
+def _violate_and_watch(prom: str, runtime: Path, key: str, path: str, procs: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workload = f"deploy-e2e-{child.pid}"
     try:
-        with open(f"/proc/{child.pid}/cgroup") as f:
-            cgroups = {line.split(":", 2)[1].removeprefix("name="): line.split(":", 2)[2].strip()
-                       for line in f if line.strip()}
+        # The child waits for "go": it is in its own cgroup before its first call.
+        procs.write_text(str(child.pid))
         write_record(WorkloadRecord(id=workload, kind="run", policy="deploy-e2e",
-                                    policy_hash="0" * 64, mode="enforce", cgroups=cgroups,
+                                    policy_hash="0" * 64, mode="enforce", cgroups={key: path},
                                     pid=child.pid), str(runtime))
         assert child.stdin and child.stdout
         child.stdin.write("go\n")
@@ -147,10 +152,56 @@ def test_burst_alert_fires_through_prometheus(stack: dict[str, Any]) -> None:
         # The rules loaded are the shipped ones, all healthy.
         groups = prom_api(prom, "rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
+        assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
     finally:
         stop(child)
         remove_record(workload, str(runtime))
+
+
+KILLED = textwrap.dedent(f"""
+    import ctypes, pyseccomp as sc
+    f = sc.SyscallFilter(sc.ALLOW)
+    f.add_rule(sc.KILL_PROCESS, "getcwd")
+    f.load()
+    ctypes.CDLL(None).syscall({GETCWD_X86_64}, 0, 0)
+""")
+
+
+def test_kill_alert_fires_through_prometheus(stack: dict[str, Any]) -> None:
+    """Two processes of one workload killed by their filter, the second after
+    Prometheus has seen the first: EnforcerSeccompKill fires (critical)."""
+    prom, runtime = stack["prom"], stack["runtime"]
+    workload = f"deploy-e2e-kill-{os.getpid()}"
+    with own_cgroup(workload) as (key, path, procs):
+        write_record(WorkloadRecord(id=workload, kind="run", policy="deploy-e2e-kill",
+                                    policy_hash="0" * 64, mode="enforce", cgroups={key: path}),
+                     str(runtime))
+        try:
+            selector = f'enforcer_seccomp_violations_total{{workload="{workload}", action="kill-process"}}'
+            for n in (1, 2):
+                # Start it stopped in the workload's cgroup, then let it run into its filter.
+                child = subprocess.Popen(["sh", "-c", f'echo $$ > {procs}; kill -STOP $$; '
+                                          f'exec {sys.executable} -c "$0"', KILLED])
+                wait_for(lambda: os.path.exists(f"/proc/{child.pid}") and
+                         open(f"/proc/{child.pid}/stat").read().split()[2] == "T", 10,
+                         "the child to stop in its cgroup")
+                os.kill(child.pid, signal.SIGCONT)
+                assert child.wait(30) == -31, "the filter kills with SIGSYS"
+                wait_for(lambda: series_value(prom, f"sum({selector})") == float(n), 30,
+                         f"Prometheus to see kill number {n}")
+
+            def kill_alert() -> dict[str, Any] | None:
+                for a in prom_api(prom, "alerts")["alerts"]:
+                    if a["labels"].get("alertname") == "EnforcerSeccompKill" \
+                            and a["labels"].get("workload") == workload:
+                        return a if a["state"] == "firing" else None
+                return None
+
+            alert = wait_for(kill_alert, 60, "the kill alert")
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["labels"]["policy"] == "deploy-e2e-kill"
+        finally:
+            remove_record(workload, str(runtime))
 
 
 def test_dashboard_queries_work_against_live_metrics(stack: dict[str, Any]) -> None:

@@ -165,3 +165,37 @@ def test_x32_and_foreign_arches_are_blocked_by_both() -> None:
     assert run_bpf(ref, 0, AUDIT_ARCH["aarch64"]) & ACTION_MASK in (0, 0x80000000)
     # x32 read is allowed (x32 is a sub-architecture in Docker's archMap).
     assert run_bpf(ref, X32_BIT, AUDIT_ARCH["x32"]) == 0x7FFF0000
+
+
+@pytest.mark.parametrize("cap_set", sorted(CAP_SETS))
+def test_round_trip_json_yaml_oci_json_keeps_every_decision(tmp_path: Path, cap_set: str) -> None:
+    """JSON -> imported YAML -> exported OCI seccomp -> libseccomp decides like
+    the original JSON: checks the exporter (masked_eq order, errnoRet,
+    grouping, architectures) against the same reference."""
+    from enforcer.emit.oci import oci_seccomp
+
+    caps = CAP_SETS[cap_set]
+    data = json.loads(FIXTURE.read_text())
+    text, _notes = import_profile(str(FIXTURE), caps=sorted(caps), arch="x86_64", kernel=KERNEL)
+    out = tmp_path / "imported.yaml"
+    out.write_text(text)
+    exported = oci_seccomp(_policy_from_yaml(out), machine="x86_64")
+    assert exported["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    # Both sides resolved already: the exported profile has no includes/excludes.
+    ours = parse_bpf(reference_bpf(exported, caps, kernel=KERNEL))
+    ref = parse_bpf(reference_bpf(data, caps, kernel=KERNEL))
+    entries = resolve_docker_entries(data, caps, "amd64", KERNEL)
+    values = _candidate_values(entries)
+    differences = []
+    compared = 0
+    for arch in ("x86_64", "x86", "x32"):
+        for nr, name in known_syscalls(arch).items():
+            for v in values if name in {"socket", "personality", "clone"} else [0, U64]:
+                args = (v, 0, 0, 0, 0, 0)
+                a = run_bpf(ours, nr, AUDIT_ARCH[arch], args)
+                b = run_bpf(ref, nr, AUDIT_ARCH[arch], args)
+                compared += 1
+                if a != b:
+                    differences.append(f"{arch} {name} arg0={v:#x}: {a:#x} vs {b:#x}")
+    assert compared > 2000
+    assert not differences, "\n".join(differences[:30])

@@ -11,8 +11,11 @@ import subprocess
 
 import pytest
 
+from enforcer.plan import CapabilityPlan, CgroupPlan, UserPlan
 from enforcer.shim.merge import APPLIED_ANNOTATION
 from tests.shim_helpers import (
+    PYTHON,
+    REPO,
     FIXTURE_CONFIG,
     fake_runc,
     make_plan,
@@ -195,3 +198,115 @@ def test_plan_file_patch_is_cached_and_invalidated(env) -> None:
     assert _create(env, "--policy", "handmade").returncode == 0
     config = json.loads((env["bundle"] / "config.json").read_text())
     assert config["annotations"][APPLIED_ANNOTATION] == "handmade@" + "cd" * 8
+
+
+def test_exec_into_a_policy_container_gets_the_policy(env) -> None:
+    write_plan(str(env["tmp"] / "plans" / "handmade.json"),
+               make_plan(user=UserPlan(uid=65534, gid=65534, groups=()),
+                         capabilities=CapabilityPlan(bounding=0, effective=0, permitted=0,
+                                                     inheritable=0, ambient=0)))
+    assert _create(env, "--policy", "handmade").returncode == 0
+    # what Docker hands to `runc exec --process`: root, Docker's capabilities
+    process = json.load(open(FIXTURE_CONFIG))["process"]
+    process_file = env["tmp"] / "process.json"
+    process_file.write_text(json.dumps(process))
+    r = run_shim(["exec", "--process", str(process_file), "--detach", "c1"], env=env["env"])
+    assert r.returncode == 0, r.stderr
+    merged = json.loads(process_file.read_text())
+    assert merged["user"] == {"uid": 65534, "gid": 65534, "additionalGids": []}
+    assert merged["capabilities"]["bounding"] == [] and merged["noNewPrivileges"] is True
+    assert env["marker"].read_text().splitlines()[:2] == ["exec", "--process"]
+    env["marker"].unlink()
+    for args, message in ((["--cap", "CAP_SYS_ADMIN"], "cannot add capabilities"),
+                          (["-u", "0:0"], "exec --user 0:0 is refused")):
+        r = run_shim(["exec", *args, "c1", "sh"], env=env["env"])
+        assert r.returncode == 125 and message in r.stderr, r.stderr
+        assert not env["marker"].exists()
+    # a container the shim did not start: untouched pass-through
+    r = run_shim(["exec", "--cap", "CAP_SYS_ADMIN", "other", "sh"], env=env["env"])
+    assert r.returncode == 0 and env["marker"].exists()
+
+
+def test_start_path_imports_nothing_heavy(env) -> None:
+    """With a precompiled Plan (second start: the patch is cached), the shim
+    reaches exec without PyYAML, libseccomp, psutil, prometheus_client, nor
+    json/typing/dataclasses (each several ms)."""
+    assert _create(env, "--policy", "handmade").returncode == 0  # fills the cache
+    shutil.copy(FIXTURE_CONFIG, env["bundle"] / "config.json")
+    modules_file = env["tmp"] / "modules.txt"
+    code = (
+        f"import sys, os; sys.path.insert(0, {REPO!r})\n"
+        "def fake_exec(path, argv):\n"
+        f"    open({str(modules_file)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+        "    os._exit(0)\n"
+        "os.execv = fake_exec\n"
+        "from enforcer.shim.main import main\n"
+        "sys.exit(main())\n")
+    r = subprocess.run([PYTHON, "-IS", "-c", code, "--policy", "handmade", "run", "-b",
+                        str(env["bundle"]), "c1"],
+                       env={**os.environ, **env["env"]}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = set(modules_file.read_text().split())
+    assert "enforcer.shim.merge" in loaded  # it did merge
+    heavy = {"yaml", "pyseccomp", "seccomp", "psutil", "prometheus_client", "json", "typing",
+             "dataclasses", "enforcer.plan", "enforcer.errors", "enforcer.registry", "argparse",
+             "subprocess", "signal", "re"}
+    assert loaded & heavy == set()
+
+
+def test_enforcer_shim_verb_is_the_same_shim(env) -> None:
+    enforcer = os.path.join(REPO, ".venv", "bin", "enforcer")
+    pid_file = str(env["tmp"] / "pid")  # the fake runc writes none: no `runc state` either
+    r = subprocess.run([enforcer, "shim", "--policy", "handmade", "create", "-b",
+                        str(env["bundle"]), "--pid-file", pid_file, "c1"],
+                       env={**os.environ, **env["env"]}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert env["marker"].read_text().splitlines() == ["create", "-b", str(env["bundle"]),
+                                                      "--pid-file", pid_file, "c1"]
+    config = json.loads((env["bundle"] / "config.json").read_text())
+    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    r = subprocess.run([enforcer, "shim", "--policy", "nope", "create", "-b",
+                        str(env["tmp"] / "missing"), "c2"], env={**os.environ, **env["env"]},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125 and r.stderr.strip().endswith("no config.json")
+
+
+def test_update_cannot_raise_a_limit_above_the_policy(env) -> None:
+    write_plan(str(env["tmp"] / "plans" / "handmade.json"),
+               make_plan(cgroup=CgroupPlan(v2={"memory.max": str(256 << 20), "pids.max": "64",
+                                               "cpu.max": "50000 100000"})))
+    assert _create(env, "--policy", "handmade").returncode == 0
+    env["marker"].unlink()
+    resources = env["tmp"] / "res.json"
+    for args, message in (
+            (["--memory", "1g"], "memory 1073741824"),
+            (["--memory", "-1"], "memory -1"),
+            (["--pids-limit", "100"], "pids 100"),
+            (["--cpu-quota", "80000"], "cpu quota 80000/100000"),
+            (["--cpu-quota", "30000", "--cpu-period", "50000"], "cpu quota 30000/50000"),
+            (["-r", str(resources)], "memory 536870912")):
+        resources.write_text(json.dumps({"memory": {"limit": 512 << 20}}))
+        r = run_shim(["update", *args, "c1"], env=env["env"])
+        assert r.returncode == 125 and message in r.stderr, (args, r.stderr)
+        assert not env["marker"].exists()
+    r = run_shim(["update", "--memory", "128m", "--pids-limit", "32", "--cpu-quota", "20000",
+                  "c1"], env=env["env"])
+    assert r.returncode == 0, r.stderr
+    assert env["marker"].read_text().splitlines() == [
+        "update", "--memory", "128m", "--pids-limit", "32", "--cpu-quota", "20000", "c1"]
+
+
+def test_fast_launcher_runs_the_shim_without_site(env) -> None:
+    launcher = str(env["tmp"] / "enforcer-runc")
+    subprocess.run([PYTHON, "-m", "enforcer.shim.launcher", launcher], check=True,
+                   capture_output=True, cwd=REPO)
+    first_line = open(launcher).readline()
+    assert first_line.startswith("#!") and first_line.rstrip().endswith(" -IS")
+    r = subprocess.run([launcher, "--policy", "handmade", "create", "-b", str(env["bundle"]),
+                        "--pid-file", str(env["tmp"] / "pid"), "c1"],
+                       env={**os.environ, **env["env"]}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert env["marker"].read_text().splitlines()[0] == "create"

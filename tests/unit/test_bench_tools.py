@@ -162,12 +162,16 @@ def test_external_json_rows_become_tables_per_kind() -> None:
 
 
 def test_external_markdown_is_kept_and_failures_show_stderr() -> None:
-    md = "# Title\n\nsome words\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n"
+    md = ("Benchmark 1: progress noise\n# Title\n\nsome words\n\n| a | b |\n| --- | --- |\n"
+          "| 1 | 2 |\n\n- x: 3 ms\n- enforcer run: 5 ms\n")
     headline, body = report._external_section(_ext(md, "failed (exit 1)", "Traceback\nBoom"))
-    assert headline == "some words"
+    assert headline == "enforcer run: 5 ms"
     assert "### Title" in body and "| 1 | 2 |" in body
+    assert not any("progress noise" in line for line in body)
     assert "**failed (exit 1)**; last lines of stderr:" in body and "Boom" in body
     assert report._external_section(_ext("", "not present")) == ("not present", [])
+    _, body = report._external_section(_ext("plain words\n", "failed (exit 1)"))
+    assert body[0] == "```" and "nothing on stderr" in body[-1]
 
 
 def test_filtercost_programs_differ_in_one_thing() -> None:

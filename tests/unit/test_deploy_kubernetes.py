@@ -4,10 +4,12 @@ the monitor's DaemonSet keeps the least privilege it promises.
 Core kinds (Namespace, ServiceAccount, ConfigMap, DaemonSet, Service,
 RuntimeClass) are validated strictly (unknown fields rejected) with the
 kubernetes-validate package against the Kubernetes versions below. The
-Prometheus Operator's ServiceMonitor is a CRD that package has no schema
-for: it is checked against SERVICEMONITOR_SCHEMA here, a subset of the
-Operator's monitoring.coreos.com/v1 schema covering the fields we use
-(unknown fields rejected there too). Any other kind fails the test.
+Prometheus Operator's ServiceMonitor and PrometheusRule are CRDs that
+package has no schema for: they are checked against SERVICEMONITOR_SCHEMA
+and PROMETHEUSRULE_SCHEMA here, subsets of the Operator's
+monitoring.coreos.com/v1 schemas covering the fields we use (unknown fields
+rejected there too), and the PrometheusRule's rules by promtool. Any other
+kind fails the test.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import kubernetes_validate
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from deploy_helpers import DEPLOY, K8S, REPO, run, shipped_policy_names, yaml_docs  # noqa: E402
+import yaml  # noqa: E402
+from deploy_helpers import (  # noqa: E402
+    DEPLOY, K8S, REPO, need, run, shipped_policy_names, temp_dir, yaml_docs,
+)
 
 # The oldest Kubernetes we claim (RuntimeClass scheduling, PSA labels) and the newest known.
 K8S_VERSIONS = ["1.27.0", kubernetes_validate.utils.latest_version()]
@@ -78,6 +83,35 @@ SERVICEMONITOR_SCHEMA: dict[str, Any] = {
 }
 
 
+_RULE = {
+    "type": "object", "additionalProperties": False, "required": ["expr"],
+    "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+    "properties": {
+        "record": {"type": "string", "pattern": r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+        "alert": {"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": _DURATION, "keep_firing_for": _DURATION,
+        "labels": _LABELS, "annotations": _LABELS,
+    },
+}
+PROMETHEUSRULE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object", "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": SERVICEMONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {"type": "object", "additionalProperties": False, "required": ["groups"],
+                 "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                     "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+                     "properties": {"name": {"type": "string"}, "interval": _DURATION,
+                                    "rules": {"type": "array", "minItems": 1, "items": _RULE}}}}}},
+    },
+}
+CRD_SCHEMAS = {"ServiceMonitor": SERVICEMONITOR_SCHEMA, "PrometheusRule": PROMETHEUSRULE_SCHEMA}
+
+
 def manifests() -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in sorted(K8S.glob("*.yaml")):
@@ -97,14 +131,14 @@ def monitor_daemonset() -> dict[str, Any]:
 
 def test_there_are_manifests() -> None:
     kinds = {d["kind"] for _, d in manifests()}
-    assert kinds == CORE_KINDS | {"ServiceMonitor"}, kinds
+    assert kinds == CORE_KINDS | set(CRD_SCHEMAS), kinds
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("where,doc", manifests(), ids=[m[0] for m in manifests()])
 def test_manifest_validates(where: str, doc: dict[str, Any], version: str) -> None:
-    if doc["kind"] == "ServiceMonitor":
-        jsonschema.Draft202012Validator(SERVICEMONITOR_SCHEMA).validate(doc)
+    if doc["kind"] in CRD_SCHEMAS:
+        jsonschema.Draft202012Validator(CRD_SCHEMAS[doc["kind"]]).validate(doc)
         return
     assert doc["kind"] in CORE_KINDS, f"{where}: no schema to check {doc['kind']} against"
     kubernetes_validate.validate(doc, version, strict=True)
@@ -119,6 +153,10 @@ def test_the_validator_rejects_a_broken_manifest() -> None:
     sm["spec"]["endpoints"][0]["intervall"] = "15s"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SERVICEMONITOR_SCHEMA).validate(sm)
+    pr = json.loads(json.dumps(by_kind("PrometheusRule")[0]))
+    pr["spec"]["groups"][1]["rules"][0]["fro"] = "5m"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).validate(pr)
 
 
 def test_no_rbac_and_no_token() -> None:
@@ -190,3 +228,13 @@ def test_servicemonitor_selects_the_service() -> None:
     assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
     pod_labels = monitor_daemonset()["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_prometheusrule_carries_the_shipped_rules() -> None:
+    (pr,) = by_kind("PrometheusRule")
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "enforcer-alerts.yml").read_text())
+    assert pr["spec"]["groups"] == rules["groups"]
+    with temp_dir("deploy-prule-") as d:
+        (d / "rules.yml").write_text(yaml.safe_dump({"groups": pr["spec"]["groups"]}))
+        r = run([need("promtool"), "check", "rules", str(d / "rules.yml")])
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -33,7 +33,7 @@ def test_promtool_check_config() -> None:
 def test_promtool_check_rules() -> None:
     r = run([need("promtool"), "check", "rules", str(RULES)])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 9 rules found" in r.stdout
+    assert "SUCCESS: 10 rules found" in r.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -45,8 +45,8 @@ def test_promtool_test_rules() -> None:
 def test_the_required_alerts_exist() -> None:
     assert set(alert_names()) == {
         "EnforcerSeccompViolationBurst", "EnforcerSeccompKill", "EnforcerRepeatedOOMKills",
-        "EnforcerPidsLimitHit", "EnforcerMonitorLosingEvents", "EnforcerMonitorDown",
-        "EnforcerMonitorAbsent"}
+        "EnforcerPidsLimitHit", "EnforcerMonitorLosingEvents", "EnforcerMonitorLossySource",
+        "EnforcerMonitorDown", "EnforcerMonitorAbsent"}
 
 
 @pytest.mark.parametrize("alert", alert_names())
@@ -80,6 +80,10 @@ MUTATIONS = [
     ("pids never fires", 'resource="pids", event="max"', 'resource="pids", event="none"'),
     ("lost counts old totals", "increase(enforcer_monitor_events_lost_total[10m])",
      "enforcer_monitor_events_lost_total"),
+    ("lossy source fires for audit too", 'enforcer_monitor_source{complete="false"}',
+     "enforcer_monitor_source"),
+    ("lossy source never fires", 'enforcer_monitor_source{complete="false"} == 1',
+     'enforcer_monitor_source{complete="false"} == 2'),
     ("down fires on a blip", "for: 5m", "for: 0m"),
     ("down never fires", 'up{job="enforcer-monitor"} == 0', 'up{job="enforcer-monitor"} == 2'),
     ("absent fires with targets", 'absent(up{job="enforcer-monitor"})', 'absent(up{job="nothing"})'),

@@ -127,6 +127,8 @@ def test_install_node_sets_up_a_root_and_is_idempotent() -> None:
         for policy in shipped_policy_names():
             w = root / "usr" / "local" / "bin" / f"enforcer-runc-{policy}"
             assert os.access(w, os.X_OK)
+        sysctl = (root / "etc" / "sysctl.d" / "10-enforcer-monitor.conf").read_text()
+        assert "\nnet.core.rmem_max = 33554432\n" in sysctl
         r = install(root, "--config-version", "2")
         assert r.returncode == 0, r.stderr
         assert config.read_text() == text, "a second run must not add a second imports line"

@@ -225,3 +225,16 @@ def test_plan_without_oci_seccomp_is_refused() -> None:
     broken = make_plan(seccomp=type(plan.seccomp)(**{**plan.seccomp.__dict__, "oci": {}}))
     with pytest.raises(ShimError, match="no OCI form"):
         patch_from_plan(broken)
+
+
+def test_inherited_rlimits_match_the_resource_module() -> None:
+    import resource
+
+    from enforcer.shim.merge import inherited_rlimits
+
+    names = ["NOFILE", "CORE", "NPROC", "STACK", "MEMLOCK", "RTTIME", "MSGQUEUE"]
+    got = inherited_rlimits(names)
+    for name in names:
+        soft, hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
+        norm = tuple(UNLIMITED if v == resource.RLIM_INFINITY else v for v in (soft, hard))
+        assert got[name] == norm, name

@@ -20,14 +20,14 @@ def test_record_round_trips_through_the_registry(tmp_path) -> None:
     cgroups = cgroups_from_config(config, "b7f2", systemd=False)
     assert cgroups and all(p == "/docker/" + config["linux"]["cgroupsPath"].split("/")[-1]
                            for p in cgroups.values())
-    record = make_record("b7f2", patch, cgroups, "/bundle", pid=42)
+    record = make_record("b7f2", patch, cgroups, "/bundle", pid=42, audit_session=7)
     path = write_record(str(tmp_path), record)
     assert registry.list_record_paths(str(tmp_path)) == [path]
     back = registry.read_record(path)
     assert back == registry.WorkloadRecord(
         id="b7f2", kind="container", policy="handmade", policy_hash="ab" * 32, mode="enforce",
         cgroups=cgroups, container_id="b7f2", bundle="/bundle", pid=42,
-        started=record["started"], limits={"memory_max": 1000, "pids_max": 7})
+        started=record["started"], limits={"memory_max": 1000, "pids_max": 7}, audit_session=7)
     # byte for byte what the registry itself would write
     assert open(path).read() == back.to_json()
     remove_record(str(tmp_path), "b7f2")

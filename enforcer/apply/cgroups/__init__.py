@@ -18,7 +18,11 @@ from enforcer.apply.cgroups.v2 import CgroupV2, controllers_for
 from enforcer.errors import ApplyError
 from enforcer.plan import CgroupPlan
 
-__all__ = ["CgroupDriver", "CgroupEvents", "CgroupV1", "CgroupV2", "choose_driver"]
+__all__ = ["CgroupDriver", "CgroupEvents", "CgroupV1", "CgroupV2", "choose_driver",
+           "host_driver", "same_hierarchy"]
+
+# The v1 controllers the compiler writes limits for.
+V1_CONTROLLERS = ("memory", "pids", "cpu", "blkio")
 
 
 def _v2_has(root: str, files: dict[str, str]) -> bool:
@@ -47,3 +51,26 @@ def choose_driver(plan: CgroupPlan, workload_id: str, *, root: str = "/sys/fs/cg
     raise ApplyError("cgroup", root, 2,
                      f"no cgroup hierarchy here offers the controller(s) the policy limits "
                      f"({', '.join(missing or controllers_for(plan.v2))})")
+
+
+def host_driver(workload_id: str, *, root: str = "/sys/fs/cgroup",
+                parent: str | None = None) -> CgroupDriver | None:
+    """A driver for this host before the Plan is known (no files yet).
+
+    The supervisor creates the workload cgroup while the Plan is still
+    being loaded and takes the Plan's files later (`adopt`): a cgroup v1
+    move costs an RCU grace period that way spent in parallel. None when
+    the host has no usable hierarchy.
+    """
+    parent = parent or cgroup_parent()
+    if os.path.exists(f"{root}/cgroup.controllers"):
+        return CgroupV2({}, workload_id, root=root, parent=parent)
+    ctrls = [c for c in V1_CONTROLLERS if os.path.exists(f"{root}/{c}/cgroup.procs")]
+    if ctrls:
+        return CgroupV1({c: {} for c in ctrls}, workload_id, root=root, parent=parent)
+    return None
+
+
+def same_hierarchy(a: CgroupDriver, b: CgroupDriver) -> bool:
+    """Whether b's files can be adopted by the already created a."""
+    return type(a) is type(b) and getattr(a, "root", None) == getattr(b, "root", None)

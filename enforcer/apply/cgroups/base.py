@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from enforcer.errors import ApplyError
 
@@ -43,6 +43,7 @@ class CgroupDriver(Protocol):
     version: str
 
     def create(self) -> None: ...
+    def adopt(self, files: Any, pid: int) -> None: ...
     def apply_limits(self) -> None: ...
     def add(self, pid: int) -> None: ...
     def procs(self) -> list[int]: ...
@@ -66,15 +67,24 @@ def write_file(path: str, value: str) -> None:
 
 
 def make_dir(path: str) -> None:
-    try:
-        os.makedirs(path, mode=0o755, exist_ok=False)
-    except FileExistsError:
-        # A leftover of a crashed run with the same id is not ours to reuse.
-        raise ApplyError("cgroup", path, errno.EEXIST, "workload cgroup already exists") from None
-    except OSError as e:
-        detail = NO_DELEGATION_HINT if (os.geteuid() != 0 and e.errno in
-                                        (errno.EACCES, errno.EPERM, errno.EROFS)) else "mkdir"
-        raise ApplyError("cgroup", e.filename or path, e.errno, detail) from None
+    for attempt in range(3):
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=False)
+            return
+        except FileExistsError:
+            # A leftover of a crashed run with the same id is not ours to reuse.
+            raise ApplyError("cgroup", path, errno.EEXIST,
+                             "workload cgroup already exists") from None
+        except FileNotFoundError:
+            # Another run removed the shared parent between makedirs' check
+            # and its mkdir (remove_parent_if_empty): try again.
+            if attempt < 2:
+                continue
+            raise ApplyError("cgroup", path, errno.ENOENT, "mkdir") from None
+        except OSError as e:
+            denied = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            detail = NO_DELEGATION_HINT if denied and os.geteuid() != 0 else "mkdir"
+            raise ApplyError("cgroup", e.filename or path, e.errno, detail) from None
 
 
 def read_pids(procs_file: str) -> list[int]:

@@ -21,7 +21,7 @@ class CgroupV1:
         self.root = root
         self.parent = parent
         self.rel = f"{parent}/{workload_id}"
-        self.controllers = list(files)
+        self.controllers: list[str] = list(files)
         self.created: list[str] = []
 
     def dir(self, controller: str) -> str:
@@ -34,6 +34,21 @@ class CgroupV1:
                                  f"cgroup v1 controller {ctrl!r} is not mounted")
             make_dir(self.dir(ctrl))
             self.created.append(self.dir(ctrl))
+
+    def adopt(self, files: dict[str, dict[str, str]], pid: int) -> None:
+        """Take the Plan's files after the cgroup was made without them:
+        create (and move `pid` into) any hierarchy not made yet."""
+        for ctrl in files:
+            if ctrl in self.controllers:
+                continue
+            if not os.path.exists(f"{self.root}/{ctrl}/cgroup.procs"):
+                raise ApplyError("cgroup", f"{self.root}/{ctrl}", 2,
+                                 f"cgroup v1 controller {ctrl!r} is not mounted")
+            make_dir(self.dir(ctrl))
+            self.created.append(self.dir(ctrl))
+            self.controllers.append(ctrl)
+            write_file(f"{self.dir(ctrl)}/cgroup.procs", str(pid))
+        self.files = files
 
     def apply_limits(self) -> None:
         # Dict order is the compiler's order: e.g. memory.limit_in_bytes must

@@ -45,21 +45,31 @@ class CgroupV2:
             return []
 
     def create(self) -> None:
+        parent_dir = f"{self.root}{self.parent}"
+        if not os.path.isdir(parent_dir):
+            make_dir(parent_dir)
+            self.parent_created = True
+        self.enable_controllers()
+        make_dir(self.path)
+        self.created = True
+
+    def enable_controllers(self) -> None:
         needed = controllers_for(self.files)
         missing = [c for c in needed if c not in self.available()]
         if missing:
             raise ApplyError("cgroup", f"{self.root}/cgroup.controllers", 2,
                              f"cgroup v2 controller(s) {', '.join(missing)} not available")
-        parent_dir = f"{self.root}{self.parent}"
-        if not os.path.isdir(parent_dir):
-            make_dir(parent_dir)
-            self.parent_created = True
         enable = " ".join(f"+{c}" for c in needed)
         if enable:
+            # Only our parent's subtree_control and the root's: a leaf with
+            # the workload in it may have controllers enabled above it.
             write_file(f"{self.root}/cgroup.subtree_control", enable)
-            write_file(f"{parent_dir}/cgroup.subtree_control", enable)
-        make_dir(self.path)
-        self.created = True
+            write_file(f"{self.root}{self.parent}/cgroup.subtree_control", enable)
+
+    def adopt(self, files: dict[str, str], pid: int) -> None:
+        """Take the Plan's files after the cgroup was made without them."""
+        self.files = files
+        self.enable_controllers()
 
     def apply_limits(self) -> None:
         for name, value in self.files.items():

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Overhead of the OCI shim: `runc run` through enforcer-runc vs plain `runc run`.
+
+    sudo .venv/bin/python bench/shim_bench.py [--runs N] [--no-hyperfine]
+
+A busybox /bin/true bundle, four ways, interleaved run by run (so load on
+the machine hits all of them alike):
+
+  A  runc run                       the bundle as `runc spec` wrote it
+  B  runc run                       the same bundle after the shim merged
+                                    `restricted` into it (runc's own extra
+                                    work for the policy: seccomp, mounts)
+  C  enforcer-runc --policy restricted run    (fast launcher, precompiled Plan)
+  D  enforcer-runc console script --policy restricted run   (pip's entry point)
+
+The shim's cost is C - B (what the shim itself adds) and C - A (what a user
+sees). Target: C - A <= 15 ms at the median. Then the same A/B/C through
+hyperfine as a cross-check. Results go to bench/results/shim.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(REPO, ".venv", "bin")
+RESULTS = os.path.join(REPO, "bench", "results", "shim.md")
+BUDGET_MS = 15.0
+
+
+def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), check=True, **kw)
+
+
+def make_bundle(path: str) -> str:
+    rootfs = os.path.join(path, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        os.makedirs(os.path.join(rootfs, d))
+    os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(rootfs, "bin", "true"))
+    sh("runc", "spec", cwd=path)
+    config_path = os.path.join(path, "config.json")
+    config = json.load(open(config_path))
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    json.dump(config, open(config_path, "w"), indent=2)
+    return path
+
+
+def stats(samples_ns: list[int]) -> dict[str, float]:
+    ms = sorted(s / 1e6 for s in samples_ns)
+    q = statistics.quantiles(ms, n=10)
+    return {"median": statistics.median(ms), "mean": statistics.fmean(ms), "p10": q[0],
+            "p90": q[-1], "min": ms[0], "max": ms[-1]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--no-hyperfine", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        print("shim_bench: needs root (runc)", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="enforcer-shim-bench.", dir="/var/tmp")
+    ids = ["bench-shim-a", "bench-shim-b", "bench-shim-c", "bench-shim-d"]
+    try:
+        # An installed package ships .pyc files; this environment may set
+        # PYTHONDONTWRITEBYTECODE, so byte-compile like an install would.
+        sh(os.path.join(VENV, "python"), "-m", "compileall", "-q", os.path.join(REPO, "enforcer"))
+        plans = os.path.join(work, "plans")
+        os.makedirs(plans)
+        sh(os.path.join(VENV, "enforcer"), "compile", "restricted", "-o",
+           os.path.join(plans, "restricted.json"))
+        launcher = os.path.join(work, "enforcer-runc")
+        sh(os.path.join(VENV, "python"), "-m", "enforcer.shim.launcher", launcher,
+           stdout=subprocess.DEVNULL)
+        shim_config = os.path.join(work, "shim.json")
+        json.dump({"plans_dir": plans, "runc": shutil.which("runc")}, open(shim_config, "w"))
+        env = {**os.environ, "ENFORCER_SHIM_CONFIG": shim_config,
+               "ENFORCER_RUNTIME_DIR": os.path.join(work, "run")}
+        env.pop("ENFORCER_SHIM_ACTIVE", None)
+        bundle_a = make_bundle(os.path.join(work, "a"))
+        bundle_c = make_bundle(os.path.join(work, "c"))
+        bundle_d = make_bundle(os.path.join(work, "d"))
+        # First shim run merges the policy and fills the shim's caches.
+        sh(launcher, "--policy", "restricted", "run", ids[2], cwd=bundle_c, env=env)
+        bundle_b = os.path.join(work, "b")
+        shutil.copytree(bundle_a, bundle_b, symlinks=True)
+        shutil.copy(os.path.join(bundle_c, "config.json"), os.path.join(bundle_b, "config.json"))
+        variants = {
+            "A runc run (plain config)": (["runc", "run", ids[0]], bundle_a),
+            "B runc run (config merged with restricted)": (["runc", "run", ids[1]], bundle_b),
+            "C enforcer-runc --policy restricted run (fast launcher)":
+                ([launcher, "--policy", "restricted", "run", ids[2]], bundle_c),
+            "D enforcer-runc console script": (
+                [os.path.join(VENV, "enforcer-runc"), "--policy", "restricted", "run", ids[3]],
+                bundle_d),
+        }
+        samples: dict[str, list[int]] = {name: [] for name in variants}
+        for i in range(opts.runs + 5):
+            for name, (cmd, cwd) in variants.items():
+                t0 = time.perf_counter_ns()
+                rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL).returncode
+                elapsed = time.perf_counter_ns() - t0
+                if rc != 0:
+                    raise SystemExit(f"shim_bench: {name} exited {rc}")
+                if i >= 5:  # warm-up
+                    samples[name].append(elapsed)
+        table = {name: stats(s) for name, s in samples.items()}
+        names = list(variants)
+        over_a = table[names[2]]["median"] - table[names[0]]["median"]
+        over_b = table[names[2]]["median"] - table[names[1]]["median"]
+        over_d = table[names[3]]["median"] - table[names[0]]["median"]
+        lines = [
+            "# Shim overhead: `runc run` through enforcer-runc vs plain `runc run`",
+            "",
+            f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+            f"{platform.node() and 'this host'}: kernel {platform.release()}, "
+            f"{os.cpu_count()} CPUs, {subprocess.run(['runc', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}.",
+            "",
+            f"Command: `sudo .venv/bin/python bench/shim_bench.py --runs {opts.runs}`",
+            "",
+            f"{opts.runs} runs each after 5 warm-up rounds, interleaved run by run; wall time "
+            "of the whole command as seen by the caller; busybox `/bin/true` bundle; "
+            "policy `restricted` precompiled to a Plan file (the deploy path).",
+            "",
+            "| variant | median ms | mean ms | p10 ms | p90 ms | min ms | max ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name in names:
+            s = table[name]
+            lines.append(f"| {name} | {s['median']:.1f} | {s['mean']:.1f} | {s['p10']:.1f} | "
+                         f"{s['p90']:.1f} | {s['min']:.1f} | {s['max']:.1f} |")
+        verdict = "within" if over_a <= BUDGET_MS else "OVER"
+        lines += [
+            "",
+            f"- C - A (what a user sees, shim + the policy's own cost in runc): "
+            f"**{over_a:+.1f} ms** at the median: {verdict} the {BUDGET_MS:.0f} ms budget.",
+            f"- C - B (the shim alone: Python start, read + merge + atomic write of "
+            f"config.json, registry record, exec): {over_b:+.1f} ms.",
+            f"- D - A (pip's console script, which runs Python's `site` first): "
+            f"{over_d:+.1f} ms; register the fast launcher "
+            "(`python -m enforcer.shim.launcher PATH`) where start latency matters.",
+        ]
+        if not opts.no_hyperfine and shutil.which("hyperfine"):
+            md = os.path.join(work, "hyperfine.md")
+            hf = ["hyperfine", "-N", "--warmup", "5", "--runs", str(opts.runs),
+                  "--export-markdown", md]
+            for name in names[:3]:
+                cmd, cwd = variants[name]
+                # hyperfine -N has no cwd option: pass the bundle explicitly.
+                hf += ["-n", name.split(" ")[0], " ".join(cmd[:-1] + ["--bundle", cwd, cmd[-1]])
+                       if cmd[0] == "runc" else
+                       " ".join(cmd[:-1] + ["--bundle", cwd, cmd[-1]])]
+            subprocess.run(hf, env=env, check=True, stdout=subprocess.DEVNULL)
+            lines += ["", "Cross-check with hyperfine (not interleaved: all runs of one "
+                      "command, then the next):", "", open(md).read().strip()]
+        text = "\n".join(lines) + "\n"
+        print(text)
+        if not opts.no_write:
+            with open(RESULTS, "w") as f:
+                f.write(text)
+        return 0 if over_a <= BUDGET_MS else 1
+    finally:
+        for cid in ids:
+            subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

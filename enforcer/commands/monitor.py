@@ -1,0 +1,182 @@
+"""`enforcer monitor`: serve violation metrics (Prometheus) and a JSON event log."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+import threading
+from typing import Any
+
+from enforcer import exitcodes
+from enforcer.errors import EnforcerError
+
+HELP = "serve violation metrics (Prometheus) and a JSON event log"
+
+
+class MonitorError(EnforcerError):
+    pass
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from enforcer.registry import DEFAULT_RUNTIME_DIR
+
+    p.add_argument("--listen", default="127.0.0.1:9469", metavar="ADDR:PORT",
+                   help="where to serve /metrics and /healthz (default 127.0.0.1:9469)")
+    p.add_argument("--source", choices=("audit", "kmsg"), default="audit",
+                   help="audit: the kernel audit multicast socket (complete; needs "
+                        "CAP_AUDIT_READ). kmsg: /dev/kmsg (lossy fallback)")
+    p.add_argument("--events", metavar="FILE",
+                   help="write one JSON line per violation to FILE (rotated by size)")
+    p.add_argument("--events-max-bytes", type=_positive_int, default=64 << 20, metavar="N",
+                   help="rotate the event log when it would exceed N bytes (default 64 MiB)")
+    p.add_argument("--events-backups", type=int, default=5, metavar="N",
+                   help="rotated event logs to keep: FILE.1 .. FILE.N (default 5)")
+    p.add_argument("--runtime-dir", default=None, metavar="DIR",
+                   help=f"the registry's runtime directory (default $ENFORCER_RUNTIME_DIR "
+                        f"or {DEFAULT_RUNTIME_DIR})")
+    p.add_argument("--cgroup-root", default="/sys/fs/cgroup", metavar="DIR",
+                   help="where cgroups are mounted (default /sys/fs/cgroup)")
+    p.add_argument("--max-workloads", type=_positive_int, default=1000, metavar="N",
+                   help="workloads with their own series; more are counted as "
+                        "workload=\"_overflow\" (default 1000)")
+    p.add_argument("--grace", type=_positive_float, default=300.0, metavar="SECONDS",
+                   help="keep an ended workload's series this long (default 300)")
+    p.add_argument("--poll-interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                   help="how often to read the registry and cgroup counters (default 1)")
+    p.add_argument("--procs-interval", type=_positive_float, default=5.0, metavar="SECONDS",
+                   help="how often to measure processes, memory and CPU (default 5)")
+    p.add_argument("--rcvbuf", type=_positive_int, default=32 << 20, metavar="BYTES",
+                   help="audit socket receive buffer (default 32 MiB; doubled on overrun)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+    p.add_argument("--basic-auth-file", metavar="FILE",
+                   help="require basic auth; lines USER:pbkdf2_sha256$...")
+    p.add_argument("--hash-password", metavar="USER",
+                   help="print a --basic-auth-file line for USER (password from stdin) and exit")
+
+
+def _hash_password(user: str) -> int:
+    from enforcer.monitor.server import hash_password
+
+    if ":" in user or not user:
+        raise MonitorError(f"--hash-password: user {user!r} must be non-empty and without ':'")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {user}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise MonitorError("--hash-password: empty password")
+    print(f"{user}:{hash_password(password)}")
+    return exitcodes.OK
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        return _hash_password(args.hash_password)
+    from enforcer import registry
+    from enforcer.monitor.daemon import Monitor, MonitorConfig
+    from enforcer.monitor.metrics import render_text
+    from enforcer.monitor.server import (AuthFileError, BasicAuth, is_loopback, load_auth_file,
+                                         make_server, parse_listen)
+
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as e:
+        raise MonitorError(str(e)) from None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise MonitorError("--tls-cert and --tls-key go together")
+    auth = None
+    if args.basic_auth_file:
+        try:
+            auth = BasicAuth(load_auth_file(args.basic_auth_file))
+        except AuthFileError:
+            raise
+    if not is_loopback(host) and not (args.tls_cert and auth):
+        print(f"enforcer monitor: WARNING: serving {host}:{port} beyond loopback without "
+              "TLS and basic auth; anyone who can reach it can read workload names",
+              file=sys.stderr)
+
+    source: Any
+    if args.source == "audit":
+        from enforcer.monitor.sources.audit import AuditSource
+
+        source = AuditSource(rcvbuf=args.rcvbuf)
+    else:
+        from enforcer.monitor.sources.kmsg import WARNING, KmsgSource
+
+        print(WARNING, file=sys.stderr)
+        source = KmsgSource()
+    config = MonitorConfig(
+        runtime_dir=args.runtime_dir or registry.runtime_dir(),
+        cgroup_root=args.cgroup_root,
+        events_path=args.events,
+        events_max_bytes=args.events_max_bytes,
+        events_backups=max(0, args.events_backups),
+        max_workloads=args.max_workloads,
+        grace=args.grace,
+        poll_interval=args.poll_interval,
+        procs_interval=args.procs_interval,
+    )
+    try:
+        monitor = Monitor(config, source)
+    except OSError as e:
+        raise MonitorError(f"cannot open the event log {args.events}: {e.strerror}") from None
+    try:
+        monitor.start()
+    except OSError as e:
+        monitor.close()
+        hint = "; try --source kmsg (lossy)" if args.source == "audit" else ""
+        raise MonitorError(f"{args.source}: {e.strerror or e}{hint}") from None
+
+    from prometheus_client.registry import CollectorRegistry
+
+    prom_registry = CollectorRegistry(auto_describe=False)
+    prom_registry.register(monitor.metrics)
+    try:
+        server = make_server(host, port, prom_registry, monitor.healthy,
+                             tls_cert=args.tls_cert, tls_key=args.tls_key, auth=auth,
+                             fast_text=lambda: render_text(monitor.metrics))
+    except OSError as e:
+        monitor.close()
+        raise MonitorError(f"cannot serve on {args.listen}: {e.strerror or e}") from None
+    server_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    server_thread.start()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        monitor.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    scheme = "https" if args.tls_cert else "http"
+    bound_port = server.server_address[1]
+    print(f"enforcer monitor: source {source.name}, serving {scheme}://{host}:{bound_port}/metrics",
+          file=sys.stderr, flush=True)
+    try:
+        monitor.run()
+    finally:
+        server.shutdown()
+        server.server_close()
+        monitor.close()
+    return exitcodes.OK

@@ -1,0 +1,178 @@
+"""`enforcer record`: learn a policy from what a workload does.
+
+    enforcer record [--base POLICY] [--name NAME] [--default-action ACTION]
+                    -o OUT.yaml -- CMD [ARGS...]
+    enforcer record --merge A.yaml B.yaml [...] -o OUT.yaml
+
+The first form runs CMD under the base policy's non-syscall rules with a
+filter that logs every syscall and blocks none, and writes a policy that
+extends the base and allows what CMD was seen to call (docs/record.md).
+The second adds recordings up. Needs root (the kernel audit stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+HELP = "learn a policy from what a workload does"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="OUT.yaml",
+                   help="where to write the learned policy")
+    p.add_argument("--base", default="default",
+                   help="policy whose capabilities, mounts, limits, user and namespaces the "
+                        "workload runs under, and which the result extends (default: default)")
+    p.add_argument("--name", help="name of the learned policy (default: from OUT's file name)")
+    p.add_argument("--default-action", default=None, metavar="ACTION",
+                   help="what the learned policy does with any other syscall "
+                        "(default: errno EPERM, logged)")
+    p.add_argument("--merge", nargs="+", metavar="REC.yaml",
+                   help="merge these recordings (the union of what they allow) instead of "
+                        "recording")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop the workload with SIGTERM after this long")
+    p.add_argument("argv", nargs="*", metavar="-- CMD [ARGS]", help="the workload to record")
+
+
+def _check_action(text: str) -> str:
+    """Validate an action the way a policy file would, before running anything."""
+    from enforcer.errors import PolicyErrors
+    from enforcer.policy.loader import load_policy
+    from enforcer.record.recorder import RecordError
+
+    with tempfile.TemporaryDirectory(prefix="enforcer-record-") as d:
+        path = os.path.join(d, "action.yaml")
+        with open(path, "w") as f:
+            f.write(f"name: action-check\nsyscalls:\n  default: {text}\n")
+        try:
+            load_policy(path)
+        except PolicyErrors as e:
+            raise RecordError(f"--default-action {text!r}: {e.errors[0].message}") from None
+    return text
+
+
+def _write_checked(text: str, out: str) -> int:
+    """Write `text` to `out` only if it loads and compiles; returns the
+    number of syscalls the written policy allows."""
+    from enforcer.compile import compile_policy
+    from enforcer.errors import EnforcerError, PolicyErrors
+    from enforcer.policy.loader import load_policy
+    from enforcer.record.recorder import RecordError
+
+    directory = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".yaml", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        try:
+            policy = load_policy(tmp)
+            compile_policy(policy)
+        except PolicyErrors as e:
+            raise RecordError("the learned policy does not load (a bug in enforcer record): "
+                              + "; ".join(str(x) for x in e.errors[:3])) from None
+        except EnforcerError as e:
+            raise RecordError(f"the learned policy does not compile: {e}") from None
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return len({r.syscall for r in policy.syscalls.rules if not r.action.blocks})
+
+
+def main(args: argparse.Namespace) -> int:
+    from enforcer import exitcodes
+    from enforcer.record.recorder import RecordError
+
+    default_action = _check_action(args.default_action) if args.default_action else None
+    if args.name is not None:
+        from enforcer.record.render import NAME_RE
+
+        if not NAME_RE.match(args.name):
+            raise RecordError(f"--name {args.name!r}: use 1-63 lowercase letters, digits, "
+                              "'.', '_' or '-', starting with a letter or digit")
+    if args.merge:
+        if args.argv:
+            raise RecordError("--merge takes recordings, not a command")
+        return _merge(args, default_action)
+    if not args.argv:
+        print("enforcer record: no command given (put it after --)", file=sys.stderr)
+        return exitcodes.USAGE
+    return _record(args, default_action or "errno EPERM")
+
+
+def _record(args: argparse.Namespace, default_action: str) -> int:
+    from enforcer import exitcodes
+    from enforcer.policy.loader import _looks_like_path, load_policy, resolve_policy_source
+    from enforcer.record.learn import learn, target_arches
+    from enforcer.record.recorder import APPLY_EXIT_CODES, RecordError, command_text, record_run
+    from enforcer.record.render import Provenance, policy_name_for, render
+
+    base = load_policy(args.base)
+    base_spec = args.base
+    if _looks_like_path(base_spec):
+        # `extends` is relative to the file that says it: the output file.
+        base_spec = os.path.relpath(resolve_policy_source(args.base),
+                                    os.path.dirname(os.path.abspath(args.output)))
+    result = record_run(base, list(args.argv), timeout=args.timeout)
+    counts, arches, unnamed = result.by_name()
+    if result.exit_code in APPLY_EXIT_CODES and not counts:
+        raise RecordError(f"the workload did not run (`enforcer run` exit status "
+                          f"{result.exit_code}); nothing was recorded")
+    if not counts:
+        raise RecordError(f"no audit records of the workload arrived (`enforcer run` exit status "
+                          f"{result.exit_code}); nothing to learn from")
+    learned = learn(counts, base)
+    for number, seen in sorted(unnamed.items()):
+        # Newer than libseccomp: no name to allow it by. Under the learned
+        # policy it gets the base's `unknown` action (ENOSYS by default), to
+        # which programs react by falling back to an older call.
+        learned.left_out[number] = (seen, "libseccomp has no name for it; it gets the base's "
+                                       f"`unknown` action ({base.syscalls.unknown_action})")
+    run_info = {"when": result.when, "host_arch": result.host_arch,
+                "command": command_text(result.command), "records": result.records,
+                "processes": result.processes, "exit_status": result.exit_code}
+    prov = Provenance(base=base_spec, host_arch=result.host_arch,
+                      arches_seen=tuple(sorted(arches)), default_action=default_action,
+                      records=result.records, runs=[run_info])
+    name = args.name or policy_name_for(args.output)
+    text = render(learned, prov, name=name, arches=target_arches(base), when=result.when)
+    allowed = _write_checked(text, args.output)
+    err = sys.stderr
+    print(f"enforcer record: {result.records} audit records from {result.processes} process(es), "
+          f"{len(counts)} distinct syscalls; workload exit status {result.exit_code}", file=err)
+    for line in result.describe_other_actions():
+        print(f"enforcer record: note: {line}", file=err)
+    for n, (seen, why) in sorted(learned.left_out.items()):
+        print(f"enforcer record: left out {n} (seen {seen}): {why}", file=err)
+    print(f"enforcer record: wrote {args.output} (policy {name!r}, allows {allowed} syscalls, "
+          f"extends {base_spec})", file=err)
+    return exitcodes.OK
+
+
+def _merge(args: argparse.Namespace, default_action: str | None) -> int:
+    import time
+
+    from enforcer import exitcodes
+    from enforcer.policy.loader import load_policy, resolve_policy_source
+    from enforcer.record.learn import target_arches
+    from enforcer.record.merge import merge
+    from enforcer.record.render import policy_name_for, render
+
+    learned, prov = merge(list(args.merge), args.output, default_action)
+    base = load_policy(resolve_policy_source(
+        prov.base, base_dir=os.path.dirname(os.path.abspath(args.output))))
+    name = args.name or policy_name_for(args.output)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = render(learned, prov, name=name, arches=target_arches(base), when=when)
+    allowed = _write_checked(text, args.output)
+    print(f"enforcer record: merged {len(args.merge)} recordings into {args.output} "
+          f"(allows {allowed} syscalls)", file=sys.stderr)
+    return exitcodes.OK

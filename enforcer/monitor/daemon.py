@@ -1,0 +1,350 @@
+"""The monitor's main loop: one thread reads the violation source and does
+the periodic work (registry, cgroup limits, process facts); the HTTP server
+answers scrapes from its own threads, reading the metrics under a lock.
+
+Keeping ingest and bookkeeping on one thread means the registry index and
+the pid cache are never touched concurrently; the price is that a slow
+poll delays reading the socket a little, which its large buffer absorbs.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from enforcer.monitor.events import EventLog, iso_time
+from enforcer.monitor.metrics import MonitorMetrics
+from enforcer.monitor.registry import OVERFLOW_LABEL, UNMANAGED, Workload, WorkloadIndex
+from enforcer.monitor.sources.audit import MalformedRecord, parse_seccomp_record
+from enforcer import registry as reg
+from enforcer.monitor.sources.cgroups import CgroupLocator, CgroupRoots, LimitPoller, LimitWatcher
+from enforcer.monitor.syscalls import SyscallNames, arch_name
+
+
+class Source(Protocol):
+    name: str
+    complete: bool
+
+    def open(self) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def drain(self, handle: Any, on_lost: Any, on_malformed: Any, limit: int = ...) -> int: ...
+
+
+@dataclass
+class MonitorConfig:
+    runtime_dir: str
+    cgroup_root: str = "/sys/fs/cgroup"
+    proc_root: str = "/proc"
+    events_path: str | None = None
+    events_max_bytes: int = 64 << 20
+    events_backups: int = 5
+    max_workloads: int = 1000
+    grace: float = 300.0
+    poll_interval: float = 1.0
+    procs_interval: float = 5.0
+    prune_interval: float = 10.0
+    fork_tracking: bool = True
+
+
+class Monitor:
+    def __init__(self, config: MonitorConfig, source: Source | None,
+                 metrics: MonitorMetrics | None = None) -> None:
+        self.config = config
+        self.source = source
+        source_name = source.name if source is not None else "audit"
+        self.metrics = metrics or MonitorMetrics(sources=(source_name,))
+        if source is not None:
+            self.metrics.source_info[source.name] = source.complete
+        self.names = SyscallNames()
+        self.events = (EventLog(config.events_path, config.events_max_bytes, config.events_backups)
+                       if config.events_path else None)
+        self.forks = None
+        if config.fork_tracking:
+            from enforcer.monitor.sources.forks import ForkTracker
+
+            tracker = ForkTracker()
+            try:
+                tracker.open()
+                self.forks = tracker
+                self.metrics.fork_tracking = 1
+            except OSError as e:
+                print(f"enforcer monitor: fork tracking unavailable ({e.strerror}); processes "
+                      "killed before they can be looked up count as unmanaged", file=sys.stderr)
+        self.locator = CgroupLocator(CgroupRoots.detect(config.cgroup_root))
+        self.index = WorkloadIndex(config.runtime_dir, proc_root=config.proc_root,
+                                   cgroup_paths=self.locator.member_dirs,
+                                   max_workloads=config.max_workloads, grace=config.grace,
+                                   on_malformed=self.metrics.count_malformed, forks=self.forks)
+        self.limits = LimitPoller(self.locator, self._limit_event)
+        self.watcher: LimitWatcher | None = None
+        try:
+            self.watcher = LimitWatcher(self.locator)
+        except OSError as e:
+            print(f"enforcer monitor: inotify unavailable ({e}); limit events of workloads that "
+                  "end within a poll interval may be missed", file=sys.stderr)
+        self.index.on_added.append(self._workload_added)
+        self._facts: Any = None  # ProcessFacts, created on first use (imports psutil)
+        self.index.on_ended.append(self._workload_ended)
+        self.index.on_expired.append(self._workload_expired)
+        self.heartbeat = time.monotonic()
+        self._batch: dict[tuple[str, str, str, str], int] = {}
+        self._batch_events = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.stopping = threading.Event()
+
+    # -- the hot path --------------------------------------------------------------
+
+    def handle_record(self, payload: bytes) -> None:
+        """One type-1326 record body: parse, attribute, count, log."""
+        try:
+            record = parse_seccomp_record(payload)
+        except MalformedRecord:
+            self.metrics.count_malformed("audit_record")
+            return
+        self._batch_events += 1
+        workload = self.index.attribute(record.pid)
+        name = self.names.name(record.arch, record.syscall)
+        action = record.action
+        key = (workload.label, workload.policy, name or "unknown", action)
+        self._batch[key] = self._batch.get(key, 0) + 1
+        if self.events is not None:
+            event: dict[str, Any] = {
+                "time": iso_time(record.time),
+                "workload": workload.id,
+                "policy": workload.policy,
+                "mode": workload.mode or None,
+                "container_id": workload.container_id,
+                "pid": record.pid,
+                "uid": record.uid,
+                "comm": record.comm,
+                "exe": record.exe,
+                "syscall": name,
+                "syscall_nr": record.syscall,
+                "arch": arch_name(record.arch),
+                "action": action,
+                "serial": record.serial,
+            }
+            self.events.write(event)
+
+    def flush_batch(self) -> None:
+        batch, self._batch = self._batch, {}
+        n, self._batch_events = self._batch_events, 0
+        source = self.source.name if self.source is not None else "audit"
+        metrics = self.metrics
+        with metrics.lock:
+            table = metrics.violations
+            for key, value in batch.items():
+                table[key] = table.get(key, 0) + value
+            metrics.events[source] = metrics.events.get(source, 0) + n
+
+    # -- periodic work -----------------------------------------------------------
+
+    def _limit_event(self, workload: Workload, resource: str, event: str, n: int) -> None:
+        self.metrics.count_limit_event(workload.label, workload.policy, resource, event, n)
+
+    def _workload_added(self, workload: Workload) -> None:
+        if self.watcher is not None:
+            self.watcher.watch(workload)
+        # First read now: a limit hit between the record's creation and the
+        # watch is counted (the first read reports everything so far).
+        self.limits.poll([workload])
+
+    def _workload_ended(self, workload: Workload) -> None:
+        # One last read while the cgroup may still exist: a limit hit just
+        # before the workload ended must not be lost.
+        self.limits.poll([workload])
+        if self.watcher is not None:
+            self.watcher.unwatch(workload.id)
+
+    def _main_pids_exited(self, pids: list[int]) -> None:
+        # The launcher removes the cgroup right after reaping the workload:
+        # read the counters now, while they still exist (an OOM kill or a
+        # refused fork is often what made the workload exit).
+        for pid in pids:
+            workload = self.index.by_main_pid(pid)
+            if workload is not None:
+                self.limits.poll([workload])
+
+    def _limits_notified(self, ready: list[int]) -> None:
+        assert self.watcher is not None
+        changed, registry_changed, ooms = self.watcher.read(ready)
+        if registry_changed:
+            self._watch_registry()
+            self.index.refresh()
+        for workload_id in changed:
+            workload = self.index.workloads.get(workload_id)
+            if workload is None:
+                continue
+            emitted = self.limits.poll([workload])
+            # A v1 OOM notification comes just before the kill; the oom_kill
+            # counter moves a moment later. Retry briefly (OOMs are rare).
+            tries = 0
+            while workload_id in ooms and not emitted and tries < 50:
+                time.sleep(0.001)
+                emitted = self.limits.poll([workload])
+                tries += 1
+
+    def _workload_expired(self, workload: Workload) -> None:
+        self.limits.forget(workload)
+        if self._facts is not None:
+            self._facts.forget(workload)
+        if workload.label != OVERFLOW_LABEL:
+            self.metrics.forget_workload(workload.label)
+
+    def _watch_registry(self) -> None:
+        """Watch the workloads directory, or its parent until it exists."""
+        if self.watcher is None or self.watcher.registry_watched:
+            return
+        directory = reg.workloads_dir(self.config.runtime_dir)
+        if not self.watcher.watch_registry(directory):
+            self.watcher.watch_parent(os.path.dirname(directory))
+
+    def poll(self) -> None:
+        self._watch_registry()
+        self.index.refresh()
+        self.index.expire()
+        live = self.index.live()
+        self.limits.poll(live)
+        by_policy: dict[str, int] = {}
+        for workload in live:
+            by_policy[workload.policy] = by_policy.get(workload.policy, 0) + 1
+        self.metrics.set_workloads(by_policy)
+
+    def poll_facts(self) -> None:
+        if self._facts is None:
+            from enforcer.monitor.sources.procs import ProcessFacts
+
+            self._facts = ProcessFacts(self.locator.member_dirs)
+        facts: dict[str, tuple[str, int, int, float]] = {}
+        for workload in self.index.live():
+            count, rss, cpu = self._facts.measure(workload)
+            label = workload.label
+            if label in facts:  # several workloads under _overflow: sum them
+                policy, c0, r0, u0 = facts[label]
+                facts[label] = (policy if policy == workload.policy else "_mixed",
+                                c0 + count, r0 + rss, u0 + cpu)
+            else:
+                facts[label] = (workload.policy, count, rss, cpu)
+        self.metrics.set_facts(facts)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the source and rediscover running workloads."""
+        if self.source is not None:
+            self.source.open()
+        self.index.refresh(force=True)
+        self.poll()
+
+    def healthy(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.heartbeat
+        limit = max(5.0, 3 * self.config.poll_interval)
+        if self.stopping.is_set():
+            return False, "stopping"
+        if age > limit:
+            return False, f"main loop stalled for {age:.1f}s"
+        return True, "ok"
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler)."""
+        self.stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        next_poll = now + cfg.poll_interval
+        next_facts = now
+        next_prune = now + cfg.prune_interval
+        # epoll, not select(): with 1,000 workloads there are more than
+        # FD_SETSIZE eventfds.
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        source_fd = self.source.fileno() if self.source is not None else None
+        if source_fd is not None:
+            selector.register(source_fd, selectors.EVENT_READ, "source")
+        if self.forks is not None and self.forks.sock is not None:
+            selector.register(self.forks.sock.fileno(), selectors.EVENT_READ, "forks")
+        watched: set[int] = set()
+        lost = self._count_lost
+        malformed = self.metrics.count_malformed
+        try:
+            while not self.stopping.is_set():
+                if self.watcher is not None:
+                    current = set(self.watcher.fds())
+                    for fd in watched - current:
+                        selector.unregister(fd)
+                    for fd in current - watched:
+                        selector.register(fd, selectors.EVENT_READ, "limits")
+                    watched = current
+                timeout = max(0.0, min(next_poll, next_facts) - time.monotonic())
+                events = selector.select(timeout)
+                kinds = {key.data for key, _ in events}
+                if "forks" in kinds and self.forks is not None:
+                    self.forks.drain()
+                    self._main_pids_exited(self.forks.take_exits())
+                if "limits" in kinds:
+                    self._limits_notified([key.fd for key, _ in events if key.data == "limits"])
+                if "source" in kinds and self.source is not None:
+                    # Bounded batches so the periodic work below still runs
+                    # during a long burst.
+                    for _ in range(16):
+                        if self.source.drain(self.handle_record, lost, malformed, 1024) == 0:
+                            break
+                    self.flush_batch()
+                    if self.events is not None:
+                        self.events.flush()
+                now = time.monotonic()
+                self.heartbeat = now
+                if now >= next_poll:
+                    self.poll()
+                    next_poll = now + cfg.poll_interval
+                    if self.events is not None:
+                        self.events.flush()
+                if now >= next_prune:
+                    self.index.prune_pids(cfg.prune_interval)
+                    next_prune = now + cfg.prune_interval
+                if now >= next_facts:
+                    self.poll_facts()
+                    next_facts = time.monotonic() + cfg.procs_interval
+        finally:
+            selector.close()
+
+    def _count_lost(self, n: int) -> None:
+        self.metrics.count_lost(self.source.name if self.source is not None else "audit", n)
+
+    def close(self) -> None:
+        """Drain what is already queued, then close everything (idempotent)."""
+        if self.source is not None:
+            try:
+                self.source.drain(self.handle_record, self._count_lost,
+                                  self.metrics.count_malformed, 1 << 20)
+            except (OSError, AssertionError):
+                pass
+            self.flush_batch()
+            self.source.close()
+        if self.forks is not None:
+            self.forks.close()
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.events is not None:
+            self.events.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+
+__all__ = ["Monitor", "MonitorConfig", "UNMANAGED"]

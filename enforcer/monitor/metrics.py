@@ -1,0 +1,212 @@
+"""The monitor's metrics: plain counters kept in dicts, exposed by a
+prometheus_client Collector at scrape time.
+
+Why not prometheus_client's Counter objects: the audit path counts up to
+100,000 records a second, and ended workloads must disappear from /metrics
+after a grace period; a dict increment under one lock is cheaper than
+Counter.labels().inc(), and dropping a workload's series is one pass here.
+
+Cardinality is bounded by construction: the `workload` label is a
+registered workload id for at most --max-workloads workloads at a time
+(further ones are counted under "_overflow"), "unmanaged" for processes of
+no workload; `syscall` is a name libseccomp knows or "unknown"; `action`,
+`resource`, `event`, `source` and `kind` are small fixed sets. See
+docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from enforcer import __version__
+
+VIOLATION_LABELS = ("workload", "policy", "syscall", "action")
+LIMIT_LABELS = ("workload", "policy", "resource", "event")
+FACT_LABELS = ("workload", "policy")
+
+
+class MonitorMetrics(Collector):
+    def __init__(self, sources: Iterable[str] = ("audit",)) -> None:
+        self.lock = threading.Lock()
+        self.violations: dict[tuple[str, str, str, str], int] = {}
+        self.limit_events: dict[tuple[str, str, str, str], int] = {}
+        self.workloads_by_policy: dict[str, int] = {}
+        # workload label -> (policy, processes, rss bytes, cpu seconds)
+        self.facts: dict[str, tuple[str, int, int, float]] = {}
+        self.events: dict[str, int] = {s: 0 for s in sources}
+        self.lost: dict[str, int] = {s: 0 for s in sources}
+        self.malformed: dict[str, int] = {}
+        self.source_info: dict[str, bool] = {}  # source -> complete?
+        self.fork_tracking = 0
+
+    # -- updates (callers hold no lock; each takes it briefly) -----------------
+
+    def count_violation(self, workload: str, policy: str, syscall: str, action: str,
+                        n: int = 1) -> None:
+        key = (workload, policy, syscall, action)
+        with self.lock:
+            self.violations[key] = self.violations.get(key, 0) + n
+
+    def count_limit_event(self, workload: str, policy: str, resource: str, event: str,
+                          n: int = 1) -> None:
+        key = (workload, policy, resource, event)
+        with self.lock:
+            self.limit_events[key] = self.limit_events.get(key, 0) + n
+
+    def count_event(self, source: str, n: int = 1) -> None:
+        with self.lock:
+            self.events[source] = self.events.get(source, 0) + n
+
+    def count_lost(self, source: str, n: int = 1) -> None:
+        with self.lock:
+            self.lost[source] = self.lost.get(source, 0) + n
+
+    def count_malformed(self, kind: str, n: int = 1) -> None:
+        with self.lock:
+            self.malformed[kind] = self.malformed.get(kind, 0) + n
+
+    def set_workloads(self, by_policy: dict[str, int]) -> None:
+        with self.lock:
+            self.workloads_by_policy = dict(by_policy)
+
+    def set_facts(self, facts: dict[str, tuple[str, int, int, float]]) -> None:
+        with self.lock:
+            self.facts = dict(facts)
+
+    def forget_workload(self, label: str) -> None:
+        """Drop every series of an expired workload."""
+        with self.lock:
+            for table in (self.violations, self.limit_events):
+                for key in [k for k in table if k[0] == label]:
+                    del table[key]
+            self.facts.pop(label, None)
+
+    # -- reading ----------------------------------------------------------------
+
+    def violation_count(self, workload: str) -> int:
+        with self.lock:
+            return sum(v for k, v in self.violations.items() if k[0] == workload)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | InfoMetricFamily]:
+        with self.lock:
+            violations = list(self.violations.items())
+            limits = list(self.limit_events.items())
+            by_policy = list(self.workloads_by_policy.items())
+            facts = list(self.facts.items())
+            events = list(self.events.items())
+            lost = list(self.lost.items())
+            malformed = list(self.malformed.items())
+            source_info = list(self.source_info.items())
+            fork_tracking = self.fork_tracking
+
+        c = CounterMetricFamily("enforcer_seccomp_violations",
+                                "Seccomp filter decisions logged for a workload (denials, "
+                                "and would-be denials of audit-mode policies as action=log).",
+                                labels=VIOLATION_LABELS)
+        for key, value in violations:
+            c.add_metric(key, value)
+        yield c
+
+        c = CounterMetricFamily("enforcer_limit_events",
+                                "cgroup limit events of a workload (memory oom/oom_kill/max/"
+                                "failcnt, pids max, cpu throttled).", labels=LIMIT_LABELS)
+        for key, value in limits:
+            c.add_metric(key, value)
+        yield c
+
+        g = GaugeMetricFamily("enforcer_workloads", "Running workloads known from the registry.",
+                              labels=("policy",))
+        for policy, n in by_policy:
+            g.add_metric((policy,), n)
+        yield g
+
+        procs = GaugeMetricFamily("enforcer_workload_processes",
+                                  "Processes in the workload.", labels=FACT_LABELS)
+        mem = GaugeMetricFamily("enforcer_workload_memory_bytes",
+                                "Resident memory of the workload's processes.", labels=FACT_LABELS)
+        cpu = CounterMetricFamily("enforcer_workload_cpu_seconds",
+                                  "CPU time (user+system) used by the workload.", labels=FACT_LABELS)
+        for label, (policy, n, rss, seconds) in facts:
+            procs.add_metric((label, policy), n)
+            mem.add_metric((label, policy), rss)
+            cpu.add_metric((label, policy), seconds)
+        yield procs
+        yield mem
+        yield cpu
+
+        c = CounterMetricFamily("enforcer_monitor_events", "Records received, per source.",
+                                labels=("source",))
+        for source, n in events:
+            c.add_metric((source,), n)
+        yield c
+        c = CounterMetricFamily("enforcer_monitor_events_lost",
+                                "Records known or estimated lost, per source (netlink overruns; "
+                                "printk suppression for kmsg).", labels=("source",))
+        for source, n in lost:
+            c.add_metric((source,), n)
+        yield c
+        c = CounterMetricFamily("enforcer_monitor_malformed",
+                                "Inputs that could not be read and were skipped.", labels=("kind",))
+        for kind, n in malformed:
+            c.add_metric((kind,), n)
+        yield c
+
+        g = GaugeMetricFamily("enforcer_monitor_source",
+                              "The active violation source; complete=\"false\" means records "
+                              "can be lost (the kmsg fallback).", labels=("source", "complete"))
+        for source, complete in source_info:
+            g.add_metric((source, "true" if complete else "false"), 1)
+        yield g
+        yield GaugeMetricFamily("enforcer_monitor_fork_tracking",
+                                "1 if short-lived processes are attributed through fork events.",
+                                value=fork_tracking)
+
+        info = InfoMetricFamily("enforcer_build", "enforcer version.")
+        info.add_metric((), {"version": __version__})
+        yield info
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value: float) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) < 2**53):
+        return f"{int(value)}.0"
+    return repr(float(value))
+
+
+def render_text(collector: Collector) -> bytes:
+    """The Prometheus text format (0.0.4) of one collector.
+
+    Why not prometheus_client.generate_latest: with 1,000 workloads it spends
+    ~20 ms formatting 4,000 samples, most of a 50 ms scrape budget on a busy
+    node; this does the same in a few. A unit test checks both parse to the
+    same samples and promtool accepts this output.
+    """
+    out: list[str] = []
+    append = out.append
+    for family in collector.collect():
+        if family.type == "counter":
+            name, kind = family.name + "_total", "counter"
+        elif family.type == "info":
+            name, kind = family.name + "_info", "gauge"
+        else:
+            name, kind = family.name, family.type
+        append(f"# HELP {name} {_escape_help(family.documentation)}\n# TYPE {name} {kind}\n")
+        for sample in family.samples:
+            if sample.labels:
+                labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sample.labels.items())
+                append(f"{sample.name}{{{labels}}} {_format_value(sample.value)}\n")
+            else:
+                append(f"{sample.name} {_format_value(sample.value)}\n")
+    return "".join(out).encode()

@@ -1,0 +1,75 @@
+"""(audit arch, syscall number) -> syscall name, through libseccomp, cached.
+
+libseccomp's architecture tokens are the kernel's AUDIT_ARCH_* values, so
+the `arch=` field of an audit record is passed to it unchanged. The only
+table kept here maps those values to short names for the event log; a unit
+test checks every entry against libseccomp.
+"""
+
+from __future__ import annotations
+
+# AUDIT_ARCH_* (linux/audit.h) -> the names the policy format uses.
+ARCH_NAMES: dict[int, str] = {
+    0xC000003E: "x86_64",
+    0x40000003: "x86",
+    0x4000003E: "x32",
+    0xC00000B7: "aarch64",
+    0x40000028: "arm",
+    0x00000008: "mips",
+    0x40000008: "mipsel",
+    0x80000008: "mips64",
+    0xC0000008: "mipsel64",
+    0x00000014: "ppc",
+    0x80000015: "ppc64",
+    0xC0000015: "ppc64le",
+    0x00000016: "s390",
+    0x80000016: "s390x",
+    0xC00000F3: "riscv64",
+}
+_X32_SYSCALL_BIT = 0x40000000
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_AUDIT_ARCH_X32 = 0x4000003E  # libseccomp's SCMP_ARCH_X32 token
+
+
+def arch_name(arch: int) -> str:
+    return ARCH_NAMES.get(arch, f"0x{arch:08x}")
+
+
+class SyscallNames:
+    """Resolves and caches syscall names; unknown numbers resolve to None.
+
+    libseccomp is loaded on first use so that importing the monitor (e.g.
+    for `enforcer monitor --help`) stays cheap.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], str | None] = {}
+        self._resolve = None
+
+    def name(self, arch: int, nr: int) -> str | None:
+        key = (arch, nr)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        name = self._lookup(arch, nr)
+        if len(self._cache) < 65536:  # bogus numbers from a hostile workload must not grow us
+            self._cache[key] = name
+        return name
+
+    def _lookup(self, arch: int, nr: int) -> str | None:
+        if self._resolve is None:
+            import pyseccomp
+
+            self._resolve = pyseccomp.resolve_syscall
+        if nr < 0 or nr > 0xFFFFFFFF:
+            return None
+        if arch == _AUDIT_ARCH_X86_64 and nr & _X32_SYSCALL_BIT:
+            # An x32 process reports arch x86_64 with the x32 bit set in nr.
+            arch, nr = _AUDIT_ARCH_X32, nr & ~_X32_SYSCALL_BIT
+        try:
+            raw = self._resolve(arch, nr)  # type: ignore[misc]
+        except (ValueError, OSError):
+            return None
+        name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        return name or None

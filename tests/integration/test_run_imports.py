@@ -1,0 +1,66 @@
+"""The start path of `enforcer run` with a cached Plan imports none of
+PyYAML, pyseccomp, psutil, prometheus_client (nor argparse).
+
+Checked two ways in a fresh interpreter: the modules present in sys.modules
+right before the workload is exec'd (the supervisor's own process), and
+`python -X importtime` of a whole `enforcer run`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from run_helpers import PYTHON, REPO, enforcer_run, require_root, scratch_dir
+
+HEAVY = ("yaml", "pyseccomp", "psutil", "prometheus_client", "argparse")
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def cache() -> str:
+    require_root()
+    d = scratch_dir()
+    r = enforcer_run(["--policy", "restricted", "--", "/bin/true"],
+                     env={"ENFORCER_CACHE_DIR": d})
+    assert r.returncode == 0, r.stderr  # this run compiled and cached the Plan
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_importtime_of_cached_run(cache: str) -> None:
+    r = subprocess.run([PYTHON, "-X", "importtime", "-m", "enforcer", "run", "--policy",
+                        "restricted", "--", "/bin/true"], capture_output=True, text=True,
+                       cwd=REPO, env={**os.environ, "ENFORCER_CACHE_DIR": cache})
+    assert r.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "enforcer.apply.supervise" in imported  # the check sees our imports at all
+    bad = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert bad == [], f"start path imported {bad}"
+
+
+def test_sys_modules_at_exec(cache: str) -> None:
+    # Replace os.execve in the child with a dump of sys.modules: this is
+    # exactly the set of modules loaded when the workload would start.
+    code = (
+        "import os, sys\n"
+        "def fake_execve(path, argv, env):\n"
+        "    sys.stdout.write(' '.join(sorted(sys.modules)))\n"
+        "    sys.stdout.flush()\n"
+        "    os._exit(0)\n"
+        "os.execve = fake_execve\n"
+        "from enforcer.cli import main\n"
+        "sys.exit(main(['run', '--policy', 'restricted', '--', '/bin/true']))\n"
+    )
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "ENFORCER_CACHE_DIR": cache})
+    assert r.returncode == 0, r.stderr
+    modules = set(r.stdout.split())
+    assert "enforcer.plan" in modules and "enforcer.apply.sequence" in modules
+    bad = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert bad == [], f"loaded at exec time: {bad}"

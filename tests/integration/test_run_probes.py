@@ -1,0 +1,160 @@
+"""The probe suite: real escape and abuse attempts under every shipped policy.
+
+tests/probes/probe.c is compiled here with gcc, then run under each shipped
+policy with `enforcer run`; every probe runs in its own child and reports
+blocked or allowed. The results must match tests/probes/expected.md exactly
+(any difference fails, naming the probe and policy); under `restricted`
+every probe must be blocked.
+
+To regenerate the table after a deliberate policy change:
+    ENFORCER_UPDATE_PROBES=1 .venv/bin/python -m pytest tests/integration/test_run_probes.py
+and review the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Iterator
+
+import pytest
+
+from run_helpers import REPO, enforcer_run, require_root, scratch_dir
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
+EXPECTED = os.path.join(REPO, "tests", "probes", "expected.md")
+POLICIES = ("default", "restricted", "web-server", "batch-job")
+
+
+@pytest.fixture(scope="module")
+def probe_env() -> Iterator[tuple[str, str]]:
+    require_root()
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    d = scratch_dir("enforcer-probe-")
+    exe = os.path.join(d, "probe")
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", exe, PROBE_SRC], check=True)
+    os.chmod(exe, 0o755)
+    cache = os.path.join(d, "cache")
+    yield exe, cache
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def read_expected() -> dict[str, dict[str, str]]:
+    table: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in open(EXPECTED):
+        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "probe":
+            header = cells[1:]
+            continue
+        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
+    return table
+
+
+def probe_names(exe: str) -> list[str]:
+    # --list works without a filter: it only prints names.
+    out = subprocess.run([exe, "--list"], capture_output=True, text=True)
+    if out.returncode == 2:  # refuses outside seccomp: list via enforcer
+        out = enforcer_run(["--policy", "default", "--", exe, "--list"])
+    return out.stdout.split()
+
+
+def run_probes(exe: str, cache: str, policy: str) -> dict[str, tuple[str, str]]:
+    from enforcer.compile.cache import load_or_compile
+
+    plan = load_or_compile(policy, cache_dir=cache)
+    mem = plan.cgroup.memory_max
+    pids = plan.cgroup.pids_max
+    env = {"ENFORCER_CACHE_DIR": cache, "PROBE_SCRATCH": "/tmp",
+           # bounded abuse: twice the policy's limit, or a fixed harmless size
+           "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
+           "PROBE_FORKS": str(2 * pids if pids else 256)}
+    r = enforcer_run(["--policy", policy, "--", exe], env=env, timeout=300)
+    assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
+    results = {}
+    for line in r.stdout.splitlines():
+        name, verdict, *detail = line.split(" ", 2)
+        results[name] = (verdict, " ".join(detail))
+    return results
+
+
+@pytest.fixture(scope="module")
+def observed(probe_env: tuple[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
+    exe, cache = probe_env
+    return {p: run_probes(exe, cache, p) for p in POLICIES}
+
+
+def write_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
+    names = list(observed[POLICIES[0]])
+    lines = [
+        "# Expected probe results under the shipped policies",
+        "",
+        "Checked by tests/integration/test_run_probes.py (any difference fails).",
+        "`blocked` = the attempt failed or the process was killed; `allowed` = the",
+        "kernel let it through (it is harmless by construction: see probe.c).",
+        "The note after each verdict is how it was blocked on the machine that",
+        "recorded the table (informative; only the verdict is compared).",
+        "",
+        "| probe | " + " | ".join(POLICIES) + " |",
+        "|---" * (len(POLICIES) + 1) + "|",
+    ]
+    for n in names:
+        cells = []
+        for p in POLICIES:
+            verdict, detail = observed[p][n]
+            note = detail.split(":")[-1].strip() if verdict == "blocked" else ""
+            cells.append(f"{verdict} ({note})" if note else verdict)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    with open(EXPECTED, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_probe_refuses_without_seccomp(probe_env: tuple[str, str]) -> None:
+    exe, _ = probe_env
+    r = subprocess.run([exe, "mount"], capture_output=True, text=True)
+    assert r.returncode == 2 and "refusing to run" in r.stderr and r.stdout == ""
+
+
+def test_probe_list_is_complete(probe_env: tuple[str, str]) -> None:
+    exe, cache = probe_env
+    names = enforcer_run(["--policy", "default", "--", exe, "--list"],
+                         env={"ENFORCER_CACHE_DIR": cache}).stdout.split()
+    assert len(names) == 34 and len(set(names)) == 34
+
+
+def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
+    if os.environ.get("ENFORCER_UPDATE_PROBES") == "1":
+        write_table(observed)
+    expected = read_expected()
+    diffs = []
+    for policy in POLICIES:
+        got = observed[policy]
+        assert set(got) == set(expected), f"probe set differs under {policy}"
+        for name, (verdict, detail) in got.items():
+            want = expected[name][policy]
+            if verdict != want:
+                diffs.append(f"{policy}/{name}: expected {want}, got {verdict} ({detail})")
+    assert not diffs, "probe results differ from tests/probes/expected.md:\n" + "\n".join(diffs)
+
+
+def test_restricted_blocks_every_probe(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
+    allowed = {n: d for n, (v, d) in observed["restricted"].items() if v != "blocked"}
+    if allowed and set(allowed) <= KNOWN_RESTRICTED_GAPS:
+        # Visible in every run's summary (-ra) until the policy is fixed;
+        # then this test passes and the table test asks for an update.
+        pytest.xfail(f"known gap in policies/restricted.yaml: {sorted(allowed)} "
+                     f"({KNOWN_RESTRICTED_GAPS_WHY})")
+    assert not allowed, f"allowed under restricted: {allowed}"
+
+
+# The owner of policies/*.yaml (issue 2) has been told; remove when fixed.
+KNOWN_RESTRICTED_GAPS = {"chmod_suid"}
+KNOWN_RESTRICTED_GAPS_WHY = ("no rule refuses chmod/fchmod/fchmodat with S_ISUID|S_ISGID in "
+                             "the mode; a file owner may set its own set-id bits without any "
+                             "capability")

@@ -1,0 +1,287 @@
+"""Helpers for the monitor's tests: a violation generator, a monitor
+process, v1 cgroups made and removed by fixtures, and /metrics parsing.
+
+The generator is a tiny C program (compiled once per session): it makes a
+chosen syscall N times in a loop, or forks N children that each make it
+once (for the short-lived, killed-by-the-filter case). The seccomp filter
+is loaded by pyseccomp in the child between fork and exec, with
+SECCOMP_FILTER_FLAG_LOG so errno denials reach the audit stream.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from typing import Iterator
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+GETPPID_NR = 110  # x86_64; the tests that use it are x86_64-only
+PERSONALITY_NR = 135
+
+GEN_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+/* gen loop N NR   : make syscall NR N times
+   gen fork N NR   : fork N children, each makes syscall NR once
+   With GEN_WAIT set, first wait for one byte on stdin (the test's go). */
+int main(int argc, char **argv) {
+    if (argc != 4) return 2;
+    if (getenv("GEN_WAIT")) { char b; if (read(0, &b, 1) != 1) return 3; }
+    long n = atol(argv[2]), nr = atol(argv[3]);
+    if (!strcmp(argv[1], "loop")) {
+        for (long i = 0; i < n; i++) syscall(nr, 0xffffffffL);
+        return 0;
+    }
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid == 0) { syscall(nr, 0xffffffffL); _exit(0); }
+        if (pid > 0) waitpid(pid, NULL, 0);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def gen_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = tmp_path_factory.mktemp("monitor-gen")
+    source = directory / "gen.c"
+    source.write_text(GEN_C)
+    binary = str(directory / "gen")
+    subprocess.run(["gcc", "-O2", "-o", binary, str(source)], check=True)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _filter_loader(action: str, syscall: str, cgroup_dirs: list[str]):  # type: ignore[no-untyped-def]
+    import pyseccomp
+
+    def load() -> None:
+        # Runs in the child between fork and exec.
+        for d in cgroup_dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        act = {"errno": pyseccomp.ERRNO(1), "kill": pyseccomp.KILL_PROCESS,
+               "log": pyseccomp.LOG}[action]
+        f = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+        f.set_attr(pyseccomp.Attr.CTL_LOG, 1)
+        f.add_rule(act, syscall)
+        f.load()
+
+    return load
+
+
+class Violator:
+    """A generator process under a seccomp filter, held until go()."""
+
+    def __init__(self, gen: str, mode: str, n: int, *, action: str = "errno",
+                 syscall: str = "getppid", nr: int = GETPPID_NR,
+                 cgroup_dirs: list[str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [gen, mode, str(n), str(nr)], stdin=subprocess.PIPE,
+            env={"GEN_WAIT": "1", "PATH": "/usr/bin:/bin"},
+            preexec_fn=_filter_loader(action, syscall, cgroup_dirs or []))
+        self.pid = self.proc.pid
+
+    def go(self, timeout: float = 120) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"g")
+        self.proc.stdin.close()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def violators() -> Iterator[list[Violator]]:
+    made: list[Violator] = []
+    yield made
+    for v in made:
+        v.kill()
+
+
+class MonitorProcess:
+    def __init__(self, runtime_dir: str, events: str, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.events = events
+        self.stderr_path = events + ".stderr"
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{self.port}",
+             "--runtime-dir", runtime_dir, "--events", events, "--poll-interval", "0.25",
+             "--procs-interval", "1", *extra],
+            stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"monitor exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("monitor did not become healthy: " + self.stderr())
+
+    def stderr(self) -> str:
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return parse_samples(self.metrics_text(), name)
+
+    def terminate(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return int(self.proc.returncode)
+
+
+def parse_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def value_for(samples: dict[tuple[tuple[str, str], ...], float], **labels: str) -> float:
+    """Sum of the samples whose labels include `labels`."""
+    return sum(v for k, v in samples.items() if all(dict(k).get(a) == b for a, b in labels.items()))
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    return last
+
+
+@pytest.fixture
+def monitors() -> Iterator[list[MonitorProcess]]:
+    made: list[MonitorProcess] = []
+    yield made
+    for m in made:
+        m.terminate()
+
+
+class V1Cgroup:
+    """A cgroup in the v1 memory and pids hierarchies, removed by the fixture."""
+
+    def __init__(self, root: str = "/sys/fs/cgroup") -> None:
+        self.name = f"enforcer-test-{uuid.uuid4().hex[:10]}"
+        self.root = root
+        self.dirs: dict[str, str] = {}
+        for controller in ("memory", "pids"):
+            d = os.path.join(root, controller, self.name)
+            os.mkdir(d)
+            self.dirs[controller] = d
+
+    def write(self, controller: str, filename: str, value: str) -> None:
+        with open(os.path.join(self.dirs[controller], filename), "w") as f:
+            f.write(value)
+
+    @property
+    def record_cgroups(self) -> dict[str, str]:
+        return {c: "/" + self.name for c in self.dirs}
+
+    def remove(self) -> None:
+        for d in self.dirs.values():
+            deadline = time.monotonic() + 5
+            while os.path.isdir(d):
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as f:
+                        for pid in f.read().split():
+                            try:
+                                os.kill(int(pid), signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
+                    os.rmdir(d)
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+
+
+@pytest.fixture
+def v1_cgroup() -> Iterator[V1Cgroup]:
+    if not os.path.isdir("/sys/fs/cgroup/memory") or os.geteuid() != 0:
+        pytest.skip("needs root and cgroup v1 memory/pids hierarchies")
+    cg = V1Cgroup()
+    try:
+        yield cg
+    finally:
+        cg.remove()
+
+
+def write_workload(runtime_dir: str, workload_id: str, *, pid: int | None, policy: str = "test",
+                   cgroups: dict[str, str] | None = None, mode: str = "enforce",
+                   container_id: str | None = None) -> str:
+    from enforcer import registry
+
+    record = registry.WorkloadRecord(id=workload_id, kind="run", policy=policy,
+                                     policy_hash="sha256:test", mode=mode,
+                                     cgroups=cgroups or {}, pid=pid, container_id=container_id)
+    return registry.write_record(record, runtime_dir)
+
+
+def count_event_lines(path: str, **match: object) -> int:
+    import json
+
+    n = 0
+    for candidate in sorted(p for p in os.listdir(os.path.dirname(path))
+                            if p == os.path.basename(path) or p.startswith(os.path.basename(path) + ".")):
+        if candidate.endswith(".stderr"):
+            continue
+        with open(os.path.join(os.path.dirname(path), candidate), encoding="utf-8") as f:
+            for line in f:
+                event = json.loads(line)
+                if all(event.get(k) == v for k, v in match.items()):
+                    n += 1
+    return n
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86_64")
+__all__ = ["sys"]
