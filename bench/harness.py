@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the report goes (default bench/results)")
     ap.add_argument("--docker-profile", default=mb.DOCKER_PROFILE_DEFAULT,
                     help="Docker's seccomp profile JSON (default: the shared fixture)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if an acceptance check of issue 8 fails")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     import report
 
     total = time.monotonic() - t_start
-    report.write(
+    verdicts = report.write(
         out_dir=args.out, command=command, info=machine_info(), variants=variants,
         missing=missing, probes=probes, micro=micro, micro_seconds=micro_s,
         rounds=args.rounds, ap_variants=ap_variants, ap_notes=ap_notes, ap_results=ap_results,
@@ -244,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         fc_results=fc_results, fc_seconds=fc_s, runc_check=(runc_ok, runc_text), others=others,
         total_seconds=total,
         skipped_others=args.skip_others)
+    for check, figure, result in verdicts:
+        print(f"{result:8s} {check}: {figure}")
     where = os.path.relpath(args.out, mb.ROOT)
     log(f"done in {time.monotonic() - t_start:.0f}s: {where}/README.md")
-    return 0
+    return 1 if args.check and any(v[2] == "FAIL" for v in verdicts) else 0
 
 
 if __name__ == "__main__":

@@ -231,11 +231,22 @@ def bench_scale(gen: str, workloads: int, scrapes: int) -> dict[str, float]:
             started = time.perf_counter()
             body = urllib.request.urlopen(url, timeout=5).read()
             times.append(time.perf_counter() - started)
+        # After a change (one more violation, from an unmanaged process),
+        # the body is rendered afresh: the worst case.
+        changed_times = []
+        for _ in range(scrapes):
+            subprocess.run([gen, "1", str(GETPPID)], preexec_fn=load, check=True)
+            time.sleep(0.1)
+            started = time.perf_counter()
+            body = urllib.request.urlopen(url, timeout=5).read()
+            changed_times.append(time.perf_counter() - started)
         samples = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
         rss = psutil.Process(monitor.pid).memory_info().rss
         return {"workloads": workloads, "violations": total, "samples": samples,
                 "rss_mb": rss / 2**20, "scrape_median_ms": statistics.median(times) * 1000,
-                "scrape_max_ms": max(times) * 1000, "scrape_bytes": len(body)}
+                "scrape_max_ms": max(times) * 1000, "scrape_bytes": len(body),
+                "changed_median_ms": statistics.median(changed_times) * 1000,
+                "changed_max_ms": max(changed_times) * 1000}
     finally:
         for p in procs:
             p.kill()
@@ -299,9 +310,13 @@ def write_report(path: str, results: dict[str, dict[str, float]], args: argparse
         lines.append(f"| monitor RSS with {int(r['workloads'])} live registered workloads "
                      f"({int(r['violations']):,} violations counted) | <= 80 MB | "
                      f"**{r['rss_mb']:.1f} MiB** |")
-        lines.append(f"| /metrics scrape over HTTP ({int(r['samples']):,} samples, "
-                     f"{int(r['scrape_bytes']):,} bytes; {args.scrapes} scrapes) | <= 50 ms | "
-                     f"**median {r['scrape_median_ms']:.1f} ms, max {r['scrape_max_ms']:.1f} ms** |")
+        lines.append(f"| /metrics scrape over HTTP after a metric changed, i.e. rendered afresh "
+                     f"({int(r['samples']):,} samples, {int(r['scrape_bytes']):,} bytes; "
+                     f"{args.scrapes} scrapes) | <= 50 ms | "
+                     f"**median {r['changed_median_ms']:.1f} ms, max {r['changed_max_ms']:.1f} ms** |")
+        lines.append(f"| /metrics scrape with nothing changed since the last (cached body; "
+                     f"{args.scrapes} scrapes) | <= 50 ms | "
+                     f"median {r['scrape_median_ms']:.1f} ms, max {r['scrape_max_ms']:.1f} ms |")
     lines += ["", "The burst rate is bounded by how fast the kernel delivers records (the",
               "workload is slowed by the audit backlog, not the monitor); the parse rate",
               "is the monitor's own ceiling.", ""]

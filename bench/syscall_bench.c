@@ -20,7 +20,8 @@
  * machine's kernel reports spec_store_bypass "Vulnerable", so seccomp does
  * not switch speculation mitigations on either way.)
  *
- * Output, one line per syscall:
+ * Output: a comment line "# inherited_filters N" (seccomp filters the
+ * process had before loading its own), then one line per syscall:
  *   <name> <ns per call> <return value of the last call> <errno or 0>
  * A non-zero errno tells the harness that the filter (or the kernel)
  * refused the call: the time is then the cost of the deny path.
@@ -164,6 +165,21 @@ static int load_filter(const char *path, unsigned long flags)
     return 0;
 }
 
+/* Seccomp_filters: from /proc/self/status (Linux >= 5.9), -1 if unknown. */
+static int count_inherited_filters(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Seccomp_filters: %d", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
 static int selected(const char *only, const char *name)
 {
     if (!only)
@@ -226,6 +242,10 @@ int main(int argc, char **argv)
     }
     static char out[8192];
     size_t used = 0;
+    /* Report the filters this process inherited (e.g. from `enforcer run`),
+     * so the harness can check that a variant measures what it claims. */
+    int inherited = count_inherited_filters();
+    used += (size_t)snprintf(out, sizeof out, "# inherited_filters %d\n", inherited);
 
     /* No filter: still set no_new_privs, so the unfiltered variant differs
      * from the others only by the filter. */

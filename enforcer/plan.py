@@ -21,47 +21,139 @@ not match the content. A Plan is applied whole or not at all.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import binascii
 
+from enforcer import fastjson
 from enforcer.errors import PlanError
+
+# `typing` and `dataclasses` are not imported: this module is on every
+# start, and those two (with `inspect`, `ast`, `dis`, ...) cost ~10 ms there.
+# The classes below are written out by hand with the behaviour the frozen
+# dataclasses they replaced had: keyword/positional construction, defaults,
+# immutability, equality and hashing by value, a readable repr;
+# `replace()` and `asdict()` below stand in for the dataclasses functions.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    R = TypeVar("R", bound="_Record")
+
+try:  # the bare sha256 module: hashlib would load OpenSSL (~2 ms) first
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - other Pythons / 3.12+
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256  # type: ignore[no-redef]
 
 # Bump when the meaning of any field changes. Readers refuse other versions.
 PLAN_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class SeccompFilter:
+def sha256_hex(data: bytes) -> str:
+    return _sha256(data).hexdigest()
+
+
+def canonical_json(body: Any) -> str:
+    """The text a Plan's digest is taken over: sorted keys, no spaces."""
+    return fastjson.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+class _Record:
+    """Immutable value object: the fields are named in `_FIELDS`."""
+
+    __slots__ = ()
+    _FIELDS: tuple[str, ...] = ()
+
+    def _init(self, *values: Any) -> None:
+        for name, value in zip(self._FIELDS, values):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: "
+                             f"{type(self).__name__} is immutable (use enforcer.plan.replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._FIELDS)
+        return f"{type(self).__name__}({inner})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, self._values())
+
+
+def replace(obj: R, **changes: Any) -> R:
+    """A copy of a Plan (or any part of one) with some fields changed."""
+    unknown = set(changes) - set(obj._FIELDS)
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field(s) {sorted(unknown)}")
+    kwargs = {name: changes.get(name, getattr(obj, name)) for name in obj._FIELDS}
+    return type(obj)(**kwargs)  # type: ignore[call-arg]
+
+
+def asdict(obj: Any) -> Any:
+    """Plain data for a Plan part: records become dicts (recursively),
+    tuples stay tuples, dicts are copied -- as dataclasses.asdict did."""
+    if isinstance(obj, _Record):
+        return {name: asdict(getattr(obj, name)) for name in obj._FIELDS}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(asdict(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: asdict(v) for k, v in obj.items()}
+    return obj
+
+
+class SeccompFilter(_Record):
     """One BPF program, ready for seccomp(SECCOMP_SET_MODE_FILTER)."""
 
+    __slots__ = _FIELDS = ("bpf_b64", "flags")
     bpf_b64: str  # base64 of the raw struct sock_filter array (8 bytes each)
     # Names from: "log" (SECCOMP_FILTER_FLAG_LOG), "spec_allow"
     # (SECCOMP_FILTER_FLAG_SPEC_ALLOW), "tsync".
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...]
+
+    def __init__(self, bpf_b64: str, flags: tuple[str, ...] = ()) -> None:
+        self._init(bpf_b64, flags)
 
     @property
     def bpf(self) -> bytes:
-        return base64.b64decode(self.bpf_b64)
+        return binascii.a2b_base64(self.bpf_b64)
 
 
-@dataclass(frozen=True)
-class SeccompPlan:
+class SeccompPlan(_Record):
+    __slots__ = _FIELDS = ("native_arch", "architectures", "default_action", "filter",
+                           "syscall_names", "oci")
     native_arch: str  # libseccomp arch name of the compiling host, e.g. "x86_64"
     architectures: tuple[str, ...]  # every arch the filter admits
     default_action: str  # human form, e.g. "errno EPERM", "kill-process"
     filter: SeccompFilter
     # native syscall number -> name, for "killed by seccomp: ptrace (101)"
-    syscall_names: dict[int, str] = field(default_factory=dict)
+    syscall_names: dict[int, str]
     # The same filter as an OCI `linux.seccomp` object, precomputed so the
     # shim can hand it to runc without compiling anything at start time.
-    oci: dict[str, Any] = field(default_factory=dict)
+    oci: dict[str, Any]
+
+    def __init__(self, native_arch: str, architectures: tuple[str, ...], default_action: str,
+                 filter: SeccompFilter, syscall_names: dict[int, str] | None = None,
+                 oci: dict[str, Any] | None = None) -> None:
+        self._init(native_arch, architectures, default_action, filter,
+                   {} if syscall_names is None else syscall_names, {} if oci is None else oci)
 
 
-@dataclass(frozen=True)
-class CapabilityPlan:
+class CapabilityPlan(_Record):
     """Five capability sets as bitmasks (bit n == capability n).
 
     If `relative` is true the sets are computed at apply time from the
@@ -69,18 +161,23 @@ class CapabilityPlan:
     unused (they hold what the compiler assumed as a parent, for exports).
     """
 
+    __slots__ = _FIELDS = ("bounding", "effective", "permitted", "inheritable", "ambient",
+                           "relative", "drop", "add")
     bounding: int
     effective: int
     permitted: int
     inheritable: int
     ambient: int
-    relative: bool = False
-    drop: int = 0
-    add: int = 0
+    relative: bool
+    drop: int
+    add: int
+
+    def __init__(self, bounding: int, effective: int, permitted: int, inheritable: int,
+                 ambient: int, relative: bool = False, drop: int = 0, add: int = 0) -> None:
+        self._init(bounding, effective, permitted, inheritable, ambient, relative, drop, add)
 
 
-@dataclass(frozen=True)
-class MountOp:
+class MountOp(_Record):
     """One mount operation, applied in list order inside the mount namespace.
 
     kinds:
@@ -95,13 +192,19 @@ class MountOp:
     `optional`: a missing path is skipped (and reported), not an error.
     """
 
+    __slots__ = _FIELDS = ("kind", "path", "source", "size", "mode", "options", "optional")
     kind: str
     path: str
-    source: str | None = None
-    size: int | None = None
-    mode: int | None = None
-    options: tuple[str, ...] = ()
-    optional: bool = False
+    source: str | None
+    size: int | None
+    mode: int | None
+    options: tuple[str, ...]
+    optional: bool
+
+    def __init__(self, kind: str, path: str, source: str | None = None, size: int | None = None,
+                 mode: int | None = None, options: tuple[str, ...] = (),
+                 optional: bool = False) -> None:
+        self._init(kind, path, source, size, mode, options, optional)
 
 
 MOUNT_KINDS = frozenset(
@@ -109,8 +212,7 @@ MOUNT_KINDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class CgroupPlan:
+class CgroupPlan(_Record):
     """Files to write, relative to the workload's cgroup directory.
 
     v1: {"memory": {"memory.limit_in_bytes": "268435456"}, "pids": {...}, ...}
@@ -119,33 +221,47 @@ class CgroupPlan:
     io_devices: device paths/ids the compiler resolved, for messages.
     """
 
-    v1: dict[str, dict[str, str]] = field(default_factory=dict)
-    v2: dict[str, str] = field(default_factory=dict)
+    __slots__ = _FIELDS = ("v1", "v2", "memory_max", "pids_max")
+    v1: dict[str, dict[str, str]]
+    v2: dict[str, str]
     # For "why did it die": the limits in human units.
-    memory_max: int | None = None
-    pids_max: int | None = None
+    memory_max: int | None
+    pids_max: int | None
+
+    def __init__(self, v1: dict[str, dict[str, str]] | None = None,
+                 v2: dict[str, str] | None = None, memory_max: int | None = None,
+                 pids_max: int | None = None) -> None:
+        self._init({} if v1 is None else v1, {} if v2 is None else v2, memory_max, pids_max)
 
     @property
     def empty(self) -> bool:
         return not self.v1 and not self.v2
 
 
-@dataclass(frozen=True)
-class RlimitPlan:
+class RlimitPlan(_Record):
+    __slots__ = _FIELDS = ("resource", "soft", "hard")
     resource: str  # "NOFILE", "NPROC", ... (resource module name without RLIMIT_)
     soft: int  # -1 = unlimited
     hard: int
 
+    def __init__(self, resource: str, soft: int, hard: int) -> None:
+        self._init(resource, soft, hard)
 
-@dataclass(frozen=True)
-class UserPlan:
+
+class UserPlan(_Record):
+    __slots__ = _FIELDS = ("uid", "gid", "groups")
     uid: int
     gid: int
-    groups: tuple[int, ...] = ()
+    groups: tuple[int, ...]
+
+    def __init__(self, uid: int, gid: int, groups: tuple[int, ...] = ()) -> None:
+        self._init(uid, gid, groups)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(_Record):
+    __slots__ = _FIELDS = ("format", "enforcer_version", "policy_name", "policy_hash", "mode",
+                           "seccomp", "capabilities", "mounts", "cgroup", "rlimits", "user",
+                           "namespaces", "no_new_privileges", "notes")
     format: int
     enforcer_version: str
     policy_name: str
@@ -153,20 +269,30 @@ class Plan:
     mode: str  # "enforce" | "audit"
     seccomp: SeccompPlan | None
     capabilities: CapabilityPlan | None
-    mounts: tuple[MountOp, ...] = ()
-    cgroup: CgroupPlan = field(default_factory=CgroupPlan)
-    rlimits: tuple[RlimitPlan, ...] = ()
-    user: UserPlan | None = None
-    namespaces: tuple[str, ...] = ()
-    no_new_privileges: bool = True
+    mounts: tuple[MountOp, ...]
+    cgroup: CgroupPlan
+    rlimits: tuple[RlimitPlan, ...]
+    user: UserPlan | None
+    namespaces: tuple[str, ...]
+    no_new_privileges: bool
     # Free-form notes from the compiler the user should see (degradations
     # the policy asked for, optional paths); printed by `enforcer compile`.
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...]
+
+    def __init__(self, format: int, enforcer_version: str, policy_name: str, policy_hash: str,
+                 mode: str, seccomp: SeccompPlan | None, capabilities: CapabilityPlan | None,
+                 mounts: tuple[MountOp, ...] = (), cgroup: CgroupPlan | None = None,
+                 rlimits: tuple[RlimitPlan, ...] = (), user: UserPlan | None = None,
+                 namespaces: tuple[str, ...] = (), no_new_privileges: bool = True,
+                 notes: tuple[str, ...] = ()) -> None:
+        self._init(format, enforcer_version, policy_name, policy_hash, mode, seccomp,
+                   capabilities, mounts, CgroupPlan() if cgroup is None else cgroup, rlimits,
+                   user, namespaces, no_new_privileges, notes)
 
     # -- serialisation -------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = asdict(self)
         if self.seccomp is not None:
             # JSON object keys are strings; keep the numbers readable.
             d["seccomp"]["syscall_names"] = {
@@ -177,15 +303,12 @@ class Plan:
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) plus a content digest."""
         body = self.to_dict()
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return json.dumps({"plan": body, "sha256": digest}, sort_keys=True,
-                          separators=(",", ":"))
+        digest = sha256_hex(canonical_json(body).encode())
+        return canonical_json({"plan": body, "sha256": digest})
 
     @property
     def digest(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_hex(canonical_json(self.to_dict()).encode())
 
 
 # -- loading (strict) ----------------------------------------------------
@@ -222,7 +345,9 @@ def _seccomp_from(d: dict[str, Any]) -> SeccompPlan:
     _check_keys(f, {"bpf_b64", "flags"}, "seccomp.filter")
     bpf_b64 = _req(f, "bpf_b64", str, "seccomp.filter")
     try:
-        raw = base64.b64decode(bpf_b64, validate=True)
+        # strict: only the base64 alphabet, correct padding (what
+        # b64decode(validate=True) checked, without its `re` import).
+        raw = binascii.a2b_base64(bpf_b64, strict_mode=True)
     except ValueError as e:
         raise PlanError(f"plan: seccomp.filter.bpf_b64: not base64: {e}") from None
     if not raw or len(raw) % 8 or len(raw) // 8 > 4096:
@@ -343,14 +468,13 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
 def plan_from_json(text: str | bytes, source: str = "plan") -> Plan:
     """Parse and verify a Plan written by Plan.to_json(). Raises PlanError."""
     try:
-        outer = json.loads(text)
+        outer = fastjson.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise PlanError(f"{source}: not valid JSON ({e}); refusing to apply") from None
     if not isinstance(outer, dict) or set(outer) != {"plan", "sha256"}:
         raise PlanError(f"{source}: not an enforcer Plan (expected keys plan, sha256)")
     body = outer["plan"]
-    canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    if hashlib.sha256(canon.encode()).hexdigest() != outer["sha256"]:
+    if sha256_hex(canonical_json(body).encode()) != outer["sha256"]:
         raise PlanError(f"{source}: content does not match its sha256; the Plan is corrupt")
     try:
         return plan_from_dict(body)

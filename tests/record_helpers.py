@@ -95,6 +95,17 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30) 
 
 
 def kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """End a started process and everything it started, also on failure.
+
+    SIGTERM first: `enforcer run` and `enforcer record` forward it to the
+    workload and remove its cgroup on the way out, which SIGKILL would not
+    let them do. SIGKILL to the whole group only for what is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -103,6 +114,25 @@ def kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+    leftover = [d for d in _cgroup_dirs_of(proc.pid)]
+    for d in leftover:  # a supervisor killed outright leaves its cgroup
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def _cgroup_dirs_of(pid: int) -> list[str]:
+    """Workload cgroups `enforcer run` (pid) made: enforcer/run-PID-*."""
+    out = []
+    for ctrl in ("memory", "pids", "cpu", "blkio", "cpuset", "unified"):
+        base = f"/sys/fs/cgroup/{ctrl}/enforcer"
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        out += [os.path.join(base, n) for n in names if n.startswith(f"run-{pid}-")]
+    return out
 
 
 def enforcer(args: list[str], timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
+from enforcer.plan import replace
 from typing import Iterable
 
 from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,

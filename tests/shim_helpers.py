@@ -1,4 +1,4 @@
-"""Helpers for the shim tests: hand-built Plans, busybox bundles, a fake runc.
+"""Helpers for the shim tests: hand-built Plans, a fake runc, running the shim.
 
 Plans are built by hand here (not compiled) so the shim's tests pin the
 shim's behaviour and not the compiler's; the e2e tests use the shipped
@@ -16,24 +16,11 @@ import struct
 import subprocess
 from typing import Any
 
-from enforcer.plan import (
-    PLAN_FORMAT,
-    CapabilityPlan,
-    CgroupPlan,
-    MountOp,
-    Plan,
-    RlimitPlan,
-    SeccompFilter,
-    SeccompPlan,
-    UserPlan,
-)
+from enforcer.plan import PLAN_FORMAT, CgroupPlan, Plan, SeccompFilter, SeccompPlan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE_CONFIG = "/work/shared/fixtures/docker-20.10-oci-config.json"
-if not os.path.exists(FIXTURE_CONFIG):  # the repo may sit elsewhere in CI
-    FIXTURE_CONFIG = os.path.join(os.path.dirname(REPO), "shared", "fixtures",
-                                  "docker-20.10-oci-config.json")
-BUSYBOX = shutil.which("busybox") or "/usr/bin/busybox"
+FIXTURE_CONFIG = os.path.join(os.path.dirname(REPO), "shared", "fixtures",
+                              "docker-20.10-oci-config.json")
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 
@@ -91,57 +78,7 @@ def fixture_config() -> dict[str, Any]:
         return json.load(f)
 
 
-# -- bundles -------------------------------------------------------------------------
-
-
-def busybox_rootfs(rootfs: str, extra_files: dict[str, str] | None = None) -> str:
-    """A minimal rootfs: static busybox and its applet links."""
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "www"):
-        os.makedirs(os.path.join(rootfs, d), exist_ok=True)
-    # runc gives a tmpfs the mode of the directory it is mounted on, as images do
-    os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
-    shutil.copy2(BUSYBOX, os.path.join(rootfs, "bin", "busybox"))
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        link = os.path.join(rootfs, "bin", applet)
-        if not os.path.lexists(link):
-            os.symlink("busybox", link)
-    with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-    with open(os.path.join(rootfs, "etc", "group"), "w") as f:
-        f.write("root:x:0:\nnogroup:x:65534:\n")
-    for rel, text in (extra_files or {}).items():
-        path = os.path.join(rootfs, rel.lstrip("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return rootfs
-
-
-def runc_bundle(bundle: str, args: list[str], rootfs_src: str | None = None,
-                **process: Any) -> str:
-    """`runc spec` in `bundle`, no terminal, `args` as the process."""
-    os.makedirs(bundle, exist_ok=True)
-    rootfs = os.path.join(bundle, "rootfs")
-    if rootfs_src:
-        if not os.path.exists(rootfs):
-            os.symlink(rootfs_src, rootfs)
-    else:
-        busybox_rootfs(rootfs)
-    config_path = os.path.join(bundle, "config.json")
-    if os.path.exists(config_path):
-        os.unlink(config_path)
-    subprocess.run([RUNC, "spec"], cwd=bundle, check=True)
-    with open(config_path) as f:
-        config = json.load(f)
-    config["process"]["terminal"] = False
-    config["process"]["args"] = args
-    config["process"].update(process)
-    config["root"]["path"] = "rootfs"
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=2)
-    return bundle
+# -- running the shim ---------------------------------------------------------------
 
 
 def fake_runc(path: str, marker: str) -> str:
@@ -185,3 +122,18 @@ def run_shim_files(args: list[str], env: dict[str, str], workdir: str,
                             stdout=out, stderr=err, timeout=timeout).returncode
     with open(out_path) as out, open(err_path) as err:
         return rc, out.read(), err.read()
+
+
+def expected_probe_table(policy: str) -> dict[str, str]:
+    """The `enforcer run` issue's committed table (tests/probes/expected.md), one column."""
+    table: dict[str, str] = {}
+    header: list[str] = []
+    for line in open(os.path.join(REPO, "tests", "probes", "expected.md")):
+        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "probe":
+            header = cells[1:]
+            continue
+        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))[policy]
+    return table

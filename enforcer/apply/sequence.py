@@ -55,16 +55,16 @@ class ChildContext:
 
 
 def wait_for_placement(ctx: ChildContext) -> None:
-    """Block until the parent has moved us into the workload cgroup.
+    """Block until the parent says go: we are in the workload cgroup, the
+    limits are written and the workload is registered.
 
     The workload must start under the policy's limits, so the child may not
     exec (or load the filter, after which nothing of ours runs) before the
-    parent says it has been placed. The wait sits here, after our own setup
-    steps rather than before them, so that the parent's cgroup writes (a
-    cgroup v1 move waits for an RCU grace period, ~5 ms per hierarchy) run
-    while the child works; our setup does not fork, so nothing escapes the
-    limits meanwhile. EOF without the go byte means the parent failed (it
-    reports); we exit without running anything.
+    go byte. The wait sits here, after our own setup steps rather than
+    before them, so that the parent's work (Plan load, cgroup writes,
+    registry) runs while the child works; our setup does not fork, so
+    nothing escapes the limits meanwhile. EOF without the go byte means the
+    parent failed (it reports); we exit without running anything.
     """
     if ctx.sync_fd is None:
         return
@@ -97,8 +97,9 @@ def write_id_maps(inner_uid: int, inner_gid: int, outer_uid: int, outer_gid: int
 def namespace_flags(ctx: ChildContext) -> int:
     wanted = set(ctx.plan.namespaces)
     if ctx.plan.mounts or "pid" in wanted:
-        # Mount rules (and the /proc of a new pid namespace) must never touch the host's mount table: they always
-        # get a namespace of their own, whether the policy names one or not.
+        # Mount rules (and the /proc of a new pid namespace) must never
+        # touch the host's mount table: they always get a mount namespace
+        # of their own, whether the policy names one or not.
         wanted.add("mount")
     needs_privilege = bool(wanted or ctx.plan.user or ctx.plan.capabilities)
     if ctx.unprivileged and needs_privilege and "user" not in ctx.done_by_parent:
@@ -148,7 +149,12 @@ def apply_mount_rules(ctx: ChildContext) -> None:
         # A pid namespace needs its own /proc, or the workload would read
         # the host's processes there. Before the Plan's rules, so that a
         # read-only root and masked /proc paths apply to it as well.
-        _sys.mount("proc", "/proc", "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
+        # With a new root, its /proc is the one the workload will see (the
+        # recursive bind of the rootfs in the Plan carries it along).
+        roots = [op.path for op in ctx.plan.mounts if op.kind == "pivot_root"]
+        target = f"{roots[0].rstrip('/')}/proc" if roots else "/proc"
+        if os.path.isdir(target):
+            _sys.mount("proc", target, "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
     apply_mounts(ctx.plan.mounts)
 
 

@@ -1,18 +1,22 @@
 """The supervisor: the parent that stays outside the policy.
 
-It forks the workload child, creates the workload's cgroup, moves the child
-into it and writes the limits before the child may exec anything (the
-child waits on a sync pipe), forwards signals, passes the exit status
-through, says in words why the workload died, and removes the cgroup and
-the registry record afterwards, also when anything failed.
+It creates the workload's cgroup, forks the workload child, makes sure the
+child is in the cgroup with the limits written before the child may exec
+anything (the child waits on a sync pipe for the go byte "G"), forwards
+signals, passes the exit status through, says in words why the workload
+died, and removes the cgroup and the registry record afterwards, also when
+anything failed.
 
-The order is chosen for start latency without giving up any of that: the
-child is forked first, while the Plan is still being loaded, so that the
-kernel's cgroup move (an RCU grace period on cgroup v1, ~10 ms) and the
-child's imports run at the same time as the Plan load. The Plan then goes
-to the child over the sync pipe. A policy with a pid namespace takes the
-plain path (Plan, unshare, fork), since the namespace must exist before
-the fork.
+The fast path is ordered for start latency without giving up any of that:
+the cgroup directories are made and the child forked *before* the Plan is
+loaded. The child moves itself into the cgroup (a cgroup v1 move waits for
+an RCU grace period, ~10 ms, which thus overlaps the Plan load on the other
+CPU), says "R" on a pipe, and imports the sequence; the Plan then goes to
+it over the sync pipe. The parent writes the Plan's limits, checks in
+cgroup.procs that the child really is there, writes the registry record,
+and only then sends "G". A policy with a pid namespace takes the plain
+path (Plan, cgroup, unshare, fork, move), since that namespace must exist
+before the fork.
 
 `exec_in_place` is the --exec mode: no supervisor, the sequence runs in
 this process and execs the workload (as a container entrypoint). The cgroup
@@ -33,12 +37,10 @@ from enforcer import exitcodes
 from enforcer.errors import ApplyError
 
 if TYPE_CHECKING:
+    from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
     from enforcer.apply.sequence import ChildContext
     from enforcer.plan import Plan
-
-if TYPE_CHECKING:
-    from enforcer.apply.audit import AuditListener
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -79,9 +81,10 @@ class Supervisor:
     audit: "AuditListener | None" = None
     child: int = 0
     record_written: bool = False
-    pid_namespace_made: bool = False
     _last_pid: int = 0
     _early_cgroup_error: ApplyError | None = None
+    ready_fd: int = -1  # fast path: the child writes "R" once it is in its cgroup
+    forwarded: int = 0  # the last signal passed on to the child
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
@@ -133,13 +136,20 @@ class Supervisor:
                             unprivileged=self.unprivileged, outer_uid=os.getuid(),
                             outer_gid=os.getgid())
 
-    def early_child_main(self, err_w: int, sync_r: int) -> NoReturn:
-        """The child of the fast path: import the sequence while the parent
-        loads the Plan, then receive the Plan on the sync pipe and apply it."""
+    def early_child_main(self, err_w: int, sync_r: int, ready_w: int) -> NoReturn:
+        """The child of the fast path. It moves itself into the workload
+        cgroup (a cgroup v1 move waits for an RCU grace period, ~10 ms: here
+        that wait runs while the parent loads the Plan), imports the
+        sequence, then receives the Plan on the sync pipe and applies it."""
         from enforcer.apply.sequence import report_failure, run_child
-        from enforcer.plan import plan_from_json
 
         try:
+            if self.driver is not None:
+                self.driver.add(os.getpid())
+            os.write(ready_w, b"R")
+            os.close(ready_w)
+            from enforcer.plan import plan_from_json
+
             data = read_message(sync_r)
             if data is None:
                 os._exit(exitcodes.APPLY_FAILED)  # the parent failed; it reports
@@ -151,6 +161,7 @@ class Supervisor:
         run_child(ctx)
 
     def _forward(self, signum: int, _frame: object) -> None:
+        self.forwarded = signum
         if self.child:
             try:
                 os.kill(self.child, signum)
@@ -174,45 +185,41 @@ class Supervisor:
 
     # -- cgroup ---------------------------------------------------------------
 
-    def start_early_cgroup(self) -> "Callable[[], None]":
-        """Create the workload cgroup on this host's hierarchies and move the
-        child in, in a helper thread (the kernel's wait releases the GIL).
-        Returns the join function. Errors are kept for when the Plan says
-        whether limits (and so the cgroup) are required."""
-        import _thread
-
+    def make_early_cgroup(self) -> None:
+        """Create the workload cgroup on this host's hierarchies before the
+        Plan is known (only directories; the Plan's files come later, in
+        `adopt_plan_cgroup`). Errors are kept until the Plan says whether
+        limits, and so the cgroup, are required."""
         from enforcer.apply.cgroups import host_driver
 
         driver = host_driver(self.workload_id, root=self.cgroup_root)
         if driver is None:
-            return lambda: None
-        done = _thread.allocate_lock()
-        done.acquire()
-        child = self.child
-
-        def work() -> None:
+            return
+        try:
+            driver.create()
+        except ApplyError as e:
+            self._early_cgroup_error = e
             try:
-                driver.create()
-                driver.add(child)
-                self.driver = driver
-            except ApplyError as e:
-                self._early_cgroup_error = e
-                try:
-                    driver.remove()
-                except ApplyError:
-                    pass
-            except BaseException as e:  # noqa: BLE001 - surfaced after join
-                self._early_cgroup_error = ApplyError("cgroup", self.cgroup_root, None, repr(e))
-            finally:
-                done.release()
+                driver.remove()
+            except ApplyError:
+                pass
+            return
+        self.driver = driver
 
-        _thread.start_new_thread(work, ())
-
-        def join() -> None:
-            done.acquire()
-            done.release()
-
-        return join
+    def check_placed(self) -> None:
+        """The child moved itself into the cgroup; wait for it to say so,
+        then verify it before it may exec (the supervisor does not take the
+        child's word for it). EOF instead means the child failed: its
+        report is on the error pipe, read by the caller."""
+        if self.ready_fd < 0:
+            return
+        ready = os.read(self.ready_fd, 1)
+        if ready != b"R":
+            raise ApplyError("cgroup", "cgroup.procs", None, "the workload process failed "
+                             "before it was placed in its cgroup")
+        if self.driver is not None and self.child not in self.driver.procs():
+            raise ApplyError("cgroup", "cgroup.procs", None,
+                             f"the workload process {self.child} is not in its cgroup")
 
     def adopt_plan_cgroup(self) -> bool:
         """Give the early cgroup the Plan's files and limits. False if the
@@ -287,26 +294,26 @@ class Supervisor:
         """Fast path. `load` raises EnforcerError (PolicyErrors, PlanError,
         ...) after everything made so far is undone; the caller reports it."""
         pipes: list[int] = []
-        join: Callable[[], None] = lambda: None
         try:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-            pipes = [err_r, err_w, sync_r, sync_w]
-            self.fork_child(lambda: self.early_child_main(err_w, sync_r), [err_r, sync_w])
-            os.close(err_w)
-            os.close(sync_r)
-            pipes = [err_r, sync_w]
-            join = self.start_early_cgroup()
+            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+            pipes = [err_r, err_w, sync_r, sync_w, ready_r, ready_w]
+            self.make_early_cgroup()
+            self.fork_child(lambda: self.early_child_main(err_w, sync_r, ready_w),
+                            [err_r, sync_w, ready_r])
+            for fd in (err_w, sync_r, ready_w):
+                os.close(fd)
+            pipes = [err_r, sync_w, ready_r]
+            self.ready_fd = ready_r
             self.plan = load()
             if self.needs_plain_path():
-                join()
                 self._reap_child()
                 self._remove_cgroup()
                 return self._run_plain()
             send_message(sync_w, self.p.to_json().encode())
             if self.p.mode == "audit":
                 self.say_audit()
-            join()
             if not self.adopt_plan_cgroup():
                 self._reap_child()
                 self._remove_cgroup()
@@ -321,7 +328,6 @@ class Supervisor:
             self.say(f"internal: {type(e).__name__}: {e}")
             return exitcodes.APPLY_FAILED
         finally:
-            join()
             for fd in pipes:
                 try:
                     os.close(fd)
@@ -332,6 +338,7 @@ class Supervisor:
     def _run_plain(self) -> int:
         """Plan first, then cgroup, namespaces that must precede the fork,
         fork, and placement (used for pid namespaces)."""
+        self.ready_fd = -1  # the parent places this child itself
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -339,7 +346,6 @@ class Supervisor:
                 self.say_audit()
             self.make_cgroup()
             done = self.prepare_pid_namespace()
-            self.pid_namespace_made = "pid" in done
             ctx = self.context(self.p, err_w, sync_r, done)
 
             def child_main() -> NoReturn:
@@ -348,6 +354,10 @@ class Supervisor:
                 run_child(ctx)
 
             self.fork_child(child_main, [err_r, sync_w])
+            # Our copies of the child's ends: EOF on err_r must mean exec.
+            for fd in (err_w, sync_r):
+                os.close(fd)
+            err_w = sync_r = -1
             if self.driver is not None:
                 # (No helper thread: after unshare(CLONE_NEWPID) the kernel
                 # refuses to create threads in this process.)
@@ -355,10 +365,12 @@ class Supervisor:
             return self._go_and_wait(err_r, sync_w)
         finally:
             for fd in (err_r, err_w, sync_r, sync_w):
-                try:
+                if fd >= 0:
                     os.close(fd)
-                except OSError:
-                    pass
+
+    def stopped_by_forwarded_signal(self, status: int) -> bool:
+        return bool(self.forwarded and os.WIFSIGNALED(status)
+                    and os.WTERMSIG(status) == self.forwarded)
 
     def say_audit(self) -> None:
         self.say(f"audit mode: nothing is blocked; every would-be violation of policy "
@@ -373,11 +385,20 @@ class Supervisor:
 
                 self.audit = AuditListener.open()
             self.write_record()
+            self.check_placed()
         except ApplyError as e:
             # The child may have failed on its own meanwhile: its report is
             # the one worth showing.
             self._kill_child()
-            failure = self.read_failure(err_r) or e
+            failure = self.read_failure(err_r)
+            status = self.wait()
+            if failure is None and self.stopped_by_forwarded_signal(status):
+                # A TERM/INT/... from outside arrived before the workload
+                # started: it ends the run like it would have ended the workload.
+                return status_to_code(status)
+            failure = failure or e
+            self.say(str(failure))
+            return exit_code_for_failure(failure)
         else:
             try:
                 os.write(sync_w, b"G")
@@ -533,18 +554,35 @@ def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | No
     return sup.run(load)
 
 
+def own_cgroups() -> dict[str, str]:
+    """hierarchy -> path of this process, from /proc/self/cgroup ("" = v2)."""
+    out: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(",") if ctrls else [""]:
+                out[ctrl] = path
+    return out
+
+
 def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -> int:
     """--exec: apply the Plan to this very process and execve the workload.
 
     There is no parent left to remove the cgroup, forward signals or explain
     a death; the cgroup is created (and we are moved into it) first and
-    outlives us. A pid namespace cannot be made without a fork: refused.
+    outlives the workload. If the policy cannot be applied we move back to
+    where we were and remove the cgroup (best effort: after a user
+    namespace was entered the kernel may refuse the move; then it stays,
+    empty). A pid namespace cannot be made without a fork: refused.
     Returns only on failure (the exit code to use).
     """
-    from enforcer.apply.cgroups import choose_driver
+    from enforcer.apply.cgroups import CgroupV1, choose_driver
+    from enforcer.apply.cgroups.base import write_file
     from enforcer.apply.sequence import ChildContext, apply_and_exec
 
     wid = workload_id or new_workload_id()
+    driver = None
+    before: dict[str, str] = {}
     try:
         if "pid" in plan.namespaces and plan.mode != "audit":
             raise ApplyError("namespaces", "unshare(CLONE_NEWPID)", errno.EINVAL,
@@ -555,13 +593,10 @@ def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -
                   f"policy {plan.policy_name!r} is logged", file=sys.stderr, flush=True)
         if not plan.cgroup.empty and plan.mode != "audit":
             driver = choose_driver(plan.cgroup, wid)
+            before = own_cgroups()
             driver.create()
-            try:
-                driver.apply_limits()
-                driver.add(os.getpid())
-            except ApplyError:
-                driver.remove()
-                raise
+            driver.apply_limits()
+            driver.add(os.getpid())
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         ctx = ChildContext(plan=plan, argv=argv, env=dict(os.environ), err_fd=-1, sync_fd=None,
@@ -570,4 +605,16 @@ def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -
         apply_and_exec(ctx)
     except ApplyError as e:
         print(f"enforcer run: {e}", file=sys.stderr, flush=True)
+        if driver is not None:
+            try:
+                if isinstance(driver, CgroupV1):
+                    for ctrl in driver.controllers:
+                        if ctrl in before:
+                            write_file(f"{driver.root}/{ctrl}{before[ctrl]}/cgroup.procs",
+                                       str(os.getpid()))
+                elif "" in before:
+                    write_file(f"{driver.root}{before['']}/cgroup.procs", str(os.getpid()))
+                driver.remove()
+            except (ApplyError, OSError):
+                pass
         return exit_code_for_failure(e)

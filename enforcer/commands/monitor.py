@@ -97,9 +97,8 @@ def main(args: argparse.Namespace) -> int:
         return _hash_password(args.hash_password)
     from enforcer import registry
     from enforcer.monitor.daemon import Monitor, MonitorConfig
-    from enforcer.monitor.metrics import render_text
-    from enforcer.monitor.server import (AuthFileError, BasicAuth, is_loopback, load_auth_file,
-                                         make_server, parse_listen)
+    from enforcer.monitor.server import (BasicAuth, is_loopback, load_auth_file, make_server,
+                                         parse_listen)
 
     try:
         host, port = parse_listen(args.listen)
@@ -107,12 +106,7 @@ def main(args: argparse.Namespace) -> int:
         raise MonitorError(str(e)) from None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise MonitorError("--tls-cert and --tls-key go together")
-    auth = None
-    if args.basic_auth_file:
-        try:
-            auth = BasicAuth(load_auth_file(args.basic_auth_file))
-        except AuthFileError:
-            raise
+    auth = BasicAuth(load_auth_file(args.basic_auth_file)) if args.basic_auth_file else None
     if not is_loopback(host) and not (args.tls_cert and auth):
         print(f"enforcer monitor: WARNING: serving {host}:{port} beyond loopback without "
               "TLS and basic auth; anyone who can reach it can read workload names",
@@ -157,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         server = make_server(host, port, prom_registry, monitor.healthy,
                              tls_cert=args.tls_cert, tls_key=args.tls_key, auth=auth,
-                             fast_text=lambda: render_text(monitor.metrics))
+                             fast_text=monitor.metrics.render_text)
     except OSError as e:
         monitor.close()
         raise MonitorError(f"cannot serve on {args.listen}: {e.strerror or e}") from None

@@ -26,6 +26,19 @@ RAW_ARGS = True  # cli.py hands us argv untouched; we parse it (fast path)
 USAGE = ("usage: enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode audit] "
          "[--exec] [--name ID] -- CMD [ARGS...]")
 
+HELP_TEXT = """Run CMD under a policy (see docs/run.md).
+
+options:
+  --policy, -p NAME|FILE  shipped policy name or YAML file (default: default)
+  --plan PLANFILE         a compiled Plan (enforcer compile -o) instead of --policy
+  --mode audit|enforce    audit: block nothing, log every would-be violation
+  --exec                  no supervisor: apply and exec in place (container entrypoint)
+  --name ID               workload id in the registry (default run-PID-RANDOM)
+
+exit status: the workload's own; 128+N if it was killed by signal N;
+125 policy not applied (the workload did not run); 126 cannot execute;
+127 command not found; 2 bad command line."""
+
 
 @dataclass
 class RunArgs:
@@ -142,7 +155,7 @@ def main(args: Any) -> int:
     except UsageError as e:
         if str(e) == "help":
             print(USAGE)
-            print(__doc__.split("\n\n")[0] if __doc__ else "")
+            print(HELP_TEXT)
             return exitcodes.OK
         print(f"enforcer run: {e}\n{USAGE}", file=sys.stderr)
         return exitcodes.USAGE

@@ -41,15 +41,16 @@ enforcer.plan's strict loader.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
-from dataclasses import dataclass
 
-from enforcer import __version__
+from enforcer import __version__, fastjson
 from enforcer.errors import PlanError
-from enforcer.plan import Plan, plan_from_json
+from enforcer.plan import Plan, _sha256, plan_from_json
+
+# No `json`, `hashlib`, `dataclasses` or `tempfile` at import: a cache hit is
+# on every start, and those cost ~10 ms together (json -> re -> enum,
+# hashlib -> OpenSSL). The write path imports what it needs.
 
 CACHE_FORMAT = 1
 _TAG = b"enforcer-plan-cache-v1"
@@ -60,13 +61,23 @@ _SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
                             "policies")
 
 
-@dataclass(frozen=True)
 class Lookup:
     """What a cache lookup found (for messages and tests)."""
 
-    path: str  # the cache entry file
-    hit: bool
-    reason: str  # "hit", "miss", "stale: <file> changed", ...
+    __slots__ = ("path", "hit", "reason")
+
+    def __init__(self, path: str, hit: bool, reason: str) -> None:
+        self.path = path  # the cache entry file
+        self.hit = hit
+        self.reason = reason  # "hit", "miss", "stale: <file> changed", ...
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lookup):
+            return NotImplemented
+        return (self.path, self.hit, self.reason) == (other.path, other.hit, other.reason)
+
+    def __repr__(self) -> str:
+        return f"Lookup(path={self.path!r}, hit={self.hit!r}, reason={self.reason!r})"
 
 
 # -- inputs of the key --------------------------------------------------------
@@ -155,7 +166,7 @@ def resolve_spec(spec: str) -> str:
 
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
-    h = hashlib.sha256(_TAG)
+    h = _sha256(_TAG)
     for part in (__version__, libseccomp_identity(), os.uname().machine, mode or "policy",
                  top_path):
         h.update(b"\0" + part.encode())
@@ -166,7 +177,7 @@ def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
 def _sha256_file(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            return _sha256(f.read()).hexdigest()
     except OSError:
         return None
 
@@ -199,7 +210,7 @@ def read_entry(entry: str) -> tuple[list[tuple[str, str]], Plan] | None:
     fix = f"; delete it (rm {entry}) to recompile"
     header_raw, sep, body = data.partition(b"\n")
     try:
-        header = json.loads(header_raw)
+        header = fastjson.loads(header_raw)
     except (ValueError, UnicodeDecodeError):
         header = None
     if (not sep or not isinstance(header, dict) or header.get("cache_format") != CACHE_FORMAT
@@ -227,7 +238,7 @@ def write_entry(entry: str, sources: list[tuple[str, str]], plan: Plan, *,
               "libseccomp": libseccomp_identity(), "machine": os.uname().machine,
               "top": top, "mode": mode or "policy",
               "sources": [list(s) for s in sources]}
-    data = (json.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
+    data = (fastjson.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
     import tempfile  # 4 ms to import: only on the (slow) write path
 
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".plan")
@@ -260,7 +271,7 @@ def prune(directory: str, keep: str, top: str, mode: str | None) -> int:
             continue
         try:
             with open(path, "rb") as f:
-                header = json.loads(f.readline())
+                header = fastjson.loads(f.readline())
             if header.get("top") == top and header.get("mode") == (mode or "policy"):
                 os.unlink(path)
                 removed += 1

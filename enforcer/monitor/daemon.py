@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from enforcer.monitor.events import EventLog, iso_time
+from enforcer.monitor.events import EventLog, iso_time, json_value
 from enforcer.monitor.metrics import MonitorMetrics
 from enforcer.monitor.registry import OVERFLOW_LABEL, UNMANAGED, Workload, WorkloadIndex
 from enforcer.monitor.sources.audit import MalformedRecord, parse_seccomp_record
@@ -95,6 +95,9 @@ class Monitor:
         self.heartbeat = time.monotonic()
         self._batch: dict[tuple[str, str, str, str], int] = {}
         self._batch_events = 0
+        self._last_exit_poll: dict[str, float] = {}
+        self._workload_json: dict[str, tuple[Workload, str]] = {}
+        self._process_json: dict[tuple[str | None, str | None], str] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.stopping = threading.Event()
 
@@ -108,29 +111,41 @@ class Monitor:
             self.metrics.count_malformed("audit_record")
             return
         self._batch_events += 1
-        workload = self.index.attribute(record.pid)
+        workload = self.index.attribute(record.pid, record.ses)
         name = self.names.name(record.arch, record.syscall)
         action = record.action
         key = (workload.label, workload.policy, name or "unknown", action)
         self._batch[key] = self._batch.get(key, 0) + 1
         if self.events is not None:
-            event: dict[str, Any] = {
-                "time": iso_time(record.time),
-                "workload": workload.id,
-                "policy": workload.policy,
-                "mode": workload.mode or None,
-                "container_id": workload.container_id,
-                "pid": record.pid,
-                "uid": record.uid,
-                "comm": record.comm,
-                "exe": record.exe,
-                "syscall": name,
-                "syscall_nr": record.syscall,
-                "arch": arch_name(record.arch),
-                "action": action,
-                "serial": record.serial,
-            }
-            self.events.write(event)
+            self.events.write_line(self._event_line(record, workload, name, action))
+
+    def _event_line(self, record: Any, workload: Workload, name: str | None, action: str) -> str:
+        """The JSON line of one violation, built from cached pieces.
+
+        Same result as json-encoding the dict in docs/metrics.md, about
+        twice as fast: the workload's fields and each (comm, exe) pair are
+        encoded once, the rest are numbers and fixed names.
+        """
+        head = self._workload_json.get(workload.id)
+        if head is None or head[0] is not workload:
+            text = (f'"workload":{json_value(workload.id)},"policy":{json_value(workload.policy)},'
+                    f'"mode":{json_value(workload.mode or None)},'
+                    f'"container_id":{json_value(workload.container_id)}')
+            if len(self._workload_json) > 4 * self.config.max_workloads:
+                self._workload_json.clear()
+            head = self._workload_json[workload.id] = (workload, text)
+        key = (record.comm, record.exe)
+        who = self._process_json.get(key)
+        if who is None:
+            who = f'"comm":{json_value(record.comm)},"exe":{json_value(record.exe)}'
+            if len(self._process_json) > 4096:
+                self._process_json.clear()
+            self._process_json[key] = who
+        uid = "null" if record.uid is None else record.uid
+        syscall = "null" if name is None else f'"{name}"'
+        return (f'{{"time":"{iso_time(record.time)}",{head[1]},"pid":{record.pid},"uid":{uid},'
+                f'{who},"syscall":{syscall},"syscall_nr":{record.syscall},'
+                f'"arch":"{arch_name(record.arch)}","action":"{action}","serial":{record.serial}}}\n')
 
     def flush_batch(self) -> None:
         batch, self._batch = self._batch, {}
@@ -142,6 +157,8 @@ class Monitor:
             for key, value in batch.items():
                 table[key] = table.get(key, 0) + value
             metrics.events[source] = metrics.events.get(source, 0) + n
+            if batch or n:
+                metrics.version += 1  # invalidates the cached /metrics body
 
     # -- periodic work -----------------------------------------------------------
 
@@ -149,6 +166,7 @@ class Monitor:
         self.metrics.count_limit_event(workload.label, workload.policy, resource, event, n)
 
     def _workload_added(self, workload: Workload) -> None:
+        self._workload_json.pop(workload.id, None)  # its policy or mode may have changed
         if self.watcher is not None:
             self.watcher.watch(workload)
         # First read now: a limit hit between the record's creation and the
@@ -162,14 +180,21 @@ class Monitor:
         if self.watcher is not None:
             self.watcher.unwatch(workload.id)
 
-    def _main_pids_exited(self, pids: list[int]) -> None:
+    def _processes_exited(self, pids: list[int]) -> None:
         # The launcher removes the cgroup right after reaping the workload:
-        # read the counters now, while they still exist (an OOM kill or a
-        # refused fork is often what made the workload exit).
+        # read the counters the moment one of its processes exits, while
+        # they still exist (an OOM kill or a refused fork is often what
+        # makes processes exit). Reads of one workload are spaced 20 ms
+        # apart, except for its main process, whose exit ends it.
+        now = time.monotonic()
         for pid in pids:
             workload = self.index.by_main_pid(pid)
-            if workload is not None:
-                self.limits.poll([workload])
+            if workload is None:
+                workload = self.index.known_member(pid)
+                if workload is None or now - self._last_exit_poll.get(workload.id, 0.0) < 0.02:
+                    continue
+            self._last_exit_poll[workload.id] = now
+            self.limits.poll([workload])
 
     def _limits_notified(self, ready: list[int]) -> None:
         assert self.watcher is not None
@@ -191,6 +216,7 @@ class Monitor:
                 tries += 1
 
     def _workload_expired(self, workload: Workload) -> None:
+        self._last_exit_poll.pop(workload.id, None)
         self.limits.forget(workload)
         if self._facts is not None:
             self._facts.forget(workload)
@@ -239,6 +265,13 @@ class Monitor:
         """Open the source and rediscover running workloads."""
         if self.source is not None:
             self.source.open()
+        try:
+            # So it can be watched from the start (enforcer run would make
+            # it with the same mode); a read-only mount just means we watch
+            # its parent until it appears.
+            os.makedirs(reg.workloads_dir(self.config.runtime_dir), mode=0o755, exist_ok=True)
+        except OSError:
+            pass
         self.index.refresh(force=True)
         self.poll()
 
@@ -291,7 +324,7 @@ class Monitor:
                 kinds = {key.data for key, _ in events}
                 if "forks" in kinds and self.forks is not None:
                     self.forks.drain()
-                    self._main_pids_exited(self.forks.take_exits())
+                    self._processes_exited(self.forks.take_exits())
                 if "limits" in kinds:
                     self._limits_notified([key.fd for key, _ in events if key.data == "limits"])
                 if "source" in kinds and self.source is not None:

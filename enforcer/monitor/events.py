@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+json_value = _dumps
 
 
 _last_second: list[Any] = [None, ""]
@@ -51,7 +52,10 @@ class EventLog:
         return f
 
     def write(self, event: dict[str, Any]) -> None:
-        line = _dumps(event) + "\n"
+        self.write_line(_dumps(event) + "\n")
+
+    def write_line(self, line: str) -> None:
+        """One pre-encoded JSON line, ending in a newline."""
         size = len(line.encode("utf-8")) if not line.isascii() else len(line)
         with self.lock:
             if self._size + size > self.max_bytes and self._size > 0:

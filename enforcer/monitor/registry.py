@@ -43,6 +43,10 @@ class Workload:
     pid: int | None = None
     cgroups: dict[str, str] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
+    # The fresh kernel audit session the workload runs in (`ses=` of its
+    # audit records), when its launcher could start one; see
+    # enforcer/audit_session.py. Exact for every process, even one gone.
+    audit_session: int | None = None
     # The `workload` label: the id, or OVERFLOW_LABEL past the cap.
     label: str = ""
     ended: float | None = None  # monotonic time the record disappeared
@@ -87,6 +91,7 @@ class WorkloadIndex:
         # (controllers key, cgroup path) -> workload; "" key is v2.
         self._by_cgroup: dict[tuple[str, str], Workload] = {}
         self._pid_cache: dict[int, tuple[Workload, float]] = {}
+        self._by_session: dict[int, Workload] = {}  # audit session id -> workload
         self._dir_mtime: int | None = None
         self._labelled: set[str] = set()  # workload ids holding their own label
         self.generation = 0  # bumps on every registry change
@@ -151,6 +156,7 @@ class WorkloadIndex:
             known.policy, known.mode = record.policy, record.mode
             known.container_id, known.pid = record.container_id, record.pid
             known.cgroups, known.limits = dict(record.cgroups), dict(record.limits)
+            known.audit_session = record.audit_session
             known.record_key, known.ended = key, None
             self._index(known)
             for callback in self.on_added:
@@ -164,12 +170,13 @@ class WorkloadIndex:
             workload.policy, workload.mode = record.policy, record.mode
             workload.container_id, workload.pid = record.container_id, record.pid
             workload.cgroups, workload.limits = dict(record.cgroups), dict(record.limits)
+            workload.audit_session = record.audit_session
             workload.record_key = key
         else:
             workload = Workload(id=record.id, policy=record.policy, mode=record.mode,
                                 container_id=record.container_id, pid=record.pid,
                                 cgroups=dict(record.cgroups), limits=dict(record.limits),
-                                record_key=key)
+                                audit_session=record.audit_session, record_key=key)
             workload.label = self._assign_label(workload)
             self.workloads[workload.id] = workload
         self._by_path[path] = workload
@@ -185,6 +192,8 @@ class WorkloadIndex:
         return OVERFLOW_LABEL
 
     def _index(self, workload: Workload) -> None:
+        if workload.audit_session is not None:
+            self._by_session[workload.audit_session] = workload
         for controllers, path in workload.cgroups.items():
             path = path.rstrip("/")
             if path.startswith("/"):  # the root cgroup would claim every process
@@ -198,6 +207,8 @@ class WorkloadIndex:
     def _drop_cgroups(self, workload: Workload) -> None:
         for key in [k for k, w in self._by_cgroup.items() if w is workload]:
             del self._by_cgroup[key]
+        for ses in [k for k, w in self._by_session.items() if w is workload]:
+            del self._by_session[ses]
 
     def _cgroup_pids(self, workload: Workload) -> list[int]:
         pids: list[int] = []
@@ -242,6 +253,20 @@ class WorkloadIndex:
             return hit[0]
         return None
 
+    def known_member(self, pid: int) -> Workload | None:
+        """A live workload this pid is known to belong to, from the pid cache
+        or recorded forks only (no /proc: used for processes that just exited)."""
+        hit = self._pid_cache.get(pid)
+        if hit is not None and hit[0] is not UNMANAGED:
+            return hit[0] if hit[0].ended is None else None
+        if self.forks is None:
+            return None
+        for ancestor in self.forks.ancestors(pid, 8):  # type: ignore[attr-defined]
+            hit = self._pid_cache.get(ancestor)
+            if hit is not None and hit[0] is not UNMANAGED:
+                return hit[0] if hit[0].ended is None else None
+        return None
+
     def live(self) -> list[Workload]:
         return [w for w in self.workloads.values() if w.ended is None]
 
@@ -276,7 +301,17 @@ class WorkloadIndex:
 
     # -- attribution ------------------------------------------------------------
 
-    def attribute(self, pid: int) -> Workload:
+    def attribute(self, pid: int, ses: int | None = None) -> Workload:
+        """The workload a record of `pid` (in audit session `ses`) belongs to.
+
+        A session id enforcer started for a workload is exact and outlives
+        every process in it, so it is asked first; sessions of ordinary
+        logins are never registered and fall through to pid and cgroup.
+        """
+        if ses is not None:
+            by_session = self._by_session.get(ses)
+            if by_session is not None:
+                return by_session
         hit = self._pid_cache.get(pid)
         if hit is not None:
             workload, stamp = hit

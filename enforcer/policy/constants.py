@@ -70,6 +70,10 @@ CONSTANTS: dict[str, int] = {
     "SOCK_CLOEXEC": 0o2000000,
     # mmap(2) / mprotect(2)
     "PROT_NONE": 0,
+    # File mode bits (chmod(2) mode argument; include/uapi/linux/stat.h)
+    "S_ISUID": 0o4000,
+    "S_ISGID": 0o2000,
+    "S_ISVTX": 0o1000,
     "PROT_READ": 1,
     "PROT_WRITE": 2,
     "PROT_EXEC": 4,

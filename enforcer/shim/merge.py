@@ -8,6 +8,8 @@ Rules, in short:
   seccomp          the policy's filter replaces the config's (runc loads
                    exactly one filter from config.json)
   capabilities     each set intersected with the policy's set
+  sysctl           net.ipv4.ip_unprivileged_port_start dropped when the
+                   policy removes CAP_NET_BIND_SERVICE
   readonlyPaths    the policy's paths added
   maskedPaths      the policy's masked and hidden paths added
   root.readonly    forced true when the policy asks
@@ -107,6 +109,30 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
             if number is not None and allowed >> number & 1 and name not in kept:
                 kept.append(name)
         current[set_name] = kept
+
+
+CAP_NET_BIND_SERVICE = 10
+UNPRIVILEGED_PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
+
+
+def merge_sysctl(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Drop a sysctl that would hand back what the capability rule took away.
+
+    Docker sets net.ipv4.ip_unprivileged_port_start=0 in every container with
+    its own network namespace, so binding port 80 needs no capability there.
+    When the policy removes CAP_NET_BIND_SERVICE, the sysctl is removed too
+    and the namespace keeps the kernel's default (1024).
+    """
+    caps = patch["caps"]
+    if caps is None:
+        return
+    if caps["relative"]:
+        removed = bool(caps["drop"] >> CAP_NET_BIND_SERVICE & 1)
+    else:
+        removed = not caps["masks"]["effective"] >> CAP_NET_BIND_SERVICE & 1
+    sysctl = (config.get("linux") or {}).get("sysctl")
+    if removed and isinstance(sysctl, dict):
+        sysctl.pop(UNPRIVILEGED_PORT_SYSCTL, None)
 
 
 # -- filesystem ------------------------------------------------------------
@@ -407,6 +433,7 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]])
     merge_seccomp(config, patch)
     merge_capabilities(config, patch)
+    merge_sysctl(config, patch)
     merge_root(config, patch)
     merge_paths(config, patch)
     merge_tmpfs(config, patch)

@@ -34,7 +34,7 @@ from enforcer.policy.loader import load_policy
 from tests.e2e.conftest import Dockerd
 from tests.e2e.rootfs import RUNC, build_busybox_rootfs, busybox_is_static, runc_spec_bundle
 
-FIXTURE = Path("/work/shared/fixtures/docker-default-seccomp.json")
+from tests.paths import DOCKER_DEFAULT_SECCOMP as FIXTURE  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 

@@ -20,7 +20,14 @@ import uuid
 import pytest
 
 from tests.e2e.rootfs import build_busybox_rootfs, runc_spec_bundle
-from tests.shim_helpers import REPO, RUNC, force_delete, run_shim, run_shim_files
+from tests.shim_helpers import (
+    REPO,
+    RUNC,
+    expected_probe_table,
+    force_delete,
+    run_shim,
+    run_shim_files,
+)
 
 pytestmark = [pytest.mark.runc, pytest.mark.root]
 
@@ -221,28 +228,13 @@ def _probe_table(output: str) -> dict[str, str]:
     return table
 
 
-def _expected_table(policy: str) -> dict[str, str]:
-    """The `enforcer run` issue's committed table (tests/probes/expected.md), one column."""
-    table: dict[str, str] = {}
-    header: list[str] = []
-    for line in open(os.path.join(REPO, "tests", "probes", "expected.md")):
-        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == "probe":
-            header = cells[1:]
-            continue
-        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))[policy]
-    return table
-
-
 @pytest.mark.slow
 def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_env_ok,
                                                      container_id):
     if not shutil.which("gcc"):
         pytest.skip("gcc is needed to build the probe")
     # Outside /tmp: `restricted` mounts a fresh tmpfs there under `enforcer run`.
-    work = tmp_path_outside_tmp = os.path.join("/var/tmp", f"enf-shim-{uuid.uuid4().hex[:8]}")
+    work = os.path.join("/var/tmp", f"enf-shim-{uuid.uuid4().hex[:8]}")
     os.makedirs(work)
     try:
         probe = os.path.join(work, "probe")
@@ -264,10 +256,10 @@ def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_
             capture_output=True, text=True, timeout=300, cwd="/",
             env={**os.environ, "ENFORCER_CACHE_DIR": shim_env_ok["ENFORCER_CACHE_DIR"]})
     finally:
-        shutil.rmtree(tmp_path_outside_tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     container_table = _probe_table(in_container.stdout)
     run_table = _probe_table(under_run.stdout)
     assert len(run_table) >= 30, under_run.stdout + under_run.stderr
     assert container_table == run_table, (in_container.stdout, under_run.stdout)
     # ... and the same as the committed table for `restricted`
-    assert container_table == _expected_table("restricted")
+    assert container_table == expected_probe_table("restricted")

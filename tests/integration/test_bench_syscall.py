@@ -90,3 +90,11 @@ def test_docker_filter_matches_what_runc_loads() -> None:
     ok, text = runc_check.check(DOCKER_PROFILE)
     assert ok, text
     assert "PTRACE_SECCOMP_GET_FILTER" in text
+
+
+def test_a_variant_that_does_not_get_its_filter_is_refused() -> None:
+    # Claims to run under an inherited filter (as `enforcer run` gives) but
+    # does not: the harness must not report such figures.
+    v = mb.Variant("fake-run", "fake", None, inherited_filters=1)
+    with pytest.raises(RuntimeError, match="found 0 seccomp filters"):
+        mb.run_once(mb.build_c(), v, ("getppid",), scale=0.01, repeats=1)

@@ -168,25 +168,34 @@ KILLED = textwrap.dedent(f"""
 
 
 def test_kill_alert_fires_through_prometheus(stack: dict[str, Any]) -> None:
-    """Two processes of one workload killed by their filter, the second after
-    Prometheus has seen the first: EnforcerSeccompKill fires (critical)."""
-    prom, runtime = stack["prom"], stack["runtime"]
+    """A workload's main process (registered with its pid, like the shim's
+    container init) starts two children that their filter kills, the second
+    after Prometheus has seen the first: EnforcerSeccompKill fires."""
+    prom, runtime, monitor = stack["prom"], stack["runtime"], stack["monitor"]
     workload = f"deploy-e2e-kill-{os.getpid()}"
     with own_cgroup(workload) as (key, path, procs):
-        write_record(WorkloadRecord(id=workload, kind="run", policy="deploy-e2e-kill",
-                                    policy_hash="0" * 64, mode="enforce", cgroups={key: path}),
-                     str(runtime))
+        # The main process puts itself in the workload's cgroup and waits to
+        # be registered (SIGSTOP); then it runs one doomed child per line read.
+        main = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$PROCS"; kill -STOP $$; '
+                         'while read -r _; do "$PY" -c "$KILLED"; echo "rc $?"; done'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, PROCS=str(procs), PY=sys.executable, KILLED=KILLED))
         try:
+            wait_for(lambda: open(f"/proc/{main.pid}/stat").read().split()[2] == "T", 10,
+                     "the workload's main process to stop in its cgroup")
+            write_record(WorkloadRecord(id=workload, kind="run", policy="deploy-e2e-kill",
+                                        policy_hash="0" * 64, mode="enforce",
+                                        cgroups={key: path}, pid=main.pid), str(runtime))
+            wait_for(lambda: f'workload="{workload}"' in http_get(monitor + "/metrics")[1], 15,
+                     "the monitor to know the workload")
+            os.kill(main.pid, signal.SIGCONT)
+            assert main.stdin and main.stdout
             selector = f'enforcer_seccomp_violations_total{{workload="{workload}", action="kill-process"}}'
             for n in (1, 2):
-                # Start it stopped in the workload's cgroup, then let it run into its filter.
-                child = subprocess.Popen(["sh", "-c", f'echo $$ > {procs}; kill -STOP $$; '
-                                          f'exec {sys.executable} -c "$0"', KILLED])
-                wait_for(lambda: os.path.exists(f"/proc/{child.pid}") and
-                         open(f"/proc/{child.pid}/stat").read().split()[2] == "T", 10,
-                         "the child to stop in its cgroup")
-                os.kill(child.pid, signal.SIGCONT)
-                assert child.wait(30) == -31, "the filter kills with SIGSYS"
+                main.stdin.write("go\n")
+                main.stdin.flush()
+                assert main.stdout.readline().split() == ["rc", str(128 + signal.SIGSYS)]
                 wait_for(lambda: series_value(prom, f"sum({selector})") == float(n), 30,
                          f"Prometheus to see kill number {n}")
 
@@ -201,6 +210,9 @@ def test_kill_alert_fires_through_prometheus(stack: dict[str, Any]) -> None:
             assert alert["labels"]["severity"] == "critical"
             assert alert["labels"]["policy"] == "deploy-e2e-kill"
         finally:
+            if main.poll() is None:
+                os.kill(main.pid, signal.SIGCONT)
+            stop(main)
             remove_record(workload, str(runtime))
 
 

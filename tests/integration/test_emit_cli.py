@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURE = Path("/work/shared/fixtures/docker-default-seccomp.json")
+from tests.paths import DOCKER_DEFAULT_SECCOMP as FIXTURE  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 POLICY = """\

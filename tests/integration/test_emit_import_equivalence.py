@@ -28,9 +28,7 @@ from tests.emit_helpers import (
     run_bpf,
 )
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "docker-default-seccomp.json"
-if not FIXTURE.exists():  # the tree may be checked out elsewhere
-    FIXTURE = Path("/work/shared/fixtures/docker-default-seccomp.json")
+from tests.paths import DOCKER_DEFAULT_SECCOMP as FIXTURE  # noqa: E402
 
 DOCKER_CAPS = {"CAP_" + c for c in (
     "CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP "

@@ -113,10 +113,20 @@ def test_new_syscall_refused_and_monitor_names_it(errno_policy: str,
     assert len(mine) == 1 and mine[0]["action"] == "errno", events[-5:]
 
 
+@pytest.mark.parametrize("how", ["flag", "file"])
 def test_audit_mode_runs_and_monitor_counts_would_be_violation(
-        errno_policy: str, monitor: tuple[MonitorProcess, str]) -> None:
+        errno_policy: str, monitor: tuple[MonitorProcess, str], how: str) -> None:
     mon, runtime = monitor
-    r = enforcer(["run", "--mode", "audit", "--policy", errno_policy, "--", *workload("new")],
+    if how == "flag":
+        args = ["--mode", "audit", "--policy", errno_policy]
+        policy_name = "learned-errno"
+    else:  # a small policy on top of the learned one says `mode: audit`
+        path = os.path.join(os.path.dirname(errno_policy), "learned-audit.yaml")
+        with open(path, "w") as f:
+            f.write("name: learned-audit\nextends: learned-errno.yaml\nmode: audit\n")
+        args = ["--policy", path]
+        policy_name = "learned-audit"
+    r = enforcer(["run", *args, "--", *workload("new")],
                  env={**os.environ, "ENFORCER_RUNTIME_DIR": runtime})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok\npgid "), r.stdout  # the call went through
@@ -125,5 +135,6 @@ def test_audit_mode_runs_and_monitor_counts_would_be_violation(
     # Nothing else the workload did counts as a violation of its learned policy.
     samples = parse_samples(mon.metrics_text(), "enforcer_seccomp_violations_total")
     others = {dict(k)["syscall"]: v for k, v in samples.items()
-              if dict(k).get("syscall") != NEW_SYSCALL and dict(k).get("policy") == "learned-errno"}
+              if dict(k).get("syscall") != NEW_SYSCALL and dict(k).get("policy") == policy_name}
     assert not others, others
+    assert value_for(samples, syscall=NEW_SYSCALL, action="log", policy=policy_name) == 1

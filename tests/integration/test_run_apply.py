@@ -13,13 +13,13 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import replace
+from enforcer.plan import replace
 from typing import Iterator
 
 import pytest
 
 from enforcer.plan import CgroupPlan, MountOp, UserPlan
-from run_helpers import (PYTHON, REPO, enforcer_run, make_plan, require_root, run_ok_plan,
+from run_helpers import (PYTHON, REPO, enforcer_run, require_root, run_ok_plan,
                          scratch_dir, seccomp_plan, v1_cgroup_dirs, write_plan)
 
 pytestmark = pytest.mark.root
@@ -214,13 +214,13 @@ def _assert_fail_closed(r: subprocess.CompletedProcess[str], marker: str, step: 
 
 
 @pytest.mark.parametrize("case", ["unwritable-cgroup", "missing-controller-file",
-                                  "failing-mount", "missing-rootfs", "unknown-user-uid",
+                                  "failing-mount", "missing-rootfs", "invalid-uid",
                                   "bad-capset", "missing-command"])
 def test_fault_injection(work: str, runtime_dir: dict[str, str], case: str) -> None:
     marker = os.path.join(work, "marker")
     base = run_ok_plan(work)
     step = {"unwritable-cgroup": "cgroup", "missing-controller-file": "cgroup",
-            "failing-mount": "mounts", "missing-rootfs": "mounts", "unknown-user-uid": "user",
+            "failing-mount": "mounts", "missing-rootfs": "mounts", "invalid-uid": "user",
             "bad-capset": "capabilities", "missing-command": "exec"}[case]
     code = 127 if case == "missing-command" else 125
     if case == "unwritable-cgroup":
@@ -232,9 +232,10 @@ def test_fault_injection(work: str, runtime_dir: dict[str, str], case: str) -> N
     elif case == "missing-rootfs":
         plan = replace(base, mounts=(MountOp("make_private", "/"),
                                      MountOp("pivot_root", "/nonexistent-rootfs")))
-    elif case == "unknown-user-uid":
-        # An unprivileged user namespace-free run cannot become a uid it has
-        # no mapping for: here root asks for setgroups with a bad gid list.
+    elif case == "invalid-uid":
+        # A uid that is no uid: (uid_t)-1 would mean "unchanged" to
+        # setresuid and silently keep root. (Unknown user *names* are
+        # resolved at compile time: test_unknown_user_in_policy.)
         plan = replace(base, user=UserPlan(uid=4_294_967_295, gid=65534))
     elif case == "bad-capset":
         caps = base.capabilities
@@ -355,3 +356,55 @@ def _drain(listener: object) -> list:  # type: ignore[type-arg]
             out.extend(parse_messages(sock.recv(65536)))
         except BlockingIOError:
             return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP, signal.SIGWINCH, signal.SIGINT])
+def test_signals_are_forwarded(work: str, runtime_dir: dict[str, str],
+                               sig: signal.Signals) -> None:
+    plan = write_plan(run_ok_plan(work), work)
+    ready = os.path.join(work, "ready")
+    name = sig.name[3:]
+    script = f"trap 'echo got-{name}; exit 3' {name}; touch {ready}; while :; do sleep 0.05; done"
+    p = subprocess.Popen([PYTHON, "-m", "enforcer", "run", "--plan", plan, "--", "sh", "-c",
+                          script], cwd=REPO, env={**os.environ, **runtime_dir},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(500):
+            if os.path.exists(ready):
+                break
+            time.sleep(0.01)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 3, err
+    assert out.strip() == f"got-{name}"
+
+
+def test_exec_mode_failure_removes_its_cgroup(work: str) -> None:
+    plan = replace(run_ok_plan(work), mounts=(MountOp("make_private", "/"),
+                                              MountOp("mask", "/nonexistent-enforcer")))
+    marker = os.path.join(work, "marker")
+    r = enforcer_run(["--plan", write_plan(plan, work), "--exec", "--name", "t-exec-fail", "--",
+                      "touch", marker])
+    _assert_fail_closed(r, marker, "mounts")
+    no_enforcer_cgroups("t-exec-fail")
+
+
+def test_exec_mode_cgroup_outlives(work: str) -> None:
+    plan = write_plan(run_ok_plan(work), work)
+    try:
+        r = enforcer_run(["--plan", plan, "--exec", "--name", "t-exec-ok", "--", "sh", "-c",
+                          "grep -c /enforcer/t-exec-ok /proc/self/cgroup"])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "2"  # memory and pids
+        assert len(v1_cgroup_dirs("t-exec-ok")) == 2  # documented: nobody removes it
+    finally:
+        for d in v1_cgroup_dirs("t-exec-ok"):
+            os.rmdir(d)
+            try:
+                os.rmdir(os.path.dirname(d))  # the shared parent, if now empty
+            except OSError:
+                pass

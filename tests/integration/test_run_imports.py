@@ -45,22 +45,28 @@ def test_importtime_of_cached_run(cache: str) -> None:
 
 
 def test_sys_modules_at_exec(cache: str) -> None:
-    # Replace os.execve in the child with a dump of sys.modules: this is
-    # exactly the set of modules loaded when the workload would start.
+    # Replace os.execve in the child with a dump of sys.modules: exactly the
+    # modules loaded when the workload would start. The supervisor (which
+    # loads the Plan after the fork) dumps its own when it is done.
     code = (
         "import os, sys\n"
         "def fake_execve(path, argv, env):\n"
-        "    sys.stdout.write(' '.join(sorted(sys.modules)))\n"
+        "    sys.stdout.write('CHILD ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
         "    sys.stdout.flush()\n"
         "    os._exit(0)\n"
         "os.execve = fake_execve\n"
         "from enforcer.cli import main\n"
-        "sys.exit(main(['run', '--policy', 'restricted', '--', '/bin/true']))\n"
+        "rc = main(['run', '--policy', 'restricted', '--', '/bin/true'])\n"
+        "sys.stdout.write('PARENT ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
+        "sys.exit(rc)\n"
     )
     r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "ENFORCER_CACHE_DIR": cache})
     assert r.returncode == 0, r.stderr
-    modules = set(r.stdout.split())
-    assert "enforcer.plan" in modules and "enforcer.apply.sequence" in modules
-    bad = sorted(m for m in modules if m.split(".")[0] in HEAVY)
-    assert bad == [], f"loaded at exec time: {bad}"
+    dumps = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    child, parent = set(dumps["CHILD"].split()), set(dumps["PARENT"].split())
+    assert "enforcer.apply.sequence" in child and "enforcer.plan" in child
+    assert "enforcer.compile.cache" in parent and "enforcer.registry" in parent
+    for who, modules in (("child", child), ("supervisor", parent)):
+        bad = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+        assert bad == [], f"loaded in the {who}: {bad}"

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from enforcer.plan import replace
 from typing import Iterator
 
 import pytest
@@ -82,6 +83,13 @@ def test_pivot_root_into_busybox(tree: str) -> None:
                       "ls /; ls /work 2>/dev/null || echo NO-HOST"], env={"PATH": "/bin"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["bin", "proc", "NO-HOST"]
+    # With a pid namespace the new root gets its own /proc.
+    pidns = replace(plan, namespaces=("mount", "pid"))
+    r = enforcer_run(["--plan", write_plan(pidns, tree), "--", "/bin/sh", "-c",
+                      "echo $$; ls /proc | grep -c '^[0-9]'"], env={"PATH": "/bin"})
+    assert r.returncode == 0, r.stderr
+    pid, count = r.stdout.split()
+    assert pid == "1" and int(count) <= 3
 
 
 def test_remount_fallback_without_mount_setattr(tree: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import replace
+from enforcer.plan import replace
 from typing import Iterator
 
 import pytest

@@ -145,16 +145,4 @@ def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, st
 
 def test_restricted_blocks_every_probe(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
     allowed = {n: d for n, (v, d) in observed["restricted"].items() if v != "blocked"}
-    if allowed and set(allowed) <= KNOWN_RESTRICTED_GAPS:
-        # Visible in every run's summary (-ra) until the policy is fixed;
-        # then this test passes and the table test asks for an update.
-        pytest.xfail(f"known gap in policies/restricted.yaml: {sorted(allowed)} "
-                     f"({KNOWN_RESTRICTED_GAPS_WHY})")
     assert not allowed, f"allowed under restricted: {allowed}"
-
-
-# The owner of policies/*.yaml (issue 2) has been told; remove when fixed.
-KNOWN_RESTRICTED_GAPS = {"chmod_suid"}
-KNOWN_RESTRICTED_GAPS_WHY = ("no rule refuses chmod/fchmod/fchmodat with S_ISUID|S_ISGID in "
-                             "the mode; a file owner may set its own set-id bits without any "
-                             "capability")

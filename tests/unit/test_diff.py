@@ -76,3 +76,41 @@ def test_diff_of_group_and_its_members_is_empty(tmp_path: object) -> None:
         f.write("name: b\nsyscalls:\n  default: errno EPERM\n  allow: [" + ", ".join(members) + "]\n")
     result = run_diff(a, b)
     assert result.returncode == 0, result.stdout
+
+
+# Two shipped policies: web-server extends default. Written by hand from
+# reading policies/default.yaml, policies/web-server.yaml and the groups
+# web-server denies (enforcer/policy/groups.py: @file-ownership and @setuid,
+# as they exist on x86_64), not from the tool's output.
+SHIPPED_EXPECTED = [
+    "syscalls: allowed by OLD only: capset, chown, chroot, fchown, fchownat, lchown, setfsgid, "
+    "setfsuid, setgid, setgroups, setregid, setresgid, setresuid, setreuid, setuid",
+    "capabilities: held by OLD only: CAP_AUDIT_WRITE, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, "
+    "CAP_FSETID, CAP_KILL, CAP_MKNOD, CAP_NET_RAW, CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, "
+    "CAP_SETUID, CAP_SYS_CHROOT",
+    "filesystem: read_only_root: false -> true",
+    "filesystem: hidden_paths only in NEW: /root",
+    "filesystem: tmpfs only in NEW: /dev/shm, /tmp",
+    "resources: memory_max: unset -> 1Gi",
+    "resources: memory_swap_max: unset -> 0",
+    "resources: pids_max: unset -> 512",
+    "resources: cpu_quota_us: unset -> 200000",
+    "rlimits: CORE: unset -> soft 0 hard 0",
+    "rlimits: NOFILE: unset -> soft 16384 hard 16384",
+    "user: identity: unchanged (launcher's) -> uid 65534 gid 65534 groups []",
+]
+
+
+def test_diff_of_two_shipped_policies() -> None:
+    import platform
+
+    if platform.machine() != "x86_64":
+        import pytest
+
+        pytest.skip("the expectation lists the syscalls as they exist on x86_64")
+    result = run_diff("default", "web-server")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("--- OLD default (default): exposure ")
+    assert lines[1].startswith("+++ NEW web-server (web-server): exposure ")
+    assert lines[2:] == SHIPPED_EXPECTED

@@ -18,7 +18,7 @@ from enforcer.importer.docker_seccomp import (
 from enforcer.policy.loader import load_policy
 from enforcer.policy.model import ActionKind, ArgOp
 
-FIXTURE = Path("/work/shared/fixtures/docker-default-seccomp.json")
+from tests.paths import DOCKER_DEFAULT_SECCOMP as FIXTURE  # noqa: E402
 DOCKER_CAPS = frozenset("CAP_" + c for c in (
     "CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP "
     "NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE").split())

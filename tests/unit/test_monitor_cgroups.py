@@ -86,3 +86,37 @@ def test_missing_cgroup_is_quiet(tmp_path: Path) -> None:
     w = Workload(id="w", policy="p", cgroups={"memory": "/nope"})
     assert read_counters(locator, w) == {}
     assert LimitPoller(locator, lambda *a: None).poll([w]) == 0
+
+
+def test_watcher_reports_v2_changes_and_registry_changes(tmp_path: Path) -> None:
+    import select
+
+    from enforcer.monitor.sources.cgroups import LimitWatcher
+
+    root = tmp_path / "cg"
+    root.mkdir()
+    v2_tree(root, "/e/w", "max 0\noom 0\noom_kill 0\n", "max 0\n", "nr_throttled 0\n")
+    registry_dir = tmp_path / "rt" / "workloads"
+    locator = CgroupLocator(CgroupRoots.detect(str(root)))
+    watcher = LimitWatcher(locator)
+    try:
+        watcher.watch_parent(str(registry_dir.parent.parent))  # "rt" does not exist yet
+        (tmp_path / "rt").mkdir()
+        ready = select.select(watcher.fds(), [], [], 2)[0]
+        assert watcher.read(ready)[1] is True  # told to look again
+        registry_dir.mkdir()
+        assert watcher.watch_registry(str(registry_dir))
+        (registry_dir / "w.json").write_text("{}")
+        ready = select.select(watcher.fds(), [], [], 2)[0]
+        assert watcher.read(ready) == (set(), True, set())
+
+        w = Workload(id="w", policy="p", cgroups={"": "/e/w"})
+        watcher.watch(w)
+        (root / "e" / "w" / "pids.events").write_text("max 1\n")
+        ready = select.select(watcher.fds(), [], [], 2)[0]
+        assert watcher.read(ready) == ({"w"}, False, set())
+        watcher.unwatch("w")
+        (root / "e" / "w" / "memory.events").write_text("max 1\noom 1\noom_kill 1\n")
+        assert watcher.read(select.select(watcher.fds(), [], [], 0.2)[0]) == (set(), False, set())
+    finally:
+        watcher.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import ssl
 import subprocess
 import threading
@@ -17,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client import generate_latest
 
 from enforcer.monitor.events import EventLog, iso_time
-from enforcer.monitor.metrics import MonitorMetrics, render_text
+from enforcer.monitor.metrics import MonitorMetrics
 from enforcer.monitor.server import (AuthFileError, BasicAuth, hash_password, load_auth_file,
                                      make_server, parse_listen)
 from enforcer.monitor.sources.kmsg import KmsgSource, parse_kmsg_line
@@ -74,17 +75,23 @@ def test_fast_renderer_matches_prometheus_client() -> None:
     m = filled_metrics()
     m.count_violation('we"ird\\id\nx', "p", "unknown", "log", 2)
     m.set_facts({"w1": ("web", 3, 1 << 20, 1.25)})
-    fast = render_text(m).decode()
+    fast = m.render_text().decode()
     assert _sample_set(fast) == _sample_set(exposition(m))
     reference = [l for l in exposition(m).splitlines() if l.startswith("#")]
     assert [l for l in fast.splitlines() if l.startswith("#")] == reference
+    assert m.render_text() is m.render_text()  # cached while nothing changes
+    m.count_violation("w1", "web", "ptrace", "errno")
+    assert value_for(parse_samples(m.render_text().decode(), "enforcer_seccomp_violations_total"),
+                     workload="w1", syscall="ptrace") == 4
+    m.forget_workload("w1")
+    assert 'workload="w1"' not in m.render_text().decode()
 
 
 @pytest.mark.prometheus
 def test_promtool_accepts_the_fast_renderer() -> None:
     m = filled_metrics()
     m.count_violation('we"ird\\id', "p", "unknown", "log", 2)
-    r = subprocess.run(["promtool", "check", "metrics"], input=render_text(m), capture_output=True)
+    r = subprocess.run(["promtool", "check", "metrics"], input=m.render_text(), capture_output=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -144,6 +151,8 @@ def test_auth_file_errors_name_the_line(tmp_path: Path) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
@@ -216,3 +225,19 @@ def test_kmsg_lines(tmp_path: Path) -> None:
     assert [g[:16] for g in got] == [b"audit(1.5:7): au", b"audit(1.6:9): pi"]
     assert lost == [17, 3, 2]  # suppressed, seq gap 102..104, audit_lost 3 -> 5
     assert bad == ["kmsg_line"]
+
+
+def test_hash_password_cli_makes_a_loadable_line(tmp_path: Path) -> None:
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "enforcer", "monitor", "--hash-password", "alice"],
+                       input="pw\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    f = tmp_path / "auth"
+    f.write_text(r.stdout)
+    auth = BasicAuth(load_auth_file(str(f)))
+    assert auth.check("Basic " + base64.b64encode(b"alice:pw").decode())
+    assert not auth.check("Basic " + base64.b64encode(b"alice:pW").decode())
+    bad = subprocess.run([sys.executable, "-m", "enforcer", "monitor", "--listen", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "HOST:PORT" in bad.stderr

@@ -186,3 +186,34 @@ def test_fuzz_registry_files_never_crash_and_bad_ones_are_counted(tmp_path_facto
     else:
         assert index.live() == [] and bad == ["registry_record"]
     index.attribute(os.getpid())  # and attribution still works
+
+
+def test_attribution_by_audit_session_needs_no_proc_entry(tmp_path: Path) -> None:
+    """A record's audit session attributes any pid in it, even one long gone."""
+    rt = str(tmp_path / "rt")
+    record = registry.WorkloadRecord(id="w1", kind="run", policy="web", policy_hash="sha256:t",
+                                     mode="enforce", cgroups={}, pid=100, audit_session=4242)
+    registry.write_record(record, rt)
+    index, bad = make_index(tmp_path)
+    assert index.refresh()
+    assert index.attribute(5555, ses=4242).id == "w1"  # no /proc/5555 at all
+    assert index.attribute(5555, ses=7) is UNMANAGED  # somebody's login session
+    assert index.attribute(5556) is UNMANAGED
+    assert bad == []
+
+
+def test_audit_session_mapping_is_dropped_with_the_workload(tmp_path: Path) -> None:
+    clock = Clock()
+    rt = str(tmp_path / "rt")
+    record = registry.WorkloadRecord(id="w1", kind="run", policy="web", policy_hash="sha256:t",
+                                     mode="enforce", cgroups={}, pid=100, audit_session=4243)
+    path = registry.write_record(record, rt)
+    index, _ = make_index(tmp_path, grace=10.0, clock=clock)
+    index.refresh()
+    os.unlink(path)
+    index.refresh(force=True)
+    # Records of its last processes may still arrive during the grace period.
+    assert index.attribute(1, ses=4243).id == "w1"
+    clock.now += 11
+    index.expire()
+    assert index.attribute(1, ses=4243) is UNMANAGED

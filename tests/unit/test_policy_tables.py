@@ -8,6 +8,7 @@ import mmap
 import os
 import re
 import socket
+import stat
 import termios
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_capability_bounding_set_size_matches_running_kernel() -> None:
 
 
 def _python_value(name: str) -> int | None:
-    for module in (socket, os, mmap, termios):
+    for module in (socket, os, mmap, termios, stat):
         value = getattr(module, name, None)
         if isinstance(value, int):
             return value

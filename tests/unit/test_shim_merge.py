@@ -238,3 +238,16 @@ def test_inherited_rlimits_match_the_resource_module() -> None:
         soft, hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
         norm = tuple(UNLIMITED if v == resource.RLIM_INFINITY else v for v in (soft, hard))
         assert got[name] == norm, name
+
+
+def test_unprivileged_port_sysctl_goes_with_net_bind_service() -> None:
+    sysctl = fixture_config()["linux"]["sysctl"]
+    assert sysctl["net.ipv4.ip_unprivileged_port_start"] == "0"
+    none = CapabilityPlan(bounding=0, effective=0, permitted=0, inheritable=0, ambient=0)
+    after = merged({"capabilities": none})["linux"]["sysctl"]
+    assert "net.ipv4.ip_unprivileged_port_start" not in after
+    assert after["net.ipv4.ping_group_range"] == sysctl["net.ipv4.ping_group_range"]
+    bind = cap_mask(CAP_NUMBERS["CAP_NET_BIND_SERVICE"])
+    keep = CapabilityPlan(bounding=bind, effective=bind, permitted=bind, inheritable=0, ambient=0)
+    assert merged({"capabilities": keep})["linux"]["sysctl"] == sysctl
+    assert merged({"capabilities": None})["linux"]["sysctl"] == sysctl

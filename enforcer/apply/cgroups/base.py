@@ -41,6 +41,7 @@ class CgroupEvents:
 
 class CgroupDriver(Protocol):
     version: str
+    root: str  # the hierarchy root (v2) or the directory of v1 hierarchies
 
     def create(self) -> None: ...
     def adopt(self, files: Any, pid: int) -> None: ...

@@ -217,9 +217,9 @@ class AuditSource:
     """The audit multicast socket: yields raw type-1326 payloads.
 
     `on_lost(n)` is called with the number of records we know or estimate we
-    lost: after ENOBUFS the kernel does not say how many, so the gap in the
-    audit serial numbers between the last record before the overrun and the
-    first one after it is used (at least 1).
+    lost: the kernel does not say how many, so one is counted at ENOBUFS and
+    the rest when the gap in the audit serial numbers appears (serials count
+    every audit record of the host, so this is an upper estimate).
     """
 
     name = "audit"
@@ -283,8 +283,10 @@ class AuditSource:
                 break
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    # Our buffer overflowed: the socket stays usable; note it,
-                    # grow the buffer, and settle the count on the next serial.
+                    # Our buffer overflowed: the socket stays usable. Count
+                    # one now, the rest when the gap in serials shows up;
+                    # grow the buffer.
+                    on_lost(1)
                     self._overrun = True
                     if self.rcvbuf < self.max_rcvbuf:
                         self._set_rcvbuf(min(self.rcvbuf * 2, self.max_rcvbuf))
@@ -314,11 +316,14 @@ class AuditSource:
         serial = serial_of(payload)
         if serial is None:
             return
-        if self._overrun:
-            last = self._last_serial
-            on_lost(max(1, serial - last - 1) if last is not None else 1)
+        last = self._last_serial
+        if self._overrun and last is not None and serial > last + 1:
+            # The first jump in serial numbers after an overrun is where the
+            # kernel dropped records (it keeps the oldest queued ones and
+            # drops new ones). One was counted when ENOBUFS came.
+            on_lost(serial - last - 2)
             self._overrun = False
-        self._last_serial = serial
+        self._last_serial = serial if last is None else max(serial, last)
 
 
 def native_audit_arch() -> int:

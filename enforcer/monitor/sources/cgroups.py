@@ -250,7 +250,7 @@ class LimitWatcher:
         self.registry_watched = False
 
     def watch_registry(self, directory: str) -> bool:
-        wd = self._libc.inotify_add_watch(
+        wd: int = self._libc.inotify_add_watch(
             self.inotify_fd, directory.encode(),
             _IN_CREATE | _IN_DELETE | _IN_MOVED_TO | _IN_MOVED_FROM)
         if wd >= 0:

@@ -17,7 +17,6 @@ attributes every process it can see in /proc and says fork tracking is off.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections import OrderedDict
@@ -126,23 +125,3 @@ class ForkTracker:
             seen.add(parent)
             parent = self.parents.get(parent)
         return chain
-
-
-def available() -> bool:
-    try:
-        t = ForkTracker()
-        t.open()
-        t.close()
-        return True
-    except OSError:
-        return False
-
-
-if __name__ == "__main__":  # pragma: no cover - manual check
-    t = ForkTracker()
-    t.open()
-    os.system("true")
-    import time
-
-    time.sleep(0.1)
-    print(t.drain(), dict(t.parents))
