@@ -231,6 +231,13 @@ def _headline(lines: list[str]) -> str:
             return b
     if bullets:
         return bullets[0]
+    # A table row about enforcer: "<first cell>: <second header> <second cell>".
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in lines if line.startswith("|")]
+    if len(rows) > 2 and len(rows[0]) > 1:
+        for cells in rows[2:]:
+            if "enforcer" in cells[0] and len(cells) > 1:
+                return f"{cells[0]}: {rows[0][1]} {cells[1]}"
     return next((line.strip() for line in lines
                  if line.strip() and not line.startswith(("#", "|", "```"))), "")
 

@@ -23,9 +23,14 @@ UNSET = 4294967295  # (u32)-1: no login uid / no session
 
 
 def _read_int(path: str) -> int | None:
+    # os.open/os.read, not open(): a text file object costs ~0.5 ms on its
+    # first use in a process, and this runs on every `enforcer run` start.
     try:
-        with open(path) as f:
-            return int(f.read().strip())
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return int(os.read(fd, 64).strip())
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
         return None
 

@@ -15,12 +15,14 @@ reaches the user only for a bug in enforcer itself (and then says so).
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Sequence
 
 from enforcer import __version__, exitcodes
 from enforcer.errors import EnforcerError, PolicyErrors
+
+TYPE_CHECKING = False  # `typing` costs ms on every start; only checkers need it
+if TYPE_CHECKING:
+    from typing import Sequence
 
 # verb -> module name in enforcer.commands; order is the order of --help.
 VERBS: dict[str, str] = {
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return fast_main(argv[1:])
     import argparse
+    import importlib
 
     if verb not in VERBS:
         from difflib import get_close_matches

@@ -39,19 +39,19 @@ if TYPE_CHECKING:
     R = TypeVar("R", bound="_Record")
 
 try:  # the bare sha256 module: hashlib would load OpenSSL (~2 ms) first
-    from _sha256 import sha256 as _sha256
+    from _sha256 import sha256 as sha256
 except ImportError:  # pragma: no cover - other Pythons / 3.12+
     try:
-        from _sha2 import sha256 as _sha256  # type: ignore[no-redef]
+        from _sha2 import sha256 as sha256
     except ImportError:
-        from hashlib import sha256 as _sha256  # type: ignore[no-redef]
+        from hashlib import sha256 as sha256
 
 # Bump when the meaning of any field changes. Readers refuse other versions.
 PLAN_FORMAT = 1
 
 
 def sha256_hex(data: bytes) -> str:
-    return _sha256(data).hexdigest()
+    return str(sha256(data).hexdigest())
 
 
 def canonical_json(body: Any) -> str:
@@ -60,9 +60,9 @@ def canonical_json(body: Any) -> str:
 
 
 class _Record:
-    """Immutable value object: the fields are named in `_FIELDS`."""
+    """Immutable value object: the fields are named in `_FIELDS` (and are
+    the instance's __dict__, as with a dataclass)."""
 
-    __slots__ = ()
     _FIELDS: tuple[str, ...] = ()
 
     def _init(self, *values: Any) -> None:
@@ -82,7 +82,7 @@ class _Record:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return bool(self._values() == other._values())
 
     def __hash__(self) -> int:
         return hash(self._values())
@@ -101,7 +101,7 @@ def replace(obj: R, **changes: Any) -> R:
     if unknown:
         raise TypeError(f"{type(obj).__name__} has no field(s) {sorted(unknown)}")
     kwargs = {name: changes.get(name, getattr(obj, name)) for name in obj._FIELDS}
-    return type(obj)(**kwargs)  # type: ignore[call-arg]
+    return type(obj)(**kwargs)
 
 
 def asdict(obj: Any) -> Any:
@@ -119,7 +119,7 @@ def asdict(obj: Any) -> Any:
 class SeccompFilter(_Record):
     """One BPF program, ready for seccomp(SECCOMP_SET_MODE_FILTER)."""
 
-    __slots__ = _FIELDS = ("bpf_b64", "flags")
+    _FIELDS = ("bpf_b64", "flags")
     bpf_b64: str  # base64 of the raw struct sock_filter array (8 bytes each)
     # Names from: "log" (SECCOMP_FILTER_FLAG_LOG), "spec_allow"
     # (SECCOMP_FILTER_FLAG_SPEC_ALLOW), "tsync".
@@ -134,7 +134,7 @@ class SeccompFilter(_Record):
 
 
 class SeccompPlan(_Record):
-    __slots__ = _FIELDS = ("native_arch", "architectures", "default_action", "filter",
+    _FIELDS = ("native_arch", "architectures", "default_action", "filter",
                            "syscall_names", "oci")
     native_arch: str  # libseccomp arch name of the compiling host, e.g. "x86_64"
     architectures: tuple[str, ...]  # every arch the filter admits
@@ -161,7 +161,7 @@ class CapabilityPlan(_Record):
     unused (they hold what the compiler assumed as a parent, for exports).
     """
 
-    __slots__ = _FIELDS = ("bounding", "effective", "permitted", "inheritable", "ambient",
+    _FIELDS = ("bounding", "effective", "permitted", "inheritable", "ambient",
                            "relative", "drop", "add")
     bounding: int
     effective: int
@@ -192,7 +192,7 @@ class MountOp(_Record):
     `optional`: a missing path is skipped (and reported), not an error.
     """
 
-    __slots__ = _FIELDS = ("kind", "path", "source", "size", "mode", "options", "optional")
+    _FIELDS = ("kind", "path", "source", "size", "mode", "options", "optional")
     kind: str
     path: str
     source: str | None
@@ -221,7 +221,7 @@ class CgroupPlan(_Record):
     io_devices: device paths/ids the compiler resolved, for messages.
     """
 
-    __slots__ = _FIELDS = ("v1", "v2", "memory_max", "pids_max")
+    _FIELDS = ("v1", "v2", "memory_max", "pids_max")
     v1: dict[str, dict[str, str]]
     v2: dict[str, str]
     # For "why did it die": the limits in human units.
@@ -239,7 +239,7 @@ class CgroupPlan(_Record):
 
 
 class RlimitPlan(_Record):
-    __slots__ = _FIELDS = ("resource", "soft", "hard")
+    _FIELDS = ("resource", "soft", "hard")
     resource: str  # "NOFILE", "NPROC", ... (resource module name without RLIMIT_)
     soft: int  # -1 = unlimited
     hard: int
@@ -249,7 +249,7 @@ class RlimitPlan(_Record):
 
 
 class UserPlan(_Record):
-    __slots__ = _FIELDS = ("uid", "gid", "groups")
+    _FIELDS = ("uid", "gid", "groups")
     uid: int
     gid: int
     groups: tuple[int, ...]
@@ -259,7 +259,7 @@ class UserPlan(_Record):
 
 
 class Plan(_Record):
-    __slots__ = _FIELDS = ("format", "enforcer_version", "policy_name", "policy_hash", "mode",
+    _FIELDS = ("format", "enforcer_version", "policy_name", "policy_hash", "mode",
                            "seccomp", "capabilities", "mounts", "cgroup", "rlimits", "user",
                            "namespaces", "no_new_privileges", "notes")
     format: int
@@ -465,17 +465,82 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
     )
 
 
+# The body text of the Plan parsed last, when it was in canonical form:
+# the supervisor hands exactly that text to its child instead of
+# re-serialising the Plan (~1 ms a start). Keyed by identity; Plans are
+# immutable, so the text stays true to the object.
+_last_body: tuple[Plan, str] | None = None
+
+_SHA_SUFFIX_LEN = len(',"sha256":"') + 64 + len('"}')
+
+
+def _canonical_body(text: str) -> tuple[str, str] | None:
+    """(body text, digest) if `text` has exactly the layout Plan.to_json()
+    writes, else None."""
+    if not (text.startswith('{"plan":') and text.endswith('"}')):
+        return None
+    tail = text[-_SHA_SUFFIX_LEN:]
+    digest = tail[11:-2]
+    if not tail.startswith(',"sha256":"') or len(digest) != 64:
+        return None
+    return text[8:-_SHA_SUFFIX_LEN], digest
+
+
 def plan_from_json(text: str | bytes, source: str = "plan") -> Plan:
     """Parse and verify a Plan written by Plan.to_json(). Raises PlanError."""
+    global _last_body
     try:
-        outer = fastjson.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise PlanError(f"{source}: not valid JSON ({e}); refusing to apply") from None
-    if not isinstance(outer, dict) or set(outer) != {"plan", "sha256"}:
-        raise PlanError(f"{source}: not an enforcer Plan (expected keys plan, sha256)")
-    body = outer["plan"]
-    if sha256_hex(canonical_json(body).encode()) != outer["sha256"]:
-        raise PlanError(f"{source}: content does not match its sha256; the Plan is corrupt")
+    canonical = _canonical_body(text)
+    body: Any = None
+    if canonical is not None and sha256_hex(canonical[0].encode()) == canonical[1]:
+        # Fast path: hash the body's own text instead of re-serialising it.
+        # Same guarantee: the body applied is the one JSON value whose text
+        # has this digest (if that text is not a single value, loads fails
+        # and the full check below decides).
+        try:
+            body = fastjson.loads(canonical[0])
+        except ValueError:
+            canonical = None
+    else:
+        canonical = None
+    if canonical is None:
+        try:
+            outer = fastjson.loads(text)
+        except ValueError as e:
+            raise PlanError(f"{source}: not valid JSON ({e}); refusing to apply") from None
+        if not isinstance(outer, dict) or set(outer) != {"plan", "sha256"}:
+            raise PlanError(f"{source}: not an enforcer Plan (expected keys plan, sha256)")
+        body = outer["plan"]
+        if sha256_hex(canonical_json(body).encode()) != outer["sha256"]:
+            raise PlanError(f"{source}: content does not match its sha256; the Plan is corrupt")
+    try:
+        plan = plan_from_dict(body)
+    except PlanError as e:
+        raise PlanError(f"{source}: {e}") from None
+    if canonical is not None:
+        _last_body = (plan, canonical[0])
+    return plan
+
+
+def plan_body_json(plan: Plan) -> str:
+    """The canonical JSON of the Plan's body (what its digest covers)."""
+    if _last_body is not None and _last_body[0] is plan:
+        return _last_body[1]
+    return canonical_json(plan.to_dict())
+
+
+def plan_from_body_json(text: str | bytes, source: str = "plan") -> Plan:
+    """A Plan from its body's JSON, with the same strict checks but no
+    digest: for a Plan handed over a private pipe by the process that
+    verified it (the supervisor to its child)."""
+    try:
+        body = fastjson.loads(text)
+    except ValueError as e:
+        raise PlanError(f"{source}: not valid JSON ({e}); refusing to apply") from None
     try:
         return plan_from_dict(body)
     except PlanError as e:

@@ -5,18 +5,28 @@ the runtime directory (default /run/enforcer/workloads/<id>.json); the
 monitor reads them to attribute violations and limit events. Stdlib only:
 this is on the start path.
 
-Writes are atomic (write to a temp file in the same directory, fsync,
-rename) so the monitor never reads half a record.
+Writes are atomic (write to a temp file in the same directory, rename) so
+the monitor never reads half a record. There is no fsync: a record
+describes a running process, so after a crash or reboot (the only case
+fsync protects against) it is stale whatever it holds -- and /run is a
+tmpfs on most systems, where fsync does nothing anyway. On a disk an fsync
+costs a disk flush on every start. The rename alone is what makes a reader
+see the old record, the new one or none.
+
+No `json`, `tempfile`, `dataclasses` or `typing` at import: `enforcer run`
+writes a record on every start (see enforcer/fastjson.py for why).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from enforcer import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_RUNTIME_DIR = "/run/enforcer"
 RECORD_VERSION = 1
@@ -30,32 +40,58 @@ def workloads_dir(root: str | None = None) -> str:
     return os.path.join(root or runtime_dir(), "workloads")
 
 
-@dataclass
 class WorkloadRecord:
-    id: str  # workload id: container id for the shim, "run-<pid>-<rand>" for run
-    kind: str  # "run" | "container"
-    policy: str
-    policy_hash: str
-    mode: str  # "enforce" | "audit"
-    # The cgroup the workload lives in, as /proc/PID/cgroup shows it, per
-    # hierarchy: {"memory": "/enforcer/run-1-ab", "pids": ..., "": "/..."}
-    # ("" is the v2 unified hierarchy). For containers this is filled from
-    # the config's cgroupsPath.
-    cgroups: dict[str, str] = field(default_factory=dict)
-    container_id: str | None = None
-    bundle: str | None = None
-    pid: int | None = None
-    started: float = field(default_factory=time.time)
-    # Limits in force, for limit-event messages: {"memory_max": ..., "pids_max": ...}
-    limits: dict[str, int] = field(default_factory=dict)
-    # The kernel audit session id (`ses=` in audit records) the workload runs
-    # in, when enforcer could start a fresh one (see enforcer/audit_session.py):
-    # it attributes every record of the workload, even of processes already gone.
-    audit_session: int | None = None
-    version: int = RECORD_VERSION
+    """One workload's record (a plain class written out by hand, for start
+    latency; it compares by value like the dataclass it was)."""
+
+    FIELDS = ("id", "kind", "policy", "policy_hash", "mode", "cgroups", "container_id",
+              "bundle", "pid", "started", "limits", "audit_session", "version")
+
+    def __init__(self, id: str, kind: str, policy: str, policy_hash: str, mode: str,
+                 cgroups: dict[str, str] | None = None, container_id: str | None = None,
+                 bundle: str | None = None, pid: int | None = None,
+                 started: float | None = None, limits: dict[str, int] | None = None,
+                 audit_session: int | None = None, version: int = RECORD_VERSION) -> None:
+        self.id = id  # workload id: container id for the shim, "run-<pid>-<rand>" for run
+        self.kind = kind  # "run" | "container"
+        self.policy = policy
+        self.policy_hash = policy_hash
+        self.mode = mode  # "enforce" | "audit"
+        # The cgroup the workload lives in, as /proc/PID/cgroup shows it, per
+        # hierarchy: {"memory": "/enforcer/run-1-ab", "pids": ..., "": "/..."}
+        # ("" is the v2 unified hierarchy). For containers this is filled from
+        # the config's cgroupsPath.
+        self.cgroups: dict[str, str] = {} if cgroups is None else cgroups
+        self.container_id = container_id
+        self.bundle = bundle
+        self.pid = pid
+        self.started: float = time.time() if started is None else started
+        # Limits in force, for limit-event messages: {"memory_max": ..., "pids_max": ...}
+        self.limits: dict[str, int] = {} if limits is None else limits
+        # The kernel audit session id (`ses=` in audit records) the workload runs
+        # in, when enforcer could start a fresh one (see enforcer/audit_session.py):
+        # it attributes every record of the workload, even of processes already gone.
+        # None: no session of its own (attribution falls back to pid and cgroup).
+        self.audit_session = audit_session
+        self.version = version
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WorkloadRecord):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass was
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"WorkloadRecord({inner})"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        # Same text as json.dumps(..., sort_keys=True).
+        return fastjson.dumps(self.to_dict(), sort_keys=True)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "WorkloadRecord":
@@ -74,7 +110,7 @@ class WorkloadRecord:
         pid = d.get("pid")
         if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
             raise ValueError("field 'pid' must be a positive integer")
-        allowed = set(WorkloadRecord.__dataclass_fields__)
+        allowed = set(WorkloadRecord.FIELDS)
         return WorkloadRecord(**{k: v for k, v in d.items() if k in allowed})
 
 
@@ -88,13 +124,19 @@ def write_record(record: WorkloadRecord, root: str | None = None) -> str:
     directory = workloads_dir(root)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     path = os.path.join(directory, _safe_name(record.id))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    # The temp name is unique without `tempfile`: workload ids are unique
+    # among live workloads, and the pid separates two writers of one id.
+    tmp = os.path.join(directory, f".tmp-{record.id}.{os.getpid()}")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            data = record.to_json().encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchmod(fd, 0o644)  # whatever the umask
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -116,7 +158,7 @@ def read_record(path: str) -> WorkloadRecord:
     """Raises OSError or ValueError; callers decide whether to count or fail."""
     with open(path, "rb") as f:
         data = f.read(1 << 20)
-    return WorkloadRecord.from_dict(json.loads(data))
+    return WorkloadRecord.from_dict(fastjson.loads(data))
 
 
 def list_record_paths(root: str | None = None) -> list[str]:

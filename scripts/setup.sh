@@ -30,4 +30,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -e '.[test]'
-echo "setup.sh: ready (.venv/bin/enforcer)"
+
+# Replace pip's console scripts with enforcer's fast launchers: they skip
+# site initialisation, which is most of the start cost of `enforcer run`
+# and the shim (see docs/run.md, "Start latency"). The distribution's
+# python3 runs them when it is the same minor version as the venv's.
+fast=""
+venv_ver=$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])')
+if [ -x /usr/bin/python3 ] && [ "$(/usr/bin/python3 -c 'import sys; print(sys.version_info[:2])')" = "$venv_ver" ]; then
+    fast="--python /usr/bin/python3"
+fi
+.venv/bin/python -m enforcer.launcher $fast .venv/bin >/dev/null
+echo "setup.sh: ready (.venv/bin/enforcer, .venv/bin/enforcer-runc)"

@@ -11,11 +11,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from enforcer.plan import replace
 from typing import Iterable
 
 from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
-                           SeccompPlan)
+                           SeccompPlan, replace)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable

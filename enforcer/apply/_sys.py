@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
+TYPE_CHECKING = False  # no `typing` on the start path
+if TYPE_CHECKING:
+    from typing import Any
 
 from enforcer.errors import ApplyError
 

@@ -15,7 +15,6 @@ import _socket  # the C module: `socket` would pull in selectors, enum, ... (~7 
 import select
 import struct
 import time
-from dataclasses import dataclass
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
@@ -23,13 +22,32 @@ AUDIT_SECCOMP = 1326
 _NLMSGHDR = struct.Struct("=IHHII")
 
 
-@dataclass(frozen=True)
 class SeccompRecord:
-    pid: int
-    syscall: int
-    arch: int
-    sig: int
-    code: int
+    """One seccomp audit record (type 1326): who, which syscall, which arch."""
+
+    __slots__ = ("pid", "syscall", "arch", "sig", "code")
+
+    def __init__(self, pid: int, syscall: int, arch: int, sig: int, code: int) -> None:
+        self.pid = pid
+        self.syscall = syscall
+        self.arch = arch
+        self.sig = sig
+        self.code = code
+
+    def _key(self) -> tuple[int, int, int, int, int]:
+        return (self.pid, self.syscall, self.arch, self.sig, self.code)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SeccompRecord):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return ("SeccompRecord(pid={}, syscall={}, arch={:#x}, sig={}, code={:#x})"
+                .format(*self._key()))
 
 
 def parse_record(text: str) -> SeccompRecord | None:

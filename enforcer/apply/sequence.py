@@ -13,12 +13,9 @@ the close-on-exec error pipe and the child exits; the workload never runs
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import stat
-from dataclasses import dataclass
-from typing import NoReturn
 
 from enforcer.apply import _sys
 from enforcer.apply.creds import apply_creds
@@ -27,24 +24,33 @@ from enforcer.apply.seccomp import load_filter
 from enforcer.errors import ApplyError
 from enforcer.plan import Plan
 
+TYPE_CHECKING = False  # `typing` costs ms on every start; only checkers need it
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 # Exit status of a child that failed before execve (the parent reports the
 # error from the pipe; this status is only seen if the pipe write failed).
 CHILD_FAILED = 125
 
 
-@dataclass
 class ChildContext:
-    plan: Plan
-    argv: list[str]
-    env: dict[str, str]
-    err_fd: int
-    sync_fd: int | None  # None in --exec mode: nobody to wait for
-    # Namespaces the supervisor already created before fork (pid, and the
-    # user namespace when unprivileged); the child must not create them again.
-    done_by_parent: frozenset[str] = frozenset()
-    unprivileged: bool = False  # not root: mounts need our own user namespace
-    outer_uid: int = 0
-    outer_gid: int = 0
+    """What the child needs to apply a Plan (a plain class: no dataclasses
+    on the start path)."""
+
+    def __init__(self, plan: Plan, argv: list[str], env: dict[str, str], err_fd: int,
+                 sync_fd: int | None, done_by_parent: frozenset[str] = frozenset(),
+                 unprivileged: bool = False, outer_uid: int = 0, outer_gid: int = 0) -> None:
+        self.plan = plan
+        self.argv = argv
+        self.env = env
+        self.err_fd = err_fd
+        self.sync_fd = sync_fd  # None in --exec mode: nobody to wait for
+        # Namespaces the supervisor already created before fork (pid, and the
+        # user namespace when unprivileged); the child must not create them again.
+        self.done_by_parent = done_by_parent
+        self.unprivileged = unprivileged  # not root: mounts need our own user namespace
+        self.outer_uid = outer_uid
+        self.outer_gid = outer_gid
 
     @property
     def audit(self) -> bool:
@@ -271,7 +277,9 @@ def report_failure(err_fd: int, e: BaseException) -> None:
         payload = {"step": "internal", "what": f"{type(e).__name__}: {e}", "errno": None,
                    "detail": "a bug in enforcer"}
     try:
-        os.write(err_fd, json.dumps(payload).encode())
+        from enforcer import fastjson
+
+        os.write(err_fd, fastjson.dumps(payload).encode())
     except OSError:
         pass
 

@@ -9,14 +9,16 @@ anything failed.
 
 The fast path is ordered for start latency without giving up any of that:
 the cgroup directories are made and the child forked *before* the Plan is
-loaded. The child moves itself into the cgroup (a cgroup v1 move waits for
-an RCU grace period, ~10 ms, which thus overlaps the Plan load on the other
-CPU), says "R" on a pipe, and imports the sequence; the Plan then goes to
-it over the sync pipe. The parent writes the Plan's limits, checks in
-cgroup.procs that the child really is there, writes the registry record,
-and only then sends "G". A policy with a pid namespace takes the plain
-path (Plan, cgroup, unshare, fork, move), since that namespace must exist
-before the fork.
+loaded. The child first starts its own audit session (unless
+ENFORCER_KEEP_AUDIT_SESSION=1) and moves itself into the cgroup (on v1
+through `tasks`, see CgroupV1.add_self), says "R" and its session id on a
+pipe, and imports the sequence while the parent loads the Plan on the
+other CPU; the verified Plan body then goes to it over the sync pipe. The
+parent writes the Plan's limits, checks in cgroup.procs that the child
+really is there, writes the registry record (with the session id), and
+only then sends "G". A policy with a pid namespace takes the plain path
+(Plan, cgroup, unshare, fork, move), since that namespace must exist
+before the fork; its child reports "R" and its session the same way.
 
 `exec_in_place` is the --exec mode: no supervisor, the sequence runs in
 this process and execs the workload (as a container entrypoint). The cgroup
@@ -26,17 +28,20 @@ is created first and, with nobody left to remove it, outlives us.
 from __future__ import annotations
 
 import errno
-import json
+import gc
 import os
-import signal
+import _signal as signal  # the C module: signal.py builds enums (enum: ~4 ms a start)
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, NoReturn, TextIO
 
 from enforcer import exitcodes
 from enforcer.errors import ApplyError
 
+# No `typing`, `dataclasses` or `json` here: this module is on every start
+# (see enforcer/fastjson.py). Names below are for type checkers only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable, NoReturn, TextIO
+
     from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
     from enforcer.apply.sequence import ChildContext
@@ -69,22 +74,47 @@ def status_to_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-@dataclass
+# The environment variable that keeps the caller's audit session: set by a
+# launcher that started a session for this one workload itself (`enforcer
+# record`, whose collector follows that session's id).
+KEEP_AUDIT_SESSION_ENV = "ENFORCER_KEEP_AUDIT_SESSION"
+
+
+def child_audit_session() -> int | None:
+    """In the child, before anything of the policy is applied (so with the
+    capabilities it was started with): a fresh kernel audit session for the
+    workload, whose id then marks every audit record of it (see
+    enforcer/audit_session.py). With ENFORCER_KEEP_AUDIT_SESSION=1 the
+    session the launcher made is kept and reported. None when there is no
+    session to report: attribution falls back to pid and cgroup."""
+    from enforcer import audit_session
+
+    if os.environ.get(KEEP_AUDIT_SESSION_ENV) == "1":
+        return audit_session.current_session()
+    return audit_session.start_new_session()
+
+
 class Supervisor:
-    argv: list[str]
-    workload_id: str = field(default_factory=new_workload_id)
-    cgroup_root: str = "/sys/fs/cgroup"
-    registry_root: str | None = None
-    err: TextIO = sys.stderr
-    plan: "Plan | None" = None
-    driver: "CgroupDriver | None" = None
-    audit: "AuditListener | None" = None
-    child: int = 0
-    record_written: bool = False
-    _last_pid: int = 0
-    _early_cgroup_error: ApplyError | None = None
-    ready_fd: int = -1  # fast path: the child writes "R" once it is in its cgroup
-    forwarded: int = 0  # the last signal passed on to the child
+    def __init__(self, argv: list[str], workload_id: str | None = None,
+                 cgroup_root: str = "/sys/fs/cgroup", registry_root: str | None = None,
+                 err: "TextIO | None" = None) -> None:
+        self.argv = argv
+        self.workload_id = workload_id or new_workload_id()
+        self.cgroup_root = cgroup_root
+        self.registry_root = registry_root
+        self.err = err if err is not None else sys.stderr
+        self.plan: Plan | None = None
+        self.driver: CgroupDriver | None = None
+        self.audit: AuditListener | None = None
+        self.child = 0
+        self.record_written = False
+        self._last_pid = 0
+        self._early_cgroup_error: ApplyError | None = None
+        # The child writes "R" and its audit session id on this pipe once it
+        # is in its cgroup (the fast path) or has started (the plain path).
+        self.ready_fd = -1
+        self.audit_session: int | None = None
+        self.forwarded = 0  # the last signal passed on to the child
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
@@ -100,8 +130,15 @@ class Supervisor:
 
     # -- the child ------------------------------------------------------------
 
-    def fork_child(self, child_main: Callable[[], NoReturn], close_in_child: list[int]) -> None:
-        """Fork; the child resets what it inherited and runs child_main."""
+    def fork_child(self, child_main: Callable[[], NoReturn], close_in_child: list[int],
+                   first: Callable[[], None] | None = None) -> None:
+        """Fork; the child resets what it inherited, runs `first` (the fast
+        path's placement: as early as possible, it is on the critical
+        path), sets its parent-death signal and runs child_main.
+
+        `first` may run before PR_SET_PDEATHSIG: the child runs nothing of
+        the workload before the parent's go byte, and if the parent dies
+        first the child sees EOF on the sync pipe and exits."""
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         pid = os.fork()
         if pid == 0:
@@ -113,6 +150,8 @@ class Supervisor:
                 for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                if first is not None:
+                    first()
                 from enforcer.apply import _sys
 
                 # If the supervisor dies, the workload must not live on
@@ -136,24 +175,37 @@ class Supervisor:
                             unprivileged=self.unprivileged, outer_uid=os.getuid(),
                             outer_gid=os.getgid())
 
-    def early_child_main(self, err_w: int, sync_r: int, ready_w: int) -> NoReturn:
-        """The child of the fast path. It moves itself into the workload
-        cgroup (a cgroup v1 move waits for an RCU grace period, ~10 ms: here
-        that wait runs while the parent loads the Plan), imports the
-        sequence, then receives the Plan on the sync pipe and applies it."""
+    def early_child_place(self, err_w: int, ready_w: int) -> None:
+        """First thing in the fast path's child: a fresh audit session, then
+        into the workload cgroup (by itself: see CgroupV1.add_self), then
+        "R" and the session id to the parent. A failure is reported on the
+        error pipe and ends the child before the ready message."""
+        try:
+            session = child_audit_session()
+            if self.driver is not None:
+                self.driver.add_self()
+            write_ready(ready_w, session)
+        except BaseException as e:  # noqa: BLE001 - reported, then exit
+            from enforcer.apply.sequence import report_failure
+
+            report_failure(err_w, e)
+            os._exit(exitcodes.APPLY_FAILED)
+
+    def early_child_main(self, err_w: int, sync_r: int) -> NoReturn:
+        """The child of the fast path, once placed: it imports the sequence
+        while the parent loads the Plan, receives the Plan on the sync pipe
+        and applies it."""
         from enforcer.apply.sequence import report_failure, run_child
 
         try:
-            if self.driver is not None:
-                self.driver.add(os.getpid())
-            os.write(ready_w, b"R")
-            os.close(ready_w)
-            from enforcer.plan import plan_from_json
+            from enforcer.plan import plan_from_body_json
 
             data = read_message(sync_r)
             if data is None:
                 os._exit(exitcodes.APPLY_FAILED)  # the parent failed; it reports
-            plan = plan_from_json(data, source="plan from the supervisor")
+            # The parent verified the Plan's digest; this pipe is private to
+            # the two of us, so the child only parses (as strictly).
+            plan = plan_from_body_json(data, source="plan from the supervisor")
             ctx = self.context(plan, err_w, sync_r)
         except BaseException as e:  # noqa: BLE001 - reported, then exit
             report_failure(err_w, e)
@@ -207,16 +259,18 @@ class Supervisor:
         self.driver = driver
 
     def check_placed(self) -> None:
-        """The child moved itself into the cgroup; wait for it to say so,
-        then verify it before it may exec (the supervisor does not take the
-        child's word for it). EOF instead means the child failed: its
-        report is on the error pipe, read by the caller."""
+        """Wait for the child's ready message ("R" and its audit session id;
+        on the fast path it has then moved itself into the cgroup), then
+        verify the placement before it may exec (the supervisor does not
+        take the child's word for it). EOF instead means the child failed:
+        its report is on the error pipe, read by the caller."""
         if self.ready_fd < 0:
             return
-        ready = os.read(self.ready_fd, 1)
-        if ready != b"R":
+        ok, session = read_ready(self.ready_fd)
+        if not ok:
             raise ApplyError("cgroup", "cgroup.procs", None, "the workload process failed "
                              "before it was placed in its cgroup")
+        self.audit_session = session
         if self.driver is not None and self.child not in self.driver.procs():
             raise ApplyError("cgroup", "cgroup.procs", None,
                              f"the workload process {self.child} is not in its cgroup")
@@ -294,14 +348,26 @@ class Supervisor:
         """Fast path. `load` raises EnforcerError (PolicyErrors, PlanError,
         ...) after everything made so far is undone; the caller reports it."""
         pipes: list[int] = []
+        # No garbage collection while the workload starts: a collection walks
+        # (and so writes to) every tracked object, and after the fork each
+        # page written costs parent or child a copy-on-write fault. The
+        # start allocates little and makes no cycles worth collecting; the
+        # collector runs again once the workload has the go byte.
+        gc.disable()
         try:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             pipes = [err_r, err_w, sync_r, sync_w, ready_r, ready_w]
             self.make_early_cgroup()
-            self.fork_child(lambda: self.early_child_main(err_w, sync_r, ready_w),
-                            [err_r, sync_w, ready_r])
+            # ctypes before the fork: the child needs it at once (prctl, then
+            # every step), and importing it there is the longest part of the
+            # child's way to the go byte (~2.5 ms after a fork vs ~1.2 ms
+            # here), while the parent's own way (the Plan) is shorter.
+            from enforcer.apply import _sys  # noqa: F401
+            self.fork_child(lambda: self.early_child_main(err_w, sync_r),
+                            [err_r, sync_w, ready_r],
+                            first=lambda: self.early_child_place(err_w, ready_w))
             for fd in (err_w, sync_r, ready_w):
                 os.close(fd)
             pipes = [err_r, sync_w, ready_r]
@@ -311,7 +377,9 @@ class Supervisor:
                 self._reap_child()
                 self._remove_cgroup()
                 return self._run_plain()
-            send_message(sync_w, self.p.to_json().encode())
+            from enforcer.plan import plan_body_json
+
+            send_message(sync_w, plan_body_json(self.p).encode())
             if self.p.mode == "audit":
                 self.say_audit()
             if not self.adopt_plan_cgroup():
@@ -328,6 +396,7 @@ class Supervisor:
             self.say(f"internal: {type(e).__name__}: {e}")
             return exitcodes.APPLY_FAILED
         finally:
+            gc.enable()
             for fd in pipes:
                 try:
                     os.close(fd)
@@ -338,9 +407,12 @@ class Supervisor:
     def _run_plain(self) -> int:
         """Plan first, then cgroup, namespaces that must precede the fork,
         fork, and placement (used for pid namespaces)."""
-        self.ready_fd = -1  # the parent places this child itself
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        # Here the parent places the child itself; the child only reports
+        # that it started, with its audit session id.
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        self.ready_fd = ready_r
         try:
             if self.p.mode == "audit":
                 self.say_audit()
@@ -349,22 +421,28 @@ class Supervisor:
             ctx = self.context(self.p, err_w, sync_r, done)
 
             def child_main() -> NoReturn:
-                from enforcer.apply.sequence import run_child
+                from enforcer.apply.sequence import report_failure, run_child
 
+                try:
+                    write_ready(ready_w, child_audit_session())
+                except BaseException as e:  # noqa: BLE001 - reported, then exit
+                    report_failure(err_w, e)
+                    os._exit(exitcodes.APPLY_FAILED)
                 run_child(ctx)
 
-            self.fork_child(child_main, [err_r, sync_w])
+            self.fork_child(child_main, [err_r, sync_w, ready_r])
             # Our copies of the child's ends: EOF on err_r must mean exec.
-            for fd in (err_w, sync_r):
+            for fd in (err_w, sync_r, ready_w):
                 os.close(fd)
-            err_w = sync_r = -1
+            err_w = sync_r = ready_w = -1
             if self.driver is not None:
                 # (No helper thread: after unshare(CLONE_NEWPID) the kernel
                 # refuses to create threads in this process.)
                 self.driver.add(self.child)
             return self._go_and_wait(err_r, sync_w)
         finally:
-            for fd in (err_r, err_w, sync_r, sync_w):
+            self.ready_fd = -1
+            for fd in (err_r, err_w, sync_r, sync_w, ready_r, ready_w):
                 if fd >= 0:
                     os.close(fd)
 
@@ -384,8 +462,10 @@ class Supervisor:
                 from enforcer.apply.audit import AuditListener
 
                 self.audit = AuditListener.open()
-            self.write_record()
+            # The ready message first: it carries the audit session id the
+            # record names (the record write itself is ~0.1 ms).
             self.check_placed()
+            self.write_record()
         except ApplyError as e:
             # The child may have failed on its own meanwhile: its report is
             # the one worth showing.
@@ -404,6 +484,7 @@ class Supervisor:
                 os.write(sync_w, b"G")
             except BrokenPipeError:
                 pass  # the child already exited; its report is on the error pipe
+            gc.enable()
             failure = self.read_failure(err_r)
         status = self.wait()
         if failure is not None:
@@ -424,7 +505,7 @@ class Supervisor:
             id=self.workload_id, kind="run", policy=self.p.policy_name,
             policy_hash=self.p.policy_hash, mode=self.p.mode,
             cgroups=self.driver.record_paths() if self.driver else {}, pid=self.child,
-            limits=limits)
+            limits=limits, audit_session=self.audit_session)
         try:
             registry.write_record(rec, self.registry_root)
             self.record_written = True
@@ -453,7 +534,9 @@ class Supervisor:
         if not chunks:
             return None  # EOF and nothing else: execve happened
         try:
-            d = json.loads(b"".join(chunks))
+            from enforcer import fastjson
+
+            d = fastjson.loads(b"".join(chunks))
             return ApplyError(d["step"], d["what"], d.get("errno"), d.get("detail") or "")
         except (ValueError, KeyError, TypeError):
             return ApplyError("internal", "error pipe", None, "unreadable report from the child")
@@ -520,6 +603,28 @@ class Supervisor:
             self.audit = None
 
 
+def write_ready(fd: int, audit_session: int | None) -> None:
+    """The child's ready message: "R", then its audit session id (empty if
+    none); closing the pipe ends it."""
+    os.write(fd, b"R" + (b"%d" % audit_session if audit_session is not None else b""))
+    os.close(fd)
+
+
+def read_ready(fd: int) -> tuple[bool, int | None]:
+    """(whether the child said ready, its audit session id or None)."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if data[:1] != b"R":
+        return False, None
+    rest = data[1:]
+    return True, int(rest) if rest.isdigit() else None
+
+
 def send_message(fd: int, data: bytes) -> None:
     """One length-prefixed message on the sync pipe (the Plan for the child)."""
     payload = b"P" + len(data).to_bytes(4, "big") + data
@@ -548,10 +653,7 @@ def read_message(fd: int) -> bytes | None:
 
 
 def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None) -> int:
-    sup = Supervisor(argv)
-    if workload_id:
-        sup.workload_id = workload_id
-    return sup.run(load)
+    return Supervisor(argv, workload_id).run(load)
 
 
 def own_cgroups() -> dict[str, str]:

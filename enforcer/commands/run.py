@@ -15,10 +15,12 @@ argparse parser; `add_arguments` describes the same options for --help.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import Any
 
 from enforcer import exitcodes
+
+TYPE_CHECKING = False  # no `typing`/`dataclasses` on the start path
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "run a command under a policy"
 RAW_ARGS = True  # cli.py hands us argv untouched; we parse it (fast path)
@@ -40,14 +42,24 @@ exit status: the workload's own; 128+N if it was killed by signal N;
 127 command not found; 2 bad command line."""
 
 
-@dataclass
 class RunArgs:
-    policy: str = "default"
-    plan: str | None = None
-    mode: str | None = None
-    exec_: bool = False
-    name: str | None = None
-    command: list[str] = field(default_factory=list)
+    def __init__(self, policy: str = "default", plan: str | None = None,
+                 mode: str | None = None, exec_: bool = False, name: str | None = None,
+                 command: list[str] | None = None) -> None:
+        self.policy = policy
+        self.plan = plan
+        self.mode = mode
+        self.exec_ = exec_
+        self.name = name
+        self.command: list[str] = [] if command is None else command
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunArgs):
+            return NotImplemented
+        return vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"RunArgs({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 class UsageError(Exception):

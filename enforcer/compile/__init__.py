@@ -13,7 +13,9 @@ The names below load their modules on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # `typing` costs ms on the start path; only checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from enforcer.compile.compiler import compile_policy, policy_hash, resolve_user

@@ -46,7 +46,7 @@ import sys
 
 from enforcer import __version__, fastjson
 from enforcer.errors import PlanError
-from enforcer.plan import Plan, _sha256, plan_from_json
+from enforcer.plan import Plan, plan_from_json, sha256
 
 # No `json`, `hashlib`, `dataclasses` or `tempfile` at import: a cache hit is
 # on every start, and those cost ~10 ms together (json -> re -> enum,
@@ -166,18 +166,18 @@ def resolve_spec(spec: str) -> str:
 
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
-    h = _sha256(_TAG)
+    h = sha256(_TAG)
     for part in (__version__, libseccomp_identity(), os.uname().machine, mode or "policy",
                  top_path):
         h.update(b"\0" + part.encode())
     h.update(b"\0" + top_bytes)
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def _sha256_file(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
-            return _sha256(f.read()).hexdigest()
+            return str(sha256(f.read()).hexdigest())
     except OSError:
         return None
 

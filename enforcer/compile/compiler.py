@@ -24,6 +24,7 @@ import resource
 from enforcer import __version__
 from enforcer.errors import CompileError
 from enforcer.plan import PLAN_FORMAT, CgroupPlan, Plan, RlimitPlan, UserPlan
+from enforcer.plan import replace as plan_replace
 from enforcer.policy.model import Mode, Policy, UserPolicy
 
 def policy_hash(policy: Policy) -> str:
@@ -57,7 +58,7 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
 
     sec = compile_seccomp(policy)
     notes += sec.notes
-    seccomp = dataclasses.replace(sec.plan, oci=_oci_seccomp(policy, notes))
+    seccomp = plan_replace(sec.plan, oci=_oci_seccomp(policy, notes))
 
     user = resolve_user(policy.user, policy.filesystem.rootfs)
     caps = compile_caps(policy.capabilities, user.uid if user else None)

@@ -54,6 +54,10 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _limit(n: int) -> str:
+    return "unlimited" if n < 0 else str(n)
+
+
 def _plain(value: Any) -> str:
     if value is None:
         return "unset"
@@ -149,13 +153,8 @@ def diff_filesystem(old: Policy, new: Policy) -> list[Difference]:
                               _plain(fo.read_only_root), _plain(fn.read_only_root)))
     if fo.rootfs != fn.rootfs:
         out.append(Difference("filesystem", "rootfs", _plain(fo.rootfs), _plain(fn.rootfs)))
-    for item, getter in (
-        ("read_only_paths", lambda f: f.read_only_paths),
-        ("writable_paths", lambda f: f.writable_paths),
-        ("masked_paths", lambda f: f.masked_paths),
-        ("hidden_paths", lambda f: f.hidden_paths),
-    ):
-        out += _set_diff("filesystem", item, getter(fo), getter(fn))
+    for item in ("read_only_paths", "writable_paths", "masked_paths", "hidden_paths"):
+        out += _set_diff("filesystem", item, getattr(fo, item), getattr(fn, item))
     tmp_old = {t.path: t for t in fo.tmpfs}
     tmp_new = {t.path: t for t in fn.tmpfs}
     out += _set_diff("filesystem", "tmpfs", tmp_old, tmp_new)
@@ -196,8 +195,7 @@ def diff_process(old: Policy, new: Policy) -> list[Difference]:
     def render(r: Any) -> str:
         if r is None:
             return "unset"
-        fmt = lambda n: "unlimited" if n < 0 else str(n)  # noqa: E731
-        return f"soft {fmt(r.soft)} hard {fmt(r.hard)}"
+        return f"soft {_limit(r.soft)} hard {_limit(r.hard)}"
 
     for name in sorted(set(lim_old) | set(lim_new)):
         if lim_old.get(name) != lim_new.get(name):

@@ -53,7 +53,7 @@ class Action:
             import errno as errno_mod
 
             return f"errno {errno_mod.errorcode.get(self.errno or 0, str(self.errno))}"
-        return self.kind.value
+        return str(self.kind.value)
 
     @property
     def blocks(self) -> bool:

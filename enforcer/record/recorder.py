@@ -161,7 +161,12 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             # Before the reader thread starts: preexec_fn in a threaded
             # process is unsafe. The socket is bound already, so nothing the
             # workload does is missed meanwhile.
-            proc = subprocess.Popen(cmd, preexec_fn=_start_session_or_die)
+            # ENFORCER_KEEP_AUDIT_SESSION: `enforcer run` would otherwise
+            # start a session of its own for the workload, and the
+            # collector, which follows this launcher's session, would see
+            # none of its records.
+            env = {**os.environ, "ENFORCER_KEEP_AUDIT_SESSION": "1"}
+            proc = subprocess.Popen(cmd, preexec_fn=_start_session_or_die, env=env)
         except subprocess.SubprocessError:
             raise RecordError("cannot start a new audit session for the workload (writing "
                               "/proc/self/loginuid needs CAP_AUDIT_CONTROL and a loginuid that is "

@@ -13,11 +13,11 @@ import shutil
 import signal
 import subprocess
 import time
-from enforcer.plan import replace
 from typing import Iterator
 
 import pytest
 
+from enforcer.plan import replace
 from enforcer.plan import CgroupPlan, MountOp, UserPlan
 from run_helpers import (PYTHON, REPO, enforcer_run, require_root, run_ok_plan,
                          scratch_dir, seccomp_plan, v1_cgroup_dirs, write_plan)

@@ -9,11 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-from enforcer.plan import replace
 from typing import Iterator
 
 import pytest
 
+from enforcer.plan import replace
 from enforcer.plan import MountOp
 from run_helpers import enforcer_run, make_plan, require_root, scratch_dir, write_plan
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from enforcer.plan import replace
 from typing import Iterator
 
 import pytest
 
+from enforcer.plan import replace
 from enforcer.plan import MountOp
 from run_helpers import REPO, make_plan, require_root, scratch_dir, seccomp_plan, write_plan
 

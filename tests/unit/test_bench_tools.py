@@ -197,3 +197,10 @@ def test_argpos_filters_keep_the_checked_rule_and_the_reference_is_sensitive() -
     assert f_act == l_act == ALLOW
     assert l_steps - f_steps == len(argpos.FILLER)  # one skipped test per rule
     assert bt.run(first, "x86_64", NR["personality"], (1,))[0] == 0x00050000 | errno.EPERM
+
+
+def test_headline_from_a_table_row_about_enforcer() -> None:
+    md = ("## run\n\nCommand: `x`\n\n| command | median ms |\n| --- | ---: |\n"
+          "| bare | 1.0 |\n| enforcer run --policy p | 25.5 |\n")
+    headline, _ = report._external_section(_ext(md))
+    assert headline == "enforcer run --policy p: median ms 25.5"

@@ -16,7 +16,10 @@ from enforcer.apply.cgroups.base import CgroupDriver, CgroupEvents, cgroup_paren
 from enforcer.apply.cgroups.v1 import CgroupV1
 from enforcer.apply.cgroups.v2 import CgroupV2, controllers_for
 from enforcer.errors import ApplyError
-from enforcer.plan import CgroupPlan
+
+TYPE_CHECKING = False  # the Plan module loads after the fork (see supervise.py)
+if TYPE_CHECKING:
+    from enforcer.plan import CgroupPlan
 
 __all__ = ["CgroupDriver", "CgroupEvents", "CgroupV1", "CgroupV2", "choose_driver",
            "host_driver", "same_hierarchy"]

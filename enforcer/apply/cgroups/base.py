@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # the C module: signal.py builds enums (enum: ~4 ms a start)
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
-
 from enforcer.errors import ApplyError
+
+# No `typing`/`dataclasses` at run time: this is on every start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 DEFAULT_PARENT = "/enforcer"
 
@@ -33,24 +35,45 @@ NO_DELEGATION_HINT = (
 )
 
 
-@dataclass(frozen=True)
 class CgroupEvents:
-    oom_kills: int = 0
-    pids_max_hits: int = 0
+    """What the cgroup saw that explains a death."""
+
+    __slots__ = ("oom_kills", "pids_max_hits")
+
+    def __init__(self, oom_kills: int = 0, pids_max_hits: int = 0) -> None:
+        self.oom_kills = oom_kills
+        self.pids_max_hits = pids_max_hits
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CgroupEvents):
+            return NotImplemented
+        return (self.oom_kills, self.pids_max_hits) == (other.oom_kills, other.pids_max_hits)
+
+    def __hash__(self) -> int:
+        return hash((self.oom_kills, self.pids_max_hits))
+
+    def __repr__(self) -> str:
+        return f"CgroupEvents(oom_kills={self.oom_kills}, pids_max_hits={self.pids_max_hits})"
 
 
-class CgroupDriver(Protocol):
-    version: str
-    root: str  # the hierarchy root (v2) or the directory of v1 hierarchies
+if TYPE_CHECKING:
+    class CgroupDriver(Protocol):
+        version: str
+        root: str  # the hierarchy root (v2) or the directory of v1 hierarchies
 
-    def create(self) -> None: ...
-    def adopt(self, files: Any, pid: int) -> None: ...
-    def apply_limits(self) -> None: ...
-    def add(self, pid: int) -> None: ...
-    def procs(self) -> list[int]: ...
-    def events(self) -> CgroupEvents: ...
-    def record_paths(self) -> dict[str, str]: ...
-    def remove(self) -> None: ...
+        def create(self) -> None: ...
+        def adopt(self, files: Any, pid: int) -> None: ...
+        def apply_limits(self) -> None: ...
+        def add(self, pid: int) -> None: ...
+        def add_self(self) -> None: ...
+        def procs(self) -> list[int]: ...
+        def events(self) -> CgroupEvents: ...
+        def record_paths(self) -> dict[str, str]: ...
+        def remove(self) -> None: ...
+else:
+    class CgroupDriver:
+        """What every driver offers (a typing.Protocol for type checkers;
+        `typing` is not imported at run time, see above)."""
 
 
 def write_file(path: str, value: str) -> None:

@@ -61,6 +61,21 @@ class CgroupV1:
         for ctrl in self.controllers:
             write_file(f"{self.dir(ctrl)}/cgroup.procs", str(pid))
 
+    def add_self(self) -> None:
+        """Move the calling process, which must be single-threaded (a fresh
+        fork child is), into every hierarchy.
+
+        Written as "0" to `tasks` (this thread) rather than a pid to
+        `cgroup.procs` (a whole thread group): the kernel moves a whole
+        group under the global threadgroup rwsem, whose write side waits
+        for an RCU grace period -- 5 to 16 ms per start measured here --
+        while moving the caller's own thread skips that lock. For a
+        single-threaded process the two move exactly the same thing; the
+        supervisor still checks cgroup.procs before the workload may run.
+        """
+        for ctrl in self.controllers:
+            write_file(f"{self.dir(ctrl)}/tasks", "0")
+
     def procs(self) -> list[int]:
         seen: set[int] = set()
         for ctrl in self.controllers:

@@ -78,6 +78,10 @@ class CgroupV2:
     def add(self, pid: int) -> None:
         write_file(f"{self.path}/cgroup.procs", str(pid))
 
+    def add_self(self) -> None:
+        """Move the calling process (v2 has no per-thread shortcut here)."""
+        self.add(os.getpid())
+
     def procs(self) -> list[int]:
         return read_pids(f"{self.path}/cgroup.procs")
 
