@@ -62,11 +62,18 @@ def test_monitor_works_under_its_own_policy() -> None:
         policy = yaml.safe_load((SYSTEMD / "monitor-policy.yaml").read_text())
         assert policy["filesystem"]["writable_paths"] == ["/var/log/enforcer"]
         policy["filesystem"]["writable_paths"] = [str(logs)]
-        # The interpreter may live under a hidden path on a test machine
-        # (e.g. a per-user Python build): keep that one visible.
-        interpreter = os.path.realpath(sys.executable)
-        policy["filesystem"]["hidden_paths"] = [
-            p for p in policy["filesystem"]["hidden_paths"] if not interpreter.startswith(p + "/")]
+        # The interpreter and this checkout may live under a path the policy
+        # hides or covers with a tmpfs on a test machine (a per-user Python
+        # build, a clone under /tmp): keep exactly those visible. On a real
+        # host enforcer is installed under /usr, which the policy leaves be.
+        needed = [os.path.realpath(sys.executable), str(VENV_BIN.resolve().parent.parent)]
+
+        def covers(path: str) -> bool:
+            return any(n == path or n.startswith(path.rstrip("/") + "/") for n in needed)
+
+        fs = policy["filesystem"]
+        fs["hidden_paths"] = [p for p in fs["hidden_paths"] if not covers(p)]
+        fs["tmpfs"] = [t for t in fs["tmpfs"] if not covers(t["path"])]
         policy_file = d / "monitor-policy.yaml"
         policy_file.write_text(yaml.safe_dump(policy))
         port = free_port()

@@ -154,7 +154,7 @@ def test_the_validator_rejects_a_broken_manifest() -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SERVICEMONITOR_SCHEMA).validate(sm)
     pr = json.loads(json.dumps(by_kind("PrometheusRule")[0]))
-    pr["spec"]["groups"][1]["rules"][0]["fro"] = "5m"
+    pr["spec"]["groups"][0]["rules"][-1]["fro"] = "5m"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).validate(pr)
 
