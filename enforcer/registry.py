@@ -124,26 +124,9 @@ def write_record(record: WorkloadRecord, root: str | None = None) -> str:
     directory = workloads_dir(root)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     path = os.path.join(directory, _safe_name(record.id))
-    # The temp name is unique without `tempfile`: workload ids are unique
-    # among live workloads, and the pid separates two writers of one id.
-    tmp = os.path.join(directory, f".tmp-{record.id}.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
-        try:
-            data = record.to_json().encode()
-            while data:
-                data = data[os.write(fd, data):]
-            os.fchmod(fd, 0o644)  # whatever the umask
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from enforcer.atomicfile import write_atomic
+
+    write_atomic(path, record.to_json().encode(), tag=record.id)
     return path
 
 

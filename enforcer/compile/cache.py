@@ -239,21 +239,10 @@ def write_entry(entry: str, sources: list[tuple[str, str]], plan: Plan, *,
               "top": top, "mode": mode or "policy",
               "sources": [list(s) for s in sources]}
     data = (fastjson.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
-    import tempfile  # 4 ms to import: only on the (slow) write path
+    from enforcer.atomicfile import write_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".plan")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, entry)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # fsync: the cache outlives reboots, and a torn entry would be refused.
+    write_atomic(entry, data, mode=0o600, fsync=True, tag="plan")
 
 
 def prune(directory: str, keep: str, top: str, mode: str | None) -> int:

@@ -122,22 +122,11 @@ def write_record(root: str, record: dict[str, Any]) -> str:
     path = record_path(root, record["id"])
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-shim-{os.getpid()}-{record['id']}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.write(fd, fastjson.dumps(record, sort_keys=True).encode())
-            os.fchmod(fd, 0o644)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from enforcer.atomicfile import write_atomic
+
+    # No fsync, as for `enforcer run`'s records: runtime state under /run is
+    # stale after a crash or reboot whatever it holds.
+    write_atomic(path, fastjson.dumps(record, sort_keys=True).encode(), tag=f"shim-{record['id']}")
     return path
 
 
