@@ -44,6 +44,12 @@ if [ -x /usr/bin/python3 ] && [ "$(/usr/bin/python3 -c 'import sys; print(sys.ve
 fi
 "$PY" -m enforcer.launcher --python "$FAST_PY" "$WORK/fast-bin" >/dev/null
 "$WORK/fast-bin/enforcer" run --policy restricted -- /bin/true
+# pip's console script, written here as pip writes it: scripts/setup.sh
+# replaces the one in .venv/bin with the fast launcher.
+mkdir -p "$WORK/pip-bin"
+printf '#!%s\nimport re\nimport sys\nfrom enforcer.cli import main\nif __name__ == "__main__":\n    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])\n    sys.exit(main())\n' \
+    "$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" > "$WORK/pip-bin/enforcer"
+chmod +x "$WORK/pip-bin/enforcer"
 
 # A minimal OCI bundle for runc: busybox as rootfs, /bin/true as the process.
 mkdir -p "$WORK/bundle/rootfs/bin"
@@ -71,7 +77,7 @@ commands = {
     "enforcer run --policy restricted (launcher, venv python)":
         [f"{work}/venv-bin/enforcer", "run", "--policy", "restricted", "--", "/bin/true"],
     "enforcer run --policy restricted (pip console script)":
-        [".venv/bin/enforcer", "run", "--policy", "restricted", "--", "/bin/true"],
+        [f"{work}/pip-bin/enforcer", "run", "--policy", "restricted", "--", "/bin/true"],
     "bwrap (ro /, unshare-all)": ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc",
                                   "/proc", "--unshare-all", "--die-with-parent", "/bin/true"],
     "firejail (default profile)": ["firejail", "--quiet", "/bin/true"],
