@@ -17,8 +17,8 @@ raises ValueError naming the instruction.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
+from enforcer.compile import bpfsim
+from enforcer.compile.bpfsim import Insn, parse  # noqa: F401  (re-exported: bt.parse)
 
 # struct seccomp_data offsets
 OFF_NR, OFF_ARCH, OFF_IP, OFF_ARGS = 0, 4, 8, 16
@@ -31,20 +31,6 @@ RET_NAMES = {
     0x00050000: "ERRNO", 0x7FC00000: "USER_NOTIF", 0x7FF00000: "TRACE",
     0x7FFC0000: "LOG", 0x7FFF0000: "ALLOW",
 }
-
-
-@dataclass(frozen=True)
-class Insn:
-    code: int
-    jt: int
-    jf: int
-    k: int
-
-
-def parse(raw: bytes) -> list[Insn]:
-    if len(raw) % 8:
-        raise ValueError(f"{len(raw)} bytes is not a whole number of BPF instructions")
-    return [Insn(*struct.unpack_from("<HBBI", raw, i)) for i in range(0, len(raw), 8)]
 
 
 def action_name(k: int) -> str:
@@ -102,90 +88,17 @@ def disassemble(prog: list[Insn]) -> str:
     return "\n".join(lines)
 
 
-def _seccomp_data(arch: str, nr: int, args: tuple[int, ...], ip: int = 0) -> bytes:
-    a = list(args) + [0] * (6 - len(args))
-    return struct.pack("<iIQ6Q", nr, AUDIT_ARCH[arch], ip, *a)
-
-
 def run(prog: list[Insn], arch: str, nr: int, args: tuple[int, ...] = ()) -> tuple[int, int]:
     """Execute like the kernel; return (SECCOMP_RET value, instructions run)."""
-    data = _seccomp_data(arch, nr | (X32_BIT if arch == "x32" else 0), args)
-    acc = x = 0
-    mem = [0] * 16
-    pc = steps = 0
-    while True:
-        if pc >= len(prog):
-            raise ValueError(f"fell off the end of the program at {pc}")
-        ins = prog[pc]
-        steps += 1
-        pc += 1
-        c = ins.code
-        if c == 0x20:
-            acc = struct.unpack_from("<I", data, ins.k)[0]
-        elif c == 0x00:
-            acc = ins.k
-        elif c == 0x06:
-            return ins.k, steps
-        elif c == 0x16:
-            return acc, steps
-        elif c == 0x05:
-            pc += ins.k
-        elif c in _JMP:
-            op = _JMP[c]
-            hit = (acc == ins.k if op == "jeq" else acc > ins.k if op == "jgt"
-                   else acc >= ins.k if op == "jge" else bool(acc & ins.k))
-            pc += ins.jt if hit else ins.jf
-        elif c == 0x54:
-            acc &= ins.k
-        elif c == 0x02:
-            mem[ins.k] = acc
-        elif c == 0x60:
-            acc = mem[ins.k]
-        elif c == 0x87:
-            x = acc
-        elif c == 0x07:
-            acc = x
-        else:
-            raise ValueError(f"instruction {pc - 1}: opcode {c:#x} not handled")
+    return bpfsim.run(prog, nr | (X32_BIT if arch == "x32" else 0), AUDIT_ARCH[arch], args)
 
 
 def kernel_cache_allows(prog: list[Insn], arch: str, nr: int) -> bool:
-    """The kernel's seccomp_is_const_allow() for one syscall number.
-
-    True when the program reaches RET ALLOW having loaded only nr/arch and
-    used only jeq/jge/jgt/jset/ja with constants and `and`: the kernel then
-    sets the bit in its action cache and never runs this filter for `nr`.
-    (The kernel keeps a bitmap for the native arch and the compat arch;
-    x32 numbers are outside it.)
-    """
-    reg = 0
-    nr_val = nr | (X32_BIT if arch == "x32" else 0)
-    pc = 0
-    while pc < len(prog):
-        ins = prog[pc]
-        c = ins.code
-        if c == 0x20:
-            if ins.k == OFF_NR:
-                reg = nr_val
-            elif ins.k == OFF_ARCH:
-                reg = AUDIT_ARCH[arch]
-            else:
-                return False
-        elif c == 0x06:
-            return ins.k == 0x7FFF0000
-        elif c == 0x05:
-            pc += ins.k
-        elif c in _JMP:
-            op = _JMP[c]
-            hit = (reg == ins.k if op == "jeq" else reg > ins.k if op == "jgt"
-                   else reg >= ins.k if op == "jge" else bool(reg & ins.k))
-            pc += ins.jt if hit else ins.jf
-        elif c == 0x54:
-            reg &= ins.k
-        else:
-            return False
-        pc += 1
-    return False
+    """The kernel's seccomp_is_const_allow() for one syscall number: True
+    when the kernel sets the bit in its action cache and never runs this
+    filter for `nr`. (The kernel keeps a bitmap for the native arch and the
+    compat arch; x32 numbers are outside it.)"""
+    return bpfsim.const_allow(prog, nr | (X32_BIT if arch == "x32" else 0), AUDIT_ARCH[arch])
 
 
 def cached_count(prog: list[Insn], arch: str = "x86_64", upto: int = 512) -> int:

@@ -62,7 +62,7 @@ VERB_HELP: dict[str, str] = {
 
 
 def _top_help() -> str:
-    lines = [f"usage: enforcer [--version] VERB [ARGS]", "", "verbs:"]
+    lines = ["usage: enforcer [--version] VERB [ARGS]", "", "verbs:"]
     width = max(len(v) for v in VERBS)
     for verb in VERBS:
         lines.append(f"  {verb:<{width}}  {VERB_HELP[verb]}")

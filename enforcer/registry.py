@@ -114,16 +114,17 @@ class WorkloadRecord:
         return WorkloadRecord(**{k: v for k, v in d.items() if k in allowed})
 
 
-def _safe_name(workload_id: str) -> str:
+def record_path(workload_id: str, root: str | None = None) -> str:
+    """The record file of a workload; ValueError for an id that is not a
+    plain file name (it comes from a container runtime's command line)."""
     if not workload_id or "/" in workload_id or workload_id.startswith("."):
         raise ValueError(f"bad workload id {workload_id!r}")
-    return workload_id + ".json"
+    return os.path.join(workloads_dir(root), workload_id + ".json")
 
 
 def write_record(record: WorkloadRecord, root: str | None = None) -> str:
-    directory = workloads_dir(root)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    path = os.path.join(directory, _safe_name(record.id))
+    path = record_path(record.id, root)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     from enforcer.atomicfile import write_atomic
 
     write_atomic(path, record.to_json().encode(), tag=record.id)
@@ -132,7 +133,7 @@ def write_record(record: WorkloadRecord, root: str | None = None) -> str:
 
 def remove_record(workload_id: str, root: str | None = None) -> None:
     try:
-        os.unlink(os.path.join(workloads_dir(root), _safe_name(workload_id)))
+        os.unlink(record_path(workload_id, root))
     except FileNotFoundError:
         pass
 

@@ -15,6 +15,7 @@ import struct
 import subprocess
 from dataclasses import dataclass
 
+from enforcer.compile import bpfsim
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -65,97 +66,15 @@ def decode(bpf: bytes) -> list[tuple[int, int, int, int]]:
     return [struct.unpack("=HBBI", bpf[i:i + 8]) for i in range(0, len(bpf), 8)]
 
 
-def seccomp_data(nr: int, arch: int, args: tuple[int, ...] = (), ip: int = 0) -> bytes:
-    a = list(args) + [0] * (6 - len(args))
-    return struct.pack("=IIQ6Q", nr & 0xFFFFFFFF, arch, ip, *a)
-
-
 def run_bpf(bpf: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args: tuple[int, ...] = (),
             ip: int = 0) -> int:
     """Run a seccomp filter like the kernel does; returns the 32-bit action."""
-    prog = decode(bpf)
-    data = seccomp_data(nr, arch, args, ip)
-    A = X = 0
-    mem = [0] * 16
-    pc = 0
-    m32 = 0xFFFFFFFF
-    while True:
-        code, jt, jf, k = prog[pc]
-        cls = code & 0x07
-        if cls == 0x00:  # LD
-            mode = code & 0xE0
-            if mode == 0x20:  # ABS, W
-                A = struct.unpack_from("=I", data, k)[0]
-            elif mode == 0x00:
-                A = k
-            elif mode == 0x60:
-                A = mem[k]
-            else:
-                raise ValueError(f"unsupported LD {code:#x}")
-        elif cls == 0x01:  # LDX
-            mode = code & 0xE0
-            X = k if mode == 0x00 else mem[k] if mode == 0x60 else None  # type: ignore[assignment]
-            if X is None:
-                raise ValueError(f"unsupported LDX {code:#x}")
-        elif cls == 0x02:
-            mem[k] = A
-        elif cls == 0x03:
-            mem[k] = X
-        elif cls == 0x04:  # ALU
-            op = code & 0xF0
-            src = X if code & 0x08 else k
-            A = {0x00: lambda: A + src, 0x10: lambda: A - src, 0x20: lambda: A * src,
-                 0x30: lambda: A // src, 0x40: lambda: A | src, 0x50: lambda: A & src,
-                 0x60: lambda: A << src, 0x70: lambda: A >> src, 0x80: lambda: -A,
-                 0xA0: lambda: A ^ src}[op]() & m32
-        elif cls == 0x05:  # JMP
-            op = code & 0xF0
-            src = X if code & 0x08 else k
-            if op == 0x00:
-                pc += k
-            else:
-                taken = {0x10: A == src, 0x20: A > src, 0x30: A >= src, 0x40: bool(A & src)}[op]
-                pc += jt if taken else jf
-        elif cls == 0x06:  # RET
-            return A if code & 0x18 == 0x10 else k
-        elif cls == 0x07:
-            if code & 0xF8 == 0x00:
-                X = A
-            else:
-                A = X
-        pc += 1
+    return bpfsim.run(bpfsim.parse(bpf), nr, arch, args, ip)[0]
 
 
 def const_allow(bpf: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64) -> bool:
-    """The kernel's seccomp action-cache test (kernel/seccomp.c,
-    seccomp_is_const_allow): emulate the filter knowing only nr and arch;
-    any other load, or an instruction it does not model, means "not
-    provably constant". True only for a constant ALLOW."""
-    prog = decode(bpf)
-    reg = 0
-    pc = 0
-    while pc < len(prog):
-        code, jt, jf, k = prog[pc]
-        if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
-            if k == 0:
-                reg = nr
-            elif k == 4:
-                reg = arch
-            else:
-                return False
-        elif code == 0x06:  # BPF_RET | BPF_K
-            return k == RET_ALLOW
-        elif code == 0x05:  # BPF_JMP | BPF_JA
-            pc += k
-        elif code in (0x15, 0x35, 0x25, 0x45):  # JEQ, JGE, JGT, JSET with K
-            taken = {0x15: reg == k, 0x35: reg >= k, 0x25: reg > k, 0x45: bool(reg & k)}[code]
-            pc += jt if taken else jf
-        elif code == 0x54:  # BPF_ALU | BPF_AND | BPF_K
-            reg &= k
-        else:
-            return False
-        pc += 1
-    return False
+    """The kernel's seccomp action-cache test (see enforcer/compile/bpfsim.py)."""
+    return bpfsim.const_allow(bpfsim.parse(bpf), nr, arch)
 
 
 # -- the real-kernel probe ----------------------------------------------------------

@@ -4,10 +4,9 @@ decision by decision, without loading either into the kernel)."""
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from typing import Iterable
 
+from enforcer.compile import bpfsim
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -47,139 +46,17 @@ def make_policy(rules: Iterable[SyscallRule] = (), default: Action = errno(EPERM
 
 # -- classic BPF, the subset seccomp filters use ---------------------------
 
-# struct seccomp_data { int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]; }
-SECCOMP_DATA = struct.Struct("<iIQ6Q")
-
-BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = range(8)
-BPF_W, BPF_ABS, BPF_IMM, BPF_MEM = 0x00, 0x20, 0x00, 0x60
-BPF_K, BPF_X, BPF_A = 0x00, 0x08, 0x10
-BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET = 0x00, 0x10, 0x20, 0x30, 0x40
-ALU_OPS = {0x00: "add", 0x10: "sub", 0x20: "mul", 0x30: "div", 0x40: "or",
-           0x50: "and", 0x60: "lsh", 0x70: "rsh", 0x80: "neg", 0x90: "mod", 0xa0: "xor"}
-U32 = 0xFFFFFFFF
-
-
-class BpfError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Insn:
-    code: int
-    jt: int
-    jf: int
-    k: int
-
-
-def parse_bpf(raw: bytes) -> list[Insn]:
-    if len(raw) % 8:
-        raise BpfError(f"BPF of {len(raw)} bytes is not a whole number of instructions")
-    return [Insn(*struct.unpack_from("<HBBI", raw, off)) for off in range(0, len(raw), 8)]
+# The simulator itself lives in enforcer/compile/bpfsim.py; these names
+# keep the tests' vocabulary.
+BpfError = bpfsim.BpfError
+Insn = bpfsim.Insn
+parse_bpf = bpfsim.parse
 
 
 def run_bpf(prog: list[Insn], nr: int, arch: int, args: tuple[int, ...] = (0,) * 6,
             ip: int = 0) -> int:
     """Run a seccomp filter over one struct seccomp_data; returns the RET value."""
-    data = SECCOMP_DATA.pack(nr, arch, ip, *args)
-    a = x = 0
-    mem = [0] * 16
-    pc = 0
-    steps = 0
-    while True:
-        if pc >= len(prog):
-            raise BpfError(f"fell off the end at {pc}")
-        steps += 1
-        if steps > 100_000:
-            raise BpfError("too many steps")
-        ins = prog[pc]
-        cls = ins.code & 0x07
-        pc += 1
-        if cls == BPF_LD:
-            mode = ins.code & 0xE0
-            if mode == BPF_ABS and ins.code & 0x18 == BPF_W:
-                if ins.k % 4 or ins.k + 4 > len(data):
-                    raise BpfError(f"bad load offset {ins.k}")
-                a = struct.unpack_from("<I", data, ins.k)[0]
-            elif mode == BPF_IMM:
-                a = ins.k
-            elif mode == BPF_MEM:
-                a = mem[ins.k]
-            else:
-                raise BpfError(f"unsupported LD {ins.code:#x}")
-        elif cls == BPF_LDX:
-            mode = ins.code & 0xE0
-            if mode == BPF_IMM:
-                x = ins.k
-            elif mode == BPF_MEM:
-                x = mem[ins.k]
-            else:
-                raise BpfError(f"unsupported LDX {ins.code:#x}")
-        elif cls == BPF_ST:
-            mem[ins.k] = a
-        elif cls == BPF_STX:
-            mem[ins.k] = x
-        elif cls == BPF_ALU:
-            op = ALU_OPS.get(ins.code & 0xF0)
-            src = x if ins.code & BPF_X else ins.k
-            if op == "add":
-                a = (a + src) & U32
-            elif op == "sub":
-                a = (a - src) & U32
-            elif op == "mul":
-                a = (a * src) & U32
-            elif op == "div":
-                if src == 0:
-                    return 0  # the kernel aborts the program with 0 (kill)
-                a = a // src
-            elif op == "mod":
-                if src == 0:
-                    return 0
-                a = a % src
-            elif op == "or":
-                a |= src
-            elif op == "and":
-                a &= src
-            elif op == "xor":
-                a ^= src
-            elif op == "lsh":
-                a = (a << src) & U32
-            elif op == "rsh":
-                a >>= src
-            elif op == "neg":
-                a = (-a) & U32
-            else:
-                raise BpfError(f"unsupported ALU {ins.code:#x}")
-        elif cls == BPF_JMP:
-            op = ins.code & 0xF0
-            if op == BPF_JA:
-                pc += ins.k
-                continue
-            src = x if ins.code & BPF_X else ins.k
-            if op == BPF_JEQ:
-                taken = a == src
-            elif op == BPF_JGT:
-                taken = a > src
-            elif op == BPF_JGE:
-                taken = a >= src
-            elif op == BPF_JSET:
-                taken = bool(a & src)
-            else:
-                raise BpfError(f"unsupported JMP {ins.code:#x}")
-            pc += ins.jt if taken else ins.jf
-        elif cls == BPF_RET:
-            rv = ins.code & 0x18
-            if rv == BPF_K:
-                return ins.k
-            if rv == BPF_A:
-                return a
-            raise BpfError(f"unsupported RET {ins.code:#x}")
-        elif cls == BPF_MISC:
-            if ins.code & 0xF8 == 0x00:  # TAX
-                x = a
-            elif ins.code & 0xF8 == 0x80:  # TXA
-                a = x
-            else:
-                raise BpfError(f"unsupported MISC {ins.code:#x}")
+    return bpfsim.run(prog, nr, arch, args, ip)[0]
 
 
 # -- a reference filter: the JSON compiled the way Docker + runc do it -------

@@ -286,19 +286,13 @@ def report_failure(err_fd: int, e: BaseException) -> None:
 
 def apply_and_exec(ctx: ChildContext) -> NoReturn:
     """The sequence itself. Raises ApplyError on the first failure."""
-    if ctx.audit:
+    if not ctx.audit:
         # Audit mode observes: no namespaces, mounts, rlimits or capability
         # changes; only the filter (compiled with LOG actions) is loaded.
-        set_no_new_privileges(ctx)
-        path = resolve_command(ctx)
-        mark_fds_close_on_exec(ctx)
-        wait_for_placement(ctx)
-        load_seccomp(ctx)
-        execute(ctx, path)
-    enter_namespaces(ctx)
-    apply_mount_rules(ctx)
-    apply_rlimits(ctx)
-    apply_capabilities_and_user(ctx)
+        enter_namespaces(ctx)
+        apply_mount_rules(ctx)
+        apply_rlimits(ctx)
+        apply_capabilities_and_user(ctx)
     set_no_new_privileges(ctx)
     path = resolve_command(ctx)
     mark_fds_close_on_exec(ctx)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "validate policy files (exit 0 valid, 1 invalid)"
 
@@ -16,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from enforcer import exitcodes
+    from enforcer.commands._output import print_policy_errors
     from enforcer.errors import PolicyErrors
     from enforcer.policy.loader import load_policy
 
@@ -24,9 +24,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             policy = load_policy(spec)
         except PolicyErrors as e:
-            for err in e.errors:
-                # Errors without a place in a file (missing file) name the spec.
-                print(err if err.location else f"{spec}: {err}", file=sys.stderr)
+            print_policy_errors(spec, e)
             status = exitcodes.INVALID
             continue
         if not args.quiet:

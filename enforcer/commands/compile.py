@@ -10,10 +10,10 @@ Plan in the Plan cache so the next `enforcer run` starts without compiling.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from enforcer import exitcodes
+from enforcer.commands._output import write_output, write_seccomp_export
 
 HELP = "compile a policy into a Plan (seccomp BPF, caps, mounts, cgroups)"
 
@@ -29,17 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also store the Plan in the Plan cache (see docs/compile.md)")
 
 
-def _write(data: bytes, output: str | None) -> None:
-    if output is None or output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    tmp = f"{output}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, output)
-
-
 def main(args: argparse.Namespace) -> int:
     from enforcer.compile import compile_policy
     from enforcer.compile.cache import compile_and_store, resolve_spec
@@ -50,22 +39,10 @@ def main(args: argparse.Namespace) -> int:
     elif args.format == "plan":
         plan = compile_policy(load_policy(resolve_spec(args.policy), mode=args.mode))
     else:
-        from enforcer.compile.seccomp import export_bpf, export_pfc
-        from enforcer.policy.model import Mode
-
         policy = load_policy(resolve_spec(args.policy), mode=args.mode)
-        mode = Mode(args.mode) if args.mode else None
-        if args.format == "bpf":
-            if args.output is None and sys.stdout.isatty():
-                print("enforcer compile: refusing to write binary BPF to a terminal; use -o FILE",
-                      file=sys.stderr)
-                return exitcodes.USAGE
-            _write(export_bpf(policy, mode), args.output)
-        else:
-            _write(export_pfc(policy, mode).encode(), args.output)
-        return exitcodes.OK
+        return write_seccomp_export("compile", policy, args.format, args.mode, args.output)
 
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
-    _write((plan.to_json() + "\n").encode(), args.output)
+    write_output((plan.to_json() + "\n").encode(), args.output)
     return exitcodes.OK

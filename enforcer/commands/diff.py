@@ -19,20 +19,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import json
-    import sys
 
     from enforcer import exitcodes
+    from enforcer.commands._output import print_policy_errors
     from enforcer.errors import PolicyErrors
     from enforcer.policy.diff import diff_policies
     from enforcer.policy.lint import lint
     from enforcer.policy.loader import load_policy
 
-    try:
-        old, new = load_policy(args.old), load_policy(args.new)
-    except PolicyErrors as e:
-        for err in e.errors:
-            print(err, file=sys.stderr)
-        return exitcodes.USAGE
+    policies = []
+    for spec in (args.old, args.new):
+        try:
+            policies.append(load_policy(spec))
+        except PolicyErrors as e:
+            print_policy_errors(spec, e)
+            return exitcodes.USAGE
+    old, new = policies
     differences = diff_policies(old, new)
     score_old, score_new = lint(old).score, lint(new).score
     if args.json:

@@ -26,6 +26,7 @@ import os
 import sys
 
 from enforcer import exitcodes
+from enforcer.commands._output import write_output, write_seccomp_export
 
 HELP = "export a policy as OCI, Docker, Kubernetes, systemd, bpf or pfc"
 FORMATS = ("oci", "docker", "kubernetes", "systemd", "bpf", "pfc")
@@ -46,23 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default=None, help="kubernetes: metadata.namespace")
 
 
-def _write(data: bytes, output: str | None) -> None:
-    if output is None or output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    # Write beside the target and rename, so a reader never sees half a file.
-    tmp = f"{output}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _json(obj: object) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 
@@ -75,7 +59,6 @@ def _report(lines: list[str]) -> None:
 def main(args: argparse.Namespace) -> int:
     from enforcer.compile.cache import resolve_spec
     from enforcer.policy.loader import load_policy
-    from enforcer.policy.model import Mode
 
     policy = load_policy(resolve_spec(args.policy), mode=args.mode)
     if args.output and args.output != "-" and os.path.isdir(args.output):
@@ -84,18 +67,7 @@ def main(args: argparse.Namespace) -> int:
         return exitcodes.USAGE
 
     if args.format in ("bpf", "pfc"):
-        from enforcer.compile.seccomp import export_bpf, export_pfc
-
-        mode = Mode(args.mode) if args.mode else None
-        if args.format == "bpf":
-            if args.output is None and sys.stdout.isatty():
-                print("enforcer export: refusing to write binary BPF to a terminal; use -o FILE",
-                      file=sys.stderr)
-                return exitcodes.USAGE
-            _write(export_bpf(policy, mode), args.output)
-        else:
-            _write(export_pfc(policy, mode).encode(), args.output)
-        return exitcodes.OK
+        return write_seccomp_export("export", policy, args.format, args.mode, args.output)
 
     # The Plan resolves user names and the capability sets the exports print.
     from enforcer.compile import compile_policy
@@ -109,13 +81,13 @@ def main(args: argparse.Namespace) -> int:
         else:
             out, lines = oci_patch(policy, plan, with_flags=args.seccomp_flags)
         _report(lines)
-        _write(_json(out), args.output)
+        write_output(_json(out), args.output)
     elif args.format == "docker":
         from enforcer.emit.docker import docker_export
 
         docker, lines = docker_export(policy, plan, with_flags=args.seccomp_flags)
         _report(lines)
-        _write(_json(docker.seccomp), args.output)
+        write_output(_json(docker.seccomp), args.output)
         if args.output and args.output != "-":
             print(docker.command_line(os.path.abspath(args.output)))
         else:
@@ -127,12 +99,12 @@ def main(args: argparse.Namespace) -> int:
                                         namespace=args.namespace,
                                         with_flags=args.seccomp_flags)
         _report(lines)
-        _write(kube.to_yaml().encode(), args.output)
+        write_output(kube.to_yaml().encode(), args.output)
         if args.output and args.output != "-":
             # OUT's name with .seccomp.json: never a file the user did not name.
             stem = os.path.splitext(os.path.abspath(args.output))[0]
             profile = f"{stem}.seccomp.json"
-            _write(_json(kube.profile_json), profile)
+            write_output(_json(kube.profile_json), profile)
             print(f"enforcer export: seccomp profile for Localhost written to {profile}; "
                   f"install it on each node as <kubelet root>/seccomp/profiles/"
                   f"{kube.profile_filename}", file=sys.stderr)
@@ -141,5 +113,5 @@ def main(args: argparse.Namespace) -> int:
 
         text, lines = systemd_export(policy, plan)
         _report(lines)
-        _write(text.encode(), args.output)
+        write_output(text.encode(), args.output)
     return exitcodes.OK

@@ -23,6 +23,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from enforcer import exitcodes
+    from enforcer.commands._output import print_policy_errors
     from enforcer.errors import PolicyErrors
     from enforcer.policy.lint import lint
     from enforcer.policy.loader import load_policy
@@ -36,8 +37,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             policy = load_policy(spec)
         except PolicyErrors as e:
-            for err in e.errors:
-                print(err if err.location else f"{spec}: {err}", file=sys.stderr)
+            print_policy_errors(spec, e)
             status = exitcodes.INVALID
             continue
         report = lint(policy)

@@ -161,7 +161,7 @@ def _seccomp_lines(policy: Policy, machine: str | None, un: Unexpressed) -> list
         lines.append("RestrictNamespaces=~" + " ".join(restricted))
         loosened = [n for n, a in calls if n in ("unshare", "setns") and not a.blocks]
         if loosened:
-            un.add(f"clone's namespace-flag condition alone",
+            un.add("clone's namespace-flag condition alone",
                    "RestrictNamespaces= also restricts " + " and ".join(loosened)
                    + ", which the policy allows")
     logged = [n for n, a in calls if a.kind is ActionKind.LOG]

@@ -298,7 +298,7 @@ def parse_action(chk: Checker, node: Node, what: str) -> Action | None:
             return None
         if kind != "errno":
             if errno_node is not None:
-                chk.error(errno_node.loc, f"`errno:` only goes with `action: errno`")
+                chk.error(errno_node.loc, "`errno:` only goes with `action: errno`")
             return _simple_action(chk, kind, kind_node.loc, what)
         if errno_node is None:
             chk.error(node.loc, f"{what}: `action: errno` needs `errno:` (a name such as EPERM or a number)")

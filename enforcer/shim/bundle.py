@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.shim import fastjson
+from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
 SUPPORTED_OCI_MAJOR = "1"

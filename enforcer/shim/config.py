@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-from enforcer.shim import fastjson
+from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
 DEFAULT_CONFIG_PATH = "/etc/enforcer/shim.json"

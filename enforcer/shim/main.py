@@ -163,7 +163,7 @@ def _read_pid(line: RuncCommandLine, runc: str, flags: dict[str, str],
             return None
     import subprocess
 
-    from enforcer.shim import fastjson
+    from enforcer import fastjson
 
     try:
         out = subprocess.run([runc] + line.global_args + ["state", container_id],
@@ -262,7 +262,7 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
 
 def _policy_record(cfg: ShimConfig, container_id: str | None) -> dict[str, object] | None:
     """The registry record of a container the shim started with a policy."""
-    from enforcer.shim import fastjson
+    from enforcer import fastjson
     from enforcer.shim.record import NO_POLICY, record_path
 
     if not container_id:
@@ -342,7 +342,7 @@ def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     if record is None:
         exec_runc(runc, line.runc_args)
     assert record is not None
-    from enforcer.shim import fastjson
+    from enforcer import fastjson
     from enforcer.shim.plans import patch_for_policy
 
     limits = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,

@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.shim.caps import CAP_NAMES, cap_number
+from enforcer.policy.caps import CAP_LAST_CAP, CAPABILITIES
 from enforcer.shim.errors import ShimError
 
 UNLIMITED = (1 << 64) - 1  # RLIM_INFINITY as OCI writes it (uint64)
@@ -100,12 +100,12 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ShimError(f"config.json: process.capabilities.{set_name} is not a list of names")
         if caps["relative"]:
-            allowed = ~caps["drop"] & ((1 << len(CAP_NAMES)) - 1)
+            allowed = ~caps["drop"] & ((1 << (CAP_LAST_CAP + 1)) - 1)
         else:
             allowed = caps["masks"][set_name]
         kept = []
         for name in names:
-            number = cap_number(name)
+            number = CAPABILITIES.get(name.upper())
             if number is not None and allowed >> number & 1 and name not in kept:
                 kept.append(name)
         current[set_name] = kept

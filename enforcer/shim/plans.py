@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.shim import fastjson
+from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
 CACHE_FORMAT = 1
@@ -73,20 +73,15 @@ def _read_cached(path: str, plan_path: str, ident: list[int]) -> dict[str, Any] 
 
 def _write_cached(path: str, plan_path: str, ident: list[int], patch: dict[str, Any]) -> None:
     """Best effort: a cache we cannot write only costs time on the next start."""
-    directory = os.path.dirname(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from enforcer.atomicfile import write_atomic
+
+    data = fastjson.dumps({"format": CACHE_FORMAT, "plan": plan_path, "identity": ident,
+                           "patch": patch}).encode()
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(fastjson.dumps({"format": CACHE_FORMAT, "plan": plan_path,
-                                    "identity": ident, "patch": patch}))
-        os.rename(tmp, path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, data, mode=0o600, tag="patch")
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def patch_from_plan_file(plan_path: str, cache_dir: str | None) -> dict[str, Any]:

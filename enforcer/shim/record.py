@@ -1,10 +1,8 @@
 """Workload registry records for containers, written on the start path.
 
-The record format is enforcer/registry.py's WorkloadRecord (version 1).
-The shim writes it with this small stdlib-only writer because importing
-enforcer.registry costs ~10 ms here (dataclasses, tempfile); a unit test
-checks that every record written here reads back through
-enforcer.registry.read_record unchanged.
+The record is enforcer/registry.py's WorkloadRecord, kept here as a plain
+dict (the reaper compares it with what is on disk); writing, naming and
+removing go through enforcer.registry, which checks the record on the way.
 """
 
 from __future__ import annotations
@@ -17,21 +15,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.shim import fastjson
+from enforcer import registry
+from enforcer import fastjson
 
-RECORD_VERSION = 1
 NO_POLICY = "_none"  # policy name of a container started without one
 PASSTHROUGH_MODE = "passthrough"
 
 
-def workloads_dir(root: str) -> str:
-    return os.path.join(root, "workloads")
-
-
 def record_path(root: str, container_id: str) -> str:
-    if not container_id or "/" in container_id or container_id.startswith("."):
-        raise ValueError(f"bad container id {container_id!r}")
-    return os.path.join(workloads_dir(root), container_id + ".json")
+    return registry.record_path(container_id, root)
 
 
 def _own_cgroups() -> list[tuple[str, str]]:
@@ -113,28 +105,19 @@ def make_record(container_id: str, patch: dict[str, Any] | None, cgroups: dict[s
         "started": time.time(),
         "limits": limits,
         "audit_session": audit_session,
-        "version": RECORD_VERSION,
+        "version": registry.RECORD_VERSION,
     }
 
 
 def write_record(root: str, record: dict[str, Any]) -> str:
-    """Atomic like enforcer.registry.write_record (dot-prefixed temp + rename)."""
-    path = record_path(root, record["id"])
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    from enforcer.atomicfile import write_atomic
-
-    # No fsync, as for `enforcer run`'s records: runtime state under /run is
-    # stale after a crash or reboot whatever it holds.
-    write_atomic(path, fastjson.dumps(record, sort_keys=True).encode(), tag=f"shim-{record['id']}")
-    return path
+    return registry.write_record(registry.WorkloadRecord.from_dict(record), root)
 
 
 def remove_record(root: str, container_id: str) -> None:
     try:
-        os.unlink(record_path(root, container_id))
-    except (FileNotFoundError, ValueError):
-        pass
+        registry.remove_record(container_id, root)
+    except ValueError:
+        pass  # not an id we could have registered
 
 
 def _same_record(path: str, record: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.shim import fastjson
+from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
 

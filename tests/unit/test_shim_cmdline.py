@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from enforcer.shim import fastjson
-from enforcer.shim.caps import CAP_NAMES
+from enforcer import fastjson
+from enforcer.policy.caps import name_of
 from enforcer.shim.cmdline import parse
 from enforcer.shim.config import load_config
 from enforcer.shim.errors import ShimError
@@ -71,7 +71,7 @@ def test_cap_table_matches_the_kernel_header() -> None:
                                                     text, re.M)
               if name not in ("CAP_LAST_CAP",)}
     last = max(kernel)
-    assert [kernel[i] for i in range(last + 1)] == list(CAP_NAMES)
+    assert [kernel[i] for i in range(last + 1)] == [name_of(i) for i in range(last + 1)]
 
 
 def test_fastjson_matches_json_on_the_docker_config() -> None:
