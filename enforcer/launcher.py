@@ -1,6 +1,9 @@
 """Write fast launchers: `python -m enforcer.launcher DIR`.
 
-Writes DIR/enforcer and DIR/enforcer-runc. A pip console script starts
+Writes DIR/enforcer, DIR/enforcer-runc-py (the Python shim) and
+DIR/enforcer-shimd, and builds DIR/enforcer-runc, the shim's compiled
+front end (enforcer/shim/frontend), when a C compiler is there; without
+one, DIR/enforcer-runc is the Python shim's launcher. A pip console script starts
 Python with its site machinery, which costs 5-20 ms before any of our code
 runs (an editable install's import hook alone was ~13-18 ms here); for
 `enforcer run` and the shim that is most of a start. The launchers written
@@ -55,7 +58,9 @@ os._exit(code if isinstance(code, int) else 1)
 # launcher name -> the module whose main() it runs
 LAUNCHERS = {
     "enforcer": "enforcer.cli",
-    "enforcer-runc": "enforcer.shim.main",
+    "enforcer-runc": "enforcer.shim.main",  # written only when the front end cannot be built
+    "enforcer-runc-py": "enforcer.shim.main",
+    "enforcer-shimd": "enforcer.shim.server",
 }
 
 
@@ -84,7 +89,9 @@ def write_launcher(path: str, name: str, python: str | None = None) -> None:
 
 USAGE = """usage: python -m enforcer.launcher [--python PATH] DIR
 
-Writes DIR/enforcer and DIR/enforcer-runc. --python: the interpreter that
+Writes DIR/enforcer, DIR/enforcer-runc-py and DIR/enforcer-shimd, and
+builds DIR/enforcer-runc (the shim's C front end; the Python shim's
+launcher when there is no C compiler). --python: the interpreter that
 runs them (default: this one). Any CPython of the same minor version works
 for the start path, which uses only the standard library: a distribution's
 python3 (statically linked, PGO-built) starts ~2 ms faster than a shared-
@@ -101,11 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0].startswith("-") or not os.path.isdir(args[0]):
         print(USAGE, file=sys.stderr)
         return 2
-    for name in LAUNCHERS:
+    for name in ("enforcer", "enforcer-runc-py", "enforcer-shimd"):
         path = os.path.join(args[0], name)
         write_launcher(path, name, python)
         print(f"wrote {path}")
+    print(write_shim_front_end(args[0], python))
     return 0
+
+
+def write_shim_front_end(directory: str, python: str | None = None) -> str:
+    """Build DIR/enforcer-runc; returns what was written, for the user."""
+    from enforcer.shim.frontend import BuildError, build
+
+    path = os.path.join(directory, "enforcer-runc")
+    try:
+        build(path)
+        return f"built {path} (the compiled front end: fast with enforcer-shimd running)"
+    except BuildError as e:
+        write_launcher(path, "enforcer-runc", python)
+        return (f"wrote {path} as the Python shim: the compiled front end could not be "
+                f"built ({e})")
 
 
 if __name__ == "__main__":

@@ -41,4 +41,4 @@ if [ -x /usr/bin/python3 ] && [ "$(/usr/bin/python3 -c 'import sys; print(sys.ve
     fast="--python /usr/bin/python3"
 fi
 .venv/bin/python -m enforcer.launcher $fast .venv/bin >/dev/null
-echo "setup.sh: ready (.venv/bin/enforcer, .venv/bin/enforcer-runc)"
+echo "setup.sh: ready (.venv/bin/enforcer; the shim: .venv/bin/enforcer-runc with .venv/bin/enforcer-shimd)"

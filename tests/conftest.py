@@ -14,6 +14,9 @@ from typing import Iterator
 
 import pytest
 
+# Fixtures shared by more than one directory of tests.
+pytest_plugins = ["tests.shim_fixtures"]
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 

@@ -89,8 +89,16 @@ def fake_runc(path: str, marker: str) -> str:
     return path
 
 
+# Which front end the shim tests drive: "python" (the Python shim in its own
+# process) or "compiled" (frontend/enforcer-runc.c talking to enforcer-shimd).
+# Set per test by the `shim_front_end` fixture (tests/shim_fixtures.py).
+FRONT_END: dict[str, str] = {"name": "python", "binary": ""}
+
+
 def shim_cmd() -> list[str]:
     """The shim as a command line, started the way a runtime would start it."""
+    if FRONT_END["name"] == "compiled":
+        return [FRONT_END["binary"]]
     return [PYTHON, "-IS", "-c",
             f"import sys; sys.path.insert(0, {REPO!r}); sys.argv[0] = 'enforcer-runc'; "
             "from enforcer.shim.main import main; sys.exit(main())"]

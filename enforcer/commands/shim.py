@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enforcer.shim.main import PROG, run_shim
+    from enforcer.shim.main import run_shim
+    from enforcer.shim.runner import PROG
     from enforcer.shim.errors import ShimError
 
     try:

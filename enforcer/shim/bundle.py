@@ -53,8 +53,10 @@ def write_config(bundle: str, config: dict[str, Any]) -> None:
     _atomic_write(config_path(bundle), bundle, fastjson.dumps(config).encode())
 
 
-def rewrite_process_file(path: str, patch: dict[str, Any]) -> None:
-    """Merge the process-level rules into a `runc exec --process` spec."""
+def rewrite_process_file(path: str, patch: dict[str, Any], proc: str = "self") -> None:
+    """Merge the process-level rules into a `runc exec --process` spec.
+
+    `proc`: the process runc will be started from (merge.inherited_rlimits)."""
     from enforcer.shim.merge import merge_process
 
     try:
@@ -66,7 +68,7 @@ def rewrite_process_file(path: str, patch: dict[str, Any]) -> None:
         raise ShimError(f"exec process spec {path}: not valid JSON: {e}") from None
     if not isinstance(process, dict):
         raise ShimError(f"exec process spec {path}: expected a JSON object")
-    merge_process(process, patch)
+    merge_process(process, patch, proc)
     directory = os.path.dirname(os.path.abspath(path))
     _atomic_write(path, directory, fastjson.dumps(process).encode())
 

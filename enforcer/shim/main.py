@@ -7,17 +7,22 @@ first merge the selected policy into the bundle's config.json (see
 merge.py) and register the container for the monitor; `delete` removes
 that record. Everything else execs runc at once.
 
+Where this code runs: in its own process (`enforcer-runc-py`, `enforcer
+shim`), or inside enforcer-shimd (server.py) on behalf of the compiled
+front end (frontend/enforcer-runc.c), which is what gets registered as the
+runtime. The decisions are the same; runner.py says who executes runc.
+
 Start-path budget: 15 ms on top of `runc run`. So no argparse, no json
 module (fastjson), no dataclasses, no enforcer.errors/registry/plan on the
 hot path; those are imported only when a Plan must be (re)verified.
 
-Process model:
-  run (foreground)  exec runc: runc keeps our pid, so signals, exit status,
-                    stdio and the terminal are exactly runc's. A small
-                    detached reaper process (record.start_record_reaper)
-                    removes the registry record when that pid exits,
+Process model (the process that becomes runc is this one, or the front end):
+  run (foreground)  exec runc: runc keeps that pid, so signals, exit status,
+                    stdio and the terminal are exactly runc's. The registry
+                    record is removed when that pid exits (a small reaper
+                    process here, the server's worker under enforcer-shimd),
                     because `runc run` deletes the container itself.
-  create, run -d    runc runs as our child and we wait: runc returns as soon
+  create, run -d    runc runs as a child and we wait: runc returns as soon
                     as the container is created, and then we know its pid
                     for the registry. Signals are forwarded, the exit status
                     is runc's, stdio and --console-socket are inherited.
@@ -32,18 +37,15 @@ import sys
 from enforcer.shim.cmdline import RuncCommandLine, parse
 from enforcer.shim.config import ShimConfig, load_config
 from enforcer.shim.errors import ShimError
+from enforcer.shim.runner import ACTIVE_ENV, PROG, LocalRunner
+
+TYPE_CHECKING = False  # `typing` costs ms on the start path; only checkers need it
+if TYPE_CHECKING:
+    from enforcer.shim.runner import Runner
 
 APPLY_FAILED = 125  # enforcer.exitcodes.APPLY_FAILED, not imported to stay light
 POLICY_ANNOTATION = "io.enforcer.policy"
-# Set in the environment runc gets: if runc turns out to be this shim again
-# (a PATH or config mistake), the second instance refuses instead of looping.
-ACTIVE_ENV = "ENFORCER_SHIM_ACTIVE"
 DEFAULT_RUNC_ROOT = "/run/runc"
-PROG = "enforcer-runc"
-
-
-def _warn(message: str) -> None:
-    os.write(2, f"{PROG}: warning: {message}\n".encode())
 
 
 # -- finding runc --------------------------------------------------------------
@@ -77,47 +79,6 @@ def find_runc(explicit: str | None, self_path: str | None) -> str:
     if explicit:
         raise ShimError(f"runc {explicit}: not found or not executable")
     raise ShimError("runc not found on PATH; set \"runc\" in the shim config or pass --runc")
-
-
-def exec_runc(runc: str, args: list[str]) -> None:
-    os.environ[ACTIVE_ENV] = "1"
-    try:
-        os.execv(runc, [runc] + args)
-    except OSError as e:
-        raise ShimError(f"cannot execute {runc}: {e.strerror}") from None
-
-
-def run_runc_child(runc: str, args: list[str]) -> int:
-    """Run runc as a child, forward signals, return its exit status (128+N if killed)."""
-    import _signal  # the C module: `signal` imports enum (~6 ms)
-
-    os.environ[ACTIVE_ENV] = "1"
-    child = [0]
-
-    def forward(signum: int, _frame: object) -> None:
-        if child[0]:
-            try:
-                os.kill(child[0], signum)
-            except ProcessLookupError:
-                pass
-
-    forwarded = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
-                 _signal.SIGUSR1, _signal.SIGUSR2)
-    previous = {s: _signal.signal(s, forward) for s in forwarded}
-    try:
-        # posix_spawn (vfork-style in glibc), not fork: a forked Python child
-        # takes copy-on-write faults on every page it touches before exec.
-        try:
-            pid = os.posix_spawn(runc, [runc] + args, os.environ)
-        except OSError as e:
-            raise ShimError(f"cannot execute {runc}: {e.strerror}") from None
-        child[0] = pid
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for s, handler in previous.items():
-            _signal.signal(s, handler)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 # -- policy selection ------------------------------------------------------------
@@ -175,7 +136,7 @@ def _read_pid(line: RuncCommandLine, runc: str, flags: dict[str, str],
 
 
 def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_id: str,
-                   bundle: str) -> tuple[dict[str, object], dict[str, object] | None]:
+                   bundle: str, runner: "Runner") -> tuple[dict[str, object], dict[str, object] | None]:
     """The bundle's config with the selected policy merged in, and the patch used.
 
     Nothing is written here: every refusal happens before the bundle changes.
@@ -191,11 +152,11 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
             raise ShimError(f"container {container_id}: no policy selected (no --policy, no "
                             f"{POLICY_ANNOTATION} annotation, no default_policy in "
                             f"{cfg.path}); refusing to start it")
-        _warn(f"container {container_id} starts WITHOUT a policy (on_no_policy=passthrough)")
+        runner.warn(f"container {container_id} starts WITHOUT a policy (on_no_policy=passthrough)")
         return config, None
     shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-    merge_patch(config, patch, bundle)
+    merge_patch(config, patch, bundle, proc=runner.proc)
     seccomp = patch["seccomp"]
     if isinstance(seccomp, dict) and seccomp.get("flags"):
         from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
@@ -204,25 +165,25 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
     return config, patch
 
 
-def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:
     """create / run: merge, register, write config.json, then runc (exec or child)."""
-    from enforcer.audit_session import start_new_session
     from enforcer.shim.bundle import write_config
     from enforcer.shim.record import cgroups_from_config, cgroups_of_pid, make_record, \
         remove_record, write_record
 
     flags, positionals = line.command_flags_and_positionals()
     if not positionals:
-        exec_runc(runc, line.runc_args)  # runc prints its own usage error
+        runner.exec_runc(runc, line.runc_args)  # runc prints its own usage error
     container_id = positionals[0]
     bundle = os.path.abspath(flags.get("bundle") or ".")
-    config, patch = _merged_config(line, cfg, runc, container_id, bundle)
+    config, patch = _merged_config(line, cfg, runc, container_id, bundle, runner)
     root = cfg.registry_root()
     systemd = "systemd-cgroup" in {a.lstrip("-").split("=")[0] for a in line.global_args}
     # A fresh audit session for runc and so for the container's processes:
     # the monitor then attributes every seccomp record by `ses=` alone.
-    record = make_record(container_id, patch, cgroups_from_config(config, container_id, systemd),
-                         bundle, audit_session=start_new_session())
+    cgroups = cgroups_from_config(config, container_id, systemd, runner.proc)
+    record = make_record(container_id, patch, cgroups, bundle,
+                         audit_session=runner.new_audit_session())
     # Register first: the monitor must know the container before it can
     # misbehave. If the config then cannot be written, unregister.
     try:
@@ -237,12 +198,10 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
             raise
     command_args = line.runc_args[line.command_index + 1:]
     if line.command == "run" and not _has_bool_flag(command_args, ("d", "detach")):
-        from enforcer.shim.record import start_record_reaper
-
-        start_record_reaper(root, record)
-        exec_runc(runc, line.runc_args)
+        runner.remove_record_on_exit(root, record)
+        runner.exec_runc(runc, line.runc_args)
     try:
-        status = run_runc_child(runc, line.runc_args)
+        status = runner.run_child(runc, line.runc_args)
     except ShimError:
         remove_record(root, container_id)
         raise
@@ -256,7 +215,7 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
         try:
             write_record(root, record)
         except OSError as e:
-            _warn(f"cannot update the registry record of {container_id}: {e}")
+            runner.warn(f"cannot update the registry record of {container_id}: {e}")
     return status
 
 
@@ -277,7 +236,8 @@ def _policy_record(cfg: ShimConfig, container_id: str | None) -> dict[str, objec
     return record
 
 
-def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
+                      runner: "Runner") -> int:
     """`runc exec` into a container we started: the new process gets the policy too.
 
     The container's seccomp filter applies to exec'd processes anyway (runc
@@ -290,7 +250,7 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     flags, positionals = line.command_flags_and_positionals()
     record = _policy_record(cfg, positionals[0] if positionals else None)
     if record is None:
-        exec_runc(runc, line.runc_args)
+        runner.exec_runc(runc, line.runc_args)
     assert record is not None
     from enforcer.shim.plans import patch_for_policy
 
@@ -298,13 +258,13 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     patch = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,
                              os.path.join(root, "shim-cache"))
     if patch.get("policy_hash") != record.get("policy_hash"):
-        _warn(f"policy {record['policy']} changed since container {record['id']} started; "
+        runner.warn(f"policy {record['policy']} changed since container {record['id']} started; "
               "exec gets the current one")
     process_file = flags.get("process")
     if process_file:
         from enforcer.shim.bundle import rewrite_process_file
 
-        rewrite_process_file(process_file, patch)
+        rewrite_process_file(process_file, patch, runner.proc)
     else:
         if line.repeated("cap"):
             raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
@@ -313,7 +273,7 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
         if user is not None and patch["user"] is not None and user.split(":")[0] in ("0", "root"):
             raise ShimError(f"container {record['id']} runs under policy {record['policy']}, "
                             f"which names a user: exec --user {user} is refused")
-    exec_runc(runc, line.runc_args)
+    runner.exec_runc(runc, line.runc_args)
     return APPLY_FAILED  # not reached
 
 
@@ -330,7 +290,8 @@ def _bytes(value: str) -> int:
         raise ShimError(f"update: cannot read {value!r} as a size") from None
 
 
-def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
+                     runner: "Runner") -> int:
     """`runc update` on a policy container may not raise a limit above the policy's.
 
     The update is refused (not clamped: runc gets what the caller wrote or
@@ -340,7 +301,7 @@ def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     flags, positionals = line.command_flags_and_positionals()
     record = _policy_record(cfg, positionals[0] if positionals else None)
     if record is None:
-        exec_runc(runc, line.runc_args)
+        runner.exec_runc(runc, line.runc_args)
     assert record is not None
     from enforcer import fastjson
     from enforcer.shim.plans import patch_for_policy
@@ -391,11 +352,11 @@ def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     if problems:
         raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
                         f"update to {', '.join(problems)} is above the policy's limits")
-    exec_runc(runc, line.runc_args)
+    runner.exec_runc(runc, line.runc_args)
     return APPLY_FAILED  # not reached
 
 
-def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
+def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:
     from enforcer.shim.record import record_path, remove_record
 
     root = cfg.registry_root()
@@ -405,16 +366,23 @@ def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str) -> int:
     except ValueError:
         has_record = False
     if not has_record:
-        exec_runc(runc, line.runc_args)
+        runner.exec_runc(runc, line.runc_args)
     assert container_id is not None
-    status = run_runc_child(runc, line.runc_args)
+    status = runner.run_child(runc, line.runc_args)
     runc_root = line.global_flags.get("root") or DEFAULT_RUNC_ROOT
     if status == 0 or not os.path.exists(os.path.join(runc_root, container_id, "state.json")):
         remove_record(root, container_id)
     return status
 
 
-def run_shim(argv: list[str], self_path: str | None) -> int:
+def run_shim(argv: list[str], self_path: str | None, runner: "Runner | None" = None) -> int:
+    """The shim's whole job for one runc command line; returns the exit code.
+
+    `self_path` is the executable runc was invoked as (so that a `runc` on
+    PATH that is the shim itself is skipped); `runner` does the runc side
+    (runner.py): this process by default, the front end under enforcer-shimd.
+    """
+    runner = runner or LocalRunner()
     if os.environ.get(ACTIVE_ENV):
         raise ShimError(f"started by itself ({ACTIVE_ENV} is set): the configured runc "
                         "is this shim; point --runc or \"runc\" in the shim config at the real runc")
@@ -422,14 +390,14 @@ def run_shim(argv: list[str], self_path: str | None) -> int:
     cfg = load_config(line.shim.get("config"))
     runc = find_runc(line.shim.get("runc") or cfg.runc, self_path)
     if line.command in ("create", "run"):
-        return start(line, cfg, runc)
+        return start(line, cfg, runc, runner)
     if line.command == "delete":
-        return delete(line, cfg, runc)
+        return delete(line, cfg, runc, runner)
     if line.command == "exec":
-        return exec_in_container(line, cfg, runc)
+        return exec_in_container(line, cfg, runc, runner)
     if line.command == "update":
-        return update_container(line, cfg, runc)
-    exec_runc(runc, line.runc_args)
+        return update_container(line, cfg, runc, runner)
+    runner.exec_runc(runc, line.runc_args)
     return APPLY_FAILED  # not reached: exec_runc returns only by raising
 
 

@@ -325,10 +325,10 @@ _PROC_LIMITS_LABEL = {
 }
 
 
-def _proc_limits() -> dict[str, tuple[int, int]]:
-    """This process's rlimits from /proc/self/limits (no `resource` .so to load)."""
+def _proc_limits(proc: str) -> dict[str, tuple[int, int]]:
+    """A process's rlimits from /proc/PROC/limits (no `resource` .so to load)."""
     out: dict[str, tuple[int, int]] = {}
-    with open("/proc/self/limits") as f:
+    with open(f"/proc/{proc}/limits") as f:
         text = f.read()
     for name, label in _PROC_LIMITS_LABEL.items():
         start = text.find(label)
@@ -341,12 +341,13 @@ def _proc_limits() -> dict[str, tuple[int, int]]:
     return out
 
 
-def inherited_rlimits(resources: list[str]) -> dict[str, tuple[int, int]]:
-    """The shim's own rlimits, which runc would pass on to the container."""
+def inherited_rlimits(resources: list[str], proc: str = "self") -> dict[str, tuple[int, int]]:
+    """The rlimits of the process runc starts from, which runc passes on to the
+    container: the shim's own ("self"), or its client's pid under enforcer-shimd."""
     if not resources:
         return {}
     try:
-        known = _proc_limits()
+        known = _proc_limits(proc)
     except (OSError, ValueError):
         known = {}
     out = {}
@@ -359,7 +360,8 @@ def inherited_rlimits(resources: list[str]) -> dict[str, tuple[int, int]]:
         number = getattr(resource_mod, "RLIMIT_" + name, None)
         if number is None:
             raise ShimError(f"policy rlimit {name}: not known on this system")
-        soft, hard = resource_mod.getrlimit(number)
+        soft, hard = resource_mod.getrlimit(number) if proc == "self" \
+            else resource_mod.prlimit(int(proc), number)
         out[name] = (_as_rlim(soft), _as_rlim(hard))
     return out
 
@@ -411,11 +413,14 @@ def merge_namespaces(config: dict[str, Any], patch: dict[str, Any]) -> None:
         have.add(ns_type)
 
 
-def merge_process(process: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """The process-level rules, for a `runc exec --process` spec (same rules)."""
+def merge_process(process: dict[str, Any], patch: dict[str, Any],
+                  proc: str = "self") -> dict[str, Any]:
+    """The process-level rules, for a `runc exec --process` spec (same rules).
+
+    `proc`: the process runc will be started from (see inherited_rlimits)."""
     wrapper = {"process": process}
     merge_capabilities(wrapper, patch)
-    merge_rlimits(wrapper, patch, inherited_rlimits([r[0] for r in patch["rlimits"]]))
+    merge_rlimits(wrapper, patch, inherited_rlimits([r[0] for r in patch["rlimits"]], proc))
     merge_no_new_privileges(wrapper, patch)
     merge_user(wrapper, patch)
     return process
@@ -427,10 +432,13 @@ APPLIED_ANNOTATION = "io.enforcer.applied"
 
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
-                inherited: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
-    """Apply every rule above to `config` (in place) and return it."""
+                inherited: dict[str, tuple[int, int]] | None = None,
+                proc: str = "self") -> dict[str, Any]:
+    """Apply every rule above to `config` (in place) and return it.
+
+    `proc`: the process runc will be started from (see inherited_rlimits)."""
     if inherited is None:
-        inherited = inherited_rlimits([r[0] for r in patch["rlimits"]])
+        inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
     merge_seccomp(config, patch)
     merge_capabilities(config, patch)
     merge_sysctl(config, patch)

@@ -26,11 +26,11 @@ def record_path(root: str, container_id: str) -> str:
     return registry.record_path(container_id, root)
 
 
-def _own_cgroups() -> list[tuple[str, str]]:
-    """(hierarchy, path) of this process, as /proc/self/cgroup lists them."""
+def _own_cgroups(proc: str = "self") -> list[tuple[str, str]]:
+    """(hierarchy, path) of a process, as /proc/PROC/cgroup lists them."""
     out = []
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(f"/proc/{proc}/cgroup") as f:
             for line in f:
                 _, controllers, path = line.rstrip("\n").split(":", 2)
                 out.append((controllers, path))
@@ -53,11 +53,13 @@ def _systemd_path(cgroups_path: str) -> str:
 
 
 def cgroups_from_config(config: dict[str, Any], container_id: str,
-                        systemd: bool) -> dict[str, str]:
+                        systemd: bool, proc: str = "self") -> dict[str, str]:
     """Where runc will put the container, per hierarchy of this host.
 
     An absolute cgroupsPath is used as is; a relative one (or none: runc then
-    uses the container id) is relative to runc's own cgroup, which is ours.
+    uses the container id) is relative to runc's own cgroup, which is that
+    of `proc`, the process runc starts from: the shim itself ("self"), or
+    the front end's pid when enforcer-shimd does the work.
     """
     linux = config.get("linux") or {}
     raw = linux.get("cgroupsPath") if isinstance(linux, dict) else None
@@ -65,9 +67,9 @@ def cgroups_from_config(config: dict[str, Any], container_id: str,
         raw = ""
     if systemd and raw.count(":") == 2:
         absolute = _systemd_path(raw)
-        return {h: absolute for h, _ in _own_cgroups()}
+        return {h: absolute for h, _ in _own_cgroups(proc)}
     out = {}
-    for hierarchy, own in _own_cgroups():
+    for hierarchy, own in _own_cgroups(proc):
         if raw.startswith("/"):
             out[hierarchy] = os.path.normpath(raw)
         else:
@@ -131,6 +133,16 @@ def _same_record(path: str, record: dict[str, Any]) -> bool:
         and doc.get("bundle") == record["bundle"]
 
 
+def remove_record_if_same(root: str, record: dict[str, Any]) -> None:
+    """Remove `record` from the registry unless its id was registered anew since."""
+    try:
+        path = record_path(root, record["id"])
+        if _same_record(path, record):
+            os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
 def start_record_reaper(root: str, record: dict[str, Any]) -> None:
     """Fork a process that removes `record` once this process has exited.
 
@@ -180,9 +192,7 @@ def start_record_reaper(root: str, record: dict[str, Any]) -> None:
                 except ProcessLookupError:
                     break
                 time_mod.sleep(0.2)
-        path = record_path(root, record["id"])
-        if _same_record(path, record):
-            os.unlink(path)
+        remove_record_if_same(root, record)
     except BaseException:
         pass
     os._exit(0)

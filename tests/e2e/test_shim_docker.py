@@ -5,6 +5,12 @@ module registers two runtimes in that daemon's daemon.json (enforcer-restricted
 and enforcer-web-server, both the shim with `--config`/`--policy` runtimeArgs),
 reloads dockerd with SIGHUP, and in its finalizer restores daemon.json,
 reloads again and removes every container it made.
+
+The runtime registered is what a node gets: the compiled front end
+(`enforcer-runc`) with an enforcer-shimd of this module's own serving it.
+dockerd's environment does not carry our socket path, so each runtime path
+is a two-line wrapper that sets ENFORCER_SHIM_SOCKET (a node uses the
+default /run/enforcer/shim.sock and needs none).
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ import uuid
 
 import pytest
 
+from tests.shim_fixtures import start_server, stop_server
 from tests.shim_helpers import REPO, RUNC, expected_probe_table
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
 ENFORCER = os.path.join(REPO, ".venv", "bin", "enforcer")
-PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
 # For the plain-Docker comparison: probes Docker's defaults leave to root.
 PROBES = ["mount", "unshare_user_mount", "ptrace_attach", "bpf", "kexec_load", "reboot",
@@ -38,7 +44,17 @@ def _reload(dockerd) -> None:
 
 
 @pytest.fixture(scope="module")
-def runtimes(dockerd, tmp_path_factory):
+def shimd(tmp_path_factory):
+    """The enforcer-shimd the registered runtimes talk to (stopped at the end)."""
+    server = start_server(str(tmp_path_factory.mktemp("shimd-docker")))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def runtimes(dockerd, shimd, tmp_path_factory):
     """Register enforcer-restricted and enforcer-web-server; yield the registry dir."""
     work = tmp_path_factory.mktemp("shim-docker")
     plans = work / "plans"
@@ -46,9 +62,10 @@ def runtimes(dockerd, tmp_path_factory):
     for policy in ("restricted", "web-server"):
         subprocess.run([ENFORCER, "compile", policy, "-o", str(plans / f"{policy}.json")],
                        check=True, timeout=120)
-    launcher = str(work / "enforcer-runc")
-    subprocess.run([PYTHON, "-m", "enforcer.shim.launcher", launcher], check=True,
-                   stdout=subprocess.DEVNULL)
+    launcher = str(work / "enforcer-runc-wrapper")
+    with open(launcher, "w") as f:
+        f.write(f"#!/bin/sh\nENFORCER_SHIM_SOCKET={shimd.socket} exec {shimd.binary} \"$@\"\n")
+    os.chmod(launcher, 0o755)
     run_dir = work / "run"
     shim_config = work / "shim.json"
     shim_config.write_text(json.dumps({"plans_dir": str(plans), "runc": RUNC,
@@ -135,7 +152,8 @@ def test_restricted_runtime_blocks_the_probes_plain_docker_does_not(dockerd, run
         assert plain_table[probe] == "allowed", plain_table
 
 
-def test_restricted_runtime_registers_the_container(dockerd, runtimes, busybox_image, names):
+def test_restricted_runtime_registers_the_container(dockerd, runtimes, shimd, busybox_image,
+                                                    names):
     name = names()
     r = dockerd("run", "-d", "--name", name, "--network", "none", "--runtime",
                 "enforcer-restricted", busybox_image, "sleep", "60")
@@ -150,6 +168,8 @@ def test_restricted_runtime_registers_the_container(dockerd, runtimes, busybox_i
     status = dockerd("exec", name, "cat", "/proc/1/status").stdout
     assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
     assert "Uid:\t65534" in status
+    # created through enforcer-shimd, not the Python fallback
+    assert container_id in shimd.log_text()
     assert dockerd("rm", "-f", name).returncode == 0
     deadline = time.monotonic() + 30
     while os.path.exists(record_path):

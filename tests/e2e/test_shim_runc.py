@@ -29,7 +29,7 @@ from tests.shim_helpers import (
     run_shim_files,
 )
 
-pytestmark = [pytest.mark.runc, pytest.mark.root]
+pytestmark = [pytest.mark.runc, pytest.mark.root, pytest.mark.usefixtures("shim_front_end")]
 
 ENFORCER = os.path.join(REPO, ".venv", "bin", "enforcer")
 PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
@@ -139,6 +139,14 @@ def test_detached_create_start_delete_and_registry(tmp_path, rootfs_src, shim_en
     with open(f"/proc/{pid}/cgroup") as f:
         real = {c: p for _, c, p in (line.rstrip("\n").split(":", 2) for line in f)}
     assert record["cgroups"] == real
+    # a fresh audit session, started by whatever process became runc (the
+    # Python shim or the compiled front end), is the container's: the
+    # monitor attributes seccomp records by `ses=` alone
+    with open(f"/proc/{pid}/sessionid") as f:
+        session = int(f.read())
+    with open("/proc/self/sessionid") as f:
+        own_session = int(f.read())
+    assert record["audit_session"] == session != own_session
     state = json.loads(subprocess.run([RUNC, "state", container_id], capture_output=True,
                                       text=True, check=True).stdout)
     assert state["status"] == "created"

@@ -23,6 +23,9 @@ from tests.shim_helpers import (
     write_plan,
 )
 
+# Every test here runs through both front ends (tests/shim_fixtures.py).
+pytestmark = pytest.mark.usefixtures("shim_front_end")
+
 
 @pytest.fixture
 def env(tmp_path):

@@ -1,0 +1,5 @@
+import sys
+
+from enforcer.shim.frontend import main
+
+sys.exit(main())

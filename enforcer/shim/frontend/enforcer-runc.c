@@ -1,0 +1,385 @@
+/*
+ * enforcer-runc: the compiled front end of enforcer's OCI runtime shim.
+ *
+ * Why this exists: a container runtime is started for every container
+ * operation, and starting a Python interpreter costs ~7 ms of CPU before
+ * any shim code runs (more on a loaded or throttled VM). So the shim's
+ * logic lives in one place, the Python shim (enforcer/shim/main.py), and
+ * runs either
+ *   - in `enforcer-shimd` (enforcer/shim/server.py), a resident process
+ *     that already has the shim imported: this program forwards its
+ *     command line, environment and working directory there over a unix
+ *     socket, does what the server answers, and ends by exec'ing runc; or
+ *   - when no server answers the socket, in the Python shim itself: this
+ *     program execs `enforcer-runc-py` (next to itself) with the same
+ *     arguments. Same policy, same checks; only slower.
+ *
+ * This program decides nothing about policy. Its whole vocabulary is the
+ * protocol below; the server does every check and every write, and a
+ * container never starts unless the server said "exec" or "child".
+ *
+ * Protocol (AF_UNIX SOCK_SEQPACKET: one message per packet; a message is
+ * a one-letter tag and fields, each field ended by a NUL byte):
+ *   client -> server
+ *     R 1 SELF CWD ARGC ARG... ENV...   request (ENV: KEY=VALUE fields)
+ *     s SESSION                          answer to S (empty: none)
+ *     c CODE                             runc child ended: exit code, or 128+signal
+ *     f ERROR                            runc child could not be started
+ *   server -> client
+ *     W LINE          print LINE on stderr and go on
+ *     S               start a new audit session in this process (the
+ *                     container inherits it); answer with s
+ *     X PATH ARG...   exec PATH with ARG... as argv (runc keeps our pid)
+ *     C PATH ARG...   run PATH as a child, forward signals, answer c or f,
+ *                     then wait for the next message
+ *     P REASON        run the Python shim here instead (the server's view of
+ *                     paths is not ours: another mount namespace or root)
+ *     Q CODE          exit with CODE
+ *     E LINE          print "enforcer-runc: LINE" and exit 125
+ * Anything else, or the connection closing without X, Q or E, is an error
+ * (exit 125): fail closed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PROG "enforcer-runc"
+#define APPLY_FAILED 125
+#define DEFAULT_SOCKET "/run/enforcer/shim.sock"
+#define FALLBACK_NAME "enforcer-runc-py"
+#define ACTIVE_ENV "ENFORCER_SHIM_ACTIVE"
+#define MAX_MESSAGE (4 << 20)
+#define MAX_FIELDS 65536
+#define REPLY_TIMEOUT_S 300 /* a policy compiled from YAML on a cold cache */
+
+extern char **environ;
+
+static volatile sig_atomic_t child_pid;
+
+static void die(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    exit(APPLY_FAILED);
+}
+
+/* -- the Python shim, when no server answers ------------------------------ */
+
+/* Exec the Python shim with our own arguments (never returns). */
+static void exec_fallback(char **argv, const char *why)
+{
+    char path[PATH_MAX];
+    const char *explicit = getenv("ENFORCER_SHIM_FALLBACK");
+
+    if (explicit && *explicit) {
+        snprintf(path, sizeof path, "%s", explicit);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - sizeof FALLBACK_NAME - 1);
+        char *slash;
+        if (n < 0)
+            die("no usable shim server (%s), and /proc/self/exe is unreadable%s", why, "");
+        path[n] = '\0';
+        slash = strrchr(path, '/');
+        strcpy(slash ? slash + 1 : path, FALLBACK_NAME);
+    }
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, PROG ": no usable shim server (%s), and the Python shim %s cannot run: %s\n",
+            why, path, strerror(errno));
+    exit(APPLY_FAILED);
+}
+
+static const char *socket_path(char *buf, size_t size)
+{
+    const char *explicit = getenv("ENFORCER_SHIM_SOCKET");
+    const char *runtime_dir = getenv("ENFORCER_RUNTIME_DIR");
+
+    if (explicit && *explicit)
+        return explicit;
+    if (runtime_dir && *runtime_dir) {
+        snprintf(buf, size, "%s/shim.sock", runtime_dir);
+        return buf;
+    }
+    return DEFAULT_SOCKET;
+}
+
+/* A connected socket, or -1 after exec'ing the fallback (never returns then). */
+static int connect_server(char **argv)
+{
+    char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    const char *path = socket_path(buf, sizeof buf);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    struct timeval timeout = {.tv_sec = REPLY_TIMEOUT_S};
+    int fd;
+
+    if (strlen(path) >= sizeof addr.sun_path)
+        die("socket path %s is too long%s", path, "");
+    strcpy(addr.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket: %s%s", strerror(errno), "");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        /* No server (not installed, not started, gone, or not ours to use:
+         * the socket is its owner's only): the Python shim does the work. */
+        if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR ||
+            errno == EACCES || errno == EPERM)
+            exec_fallback(argv, strerror(errno));
+        die("cannot reach the shim server at %s: %s", path, strerror(errno));
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    return fd;
+}
+
+/* -- messages ------------------------------------------------------------- */
+
+struct buffer {
+    char *data;
+    size_t len, cap;
+};
+
+static void put(struct buffer *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        b->data = realloc(b->data, cap);
+        if (!b->data)
+            die("out of memory%s%s", "", "");
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len++] = '\0';
+}
+
+static void put_str(struct buffer *b, const char *s) { put(b, s, strlen(s)); }
+
+static void send_message(int fd, const struct buffer *b)
+{
+    if (send(fd, b->data, b->len, MSG_NOSIGNAL) != (ssize_t)b->len)
+        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+}
+
+static void send_fields(int fd, const char *tag, const char *value)
+{
+    struct buffer b = {0};
+    put_str(&b, tag);
+    put_str(&b, value);
+    send_message(fd, &b);
+    free(b.data);
+}
+
+static void send_request(int fd, int argc, char **argv)
+{
+    struct buffer b = {0};
+    char self[PATH_MAX], cwd[PATH_MAX], count[16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+    self[n > 0 ? n : 0] = '\0';
+    if (!getcwd(cwd, sizeof cwd))
+        die("cannot read the working directory: %s%s", strerror(errno), "");
+    snprintf(count, sizeof count, "%d", argc - 1);
+    put_str(&b, "R");
+    put_str(&b, "1");
+    put_str(&b, self);
+    put_str(&b, cwd);
+    put_str(&b, count);
+    for (int i = 1; i < argc; i++)
+        put_str(&b, argv[i]);
+    for (char **e = environ; *e; e++)
+        put_str(&b, *e);
+    if (b.len > MAX_MESSAGE) {
+        free(b.data);
+        exec_fallback(argv, "request too large for the socket");
+    }
+    if (send(fd, b.data, b.len, MSG_NOSIGNAL) != (ssize_t)b.len) {
+        if (errno == EMSGSIZE) {
+            free(b.data);
+            exec_fallback(argv, "request too large for the socket");
+        }
+        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+    }
+    free(b.data);
+}
+
+/* Receive one message; split it into NUL-ended fields. Returns the count. */
+static int receive(int fd, char *buf, size_t size, char **fields)
+{
+    ssize_t n = recv(fd, buf, size, MSG_TRUNC);
+    int count = 0;
+
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        die("the shim server did not answer in %s s%s", "300", "");
+    if (n < 0)
+        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+    if (n == 0)
+        die("the shim server closed the connection without an answer%s%s", "", "");
+    if ((size_t)n > size || buf[n - 1] != '\0')
+        die("malformed message from the shim server%s%s", "", "");
+    for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+        if (count == MAX_FIELDS - 1)
+            die("message from the shim server has too many fields%s%s", "", "");
+        fields[count++] = p;
+    }
+    fields[count] = NULL;
+    return count;
+}
+
+/* -- what the server asks for --------------------------------------------- */
+
+static unsigned long read_number(const char *path, unsigned long fallback)
+{
+    char text[32] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return fallback;
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return fallback;
+    return strtoul(text, NULL, 10);
+}
+
+/* A fresh audit session (see enforcer/audit_session.py): write our login
+ * uid (or real uid when none is set) back to /proc/self/loginuid. */
+static void start_audit_session(int fd)
+{
+    const unsigned long unset = 4294967295UL;
+    unsigned long loginuid = read_number("/proc/self/loginuid", unset);
+    unsigned long session;
+    char text[32];
+    int out, ok;
+
+    if (loginuid == unset)
+        loginuid = getuid();
+    snprintf(text, sizeof text, "%lu", loginuid);
+    out = open("/proc/self/loginuid", O_WRONLY | O_CLOEXEC);
+    ok = out >= 0 && write(out, text, strlen(text)) == (ssize_t)strlen(text);
+    if (out >= 0)
+        close(out);
+    session = ok ? read_number("/proc/self/sessionid", unset) : unset;
+    if (session == unset)
+        text[0] = '\0';
+    else
+        snprintf(text, sizeof text, "%lu", session);
+    send_fields(fd, "s", text);
+}
+
+static void forward_signal(int signum)
+{
+    if (child_pid > 0)
+        kill(child_pid, signum);
+}
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
+
+/* Run runc as our child, forwarding signals; report how it ended. */
+static void run_child(int fd, char **fields)
+{
+    struct sigaction action = {.sa_handler = forward_signal}, previous[N_FORWARDED];
+    sigset_t forwarded_set, old_mask;
+    posix_spawnattr_t attr;
+    char code[16];
+    pid_t pid;
+    int status, err;
+
+    /* Signals that arrive before the child's pid is known are held, then
+     * forwarded; the child itself starts with our original mask. */
+    sigemptyset(&forwarded_set);
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaddset(&forwarded_set, forwarded[i]);
+    sigprocmask(SIG_BLOCK, &forwarded_set, &old_mask);
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(forwarded[i], &action, &previous[i]);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &old_mask);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    err = posix_spawn(&pid, fields[1], NULL, &attr, fields + 2, environ);
+    posix_spawnattr_destroy(&attr);
+    if (err) {
+        for (size_t i = 0; i < N_FORWARDED; i++)
+            sigaction(forwarded[i], &previous[i], NULL);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        send_fields(fd, "f", strerror(err));
+        return;
+    }
+    child_pid = pid;
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            die("waiting for runc: %s%s", strerror(errno), "");
+    }
+    child_pid = 0;
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(forwarded[i], &previous[i], NULL);
+    snprintf(code, sizeof code, "%d",
+             WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+    send_fields(fd, "c", code);
+}
+
+int main(int argc, char **argv)
+{
+    static char buf[MAX_MESSAGE];
+    static char *fields[MAX_FIELDS];
+    int fd = connect_server(argv);
+
+    send_request(fd, argc, argv);
+    for (;;) {
+        int count = receive(fd, buf, sizeof buf, fields);
+        const char *tag = fields[0];
+
+        if (count < 1 || strlen(tag) != 1)
+            die("malformed message from the shim server%s%s", "", "");
+        switch (tag[0]) {
+        case 'W':
+            if (count >= 2)
+                fprintf(stderr, "%s\n", fields[1]);
+            break;
+        case 'S':
+            start_audit_session(fd);
+            break;
+        case 'X':
+        case 'C':
+            if (count < 3)
+                die("malformed message from the shim server%s%s", "", "");
+            if (setenv(ACTIVE_ENV, "1", 1) < 0)
+                die("setenv: %s%s", strerror(errno), "");
+            if (tag[0] == 'C') {
+                run_child(fd, fields);
+                break;
+            }
+            execv(fields[1], fields + 2);
+            die("cannot execute %s: %s", fields[1], strerror(errno));
+            break;
+        case 'P':
+            close(fd);
+            exec_fallback(argv, count >= 2 ? fields[1] : "the server said so");
+            break;
+        case 'Q':
+            exit(count >= 2 ? atoi(fields[1]) : APPLY_FAILED);
+        case 'E':
+            die("%s%s", count >= 2 ? fields[1] : "shim server error", "");
+            break;
+        default:
+            die("unknown message %s from the shim server%s", tag, "");
+        }
+    }
+}

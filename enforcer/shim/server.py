@@ -1,0 +1,589 @@
+"""enforcer-shimd: the shim kept resident, for the compiled front end.
+
+    enforcer-shimd [--socket PATH] [--verbose]
+
+Why: every container operation starts the runtime once, and a Python
+interpreter costs ~7 ms of CPU to start before any shim code runs. The
+front end (frontend/enforcer-runc.c) is a small C program; it sends its
+command line, environment and working directory here, and this server
+runs the very same shim code (main.run_shim) in a worker forked from a
+process that already has it imported. The worker answers with what the
+front end must do (exec runc, run it as a child, start an audit session,
+print a warning, exit): see the protocol in frontend/enforcer-runc.c.
+
+With no server listening the front end runs the Python shim itself, so
+the server is an accelerator, never a second policy path.
+
+Socket: $ENFORCER_SHIM_SOCKET, else $ENFORCER_RUNTIME_DIR/shim.sock, else
+/run/enforcer/shim.sock (the front end looks in the same places), mode
+0600; or the first socket systemd passes (socket activation). Only a peer
+with this server's own uid is served (SO_PEERCRED).
+
+Requests are served by a few worker processes forked ahead of time and
+reused (serve()); each request sets the worker's working directory and
+environment to the front end's own, and the shim code keeps no state
+between requests. For a
+foreground `runc run` a small reaper process stays until that process
+ends (watching its pidfd) and then removes the registry record, as the
+Python shim's reaper does; so a unit running this server uses
+KillMode=process, and a restart leaves the reapers alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess  # noqa: F401  (preloaded: main._read_pid uses it in workers)
+import sys
+import time
+import traceback
+
+# Preloaded here so that each forked worker has them already (the start
+# path's modules, and those of a Plan's first verification).
+from enforcer import atomicfile, plan  # noqa: F401
+from enforcer.shim import bundle, merge, patch, plans, record, runcfeatures  # noqa: F401
+from enforcer.shim.errors import ShimError
+from enforcer.shim.main import run_shim
+from enforcer.shim.runner import PROG
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
+
+PROTOCOL_VERSION = "1"
+MAX_MESSAGE = 4 << 20  # the front end's MAX_MESSAGE
+DEFAULT_SOCKET = "/run/enforcer/shim.sock"
+# SO_PEERCRED's struct ucred: pid, uid, gid.
+_UCRED = struct.Struct("3i")
+SD_LISTEN_FDS_START = 3
+MADV_POPULATE_WRITE = 23  # linux/mman.h
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# A worker is replaced after this many requests: a bound on anything a
+# request might leave behind in the process (the shim keeps no state).
+REQUESTS_PER_WORKER = 1000
+
+
+def socket_path(environ: "dict[str, str] | os._Environ[str]" = os.environ) -> str:
+    """Where the front end looks for the server (keep in step with enforcer-runc.c)."""
+    explicit = environ.get("ENFORCER_SHIM_SOCKET")
+    if explicit:
+        return explicit
+    runtime_dir = environ.get("ENFORCER_RUNTIME_DIR")
+    if runtime_dir:
+        return os.path.join(runtime_dir, "shim.sock")
+    return DEFAULT_SOCKET
+
+
+class ClientGone(Exception):
+    """The front end closed the connection: nothing more can be done for it.
+
+    Not a ShimError on purpose: the shim's cleanup on refusal (removing the
+    registry record) must not run, because the front end may have been
+    killed while its runc child goes on to create the container.
+    """
+
+
+class HandedOver(Exception):
+    """The front end has been told to exec runc: this request is done."""
+
+
+def _encode(fields: "tuple[str, ...]") -> bytes:
+    return b"".join(os.fsencode(f) + b"\0" for f in fields)
+
+
+class RemoteRunner:
+    """runner.LocalRunner's interface, carried out by the front end."""
+
+    def __init__(self, conn: socket.socket, pid: int,
+                 watch: "Callable[[int, str, dict[str, Any]], None] | None" = None) -> None:
+        self.conn = conn
+        self._watch = watch
+        self.proc = str(pid)  # runc starts from the front end: its rlimits, its cgroup
+        self._pid = pid
+        self._on_exit: "tuple[str, dict[str, Any]] | None" = None
+
+    def _send(self, *fields: str) -> None:
+        try:
+            self.conn.send(_encode(fields))
+        except OSError:
+            raise ClientGone() from None
+
+    def _receive(self) -> list[str]:
+        try:
+            data = self.conn.recv(MAX_MESSAGE)
+        except OSError:
+            raise ClientGone() from None
+        if not data:
+            raise ClientGone()
+        if not data.endswith(b"\0"):
+            raise ShimError("malformed message from the front end")
+        return [os.fsdecode(f) for f in data[:-1].split(b"\0")]
+
+    def warn(self, message: str) -> None:
+        self._send("W", f"{PROG}: warning: {message}")
+
+    def new_audit_session(self) -> int | None:
+        self._send("S")
+        reply = self._receive()
+        if reply[0] != "s" or len(reply) != 2:
+            raise ShimError("malformed audit session answer from the front end")
+        return int(reply[1]) if reply[1].isdigit() else None
+
+    def remove_record_on_exit(self, root: str, record: "dict[str, Any]") -> None:
+        self._on_exit = (root, record)
+
+    def exec_runc(self, runc: str, args: list[str]) -> "NoReturn":
+        # Open the pidfd before the front end can exec and exit: its pid is
+        # certainly the one to watch while it waits for this answer. The
+        # server is handed the watch after the answer, off the start path.
+        pidfd = os.pidfd_open(self._pid) if self._on_exit else -1
+        try:
+            self._send("X", runc, runc, *args)
+            if self._on_exit:
+                root, rec = self._on_exit
+                (self._watch or _watch_in_reaper)(pidfd, root, rec)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        raise HandedOver()
+
+    def run_child(self, runc: str, args: list[str]) -> int:
+        self._send("C", runc, runc, *args)
+        reply = self._receive()
+        if reply[0] == "f" and len(reply) == 2:
+            raise ShimError(f"cannot execute {runc}: {reply[1]}")
+        if reply[0] != "c" or len(reply) != 2 or not reply[1].isdigit():
+            raise ShimError("malformed child status from the front end")
+        return int(reply[1])
+
+    def fall_back(self, reason: str) -> None:
+        self._send("P", reason)
+
+    def finish(self, code: int) -> None:
+        self._send("Q", str(code))
+
+    def refuse(self, message: str) -> None:
+        self._send("E", message)
+
+
+def _wait_and_remove(watches: "dict[int, tuple[str, dict[str, Any]]]") -> None:
+    """Remove each record once the process behind its pidfd has exited."""
+    poller = select.poll()
+    for pidfd in watches:
+        poller.register(pidfd, select.POLLIN)
+    while watches:
+        for pidfd, _ in poller.poll():
+            root, rec = watches.pop(pidfd)
+            poller.unregister(pidfd)
+            os.close(pidfd)
+            record.remove_record_if_same(root, rec)
+
+
+def _detached_reaper(watches: "dict[int, tuple[str, dict[str, Any]]]") -> None:
+    """Hand `watches` (pidfd -> record) to a detached process that removes each
+    record when its process exits, then exits itself.
+
+    Double fork: the reaper is nobody's child here, so nobody has to collect
+    it; it keeps only the pidfds (no socket, no stdio of ours).
+    """
+    middle = os.fork()
+    if middle:
+        os.waitpid(middle, 0)
+        return
+    try:
+        if os.fork() == 0:
+            for name in os.listdir("/proc/self/fd"):
+                if int(name) not in watches:
+                    try:
+                        os.close(int(name))
+                    except OSError:
+                        pass  # the listing's own descriptor, already gone
+            _wait_and_remove(watches)
+    finally:
+        os._exit(0)
+
+
+def _watch_in_reaper(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
+    """Watch without a server (a worker whose server is gone)."""
+    _detached_reaper({pidfd: (root, rec)})
+
+
+# -- one request -----------------------------------------------------------------
+
+
+class Request:
+    __slots__ = ("self_path", "cwd", "argv", "environ")
+
+    def __init__(self, self_path: str, cwd: str, argv: list[str], environ: dict[str, str]):
+        self.self_path, self.cwd, self.argv, self.environ = self_path, cwd, argv, environ
+
+
+def parse_request(data: bytes) -> Request:
+    """R 1 SELF CWD ARGC ARG... ENV... (NUL-ended fields); raises ShimError."""
+    if not data.endswith(b"\0"):
+        raise ShimError("malformed request from the front end")
+    fields = [os.fsdecode(f) for f in data[:-1].split(b"\0")]
+    if len(fields) < 5 or fields[0] != "R":
+        raise ShimError("malformed request from the front end")
+    if fields[1] != PROTOCOL_VERSION:
+        raise ShimError(f"front end speaks protocol {fields[1]!r}, this server "
+                        f"{PROTOCOL_VERSION!r}: install both from the same enforcer")
+    if not fields[4].isdigit() or 5 + int(fields[4]) > len(fields):
+        raise ShimError("malformed request from the front end")
+    argc = int(fields[4])
+    argv = fields[5:5 + argc]
+    environ = {}
+    for entry in fields[5 + argc:]:
+        key, sep, value = entry.partition("=")
+        if sep and key:
+            environ[key] = value
+    return Request(fields[2], fields[3], argv, environ)
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
+    return pid, uid
+
+
+def _same_file(a: str, b: str) -> bool:
+    first, second = os.stat(a), os.stat(b)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _not_in_our_view(pid: int) -> str | None:
+    """Why paths from process `pid` may not mean the same files here, or None.
+
+    A front end in another mount namespace or under another root (a
+    containerised containerd, a chroot) sends paths of its own world.
+    """
+    if pid <= 0:
+        return "the shim server cannot see this process (another pid namespace)"
+    try:
+        if not _same_file(f"/proc/{pid}/ns/mnt", "/proc/self/ns/mnt"):
+            return "the shim server is in another mount namespace"
+        if not _same_file(f"/proc/{pid}/root", "/"):
+            return "the shim server has another root directory"
+    except OSError as e:
+        return f"the shim server cannot inspect this process ({e.strerror})"
+    return None
+
+
+def handle(conn: socket.socket, verbose: bool = False,
+           watch: "Callable[[int, str, dict[str, Any]], None] | None" = None) -> None:
+    """Serve one front end on `conn` (in a worker); `watch` hands a foreground
+    run's record to whoever removes it when the pidfd's process exits."""
+    pid, uid = _peer(conn)
+    runner = RemoteRunner(conn, pid, watch)
+    try:
+        # Read the request before anything else: closing a connection with
+        # unread data would reset it, and the front end would lose the answer.
+        data = conn.recv(MAX_MESSAGE)
+        if uid != os.geteuid():
+            raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
+                            f"{os.geteuid()} only)")
+        request = parse_request(data)
+        reason = _not_in_our_view(pid)
+        if reason:
+            # Paths from this front end would name other files here: let it
+            # run the Python shim in its own view of the system instead.
+            runner.fall_back(reason)
+            return
+        try:
+            # The kernel's link to the front end's working directory, not the
+            # path it sent: immune to a directory renamed in between.
+            os.chdir(f"/proc/{pid}/cwd")
+        except OSError as e:
+            raise ShimError(f"working directory {request.cwd}: {e.strerror}") from None
+        os.environ.clear()
+        os.environ.update(request.environ)
+        if verbose:
+            _log(f"pid {pid}: {' '.join(request.argv)}")
+        runner.finish(run_shim(request.argv, request.self_path or None, runner))
+    except ShimError as e:
+        try:
+            runner.refuse(str(e))
+        except ClientGone:
+            pass
+    except (HandedOver, ClientGone):
+        pass
+    except Exception as e:  # a bug in enforcer: fail closed, keep the trace for the log
+        traceback.print_exc()
+        try:
+            runner.refuse(f"internal error in enforcer-shimd ({type(e).__name__}: {e}); "
+                          "see its log")
+        except ClientGone:
+            pass
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    os.write(2, f"enforcer-shimd: {message}\n".encode())
+
+
+def _systemd_socket() -> socket.socket | None:
+    """The listening socket systemd passed (socket activation), if any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    if int(os.environ.get("LISTEN_FDS", "0") or 0) < 1:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.type != socket.SOCK_SEQPACKET or sock.family != socket.AF_UNIX:
+        raise SystemExit("enforcer-shimd: the socket systemd passed is not an AF_UNIX "
+                         "SOCK_SEQPACKET socket (ListenSequentialPacket=)")
+    return sock
+
+
+def bind_socket(path: str) -> socket.socket:
+    """A listening socket at `path`, mode 0600; a stale socket file is replaced."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(path)
+        raise SystemExit(f"enforcer-shimd: another server is listening on {path}")
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
+    finally:
+        probe.close()
+    if os.path.lexists(path):
+        os.unlink(path)  # nobody answers there: a server that died
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    return sock
+
+
+def _prefault_private_memory() -> None:
+    """Take this process's copy-on-write faults now, before it has a client.
+
+    A worker is forked from the server and shares its memory copy-on-write;
+    Python's reference counting writes to every object a request touches,
+    and each first write to a page is a fault that copies it: measured
+    here, that doubled the time a request takes (0.7 -> 1.8 ms). An idle
+    worker faults its private writable mappings in up front with
+    MADV_POPULATE_WRITE (Linux 5.14); where that is missing, it is skipped.
+    """
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return
+    for line in maps:
+        fields = line.split()
+        if fields[1] != "rw-p":
+            continue
+        if len(fields) > 5 and fields[5].startswith("[") and fields[5] != "[heap]":
+            continue  # the stack grows on its own; vvar and the like are not ours
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
+            return
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): the kernel sends `signum` when the server dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def _worker(listener: socket.socket, control: socket.socket, server_pid: int,
+            verbose: bool) -> "NoReturn":
+    """Serve connections one at a time until the server goes or the quota is used.
+
+    When the server dies, an idle worker ends at once; a busy one finishes
+    its request first (a container operation is never cut in half).
+    """
+    code = 0
+    state = {"idle": True, "stop": False}
+
+    def on_term(_signum: int, _frame: object) -> None:
+        state["stop"] = True
+        if state["idle"]:
+            raise _Stop()
+
+    def watch(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
+        data = json.dumps({"root": root, "record": rec}).encode()
+        try:
+            socket.send_fds(control, [data], [pidfd])
+        except OSError:
+            _watch_in_reaper(pidfd, root, rec)  # the server is gone
+
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess must reap its runc
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, on_term)
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != server_pid:
+            raise _Stop()  # died before prctl took effect
+        _prefault_private_memory()
+        listener.setblocking(True)
+        for _ in range(REQUESTS_PER_WORKER):
+            state["idle"] = True
+            if state["stop"]:
+                break
+            # A blocking accept: the kernel wakes one waiting worker per
+            # connection (poll would wake them all).
+            conn, _ = listener.accept()
+            state["idle"] = False
+            with conn:
+                handle(conn, verbose, watch)
+    except _Stop:
+        pass
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class Server:
+    """The server process: keeps the workers and removes finished runs' records.
+
+    One poll loop over: the workers' pidfds (one exits: collect it, fork a
+    replacement), the control socket (a worker hands over the pidfd of a
+    foreground `runc run` and its registry record), and those pidfds (the
+    run ended: remove the record, as the Python shim's reaper would).
+    """
+
+    def __init__(self, listener: socket.socket, workers: int = 4, verbose: bool = False):
+        self.listener = listener
+        self.size = workers
+        self.verbose = verbose
+        self.control, self._worker_control = socket.socketpair(socket.AF_UNIX,
+                                                               socket.SOCK_SEQPACKET)
+        self.poller = select.poll()
+        self.poller.register(self.control.fileno(), select.POLLIN)
+        self.workers: dict[int, int] = {}  # pidfd -> pid
+        self.watches: dict[int, tuple[str, dict[str, Any]]] = {}  # pidfd -> (root, record)
+
+    def spawn(self) -> None:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _log(f"cannot fork a worker: {e.strerror}")
+            return
+        if pid == 0:
+            self.control.close()
+            _worker(self.listener, self._worker_control, os.getppid(), self.verbose)
+        pidfd = os.pidfd_open(pid)
+        self.workers[pidfd] = pid
+        self.poller.register(pidfd, select.POLLIN)
+
+    def _worker_ended(self, pidfd: int) -> None:
+        pid = self.workers.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            _log(f"worker {pid} ended with status {os.waitstatus_to_exitcode(status)}")
+        self.spawn()
+
+    def _take_watch(self) -> None:
+        data, fds, _flags, _addr = socket.recv_fds(self.control, 1 << 20, 1)
+        if not fds:
+            return
+        try:
+            doc = json.loads(data)
+            self.watches[fds[0]] = (doc["root"], doc["record"])
+            self.poller.register(fds[0], select.POLLIN)
+        except (ValueError, KeyError, TypeError):
+            os.close(fds[0])
+
+    def _run_ended(self, pidfd: int) -> None:
+        root, rec = self.watches.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        record.remove_record_if_same(root, rec)
+
+    def serve_forever(self) -> None:
+        gc.freeze()  # keep the collector from touching (and so copying) shared objects
+        for _ in range(self.size):
+            self.spawn()
+        control = self.control.fileno()
+        while True:
+            for fd, _events in self.poller.poll():
+                if fd == control:
+                    self._take_watch()
+                elif fd in self.workers:
+                    self._worker_ended(fd)
+                elif fd in self.watches:
+                    self._run_ended(fd)
+            if not self.workers:
+                time.sleep(1)  # could not fork any: try again, slowly
+                for _ in range(self.size):
+                    self.spawn()
+
+    def hand_over_watches(self) -> None:
+        """On the way out: a detached process keeps removing records of runs
+        still going, so a server restart leaves no stale record behind."""
+        if self.watches:
+            _detached_reaper(self.watches)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="enforcer-shimd",
+        description="Serve the enforcer-runc front end: the OCI shim, kept resident.")
+    parser.add_argument("--socket", help="socket path (default: $ENFORCER_SHIM_SOCKET, "
+                        "$ENFORCER_RUNTIME_DIR/shim.sock, or /run/enforcer/shim.sock)")
+    parser.add_argument("--workers", type=int, default=4, metavar="N",
+                        help="worker processes, i.e. container operations served at "
+                             "once (default 4)")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    listener = _systemd_socket()
+    path = None
+    if listener is None:
+        path = args.socket or socket_path()
+        try:
+            listener = bind_socket(path)
+        except OSError as e:
+            _log(f"cannot listen on {path}: {e.strerror}")
+            return 1
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _log(f"serving on {path or 'the socket systemd passed'}")
+    server = Server(listener, max(1, args.workers), args.verbose)
+    try:
+        server.serve_forever()
+    finally:
+        server.hand_over_watches()
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

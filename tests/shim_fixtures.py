@@ -1,0 +1,116 @@
+"""Fixtures that run the shim tests through both front ends.
+
+`shim_front_end` is parametrized: "python" runs the Python shim in its own
+process (what `enforcer-runc-py` and the fallback do), "compiled" runs the
+C front end against a real enforcer-shimd (what a node registers). The same
+assertions hold for both: that is the point of keeping one shim.
+
+`shim_server` is one enforcer-shimd for the session, on a socket in a
+temporary directory; its finalizer stops it and checks that no worker
+outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Iterator
+
+import pytest
+
+from tests.shim_helpers import FRONT_END, PYTHON, REPO
+
+
+class ShimServer:
+    def __init__(self, binary: str, socket_path: str, log_path: str,
+                 proc: subprocess.Popen[bytes]) -> None:
+        self.binary, self.socket, self.log, self.proc = binary, socket_path, log_path, proc
+
+    def log_text(self) -> str:
+        with open(self.log) as f:
+            return f.read()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def build_front_end(directory: str) -> str:
+    """The compiled front end, with the Python shim next to it as its fallback."""
+    binary = os.path.join(directory, "enforcer-runc")
+    subprocess.run([PYTHON, "-m", "enforcer.shim.frontend", binary], check=True,
+                   capture_output=True, cwd=REPO)
+    subprocess.run([PYTHON, "-m", "enforcer.shim.launcher",
+                    os.path.join(directory, "enforcer-runc-py")],
+                   check=True, capture_output=True, cwd=REPO)
+    return binary
+
+
+def start_server(directory: str, *extra: str) -> ShimServer:
+    socket_path = os.path.join(directory, "shim.sock")
+    log_path = os.path.join(directory, "shimd.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([PYTHON, "-m", "enforcer.shim.server", "--socket", socket_path,
+                                 "--verbose", *extra],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(socket_path):
+        assert proc.poll() is None, open(log_path).read()
+        assert time.monotonic() < deadline, "enforcer-shimd did not start"
+        time.sleep(0.02)
+    return ShimServer(build_front_end(directory), socket_path, log_path, proc)
+
+
+def stop_server(server: ShimServer) -> None:
+    """SIGTERM, then check every worker went with it (none may be left behind)."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+    deadline = time.monotonic() + 10
+    left = _processes_mentioning(server.socket)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _processes_mentioning(server.socket)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"enforcer-shimd workers outlived the server: {left}"
+    assert not os.path.exists(server.socket), "the server left its socket behind"
+
+
+@pytest.fixture(scope="session")
+def shim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimServer]:
+    server = start_server(str(tmp_path_factory.mktemp("shimd")))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(params=["python", "compiled"])
+def shim_front_end(request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test through one front end (see the module docstring)."""
+    if request.param == "compiled":
+        server: ShimServer = request.getfixturevalue("shim_server")
+        monkeypatch.setenv("ENFORCER_SHIM_SOCKET", server.socket)
+        monkeypatch.setitem(FRONT_END, "name", "compiled")
+        monkeypatch.setitem(FRONT_END, "binary", server.binary)
+    else:
+        monkeypatch.setitem(FRONT_END, "name", "python")
+    yield request.param
