@@ -275,37 +275,66 @@ def _not_in_our_view(pid: int) -> str | None:
     return None
 
 
+class _ClientContext:
+    """Inside: this worker's working directory and environment are the front
+    end's, as if the shim ran in its place. Outside again: the server's own,
+    so nothing of one request reaches the next (or pins a directory)."""
+
+    def __init__(self, pid: int, request: Request) -> None:
+        self.pid, self.request = pid, request
+        self.saved_environ: dict[str, str] = {}
+
+    def __enter__(self) -> None:
+        try:
+            # The kernel's link to the front end's working directory, not
+            # the path it sent: immune to a directory renamed in between.
+            os.chdir(f"/proc/{self.pid}/cwd")
+        except OSError as e:
+            raise ShimError(f"working directory {self.request.cwd}: {e.strerror}") from None
+        self.saved_environ = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self.request.environ)
+
+    def __exit__(self, *_exc: object) -> None:
+        os.environ.clear()
+        os.environ.update(self.saved_environ)
+        os.chdir("/")
+
+
+def _serve(conn: socket.socket, pid: int, uid: int, runner: RemoteRunner,
+           verbose: bool) -> None:
+    # Read the request before anything else: closing a connection with
+    # unread data would reset it, and the front end would lose the answer.
+    data = conn.recv(MAX_MESSAGE)
+    if uid != os.geteuid():
+        raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
+                        f"{os.geteuid()} only)")
+    request = parse_request(data)
+    reason = _not_in_our_view(pid)
+    if reason:
+        # Paths from this front end would name other files here: let it run
+        # the Python shim in its own view of the system instead.
+        runner.fall_back(reason)
+        return
+    if verbose:
+        _log(f"pid {pid}: {' '.join(request.argv)}")
+    with _ClientContext(pid, request):
+        runner.finish(run_shim(request.argv, request.self_path or None, runner))
+
+
 def handle(conn: socket.socket, verbose: bool = False,
            watch: "Callable[[int, str, dict[str, Any]], None] | None" = None) -> None:
     """Serve one front end on `conn` (in a worker); `watch` hands a foreground
-    run's record to whoever removes it when the pidfd's process exits."""
+    run's record to whoever removes it when the pidfd's process exits.
+
+    Every way out answers the front end (or finds it gone): a refusal is
+    one line for the user, a bug in enforcer is reported as one and logged
+    with its trace here. Never an exception into the worker's loop.
+    """
     pid, uid = _peer(conn)
     runner = RemoteRunner(conn, pid, watch)
     try:
-        # Read the request before anything else: closing a connection with
-        # unread data would reset it, and the front end would lose the answer.
-        data = conn.recv(MAX_MESSAGE)
-        if uid != os.geteuid():
-            raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
-                            f"{os.geteuid()} only)")
-        request = parse_request(data)
-        reason = _not_in_our_view(pid)
-        if reason:
-            # Paths from this front end would name other files here: let it
-            # run the Python shim in its own view of the system instead.
-            runner.fall_back(reason)
-            return
-        try:
-            # The kernel's link to the front end's working directory, not the
-            # path it sent: immune to a directory renamed in between.
-            os.chdir(f"/proc/{pid}/cwd")
-        except OSError as e:
-            raise ShimError(f"working directory {request.cwd}: {e.strerror}") from None
-        os.environ.clear()
-        os.environ.update(request.environ)
-        if verbose:
-            _log(f"pid {pid}: {' '.join(request.argv)}")
-        runner.finish(run_shim(request.argv, request.self_path or None, runner))
+        _serve(conn, pid, uid, runner, verbose)
     except ShimError as e:
         try:
             runner.refuse(str(e))
@@ -544,6 +573,36 @@ class Server:
             _detached_reaper(self.watches)
 
 
+def check(path: str) -> int:
+    """Ask the server at `path` what it would run for `runc --version`, as a
+    front end would: exit 0 and say so if it serves, 1 with the reason if not."""
+    environ = [f"{k}={v}" for k, v in os.environ.items()]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+            conn.settimeout(10)
+            conn.connect(path)
+            conn.send(_encode(("R", PROTOCOL_VERSION, "", os.getcwd(), "1", "--version",
+                               *environ)))
+            reply = conn.recv(MAX_MESSAGE).rstrip(b"\0").split(b"\0")
+    except OSError as e:
+        print(f"enforcer-shimd: {path}: not serving ({e.strerror or e})")
+        return 1
+    if reply[0] == b"X" and len(reply) > 1:
+        print(f"enforcer-shimd: {path}: serving; runc is {os.fsdecode(reply[1])}")
+        return 0
+    detail = os.fsdecode(reply[1]) if len(reply) > 1 else "no answer"
+    print(f"enforcer-shimd: {path}: answers, but not with runc: {detail}")
+    return 1
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     parser = argparse.ArgumentParser(
@@ -551,11 +610,16 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the enforcer-runc front end: the OCI shim, kept resident.")
     parser.add_argument("--socket", help="socket path (default: $ENFORCER_SHIM_SOCKET, "
                         "$ENFORCER_RUNTIME_DIR/shim.sock, or /run/enforcer/shim.sock)")
-    parser.add_argument("--workers", type=int, default=4, metavar="N",
+    parser.add_argument("--workers", type=_positive, default=4, metavar="N",
                         help="worker processes, i.e. container operations served at "
                              "once (default 4)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--check", action="store_true",
+                        help="do not serve: tell whether a server answers on the socket "
+                             "(exit 0) or not (exit 1), e.g. for a readiness probe")
     args = parser.parse_args(argv)
+    if args.check:
+        return check(args.socket or socket_path())
     listener = _systemd_socket()
     path = None
     if listener is None:
@@ -572,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     _log(f"serving on {path or 'the socket systemd passed'}")
-    server = Server(listener, max(1, args.workers), args.verbose)
+    server = Server(listener, args.workers, args.verbose)
     try:
         server.serve_forever()
     finally:

@@ -371,3 +371,19 @@ def test_a_stale_socket_file_is_replaced(setup: dict[str, Any], tmp_path: Path) 
         assert " c1" in srv.log_text()
     finally:
         stop_server(srv)
+
+
+def test_check_tells_whether_a_server_serves(server: ShimServer, tmp_path: Path) -> None:
+    ok = subprocess.run([PYTHON, "-m", "enforcer.shim.server", "--check", "--socket",
+                         server.socket], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "serving; runc is /" in ok.stdout, ok.stdout + ok.stderr
+    missing = str(tmp_path / "none.sock")
+    no = subprocess.run([PYTHON, "-m", "enforcer.shim.server", "--check", "--socket", missing],
+                        cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert no.returncode == 1 and "not serving" in no.stdout
+
+
+def test_workers_must_be_a_positive_number() -> None:
+    r = subprocess.run([PYTHON, "-m", "enforcer.shim.server", "--workers", "0"], cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "1 or more" in r.stderr and "Traceback" not in r.stderr

@@ -20,7 +20,7 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforcer-runc
 # Hardening as Debian builds its packages; -static saves the dynamic
 # loader's work on every container operation (~0.5 ms) where glibc's
 # static archive is installed, and the build falls back to dynamic linking.
-CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2",
+CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wformat=2", "-D_FORTIFY_SOURCE=2",
           "-fstack-protector-strong"]
 
 
@@ -44,8 +44,11 @@ def build(output: str, cc: str | None = None) -> str:
     tmp = f"{output}.tmp-{os.getpid()}"
     errors = ""
     for link in (["-static"], ["-pie", "-fPIE"]):
-        result = subprocess.run([cc, *CFLAGS, *link, "-o", tmp, SOURCE],
-                                capture_output=True, text=True)
+        try:
+            result = subprocess.run([cc, *CFLAGS, *link, "-o", tmp, SOURCE],
+                                    capture_output=True, text=True)
+        except OSError as e:
+            raise BuildError(f"cannot run the C compiler {cc}: {e.strerror}") from None
         if result.returncode == 0:
             os.chmod(tmp, 0o755)
             os.rename(tmp, output)

@@ -44,6 +44,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +68,17 @@ extern char **environ;
 
 static volatile sig_atomic_t child_pid;
 
-static void die(const char *fmt, const char *a, const char *b)
+/* One line on stderr, "enforcer-runc: ...", and exit 125: nothing started. */
+__attribute__((format(printf, 1, 2), noreturn))
+static void die(const char *fmt, ...)
 {
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, a, b);
+    va_list args;
+
+    va_start(args, fmt);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, args);
     fputc('\n', stderr);
+    va_end(args);
     exit(APPLY_FAILED);
 }
 
@@ -89,7 +96,7 @@ static void exec_fallback(char **argv, const char *why)
         ssize_t n = readlink("/proc/self/exe", path, sizeof path - sizeof FALLBACK_NAME - 1);
         char *slash;
         if (n < 0)
-            die("no usable shim server (%s), and /proc/self/exe is unreadable%s", why, "");
+            die("no usable shim server (%s), and /proc/self/exe is unreadable", why);
         path[n] = '\0';
         slash = strrchr(path, '/');
         strcpy(slash ? slash + 1 : path, FALLBACK_NAME);
@@ -125,11 +132,11 @@ static int connect_server(char **argv)
     int fd;
 
     if (strlen(path) >= sizeof addr.sun_path)
-        die("socket path %s is too long%s", path, "");
+        die("socket path %s is too long", path);
     strcpy(addr.sun_path, path);
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        die("socket: %s%s", strerror(errno), "");
+        die("socket: %s", strerror(errno));
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
         /* No server (not installed, not started, gone, or not ours to use:
          * the socket is its owner's only): the Python shim does the work. */
@@ -157,7 +164,7 @@ static void put(struct buffer *b, const char *s, size_t n)
             cap *= 2;
         b->data = realloc(b->data, cap);
         if (!b->data)
-            die("out of memory%s%s", "", "");
+            die("out of memory");
         b->cap = cap;
     }
     memcpy(b->data + b->len, s, n);
@@ -170,7 +177,7 @@ static void put_str(struct buffer *b, const char *s) { put(b, s, strlen(s)); }
 static void send_message(int fd, const struct buffer *b)
 {
     if (send(fd, b->data, b->len, MSG_NOSIGNAL) != (ssize_t)b->len)
-        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+        die("cannot talk to the shim server: %s", strerror(errno));
 }
 
 static void send_fields(int fd, const char *tag, const char *value)
@@ -190,7 +197,7 @@ static void send_request(int fd, int argc, char **argv)
 
     self[n > 0 ? n : 0] = '\0';
     if (!getcwd(cwd, sizeof cwd))
-        die("cannot read the working directory: %s%s", strerror(errno), "");
+        die("cannot read the working directory: %s", strerror(errno));
     snprintf(count, sizeof count, "%d", argc - 1);
     put_str(&b, "R");
     put_str(&b, "1");
@@ -210,7 +217,7 @@ static void send_request(int fd, int argc, char **argv)
             free(b.data);
             exec_fallback(argv, "request too large for the socket");
         }
-        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+        die("cannot talk to the shim server: %s", strerror(errno));
     }
     free(b.data);
 }
@@ -222,16 +229,16 @@ static int receive(int fd, char *buf, size_t size, char **fields)
     int count = 0;
 
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        die("the shim server did not answer in %s s%s", "300", "");
+        die("the shim server did not answer in %d s", REPLY_TIMEOUT_S);
     if (n < 0)
-        die("cannot talk to the shim server: %s%s", strerror(errno), "");
+        die("cannot talk to the shim server: %s", strerror(errno));
     if (n == 0)
-        die("the shim server closed the connection without an answer%s%s", "", "");
+        die("the shim server closed the connection without an answer");
     if ((size_t)n > size || buf[n - 1] != '\0')
-        die("malformed message from the shim server%s%s", "", "");
+        die("malformed message from the shim server");
     for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
         if (count == MAX_FIELDS - 1)
-            die("message from the shim server has too many fields%s%s", "", "");
+            die("message from the shim server has too many fields");
         fields[count++] = p;
     }
     fields[count] = NULL;
@@ -325,7 +332,7 @@ static void run_child(int fd, char **fields)
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
-            die("waiting for runc: %s%s", strerror(errno), "");
+            die("waiting for runc: %s", strerror(errno));
     }
     child_pid = 0;
     for (size_t i = 0; i < N_FORWARDED; i++)
@@ -347,7 +354,7 @@ int main(int argc, char **argv)
         const char *tag = fields[0];
 
         if (count < 1 || strlen(tag) != 1)
-            die("malformed message from the shim server%s%s", "", "");
+            die("malformed message from the shim server");
         switch (tag[0]) {
         case 'W':
             if (count >= 2)
@@ -359,9 +366,9 @@ int main(int argc, char **argv)
         case 'X':
         case 'C':
             if (count < 3)
-                die("malformed message from the shim server%s%s", "", "");
+                die("malformed message from the shim server");
             if (setenv(ACTIVE_ENV, "1", 1) < 0)
-                die("setenv: %s%s", strerror(errno), "");
+                die("setenv: %s", strerror(errno));
             if (tag[0] == 'C') {
                 run_child(fd, fields);
                 break;
@@ -376,10 +383,10 @@ int main(int argc, char **argv)
         case 'Q':
             exit(count >= 2 ? atoi(fields[1]) : APPLY_FAILED);
         case 'E':
-            die("%s%s", count >= 2 ? fields[1] : "shim server error", "");
+            die("%s", count >= 2 ? fields[1] : "shim server error");
             break;
         default:
-            die("unknown message %s from the shim server%s", tag, "");
+            die("unknown message %s from the shim server", tag);
         }
     }
 }
