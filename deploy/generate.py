@@ -36,7 +36,9 @@ DEPLOY = REPO / "deploy"
 
 NAMESPACE = "enforcer-system"
 CONFIGMAP = "enforcer-policies"
-# The shim's install path on nodes (deploy/containerd/install-node.sh puts it there).
+# The shim's install path on nodes (deploy/containerd/install-node.sh puts it there):
+# the compiled front end, which hands the work to enforcer-shimd and, with no
+# server running, runs enforcer-runc-py from the same directory.
 SHIM_PATH = "/usr/local/bin/enforcer-runc"
 WRAPPER_DIR = "/usr/local/bin"
 # The OCI annotation the shim reads to pick a policy (issue 5).
@@ -178,6 +180,8 @@ def _containerd_runtimes(policies: dict[str, str], table: str) -> str:
              "# another runc binary (BinaryName) but passes it no extra arguments, so each",
              "# handler points at a two-line wrapper that adds `--policy <name>`.",
              "# Kubernetes selects a handler with a RuntimeClass (enforcer-<policy>).",
+             f"# {SHIM_PATH} hands each operation to enforcer-shimd",
+             "# (enforcer-shimd.socket), or runs the Python shim when no server is running.",
              ""]
     for name in policies:
         rt = f'{table}.runtimes.{runtime_name(name)}'
@@ -218,7 +222,9 @@ def wrapper(name: str) -> str:
     return ("#!/bin/sh\n"
             f"# {HEADER}\n"
             f"# containerd runtime handler {runtime_name(name)}: the enforcer OCI runtime shim\n"
-            f"# with policy {name}. containerd's runc shim calls this as it would call runc.\n"
+            f"# with policy {name}. containerd's runc shim calls this as it would call runc;\n"
+            "# enforcer-runc hands the work to enforcer-shimd (or, with no server running,\n"
+            "# to enforcer-runc-py next to it).\n"
             f'exec {SHIM_PATH} --policy {name} "$@"\n')
 
 

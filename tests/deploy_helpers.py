@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -296,3 +297,39 @@ def prom_api(base: str, path: str, **params: str) -> Any:
     if status != 200 or doc.get("status") != "success":
         raise AssertionError(f"{url}: HTTP {status}: {body[:500]}")
     return doc["data"]
+
+
+# -- systemd units ---------------------------------------------------------------------
+
+SYSTEM_UNITS = Path("/lib/systemd/system")
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """KEY -> values, in order, from a unit file (comments and section headers skipped)."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;[":
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def systemd_root(root: Path, units: dict[str, str], exec_start: str) -> None:
+    """An alternate root for `systemd-analyze --root`: `units` (relative path
+    under /etc/systemd/system -> text) where an operator installs them, a
+    stub for the ExecStart binary (this machine need not have it) and the
+    distribution's targets that the default dependencies pull in."""
+    etc = root / "etc" / "systemd" / "system"
+    for name, text in units.items():
+        (etc / name).parent.mkdir(parents=True, exist_ok=True)
+        (etc / name).write_text(text)
+    stub = root / shlex.split(exec_start)[0].lstrip("/")
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    lib = root / "usr" / "lib" / "systemd" / "system"
+    lib.mkdir(parents=True)
+    for target in SYSTEM_UNITS.glob("*.target"):
+        shutil.copy(target, lib / target.name, follow_symlinks=True)

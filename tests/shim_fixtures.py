@@ -13,13 +13,13 @@ outlives it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from typing import Iterator
 
 import pytest
 
+from enforcer.shim.server import server_processes, terminate
 from tests.shim_helpers import FRONT_END, PYTHON, REPO
 
 
@@ -31,20 +31,6 @@ class ShimServer:
     def log_text(self) -> str:
         with open(self.log) as f:
             return f.read()
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            pass
-    return found
 
 
 def build_front_end(directory: str) -> str:
@@ -75,20 +61,7 @@ def start_server(directory: str, *extra: str) -> ShimServer:
 
 def stop_server(server: ShimServer) -> None:
     """SIGTERM, then check every worker went with it (none may be left behind)."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-    deadline = time.monotonic() + 10
-    left = _processes_mentioning(server.socket)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = _processes_mentioning(server.socket)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = terminate(server.proc, lambda: server_processes(server.socket))
     assert not left, f"enforcer-shimd workers outlived the server: {left}"
     assert not os.path.exists(server.socket), "the server left its socket behind"
 

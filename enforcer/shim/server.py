@@ -39,7 +39,7 @@ import select
 import signal
 import socket
 import struct
-import subprocess  # noqa: F401  (preloaded: main._read_pid uses it in workers)
+import subprocess  # also preloaded for workers: main._read_pid uses it
 import sys
 import time
 import traceback
@@ -87,6 +87,12 @@ class ClientGone(Exception):
     registry record) must not run, because the front end may have been
     killed while its runc child goes on to create the container.
     """
+
+
+class ProtocolMismatch(ShimError):
+    """Front end and server come from different enforcer versions (an upgrade
+    without a server restart): the front end is told to run the Python shim,
+    which is as new as the front end, rather than to fail."""
 
 
 class HandedOver(Exception):
@@ -232,8 +238,9 @@ def parse_request(data: bytes) -> Request:
     if len(fields) < 5 or fields[0] != "R":
         raise ShimError("malformed request from the front end")
     if fields[1] != PROTOCOL_VERSION:
-        raise ShimError(f"front end speaks protocol {fields[1]!r}, this server "
-                        f"{PROTOCOL_VERSION!r}: install both from the same enforcer")
+        raise ProtocolMismatch(f"the front end speaks protocol {fields[1]!r}, the shim "
+                               f"server {PROTOCOL_VERSION!r} (restart enforcer-shimd after "
+                               "an upgrade)")
     if not fields[4].isdigit() or 5 + int(fields[4]) > len(fields):
         raise ShimError("malformed request from the front end")
     argc = int(fields[4])
@@ -309,7 +316,11 @@ def _serve(conn: socket.socket, pid: int, uid: int, runner: RemoteRunner,
     if uid != os.geteuid():
         raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
                         f"{os.geteuid()} only)")
-    request = parse_request(data)
+    try:
+        request = parse_request(data)
+    except ProtocolMismatch as e:
+        runner.fall_back(str(e))
+        return
     reason = _not_in_our_view(pid)
     if reason:
         # Paths from this front end would name other files here: let it run
@@ -571,6 +582,50 @@ class Server:
         still going, so a server restart leaves no stale record behind."""
         if self.watches:
             _detached_reaper(self.watches)
+
+
+def server_processes(socket_path: str) -> list[int]:
+    """Pids of a server started with `--socket socket_path` and of its workers
+    and reapers (forks, so they carry its command line); for operators' and
+    tests' checks that a stopped server left nothing behind."""
+    wanted = os.fsencode(socket_path)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def terminate(proc: "subprocess.Popen[bytes]", leftovers: "Callable[[], list[int]]",
+              timeout: float = 10) -> list[int]:
+    """Stop a server started as `proc` the way systemd's KillMode=process
+    does (SIGTERM to the server only), wait for `leftovers()` (its other
+    processes) to go, SIGKILL any still there after `timeout` and return
+    their pids: for tests and benchmarks that must leave nothing behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + timeout
+    left = leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = leftovers()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
 
 
 def check(path: str) -> int:

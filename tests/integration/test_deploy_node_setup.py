@@ -82,7 +82,7 @@ def test_install_node_precompiles_the_shipped_policies() -> None:
         (root / "etc" / "containerd").mkdir(parents=True)
         env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         r = run(["sh", str(DEPLOY / "containerd" / "install-node.sh"), "--root", str(root),
-                 "--config-version", "2"], env=env, timeout=300)
+                 "--python", sys.executable, "--config-version", "2"], env=env, timeout=300)
         assert r.returncode == 0, r.stderr
         for name in shipped_policy_names():
             assert load_plan(root / "etc" / "enforcer" / "plans" / f"{name}.json").policy_name == name

@@ -11,7 +11,7 @@ import pytest
 
 from enforcer.audit_session import UNSET
 from enforcer.launcher import write_launcher
-from run_helpers import PYTHON, REPO, enforcer_run, require_root, scratch_dir
+from run_helpers import PYTHON, enforcer_run, require_root, scratch_dir
 
 pytestmark = pytest.mark.root
 

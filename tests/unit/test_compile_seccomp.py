@@ -13,7 +13,6 @@ from enforcer.policy.model import Action, ActionKind, Mode
 from tests.compile_helpers import (
     ALLOW,
     AUDIT_ARCH_I386,
-    AUDIT_ARCH_X86_64,
     KILL,
     RET_ALLOW,
     RET_ERRNO,

@@ -108,7 +108,8 @@ def test_wrapper_passes_every_argument_through(policy: str) -> None:
 
 
 def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run(["sh", str(CONTAINERD / "install-node.sh"), "--root", str(root), "--no-plans", *extra])
+    return run(["sh", str(CONTAINERD / "install-node.sh"), "--root", str(root), "--no-plans",
+                "--python", sys.executable, *extra])
 
 
 def test_install_node_sets_up_a_root_and_is_idempotent() -> None:

@@ -5,39 +5,27 @@ rates it below 4.0 (OK band), and the drop-in is exactly what
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from deploy_helpers import REPO, SYSTEMD, VENV_BIN, need, run, temp_dir  # noqa: E402
+from deploy_helpers import (REPO, SYSTEM_UNITS, SYSTEMD, VENV_BIN, need, run,  # noqa: E402
+                            systemd_root, temp_dir, unit_settings)
 
 UNIT = SYSTEMD / "enforcer-monitor.service"
 DROPIN = SYSTEMD / "enforcer-monitor.service.d" / "policy.conf"
 POLICY = SYSTEMD / "monitor-policy.yaml"
-SYSTEM_UNITS = Path("/lib/systemd/system")
 
 
 def make_root(root: Path, unit_text: str | None = None) -> None:
-    """An alternate root for systemd-analyze --root: the unit and drop-in
-    where an operator installs them, the ExecStart binary (the unit names
-    /usr/local/bin/enforcer, which this machine need not have: a stub), and
-    the distribution's targets the default dependencies pull in."""
-    etc = root / "etc" / "systemd" / "system"
-    (etc / "enforcer-monitor.service.d").mkdir(parents=True)
-    (etc / UNIT.name).write_text(unit_text if unit_text is not None else UNIT.read_text())
-    shutil.copy(DROPIN, etc / "enforcer-monitor.service.d" / "policy.conf")
-    exec_start = re.search(r"^ExecStart=(\S+)", UNIT.read_text(), re.M).group(1)  # type: ignore[union-attr]
-    stub = root / exec_start.lstrip("/")
-    stub.parent.mkdir(parents=True)
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
-    lib = root / "usr" / "lib" / "systemd" / "system"
-    lib.mkdir(parents=True)
-    for target in SYSTEM_UNITS.glob("*.target"):
-        shutil.copy(target, lib / target.name, follow_symlinks=True)
+    """The unit and its policy drop-in, installed under `root` (systemd_root)."""
+    text = unit_text if unit_text is not None else UNIT.read_text()
+    (exec_start,) = unit_settings(UNIT)["ExecStart"]
+    systemd_root(root, {UNIT.name: text,
+                        "enforcer-monitor.service.d/policy.conf": DROPIN.read_text()},
+                 exec_start)
 
 
 def analyze(*args: str, unit_text: str | None = None) -> tuple[int, str]:
