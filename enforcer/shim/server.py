@@ -63,7 +63,6 @@ DEFAULT_SOCKET = "/run/enforcer/shim.sock"
 _UCRED = struct.Struct("3i")
 SD_LISTEN_FDS_START = 3
 MADV_POPULATE_WRITE = 23  # linux/mman.h
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # A worker is replaced after this many requests: a bound on anything a
 # request might leave behind in the process (the shim keeps no state).
 REQUESTS_PER_WORKER = 1000
@@ -104,29 +103,43 @@ def _encode(fields: "tuple[str, ...]") -> bytes:
 
 
 class RemoteRunner:
-    """runner.LocalRunner's interface, carried out by the front end."""
+    """runner.LocalRunner's interface, carried out by the front end.
+
+    A front end that goes away is ClientGone. Whether that is a refusal
+    depends on when: before it was told to start runc, runc certainly did
+    not start, and the shim's cleanup must run (ShimError); after, runc may
+    be running, and nothing may be undone (ClientGone).
+    """
 
     def __init__(self, conn: socket.socket, pid: int,
-                 watch: "Callable[[int, str, dict[str, Any]], None] | None" = None) -> None:
+                 watch: "Callable[[int, str, dict[str, Any]], None] | None" = None,
+                 timeout: float | None = 10.0) -> None:
         self.conn = conn
         self._watch = watch
         self.proc = str(pid)  # runc starts from the front end: its rlimits, its cgroup
         self._pid = pid
+        self._timeout = timeout  # for the request and short answers; not runc's run
         self._on_exit: "tuple[str, dict[str, Any]] | None" = None
 
     def _send(self, *fields: str) -> None:
         try:
+            self.conn.settimeout(self._timeout)
             self.conn.send(_encode(fields))
         except OSError:
             raise ClientGone() from None
 
-    def _receive(self) -> list[str]:
+    def receive_raw(self, timeout: float | None) -> bytes:
         try:
+            self.conn.settimeout(timeout)
             data = self.conn.recv(MAX_MESSAGE)
-        except OSError:
+        except OSError:  # reset, or silent for `timeout` seconds
             raise ClientGone() from None
         if not data:
             raise ClientGone()
+        return data
+
+    def _receive(self, timeout: float | None) -> list[str]:
+        data = self.receive_raw(timeout)
         if not data.endswith(b"\0"):
             raise ShimError("malformed message from the front end")
         return [os.fsdecode(f) for f in data[:-1].split(b"\0")]
@@ -136,7 +149,7 @@ class RemoteRunner:
 
     def new_audit_session(self) -> int | None:
         self._send("S")
-        reply = self._receive()
+        reply = self._receive(self._timeout)
         if reply[0] != "s" or len(reply) != 2:
             raise ShimError("malformed audit session answer from the front end")
         return int(reply[1]) if reply[1].isdigit() else None
@@ -145,23 +158,35 @@ class RemoteRunner:
         self._on_exit = (root, record)
 
     def exec_runc(self, runc: str, args: list[str]) -> "NoReturn":
-        # Open the pidfd before the front end can exec and exit: its pid is
-        # certainly the one to watch while it waits for this answer. The
-        # server is handed the watch after the answer, off the start path.
-        pidfd = os.pidfd_open(self._pid) if self._on_exit else -1
-        try:
+        if self._on_exit is None:
             self._send("X", runc, runc, *args)
-            if self._on_exit:
-                root, rec = self._on_exit
+            raise HandedOver()
+        root, rec = self._on_exit
+        # Open the pidfd before the front end can exec and exit: its pid is
+        # certainly the one to watch while it waits for this answer.
+        try:
+            pidfd = os.pidfd_open(self._pid)
+        except OSError:
+            record.remove_record_if_same(root, rec)  # it is gone: runc never ran
+            raise ClientGone() from None
+        try:
+            try:
+                self._send("X", runc, runc, *args)
+            finally:
+                # Whether or not the answer got through, the record goes when
+                # that process ends (at once, if it already has). The server
+                # takes the watch, off the start path.
                 (self._watch or _watch_in_reaper)(pidfd, root, rec)
         finally:
-            if pidfd >= 0:
-                os.close(pidfd)
+            os.close(pidfd)
         raise HandedOver()
 
     def run_child(self, runc: str, args: list[str]) -> int:
-        self._send("C", runc, runc, *args)
-        reply = self._receive()
+        try:
+            self._send("C", runc, runc, *args)
+        except ClientGone:
+            raise ShimError("the front end went away before starting runc") from None
+        reply = self._receive(None)  # as long as runc takes
         if reply[0] == "f" and len(reply) == 2:
             raise ShimError(f"cannot execute {runc}: {reply[1]}")
         if reply[0] != "c" or len(reply) != 2 or not reply[1].isdigit():
@@ -308,11 +333,11 @@ class _ClientContext:
         os.chdir("/")
 
 
-def _serve(conn: socket.socket, pid: int, uid: int, runner: RemoteRunner,
-           verbose: bool) -> None:
+def _serve(pid: int, uid: int, runner: RemoteRunner, verbose: bool,
+           timeout: float) -> None:
     # Read the request before anything else: closing a connection with
     # unread data would reset it, and the front end would lose the answer.
-    data = conn.recv(MAX_MESSAGE)
+    data = runner.receive_raw(timeout)
     if uid != os.geteuid():
         raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
                         f"{os.geteuid()} only)")
@@ -334,18 +359,23 @@ def _serve(conn: socket.socket, pid: int, uid: int, runner: RemoteRunner,
 
 
 def handle(conn: socket.socket, verbose: bool = False,
-           watch: "Callable[[int, str, dict[str, Any]], None] | None" = None) -> None:
+           watch: "Callable[[int, str, dict[str, Any]], None] | None" = None,
+           timeout: float = 10.0) -> None:
     """Serve one front end on `conn` (in a worker); `watch` hands a foreground
-    run's record to whoever removes it when the pidfd's process exits.
+    run's record to whoever removes it when the pidfd's process exits;
+    `timeout`: how long the front end may be silent when it has to speak.
 
     Every way out answers the front end (or finds it gone): a refusal is
     one line for the user, a bug in enforcer is reported as one and logged
     with its trace here. Never an exception into the worker's loop.
     """
-    pid, uid = _peer(conn)
-    runner = RemoteRunner(conn, pid, watch)
     try:
-        _serve(conn, pid, uid, runner, verbose)
+        pid, uid = _peer(conn)
+    except OSError:
+        return  # gone before we could look at it
+    runner = RemoteRunner(conn, pid, watch, timeout)
+    try:
+        _serve(pid, uid, runner, verbose, timeout)
     except ShimError as e:
         try:
             runner.refuse(str(e))
@@ -438,33 +468,14 @@ def _prefault_private_memory() -> None:
             return
 
 
-def _set_parent_death_signal(signum: int) -> None:
-    """prctl(PR_SET_PDEATHSIG): the kernel sends `signum` when the server dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _Stop(Exception):
-    pass
-
-
-def _worker(listener: socket.socket, control: socket.socket, server_pid: int,
-            verbose: bool) -> "NoReturn":
+def _worker(listener: socket.socket, control: socket.socket, server_alive_fd: int,
+            verbose: bool, request_timeout: float) -> "NoReturn":
     """Serve connections one at a time until the server goes or the quota is used.
 
-    When the server dies, an idle worker ends at once; a busy one finishes
-    its request first (a container operation is never cut in half).
+    When the server process ends, the last copy of the "alive" pipe's write
+    end closes and the read end hangs up: an idle worker ends at once, a
+    busy one after its request (a container operation is never cut in half).
     """
-    code = 0
-    state = {"idle": True, "stop": False}
-
-    def on_term(_signum: int, _frame: object) -> None:
-        state["stop"] = True
-        if state["idle"]:
-            raise _Stop()
-
     def watch(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
         data = json.dumps({"root": root, "record": rec}).encode()
         try:
@@ -472,27 +483,29 @@ def _worker(listener: socket.socket, control: socket.socket, server_pid: int,
         except OSError:
             _watch_in_reaper(pidfd, root, rec)  # the server is gone
 
+    code = 0
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess must reap its runc
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, on_term)
-        _set_parent_death_signal(signal.SIGTERM)
-        if os.getppid() != server_pid:
-            raise _Stop()  # died before prctl took effect
+        signal.set_wakeup_fd(-1)  # the server's wakeup pipe is not ours
+        for signum in (signal.SIGCHLD, signal.SIGTERM):  # subprocess must reap its runc
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the server
         _prefault_private_memory()
-        listener.setblocking(True)
-        for _ in range(REQUESTS_PER_WORKER):
-            state["idle"] = True
-            if state["stop"]:
-                break
-            # A blocking accept: the kernel wakes one waiting worker per
-            # connection (poll would wake them all).
-            conn, _ = listener.accept()
-            state["idle"] = False
+        waiter = select.epoll()
+        # EPOLLEXCLUSIVE: the kernel wakes one idle worker per connection,
+        # not all of them; the pipe wakes every one of them.
+        waiter.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        waiter.register(server_alive_fd, select.EPOLLIN)
+        served = 0
+        while served < REQUESTS_PER_WORKER:
+            if any(fd == server_alive_fd for fd, _ in waiter.poll()):
+                break  # the server is gone
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue  # another worker took it
+            served += 1
             with conn:
-                handle(conn, verbose, watch)
-    except _Stop:
-        pass
+                handle(conn, verbose, watch, request_timeout)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -505,53 +518,83 @@ class Server:
 
     One poll loop over: the workers' pidfds (one exits: collect it, fork a
     replacement), the control socket (a worker hands over the pidfd of a
-    foreground `runc run` and its registry record), and those pidfds (the
-    run ended: remove the record, as the Python shim's reaper would).
+    foreground `runc run` and its registry record), those pidfds (the run
+    ended: remove the record, as the Python shim's reaper would) and the
+    signal wakeup pipe (SIGTERM/SIGINT: stop, see shutdown()).
     """
 
-    def __init__(self, listener: socket.socket, workers: int = 4, verbose: bool = False):
+    RESPAWN_DELAY = 1.0  # after a worker that died young: no fork storm
+
+    def __init__(self, listener: socket.socket, workers: int = 4, verbose: bool = False,
+                 request_timeout: float = 10.0):
         self.listener = listener
         self.size = workers
         self.verbose = verbose
+        self.request_timeout = request_timeout
         self.control, self._worker_control = socket.socketpair(socket.AF_UNIX,
                                                                socket.SOCK_SEQPACKET)
+        # Read only when poll says so, and drained to empty: never block on it.
+        # (socket.recv_fds ignores its flags argument, so no MSG_DONTWAIT.)
+        self.control.setblocking(False)
+        # Held open by the server only: idle workers watch the read end.
+        self._alive_r, self._alive_w = os.pipe()
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller = select.poll()
-        self.poller.register(self.control.fileno(), select.POLLIN)
-        self.workers: dict[int, int] = {}  # pidfd -> pid
+        for fd in (self.control.fileno(), self._wakeup_r):
+            self.poller.register(fd, select.POLLIN)
+        self.workers: dict[int, tuple[int, float]] = {}  # pidfd -> (pid, forked at)
         self.watches: dict[int, tuple[str, dict[str, Any]]] = {}  # pidfd -> (root, record)
+        self.respawn_at: float | None = None
+        self.stopping = False
 
     def spawn(self) -> None:
         try:
             pid = os.fork()
         except OSError as e:
             _log(f"cannot fork a worker: {e.strerror}")
+            self.respawn_at = time.monotonic() + self.RESPAWN_DELAY
             return
         if pid == 0:
+            # Nothing of the server's bookkeeping belongs in a worker.
+            for fd in [*self.workers, *self.watches, self._alive_w, self._wakeup_r,
+                       self._wakeup_w]:
+                os.close(fd)
             self.control.close()
-            _worker(self.listener, self._worker_control, os.getppid(), self.verbose)
+            _worker(self.listener, self._worker_control, self._alive_r, self.verbose,
+                    self.request_timeout)
         pidfd = os.pidfd_open(pid)
-        self.workers[pidfd] = pid
+        self.workers[pidfd] = (pid, time.monotonic())
         self.poller.register(pidfd, select.POLLIN)
 
     def _worker_ended(self, pidfd: int) -> None:
-        pid = self.workers.pop(pidfd)
+        pid, forked_at = self.workers.pop(pidfd)
         self.poller.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
-        if status != 0:
-            _log(f"worker {pid} ended with status {os.waitstatus_to_exitcode(status)}")
-        self.spawn()
-
-    def _take_watch(self) -> None:
-        data, fds, _flags, _addr = socket.recv_fds(self.control, 1 << 20, 1)
-        if not fds:
+        if status == 0:
+            self.spawn()  # its quota of requests was used: replace it now
             return
-        try:
-            doc = json.loads(data)
-            self.watches[fds[0]] = (doc["root"], doc["record"])
-            self.poller.register(fds[0], select.POLLIN)
-        except (ValueError, KeyError, TypeError):
-            os.close(fds[0])
+        _log(f"worker {pid} ended with status {os.waitstatus_to_exitcode(status)}")
+        if time.monotonic() - forked_at < self.RESPAWN_DELAY:
+            self.respawn_at = time.monotonic() + self.RESPAWN_DELAY
+        else:
+            self.spawn()
+
+    def _take_watches(self) -> None:
+        """Every watch a worker has handed over (and is waiting in the socket)."""
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.control, 1 << 20, 1)
+            except BlockingIOError:
+                return
+            if not fds:
+                continue
+            try:
+                doc = json.loads(data)
+                self.watches[fds[0]] = (doc["root"], doc["record"])
+                self.poller.register(fds[0], select.POLLIN)
+            except (ValueError, KeyError, TypeError):
+                os.close(fds[0])
 
     def _run_ended(self, pidfd: int) -> None:
         root, rec = self.watches.pop(pidfd)
@@ -559,27 +602,45 @@ class Server:
         os.close(pidfd)
         record.remove_record_if_same(root, rec)
 
+    def _wake(self, _signum: int, _frame: object) -> None:
+        self.stopping = True  # the loop sees it through the wakeup pipe
+
+    def _timeout_ms(self) -> int | None:
+        if self.respawn_at is None:
+            return None
+        return max(0, int((self.respawn_at - time.monotonic()) * 1000))
+
     def serve_forever(self) -> None:
+        """Until SIGTERM or SIGINT; then shutdown()."""
+        signal.set_wakeup_fd(self._wakeup_w)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._wake)
         gc.freeze()  # keep the collector from touching (and so copying) shared objects
         for _ in range(self.size):
             self.spawn()
         control = self.control.fileno()
-        while True:
-            for fd, _events in self.poller.poll():
-                if fd == control:
-                    self._take_watch()
+        while not self.stopping:
+            for fd, _events in self.poller.poll(self._timeout_ms()):
+                if fd == self._wakeup_r:
+                    os.read(self._wakeup_r, 64)  # the handler has set self.stopping
+                elif fd == control:
+                    self._take_watches()
                 elif fd in self.workers:
                     self._worker_ended(fd)
                 elif fd in self.watches:
                     self._run_ended(fd)
-            if not self.workers:
-                time.sleep(1)  # could not fork any: try again, slowly
-                for _ in range(self.size):
+            if self.respawn_at is not None and time.monotonic() >= self.respawn_at:
+                self.respawn_at = None
+                for _ in range(self.size - len(self.workers)):
                     self.spawn()
+        self.shutdown()
 
-    def hand_over_watches(self) -> None:
-        """On the way out: a detached process keeps removing records of runs
-        still going, so a server restart leaves no stale record behind."""
+    def shutdown(self) -> None:
+        """Let the workers go (idle ones at once, busy ones after their
+        request) and hand every watch, including those still in the control
+        socket, to a detached process: a restart leaves no stale record."""
+        os.close(self._alive_w)
+        self._take_watches()
         if self.watches:
             _detached_reaper(self.watches)
 
@@ -654,7 +715,7 @@ def _positive(text: str) -> int:
     import argparse
 
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return int(text)
 
 
@@ -668,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=_positive, default=4, metavar="N",
                         help="worker processes, i.e. container operations served at "
                              "once (default 4)")
+    parser.add_argument("--request-timeout", type=_positive, default=10, metavar="S",
+                        help="seconds a front end has to send its request and short "
+                             "answers before its worker gives up on it (default 10)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.add_argument("--check", action="store_true",
                         help="do not serve: tell whether a server answers on the socket "
@@ -685,17 +749,11 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"cannot listen on {path}: {e.strerror}")
             return 1
 
-    def stop(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     _log(f"serving on {path or 'the socket systemd passed'}")
-    server = Server(listener, args.workers, args.verbose)
+    server = Server(listener, args.workers, args.verbose, args.request_timeout)
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns after SIGTERM/SIGINT, workers let go
     finally:
-        server.hand_over_watches()
         if path:
             try:
                 os.unlink(path)

@@ -123,6 +123,54 @@ def test_unwritable_bundle(env) -> None:
     _assert_refused(env, r, "cannot write config.json: Read-only file system", before)
 
 
+def test_runc_that_cannot_execute_is_one_line_and_no_record(env) -> None:
+    """runc passes the shim's checks (a file, executable) but exec fails: the
+    shim (or the front end, which spawns it) reports it; no record stays."""
+    broken = env["tmp"] / "broken-runc"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    config = json.loads(open(env["env"]["ENFORCER_SHIM_CONFIG"]).read())
+    config["runc"] = str(broken)
+    with open(env["env"]["ENFORCER_SHIM_CONFIG"], "w") as f:
+        json.dump(config, f)
+    r = _create(env, "--policy", "handmade")
+    assert r.returncode == 125
+    assert r.stderr.splitlines() == [f"enforcer-runc: cannot execute {broken}: "
+                                     "No such file or directory"], r.stderr
+    workloads = env["tmp"] / "run" / "workloads"
+    assert not workloads.exists() or os.listdir(workloads) == []
+
+
+@pytest.mark.parametrize("command", [["create", "--pid-file", "PIDFILE"], ["run"]])
+def test_no_descriptor_of_the_shim_reaches_runc(env, command) -> None:
+    """runc (and so the container) gets stdio and nothing else of ours: not
+    the front end's socket, not a file the shim read or wrote."""
+    fds_file = env["tmp"] / "runc-fds"
+    spy = env["tmp"] / "fd-spy-runc"
+    spy.write_text(f"#!{PYTHON} -IS\n"
+                   "import json, os\n"
+                   "fds = {}\n"
+                   "for fd in os.listdir('/proc/self/fd'):\n"
+                   "    try:\n"
+                   "        fds[fd] = os.readlink(f'/proc/self/fd/{fd}')\n"
+                   "    except OSError:\n"
+                   "        pass  # listdir's own descriptor, closed again\n"
+                   f"open({str(fds_file)!r}, 'w').write(json.dumps(fds))\n")
+    spy.chmod(0o755)
+    config = json.loads(open(env["env"]["ENFORCER_SHIM_CONFIG"]).read())
+    config["runc"] = str(spy)
+    with open(env["env"]["ENFORCER_SHIM_CONFIG"], "w") as f:
+        json.dump(config, f)
+    args = [a.replace("PIDFILE", str(env["tmp"] / "pid")) for a in command]
+    (env["tmp"] / "pid").write_text(str(os.getpid()))
+    r = run_shim(["--policy", "handmade", *args, "--bundle", str(env["bundle"]), "c1"],
+                 env=env["env"], stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    fds = json.loads(fds_file.read_text())
+    assert {"0", "1", "2"} <= set(fds)
+    assert {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")} == {}
+
+
 def test_no_policy_is_refused_by_default(env) -> None:
     before = (env["bundle"] / "config.json").read_bytes()
     _assert_refused(env, _create(env), "no policy selected", before)

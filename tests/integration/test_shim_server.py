@@ -331,6 +331,29 @@ def test_concurrent_creates_through_two_workers(setup: dict[str, Any],
     assert _records(setup) == sorted(f"c{i}.json" for i in range(16))
 
 
+def test_a_silent_client_cannot_hold_a_worker(setup: dict[str, Any], tmp_path: Path) -> None:
+    """A peer that connects and says nothing (hung, stopped) is dropped after
+    --request-timeout; the only worker then serves the next front end."""
+    directory = tmp_path / "one-worker"
+    directory.mkdir()
+    srv = start_server(str(directory), "--workers", "1", "--request-timeout", "1")
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        silent.connect(srv.socket)
+        started = time.monotonic()
+        env = {**setup["env"], "ENFORCER_SHIM_SOCKET": srv.socket}
+        r = _run(srv.binary, ["--policy", "handmade", "create", "-b", str(setup["bundle"]),
+                              "--pid-file", str(setup["tmp"] / "pid"), "c1"], env, timeout=30)
+        waited = time.monotonic() - started
+        assert r.returncode == 0, r.stderr
+        assert 0.5 < waited < 10, waited  # served once the silent one was given up on
+        silent.settimeout(5)
+        assert silent.recv(100) == b""  # and that one was hung up on
+    finally:
+        silent.close()
+        stop_server(srv)
+
+
 def _worker_pids(server: ShimServer) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]

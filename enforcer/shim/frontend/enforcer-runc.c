@@ -93,9 +93,10 @@ static void exec_fallback(char **argv, const char *why)
     if (explicit && *explicit) {
         snprintf(path, sizeof path, "%s", explicit);
     } else {
-        ssize_t n = readlink("/proc/self/exe", path, sizeof path - sizeof FALLBACK_NAME - 1);
+        size_t room = sizeof path - sizeof FALLBACK_NAME - 1;
+        ssize_t n = readlink("/proc/self/exe", path, room);
         char *slash;
-        if (n < 0)
+        if (n < 0 || (size_t)n >= room)
             die("no usable shim server (%s), and /proc/self/exe is unreadable", why);
         path[n] = '\0';
         slash = strrchr(path, '/');
@@ -116,7 +117,8 @@ static const char *socket_path(char *buf, size_t size)
     if (explicit && *explicit)
         return explicit;
     if (runtime_dir && *runtime_dir) {
-        snprintf(buf, size, "%s/shim.sock", runtime_dir);
+        if ((size_t)snprintf(buf, size, "%s/shim.sock", runtime_dir) >= size)
+            die("socket path %s/shim.sock is too long", runtime_dir);
         return buf;
     }
     return DEFAULT_SOCKET;
@@ -195,7 +197,9 @@ static void send_request(int fd, int argc, char **argv)
     char self[PATH_MAX], cwd[PATH_MAX], count[16];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 
-    self[n > 0 ? n : 0] = '\0';
+    /* Unknown (or too long to be sure of): the server then only cannot skip
+     * a `runc` on PATH that is this program, and the loop guard catches that. */
+    self[n > 0 && (size_t)n < sizeof self - 1 ? n : 0] = '\0';
     if (!getcwd(cwd, sizeof cwd))
         die("cannot read the working directory: %s", strerror(errno));
     snprintf(count, sizeof count, "%d", argc - 1);
@@ -330,11 +334,20 @@ static void run_child(int fd, char **fields)
     }
     child_pid = pid;
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    /* Wait without reaping first: while runc is a zombie its pid cannot be
+     * reused, so a signal forwarded in the meantime cannot hit a stranger. */
+    {
+        siginfo_t info;
+        while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) < 0) {
+            if (errno != EINTR)
+                die("waiting for runc: %s", strerror(errno));
+        }
+    }
+    child_pid = 0;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
             die("waiting for runc: %s", strerror(errno));
     }
-    child_pid = 0;
     for (size_t i = 0; i < N_FORWARDED; i++)
         sigaction(forwarded[i], &previous[i], NULL);
     snprintf(code, sizeof code, "%d",
