@@ -138,6 +138,19 @@ class RemoteRunner:
             raise ClientGone()
         return data
 
+    def receive_request(self, timeout: float) -> "tuple[bytes, ClientView]":
+        """The request and the descriptors that came with it."""
+        try:
+            self.conn.settimeout(timeout)
+            data, fds, _flags, _addr = socket.recv_fds(self.conn, MAX_MESSAGE, VIEW_FDS)
+        except OSError:  # reset, or silent for `timeout` seconds
+            raise ClientGone() from None
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise ClientGone()
+        return data, ClientView(list(fds))
+
     def _receive(self, timeout: float | None) -> list[str]:
         data = self.receive_raw(timeout)
         if not data.endswith(b"\0"):
@@ -284,27 +297,44 @@ def _peer(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _same_file(a: str, b: str) -> bool:
-    first, second = os.stat(a), os.stat(b)
-    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+VIEW_FDS = 3  # with the request: the front end's cwd, root and mount namespace
 
 
-def _not_in_our_view(pid: int) -> str | None:
-    """Why paths from process `pid` may not mean the same files here, or None.
+class ClientView:
+    """The descriptors a front end sends with its request: its working
+    directory, its root and its mount namespace (O_PATH). Comparing and
+    using these needs no ptrace access to its /proc entries, which the
+    server's unit does not grant."""
 
-    A front end in another mount namespace or under another root (a
-    containerised containerd, a chroot) sends paths of its own world.
-    """
-    if pid <= 0:
-        return "the shim server cannot see this process (another pid namespace)"
-    try:
-        if not _same_file(f"/proc/{pid}/ns/mnt", "/proc/self/ns/mnt"):
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def foreign(self) -> str | None:
+        """Why paths from this front end may not mean the same files here, or None.
+
+        A front end in another mount namespace or under another root (a
+        containerised containerd, a chroot) sends paths of its own world.
+        """
+        if len(self.fds) != VIEW_FDS:
+            return "the front end did not describe its view (an older enforcer-runc?)"
+        _cwd, root, namespace = self.fds
+        if not _same_file(os.fstat(namespace), os.stat("/proc/self/ns/mnt")):
             return "the shim server is in another mount namespace"
-        if not _same_file(f"/proc/{pid}/root", "/"):
+        if not _same_file(os.fstat(root), os.stat("/")):
             return "the shim server has another root directory"
-    except OSError as e:
-        return f"the shim server cannot inspect this process ({e.strerror})"
-    return None
+        return None
+
+    def enter_cwd(self) -> None:
+        os.fchdir(self.fds[0])
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _ClientContext:
@@ -312,15 +342,15 @@ class _ClientContext:
     end's, as if the shim ran in its place. Outside again: the server's own,
     so nothing of one request reaches the next (or pins a directory)."""
 
-    def __init__(self, pid: int, request: Request) -> None:
-        self.pid, self.request = pid, request
+    def __init__(self, view: ClientView, request: Request) -> None:
+        self.view, self.request = view, request
         self.saved_environ: dict[str, str] = {}
 
     def __enter__(self) -> None:
         try:
-            # The kernel's link to the front end's working directory, not
-            # the path it sent: immune to a directory renamed in between.
-            os.chdir(f"/proc/{self.pid}/cwd")
+            # The descriptor it sent, not the path: immune to a directory
+            # renamed in between, and needs no look into its /proc entry.
+            self.view.enter_cwd()
         except OSError as e:
             raise ShimError(f"working directory {self.request.cwd}: {e.strerror}") from None
         self.saved_environ = dict(os.environ)
@@ -337,25 +367,29 @@ def _serve(pid: int, uid: int, runner: RemoteRunner, verbose: bool,
            timeout: float) -> None:
     # Read the request before anything else: closing a connection with
     # unread data would reset it, and the front end would lose the answer.
-    data = runner.receive_raw(timeout)
-    if uid != os.geteuid():
-        raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
-                        f"{os.geteuid()} only)")
+    data, view = runner.receive_request(timeout)
     try:
-        request = parse_request(data)
-    except ProtocolMismatch as e:
-        runner.fall_back(str(e))
-        return
-    reason = _not_in_our_view(pid)
-    if reason:
-        # Paths from this front end would name other files here: let it run
-        # the Python shim in its own view of the system instead.
-        runner.fall_back(reason)
-        return
-    if verbose:
-        _log(f"pid {pid}: {' '.join(request.argv)}")
-    with _ClientContext(pid, request):
-        runner.finish(run_shim(request.argv, request.self_path or None, runner))
+        if uid != os.geteuid():
+            raise ShimError(f"uid {uid} may not use this shim server (it serves uid "
+                            f"{os.geteuid()} only)")
+        try:
+            request = parse_request(data)
+        except ProtocolMismatch as e:
+            runner.fall_back(str(e))
+            return
+        reason = view.foreign() if pid > 0 else \
+            "the shim server cannot see this process (another pid namespace)"
+        if reason:
+            # Paths from this front end would name other files here: let it
+            # run the Python shim in its own view of the system instead.
+            runner.fall_back(reason)
+            return
+        if verbose:
+            _log(f"pid {pid}: {' '.join(request.argv)}")
+        with _ClientContext(view, request):
+            runner.finish(run_shim(request.argv, request.self_path or None, runner))
+    finally:
+        view.close()
 
 
 def handle(conn: socket.socket, verbose: bool = False,
@@ -693,16 +727,20 @@ def check(path: str) -> int:
     """Ask the server at `path` what it would run for `runc --version`, as a
     front end would: exit 0 and say so if it serves, 1 with the reason if not."""
     environ = [f"{k}={v}" for k, v in os.environ.items()]
+    view = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in (".", "/", "/proc/self/ns/mnt")]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
             conn.settimeout(10)
             conn.connect(path)
-            conn.send(_encode(("R", PROTOCOL_VERSION, "", os.getcwd(), "1", "--version",
-                               *environ)))
+            socket.send_fds(conn, [_encode(("R", PROTOCOL_VERSION, "", os.getcwd(), "1",
+                                            "--version", *environ))], view)
             reply = conn.recv(MAX_MESSAGE).rstrip(b"\0").split(b"\0")
     except OSError as e:
         print(f"enforcer-shimd: {path}: not serving ({e.strerror or e})")
         return 1
+    finally:
+        for fd in view:
+            os.close(fd)
     if reply[0] == b"X" and len(reply) > 1:
         print(f"enforcer-shimd: {path}: serving; runc is {os.fsdecode(reply[1])}")
         return 0

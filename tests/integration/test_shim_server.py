@@ -212,6 +212,13 @@ def test_another_protocol_version_is_sent_to_the_python_shim(server: ShimServer)
     assert reply[0] == "P" and "protocol '2'" in reply[1]
 
 
+def test_a_request_without_its_view_is_sent_to_the_python_shim(server: ShimServer) -> None:
+    """The front end sends descriptors of its cwd, root and mount namespace;
+    without them the server cannot know what its paths mean, so it declines."""
+    reply = _raw_request(server.socket, ["R", "1", "/x", "/", "1", "state"])
+    assert reply[0] == "P" and "did not describe its view" in reply[1]
+
+
 def test_server_refuses_another_uid(server: ShimServer) -> None:
     """The socket is 0600; should it be opened up by mistake, SO_PEERCRED still
     keeps other users out."""

@@ -74,7 +74,11 @@ def test_protocol_client_speaks_the_front_ends_protocol(tmp_path: pathlib.Path) 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            seen["request"] = parse_request(conn.recv(1 << 20))
+            data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+            seen["request"] = parse_request(data)
+            seen["view"] = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+            for fd in fds:
+                os.close(fd)
             conn.send(b"S\0")
             seen["session"] = conn.recv(4096)
             conn.send(b"W\0a warning\0")
@@ -84,7 +88,8 @@ def test_protocol_client_speaks_the_front_ends_protocol(tmp_path: pathlib.Path) 
     server.start()
     try:
         out = subprocess.run([sys.executable, "-I", "-S", "-c", sb.PROTOCOL_CLIENT, path,
-                              "/opt/enforcer-runc", "/bundle", "--policy", "p", "run", "id1"],
+                              "/opt/enforcer-runc", str(tmp_path), "--policy", "p", "run",
+                              "id1"],
                              capture_output=True, text=True, timeout=30,
                              env={"A": "1", "ENFORCER_X": "y=z"})
     finally:
@@ -95,7 +100,11 @@ def test_protocol_client_speaks_the_front_ends_protocol(tmp_path: pathlib.Path) 
     assert connect_ns > 0 and server_ns > 0
     request = seen["request"]
     assert isinstance(request, Request)
-    assert request.self_path == "/opt/enforcer-runc" and request.cwd == "/bundle"
+    assert request.self_path == "/opt/enforcer-runc" and request.cwd == str(tmp_path)
+    # its view of the system, as the front end sends it: cwd, root, mount namespace
+    view = seen["view"]
+    assert isinstance(view, list) and view[:2] == [str(tmp_path), "/"]
+    assert view[2].startswith("mnt:[")
     assert request.argv == ["--policy", "p", "run", "id1"]
     assert request.environ["A"] == "1" and request.environ["ENFORCER_X"] == "y=z"
     assert seen["session"] == b"s\0\0"

@@ -21,7 +21,10 @@
  * Protocol (AF_UNIX SOCK_SEQPACKET: one message per packet; a message is
  * a one-letter tag and fields, each field ended by a NUL byte):
  *   client -> server
- *     R 1 SELF CWD ARGC ARG... ENV...   request (ENV: KEY=VALUE fields)
+ *     R 1 SELF CWD ARGC ARG... ENV...   request (ENV: KEY=VALUE fields), with
+ *                                        three descriptors (SCM_RIGHTS): our
+ *                                        working directory, our root and our
+ *                                        mount namespace
  *     s SESSION                          answer to S (empty: none)
  *     c CODE                             runc child ended: exit code, or 128+signal
  *     f ERROR                            runc child could not be started
@@ -51,6 +54,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +67,7 @@
 #define MAX_MESSAGE (4 << 20)
 #define MAX_FIELDS 65536
 #define REPLY_TIMEOUT_S 300 /* a policy compiled from YAML on a cold cache */
+#define VIEW_FDS 3           /* sent with the request: cwd, root, mount namespace */
 
 extern char **environ;
 
@@ -191,6 +196,39 @@ static void send_fields(int fd, const char *tag, const char *value)
     free(b.data);
 }
 
+/* Send the request with descriptors of our view of the system attached:
+ * our working directory, our root and our mount namespace. The server
+ * compares the last two with its own and works in the first, so it needs
+ * no ptrace access to our /proc entries to know what our paths mean. */
+static ssize_t send_with_view(int fd, const struct buffer *b, char **argv)
+{
+    static const char *const paths[VIEW_FDS] = {".", "/", "/proc/self/ns/mnt"};
+    int view[VIEW_FDS];
+    char control[CMSG_SPACE(sizeof view)] = {0};
+    struct iovec iov = {.iov_base = b->data, .iov_len = b->len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control, .msg_controllen = sizeof control};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    ssize_t sent;
+    int saved;
+
+    for (int i = 0; i < VIEW_FDS; i++) {
+        view[i] = open(paths[i], O_PATH | O_CLOEXEC);
+        if (view[i] < 0) /* no /proc, say: the Python shim needs no server */
+            exec_fallback(argv, "cannot describe this process to the shim server");
+    }
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof view);
+    memcpy(CMSG_DATA(cmsg), view, sizeof view);
+    sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    saved = errno;
+    for (int i = 0; i < VIEW_FDS; i++)
+        close(view[i]);
+    errno = saved;
+    return sent;
+}
+
 static void send_request(int fd, int argc, char **argv)
 {
     struct buffer b = {0};
@@ -216,7 +254,7 @@ static void send_request(int fd, int argc, char **argv)
         free(b.data);
         exec_fallback(argv, "request too large for the socket");
     }
-    if (send(fd, b.data, b.len, MSG_NOSIGNAL) != (ssize_t)b.len) {
+    if (send_with_view(fd, &b, argv) != (ssize_t)b.len) {
         if (errno == EMSGSIZE) {
             free(b.data);
             exec_fallback(argv, "request too large for the socket");
