@@ -12,7 +12,7 @@ fi
 
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libseccomp2 \
     runc busybox-static docker.io prometheus bubblewrap firejail hyperfine \
-    systemd iproute2 procps"
+    systemd iproute2 procps openssl"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

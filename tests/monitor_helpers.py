@@ -27,6 +27,26 @@ PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 GETPPID_NR = 110  # x86_64; the tests that use it are x86_64-only
 PERSONALITY_NR = 135
 
+# Fork until the kernel refuses (a pids limit); print CLOCK_MONOTONIC at the
+# refusal (shared by all processes; nothing if fork never failed), then reap.
+FORK_UNTIL_REFUSED = """
+import os, time
+children = []
+for _ in range(20):
+    try:
+        pid = os.fork()
+    except BlockingIOError:  # EAGAIN: the pids limit
+        print(time.monotonic())
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+"""
+
 GEN_C = r"""
 #include <stdio.h>
 #include <stdlib.h>

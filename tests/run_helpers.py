@@ -110,3 +110,21 @@ def run_ok_plan(tmp: str) -> Plan:
                 MountOp("writable", tmp)),
         namespaces=("mount", "ipc", "uts"),
     )
+
+
+PROBE_TABLE = os.path.join(REPO, "tests", "probes", "expected.md")
+
+
+def read_probe_table() -> dict[str, dict[str, str]]:
+    """tests/probes/expected.md: probe -> policy -> "blocked"/"allowed"."""
+    table: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in open(PROBE_TABLE):
+        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "probe":
+            header = cells[1:]
+            continue
+        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
+    return table

@@ -134,14 +134,6 @@ def run_shim_files(args: list[str], env: dict[str, str], workdir: str,
 
 def expected_probe_table(policy: str) -> dict[str, str]:
     """The `enforcer run` issue's committed table (tests/probes/expected.md), one column."""
-    table: dict[str, str] = {}
-    header: list[str] = []
-    for line in open(os.path.join(REPO, "tests", "probes", "expected.md")):
-        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == "probe":
-            header = cells[1:]
-            continue
-        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))[policy]
-    return table
+    from tests.run_helpers import read_probe_table
+
+    return {probe: row[policy] for probe, row in read_probe_table().items()}

@@ -525,18 +525,13 @@ class Supervisor:
     # -- after exec -----------------------------------------------------------
 
     def read_failure(self, err_r: int) -> ApplyError | None:
-        chunks = []
-        while True:
-            chunk = os.read(err_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        if not chunks:
+        data = read_to_eof(err_r)
+        if not data:
             return None  # EOF and nothing else: execve happened
         try:
             from enforcer import fastjson
 
-            d = fastjson.loads(b"".join(chunks))
+            d = fastjson.loads(data)
             return ApplyError(d["step"], d["what"], d.get("errno"), d.get("detail") or "")
         except (ValueError, KeyError, TypeError):
             return ApplyError("internal", "error pipe", None, "unreadable report from the child")
@@ -610,15 +605,19 @@ def write_ready(fd: int, audit_session: int | None) -> None:
     os.close(fd)
 
 
+def read_to_eof(fd: int) -> bytes:
+    """Everything written to a pipe until its last writer closes it."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def read_ready(fd: int) -> tuple[bool, int | None]:
     """(whether the child said ready, its audit session id or None)."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 64)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    data = b"".join(chunks)
+    data = read_to_eof(fd)
     if data[:1] != b"R":
         return False, None
     rest = data[1:]

@@ -10,31 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitor_helpers import (MonitorProcess, V1Cgroup, monitors, needs_root,  # noqa: F401
+from tests.monitor_helpers import (FORK_UNTIL_REFUSED, MonitorProcess, V1Cgroup, monitors, needs_root,  # noqa: F401
                                    v1_cgroup, value_for, wait_for, write_workload)
 
 pytestmark = [pytest.mark.root, needs_root]
 
 
-FORKER = """
-import os, time
-children = []
-refused = None
-for _ in range(20):
-    try:
-        pid = os.fork()
-    except BlockingIOError:  # EAGAIN: the pids limit
-        refused = time.monotonic()
-        break
-    if pid == 0:
-        time.sleep(30)
-        os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-print(refused)
-"""
 
 
 def limit_events(m: MonitorProcess, **labels: str) -> float:
@@ -66,9 +47,9 @@ def test_oom_kill_and_pids_max_are_limit_events_within_2s(
 
         # pids: fork until the kernel refuses (pids.max=4); print when it did
         # (CLOCK_MONOTONIC is shared by all processes), then reap and exit.
-        forker = subprocess.run([sys.executable, "-c", FORKER], preexec_fn=join(v1_cgroup),
+        forker = subprocess.run([sys.executable, "-c", FORK_UNTIL_REFUSED], preexec_fn=join(v1_cgroup),
                                 capture_output=True, text=True, timeout=30)
-        assert forker.returncode == 0, forker.stderr
+        assert forker.returncode == 0 and forker.stdout.strip(), forker.stderr
         refused_at = float(forker.stdout)
         assert wait_for(lambda: limit_events(m, workload="limited", resource="pids", event="max") > 0,
                         timeout=2.0, interval=0.05)

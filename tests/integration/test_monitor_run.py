@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitor_helpers import (REPO, MonitorProcess, gen_binary, monitors,  # noqa: F401
+from tests.monitor_helpers import (FORK_UNTIL_REFUSED, REPO, MonitorProcess, gen_binary, monitors,  # noqa: F401
                                    needs_root, value_for, wait_for, x86_64_only)
 
 pytestmark = [pytest.mark.root, needs_root, x86_64_only,
@@ -32,23 +32,6 @@ resources:
   pids: {max: 8}
 """
 HOG = "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"
-FORKER = """
-import os, time
-children = []
-for _ in range(20):
-    try:
-        pid = os.fork()
-    except BlockingIOError:
-        print(time.monotonic())
-        break
-    if pid == 0:
-        time.sleep(30)
-        os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-"""
 
 
 def run(tmp_path: Path, runtime: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -90,7 +73,7 @@ def test_oom_kill_and_pids_hit_under_enforcer_run(tmp_path: Path, monitors: list
                                          event="oom_kill") == 1, timeout=2.0, interval=0.05)
     assert time.monotonic() - ended < 2.0
 
-    r = run(tmp_path, runtime, f"mon-pids-{attempt}", sys.executable, "-c", FORKER)
+    r = run(tmp_path, runtime, f"mon-pids-{attempt}", sys.executable, "-c", FORK_UNTIL_REFUSED)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr  # it printed when fork was refused
     refused_at = float(r.stdout)
     assert wait_for(lambda: limit_events(m, workload=f"mon-pids-{attempt}", resource="pids",

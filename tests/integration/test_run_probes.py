@@ -20,12 +20,12 @@ from typing import Iterator
 
 import pytest
 
-from run_helpers import REPO, enforcer_run, require_root, scratch_dir
+from run_helpers import PROBE_TABLE, REPO, enforcer_run, read_probe_table, require_root, scratch_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
-EXPECTED = os.path.join(REPO, "tests", "probes", "expected.md")
+EXPECTED = PROBE_TABLE
 POLICIES = ("default", "restricted", "web-server", "batch-job")
 
 
@@ -41,20 +41,6 @@ def probe_env() -> Iterator[tuple[str, str]]:
     cache = os.path.join(d, "cache")
     yield exe, cache
     shutil.rmtree(d, ignore_errors=True)
-
-
-def read_expected() -> dict[str, dict[str, str]]:
-    table: dict[str, dict[str, str]] = {}
-    header: list[str] = []
-    for line in open(EXPECTED):
-        if not line.startswith("|") or set(line.strip()) <= set("|-: "):
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == "probe":
-            header = cells[1:]
-            continue
-        table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
-    return table
 
 
 def probe_names(exe: str) -> list[str]:
@@ -131,7 +117,7 @@ def test_probe_list_is_complete(probe_env: tuple[str, str]) -> None:
 def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
     if os.environ.get("ENFORCER_UPDATE_PROBES") == "1":
         write_table(observed)
-    expected = read_expected()
+    expected = read_probe_table()
     diffs = []
     for policy in POLICIES:
         got = observed[policy]
