@@ -143,56 +143,65 @@ def remove_record_if_same(root: str, record: dict[str, Any]) -> None:
         pass
 
 
-def start_record_reaper(root: str, record: dict[str, Any]) -> None:
-    """Fork a process that removes `record` once this process has exited.
+def _wait_and_remove(watches: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    """Remove each record once the process behind its pidfd has exited."""
+    import select
 
-    Called just before the shim execs a foreground `runc run`: runc keeps
-    this pid and deletes the container when it ends, but nothing would
-    delete the registry record. The reaper watches the pid through a pidfd
-    (survives exec), holds none of our file descriptors (so nobody waiting
-    for EOF on stdout waits for it) and leaves the terminal's process group.
+    poller = select.poll()
+    for pidfd in watches:
+        poller.register(pidfd, select.POLLIN)
+    while watches:
+        for pidfd, _ in poller.poll():
+            root, record = watches.pop(pidfd)
+            poller.unregister(pidfd)
+            os.close(pidfd)
+            remove_record_if_same(root, record)
+
+
+def detach_record_remover(watches: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    """Fork a process that removes each record (pidfd -> (root, record)) when
+    the pidfd's process exits, then exits itself.
+
+    It holds nothing of ours but those pidfds (so nobody waiting for EOF on
+    a pipe waits for it), has /dev/null for stdio and leaves the terminal's
+    process group. Used by the Python shim before it execs a foreground
+    `runc run` (runc keeps our pid and deletes the container, not our
+    record), and by enforcer-shimd for the runs it still watches when it
+    stops. A fork that fails leaves a stale record: better than not starting.
     """
-    watched = os.getpid()
-    try:
-        pidfd = os.pidfd_open(watched)
-    except (OSError, AttributeError):
-        pidfd = -1
     try:
         pid = os.fork()
     except OSError:
-        if pidfd >= 0:
-            os.close(pidfd)
-        return  # no reaper: a stale record is better than not starting
-    if pid != 0:
-        if pidfd >= 0:
-            os.close(pidfd)
         return
-    # -- the reaper --
+    if pid != 0:
+        return
+    # -- the remover --
     try:
         os.setsid()
-        keep = pidfd if pidfd >= 0 else -1
-        os.closerange(0, keep) if keep > 0 else None
-        os.closerange(keep + 1 if keep >= 0 else 0, 65536)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in watches:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass  # the listing's own descriptor, already gone
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             if fd != null:
                 os.dup2(null, fd)
-        if pidfd >= 0:
-            import select
-
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            poller.poll()
-        else:
-            import time as time_mod
-
-            while True:
-                try:
-                    os.kill(watched, 0)
-                except ProcessLookupError:
-                    break
-                time_mod.sleep(0.2)
-        remove_record_if_same(root, record)
+        _wait_and_remove(watches)
     except BaseException:
         pass
     os._exit(0)
+
+
+def start_record_reaper(root: str, record: dict[str, Any]) -> None:
+    """Remove `record` once this process (soon runc) has exited: see
+    detach_record_remover. The pidfd survives our exec."""
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError:
+        return  # no pidfds (Linux < 5.3): a stale record is better than not starting
+    try:
+        detach_record_remover({pidfd: (root, record)})
+    finally:
+        os.close(pidfd)

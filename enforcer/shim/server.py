@@ -216,46 +216,9 @@ class RemoteRunner:
         self._send("E", message)
 
 
-def _wait_and_remove(watches: "dict[int, tuple[str, dict[str, Any]]]") -> None:
-    """Remove each record once the process behind its pidfd has exited."""
-    poller = select.poll()
-    for pidfd in watches:
-        poller.register(pidfd, select.POLLIN)
-    while watches:
-        for pidfd, _ in poller.poll():
-            root, rec = watches.pop(pidfd)
-            poller.unregister(pidfd)
-            os.close(pidfd)
-            record.remove_record_if_same(root, rec)
-
-
-def _detached_reaper(watches: "dict[int, tuple[str, dict[str, Any]]]") -> None:
-    """Hand `watches` (pidfd -> record) to a detached process that removes each
-    record when its process exits, then exits itself.
-
-    Double fork: the reaper is nobody's child here, so nobody has to collect
-    it; it keeps only the pidfds (no socket, no stdio of ours).
-    """
-    middle = os.fork()
-    if middle:
-        os.waitpid(middle, 0)
-        return
-    try:
-        if os.fork() == 0:
-            for name in os.listdir("/proc/self/fd"):
-                if int(name) not in watches:
-                    try:
-                        os.close(int(name))
-                    except OSError:
-                        pass  # the listing's own descriptor, already gone
-            _wait_and_remove(watches)
-    finally:
-        os._exit(0)
-
-
 def _watch_in_reaper(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
     """Watch without a server (a worker whose server is gone)."""
-    _detached_reaper({pidfd: (root, rec)})
+    record.detach_record_remover({pidfd: (root, rec)})
 
 
 # -- one request -----------------------------------------------------------------
@@ -676,7 +639,7 @@ class Server:
         os.close(self._alive_w)
         self._take_watches()
         if self.watches:
-            _detached_reaper(self.watches)
+            record.detach_record_remover(self.watches)
 
 
 def server_processes(socket_path: str) -> list[int]:
