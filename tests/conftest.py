@@ -1,9 +1,12 @@
 """Suite-wide guard: the tests leave the machine as they found them.
 
-At the end of the session we compare the host's mount table, the cgroups
-under every hierarchy and our runtime directory with what they were at the
-start. Anything a test created and did not remove fails the run, naming it,
-so a leak is fixed where it happens rather than piling up on CI machines.
+At the end of the session we look for what this session created and did
+not remove: cgroups and mounts whose names carry the session tag (see
+tests/session.py), anything left under the session's cgroup parent, and
+mounts under pytest's temporary directory. Anything found fails the run,
+naming it, so a leak is fixed where it happens rather than piling up on CI
+machines. Nothing else on the host is looked at: another program creating
+cgroups or mounts while the suite runs is not a leak of ours.
 Area-specific fixtures live in tests/<area>_helpers.py and tests/e2e/conftest.py.
 """
 
@@ -14,65 +17,91 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
+# Before any test starts a process: every enforcer the tests run creates its
+# workload cgroups under the session's own parent.
+session.export_environment()
+
 # Fixtures shared by more than one directory of tests.
 pytest_plugins = ["tests.shim_fixtures"]
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def _mounts() -> set[str]:
+def _mount_points() -> list[str]:
     try:
         with open("/proc/self/mountinfo") as f:
-            # mount point (field 5) + fs type; ids change with remounts, these don't
-            return {" ".join(line.split()[4:5] + line.split(" - ")[1].split()[:1]) for line in f}
+            return [line.split()[4].replace("\\040", " ") for line in f]
     except OSError:
-        return set()
+        return []
 
 
-def _cgroups() -> set[str]:
-    found: set[str] = set()
+def session_mounts(tmp_root: str) -> list[str]:
+    """Mount points this session made: named with its tag or under its temp dir."""
+    prefix = tmp_root.rstrip("/") + "/"
+    return sorted({m for m in _mount_points()
+                   if session.TAG in m or m == tmp_root or m.startswith(prefix)})
+
+
+def _hierarchies() -> list[str]:
     if not os.path.isdir(CGROUP_ROOT):
-        return found
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        base = os.path.join(CGROUP_ROOT, hierarchy)
-        if not os.path.isdir(base) or os.path.islink(base):
-            continue
-        # Only look two levels deep: where enforcer and the tests create theirs.
-        for entry in os.scandir(base):
-            if entry.is_dir(follow_symlinks=False):
-                found.add(entry.path)
-                try:
-                    for sub in os.scandir(entry.path):
-                        if sub.is_dir(follow_symlinks=False):
-                            found.add(sub.path)
-                except OSError:
-                    pass
+        return []
+    found = []
+    for name in sorted(os.listdir(CGROUP_ROOT)):
+        base = os.path.join(CGROUP_ROOT, name)
+        if os.path.isdir(base) and not os.path.islink(base):
+            found.append(base)
+    # A pure v2 host has no per-controller directories: the root is the hierarchy.
+    if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
+        found.append(CGROUP_ROOT)
     return found
 
 
-def _remove_empty_parents(created: set[str]) -> None:
-    """enforcer keeps a parent cgroup `enforcer/` per hierarchy (as Docker
-    keeps `docker/`) for its workloads' cgroups. If the session created it,
-    remove it again; rmdir fails with EBUSY if a workload cgroup is still
-    inside, and that one is then reported as the leak."""
-    for path in sorted(created, key=len, reverse=True):
-        if os.path.basename(path) == "enforcer":
+def session_cgroups() -> list[str]:
+    """Cgroups this session made: two levels deep (where runc, dockerd, the
+    tests and enforcer create theirs), named with the session tag."""
+    found: set[str] = set()
+    for base in _hierarchies():
+        try:
+            top = [e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for entry in top:
+            if session.TAG in entry.name:
+                found.add(entry.path)
             try:
-                os.rmdir(path)
+                found.update(sub.path for sub in os.scandir(entry.path)
+                             if sub.is_dir(follow_symlinks=False) and session.TAG in sub.name)
             except OSError:
                 pass
+        parent = os.path.join(base, session.CGROUP_PARENT.lstrip("/"))
+        for dirpath, _dirs, _files in os.walk(parent):
+            found.add(dirpath)
+    return sorted(found)
+
+
+def _remove_session_parent() -> None:
+    """The session's cgroup parent (enforcer keeps one per hierarchy, as Docker
+    keeps `docker/`) goes at the end; rmdir fails with EBUSY while a workload
+    cgroup is still inside, and that one is then reported as the leak."""
+    for base in _hierarchies():
+        try:
+            os.rmdir(os.path.join(base, session.CGROUP_PARENT.lstrip("/")))
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="session", autouse=True)
-def machine_left_as_found() -> Iterator[None]:
-    mounts_before, cgroups_before = _mounts(), _cgroups()
+def machine_left_as_found(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    tmp_root = str(tmp_path_factory.getbasetemp())
     yield
-    _remove_empty_parents(_cgroups() - cgroups_before)
-    leaked_mounts = sorted(_mounts() - mounts_before)
-    leaked_cgroups = sorted(_cgroups() - cgroups_before)
+    _remove_session_parent()
     problems = []
+    leaked_mounts = session_mounts(tmp_root)
     if leaked_mounts:
         problems.append("mounts left behind: " + ", ".join(leaked_mounts))
+    leaked_cgroups = session_cgroups()
     if leaked_cgroups:
         problems.append("cgroups left behind: " + ", ".join(leaked_cgroups))
     if problems:

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+
+from tests import session
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -201,11 +202,11 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 
 @contextlib.contextmanager
 def temp_dir(prefix: str, parent: str | None = None) -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    d = Path(session.mkdtemp(prefix, dir=parent))
     try:
         yield d
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        session.remove_tree(str(d))
 
 
 @contextlib.contextmanager
@@ -219,10 +220,10 @@ def own_cgroup(name: str) -> Iterator[tuple[str, str, Path]]:
     """
     v1 = Path("/sys/fs/cgroup/pids")
     base, key = (v1, "pids") if (v1 / "cgroup.procs").exists() else (Path("/sys/fs/cgroup"), "")
-    directory = base / name
+    directory = base / f"{name}-{session.TAG}"
     directory.mkdir()
     try:
-        yield key, "/" + name, directory / "cgroup.procs"
+        yield key, "/" + directory.name, directory / "cgroup.procs"
     finally:
         deadline = time.monotonic() + 10
         while True:

@@ -17,10 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from typing import Iterator
 
 import pytest
+
+from tests import session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
@@ -230,7 +231,7 @@ class V1Cgroup:
     """A cgroup in the v1 memory and pids hierarchies, removed by the fixture."""
 
     def __init__(self, root: str = "/sys/fs/cgroup") -> None:
-        self.name = f"enforcer-test-{uuid.uuid4().hex[:10]}"
+        self.name = session.unique("enforcer-test-")
         self.root = root
         self.dirs: dict[str, str] = {}
         for controller in ("memory", "pids"):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Iterator
+
+from tests import session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -40,7 +40,7 @@ def seccomp_record(serial: int, ses: int, pid: int, nr: int, code: str = "0x7ffc
 
 def scratch_dir(prefix: str = "enforcer-record-") -> str:
     """A world-readable directory outside /tmp (policies mount a tmpfs on /tmp)."""
-    d = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    d = session.mkdtemp(prefix, dir="/var/tmp")
     os.chmod(d, 0o755)
     return d
 
@@ -126,7 +126,7 @@ def _cgroup_dirs_of(pid: int) -> list[str]:
     """Workload cgroups `enforcer run` (pid) made: enforcer/run-PID-*."""
     out = []
     for ctrl in ("memory", "pids", "cpu", "blkio", "cpuset", "unified"):
-        base = f"/sys/fs/cgroup/{ctrl}/enforcer"
+        base = f"/sys/fs/cgroup/{ctrl}{session.CGROUP_PARENT}"
         try:
             names = os.listdir(base)
         except OSError:
@@ -141,7 +141,7 @@ def enforcer(args: list[str], timeout: float = 120, **kw: object) -> subprocess.
 
 
 def remove(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    session.remove_tree(path)
 
 
 def docker_default_x86_64_names() -> set[str]:

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from typing import Iterable
 
+from tests import session
+
 from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
                            SeccompPlan, replace)
 
@@ -73,7 +75,7 @@ def enforcer_run(args: list[str], *, env: dict[str, str] | None = None, timeout:
 
 
 def v1_cgroup_dirs(name: str) -> list[str]:
-    return [d for d in (f"/sys/fs/cgroup/{c}/enforcer/{name}" for c in
+    return [d for d in (f"/sys/fs/cgroup/{c}{session.CGROUP_PARENT}/{name}" for c in
                         ("memory", "pids", "cpu", "blkio")) if os.path.exists(d)]
 
 
@@ -91,7 +93,7 @@ def require_root() -> None:
 def scratch_dir(prefix: str = "enforcer-run-test-") -> str:
     """A world-readable temp dir outside /tmp (the shipped policies put a
     tmpfs on /tmp, so files there are invisible to the workload)."""
-    d = tempfile.mkdtemp(prefix=prefix, dir="/var/lib")
+    d = session.mkdtemp(prefix, dir="/var/lib")
     os.chmod(d, 0o755)
     return d
 

@@ -26,13 +26,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
 
+from tests import session
 from tests.e2e.rootfs import build_busybox_rootfs, docker_import
 
 # Paths dockerd and containerd create whatever --data-root/--exec-root say
@@ -119,12 +119,12 @@ def dockerd() -> Iterator[Dockerd]:
         pytest.skip("dockerd needs root")
     existed = {p for p in FIXED_PATHS if os.path.lexists(p)}
     # Short path: containerd's sockets live under exec-root (sun_path is 108 bytes).
-    root = tempfile.mkdtemp(prefix="enf-dockerd-", dir="/tmp")
+    root = session.mkdtemp("enf-dockerd-", dir="/tmp")
     sock = os.path.join(root, "docker.sock")
     config = os.path.join(root, "daemon.json")
     with open(config, "w") as f:
         json.dump({}, f)
-    cgroup_parent = f"/enforcer-e2e-docker-{os.getpid()}"
+    cgroup_parent = f"/enforcer-e2e-docker-{session.TAG}"
     log = open(os.path.join(root, "dockerd.log"), "wb")
     cmd = [
         DOCKERD, "--iptables=false", "--ip6tables=false", "--bridge=none",
@@ -161,7 +161,7 @@ def dockerd() -> Iterator[Dockerd]:
         for mount_point in _mounts_under(root):
             subprocess.run(["umount", "-l", mount_point], capture_output=True)
         _remove_cgroup_parent(cgroup_parent)
-        shutil.rmtree(root, ignore_errors=True)
+        session.remove_tree(root)
         _remove_new_fixed_paths(existed)
 
 

@@ -18,11 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import session
 
 from enforcer.compile import compile_policy
 from enforcer.emit.docker import docker_export
@@ -129,7 +130,7 @@ def _runc_run(tmp_path: Path, rootfs: str, policy_path: Path | str, args: list[s
     bundle = runc_spec_bundle(str(tmp_path / "bundle"), rootfs, args,
                               patch=lambda config: merge_patch(config, patch))
     state = tmp_path / "runc-state"
-    cid = f"enforcer-emit-{uuid.uuid4().hex[:12]}"
+    cid = session.unique("enforcer-emit-")
     try:
         result = subprocess.run([RUNC, "--root", str(state), "run", "--bundle", bundle, cid],
                                 capture_output=True, text=True, timeout=60)

@@ -22,9 +22,10 @@ import signal
 import subprocess
 import time
 import urllib.request
-import uuid
 
 import pytest
+
+from tests import session
 
 from tests.shim_fixtures import start_server, stop_server
 from tests.shim_helpers import REPO, RUNC, expected_probe_table
@@ -119,7 +120,7 @@ def names(dockerd):
     made: list[str] = []
 
     def new() -> str:
-        made.append(f"enf-shim-{uuid.uuid4().hex[:10]}")
+        made.append(session.unique("enf-shim-"))
         return made[-1]
 
     yield new

@@ -15,9 +15,10 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
+
+from tests import session
 
 from tests.e2e.rootfs import build_busybox_rootfs, runc_spec_bundle
 from tests.shim_helpers import (
@@ -62,7 +63,7 @@ def shim_env_ok(shim_env, tmp_path) -> dict[str, str]:
 @pytest.fixture
 def container_id(request):
     """A fresh container id, force-deleted at the end whatever happened."""
-    cid = f"enf-shim-{uuid.uuid4().hex[:10]}"
+    cid = session.unique("enf-shim-")
     yield cid
     force_delete(cid)
 
@@ -242,7 +243,7 @@ def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_
     if not shutil.which("gcc"):
         pytest.skip("gcc is needed to build the probe")
     # Outside /tmp: `restricted` mounts a fresh tmpfs there under `enforcer run`.
-    work = os.path.join("/var/tmp", f"enf-shim-{uuid.uuid4().hex[:8]}")
+    work = os.path.join("/var/tmp", session.unique("enf-shim-"))
     os.makedirs(work)
     try:
         probe = os.path.join(work, "probe")
@@ -264,7 +265,7 @@ def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_
             capture_output=True, text=True, timeout=300, cwd="/",
             env={**os.environ, "ENFORCER_CACHE_DIR": shim_env_ok["ENFORCER_CACHE_DIR"]})
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        session.remove_tree(work)
     container_table = _probe_table(in_container.stdout)
     run_table = _probe_table(under_run.stdout)
     assert len(run_table) >= 30, under_run.stdout + under_run.stderr

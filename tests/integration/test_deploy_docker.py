@@ -13,11 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from tests import session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy_helpers import DEPLOY, shipped_policy_names  # noqa: E402
@@ -38,7 +39,7 @@ def test_dockerd_registers_a_runtime_per_policy() -> None:
         pytest.skip("dockerd/docker are not installed")
     if os.geteuid() != 0:
         pytest.skip("dockerd needs root")
-    root = tempfile.mkdtemp(prefix="enf-deploy-dockerd-", dir="/tmp")  # short: socket paths
+    root = session.mkdtemp("enf-deploy-dockerd-", dir="/tmp")  # short: socket paths
     sock = f"unix://{root}/docker.sock"
     log = open(os.path.join(root, "dockerd.log"), "wb")
     proc = subprocess.Popen(
@@ -76,4 +77,4 @@ def test_dockerd_registers_a_runtime_per_policy() -> None:
                 proc.wait(10)
         log.close()
         _umount_under(root)
-        shutil.rmtree(root, ignore_errors=True)
+        session.remove_tree(root)

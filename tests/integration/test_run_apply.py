@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,6 +20,7 @@ from enforcer.plan import replace
 from enforcer.plan import CgroupPlan, MountOp, UserPlan
 from run_helpers import (PYTHON, REPO, enforcer_run, require_root, run_ok_plan,
                          scratch_dir, seccomp_plan, v1_cgroup_dirs, write_plan)
+from tests.session import CGROUP_PARENT as PARENT, remove_tree
 
 pytestmark = pytest.mark.root
 
@@ -30,7 +30,7 @@ def work() -> Iterator[str]:
     require_root()
     d = scratch_dir()
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    remove_tree(d)
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_exit_status_passes_through_and_cgroup_is_removed(work: str,
                       "sh", "-c", f"cat /proc/self/cgroup > {marker}; exit 7"], env=runtime_dir)
     assert r.returncode == 7, r.stderr
     cg = open(marker).read()
-    assert "memory:/enforcer/t-exit7" in cg and "pids:/enforcer/t-exit7" in cg
+    assert f"memory:{PARENT}/t-exit7" in cg and f"pids:{PARENT}/t-exit7" in cg
     no_enforcer_cgroups("t-exit7")
     assert os.listdir(os.path.join(runtime_dir["ENFORCER_RUNTIME_DIR"], "workloads")) == []
 
@@ -84,7 +84,7 @@ def test_registry_record_while_running(work: str, runtime_dir: dict[str, str]) -
             time.sleep(0.02)
         rec = json.load(open(path))
         assert rec["policy"] == "test-all-steps" and rec["kind"] == "run"
-        assert rec["cgroups"]["memory"] == "/enforcer/t-reg"
+        assert rec["cgroups"]["memory"] == f"{PARENT}/t-reg"
         assert rec["limits"] == {"memory_max": 256 << 20, "pids_max": 64}
         assert os.path.exists(f"/proc/{rec['pid']}")
         # SIGTERM from outside reaches the workload; status is 128+15.
@@ -248,7 +248,7 @@ def test_fault_injection(work: str, runtime_dir: dict[str, str], case: str) -> N
     r = enforcer_run(["--plan", path, "--name", f"t-fault-{case}", "--", *argv], env=runtime_dir)
     _assert_fail_closed(r, marker, step, code)
     if case == "unwritable-cgroup":
-        assert "/sys/fs/cgroup/pids/enforcer/t-fault-unwritable-cgroup/pids.max" in r.stderr
+        assert f"/sys/fs/cgroup/pids{PARENT}/t-fault-unwritable-cgroup/pids.max" in r.stderr
         assert "'lots'" in r.stderr
     no_enforcer_cgroups(f"t-fault-{case}")
 
@@ -397,7 +397,7 @@ def test_exec_mode_cgroup_outlives(work: str) -> None:
     plan = write_plan(run_ok_plan(work), work)
     try:
         r = enforcer_run(["--plan", plan, "--exec", "--name", "t-exec-ok", "--", "sh", "-c",
-                          "grep -c /enforcer/t-exec-ok /proc/self/cgroup"])
+                          f"grep -c {PARENT}/t-exec-ok /proc/self/cgroup"])
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "2"  # memory and pids
         assert len(v1_cgroup_dirs("t-exec-ok")) == 2  # documented: nobody removes it

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +13,8 @@ import time
 from typing import Iterator
 
 import pytest
+
+from tests import session
 
 from run_helpers import PYTHON, REPO, enforcer_run, require_root, scratch_dir
 
@@ -25,7 +26,7 @@ def cache() -> Iterator[str]:
     require_root()
     d = scratch_dir()
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def free_port() -> int:
@@ -83,7 +84,7 @@ def test_web_server_answers_1000_requests(cache: str) -> None:
         assert "enforcer run:" not in stderr, stderr  # no explanation of a death
         assert code in (0, 128 + signal.SIGINT, 1), (code, stderr)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        session.remove_tree(root)
 
 
 @pytest.mark.parametrize("argv, expect", [

@@ -4,10 +4,11 @@ Plan, and the workload's audit session in its registry record."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from tests import session
 
 from enforcer.audit_session import UNSET
 from enforcer.launcher import write_launcher
@@ -27,7 +28,7 @@ def work() -> str:
     require_root()
     d = scratch_dir()
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def test_launcher_start_path_imports_only_what_it_needs(work: str) -> None:

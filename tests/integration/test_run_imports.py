@@ -9,10 +9,11 @@ right before the workload is exec'd (the supervisor's own process), and
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from tests import session
 
 from run_helpers import PYTHON, REPO, enforcer_run, require_root, scratch_dir
 
@@ -29,7 +30,7 @@ def cache() -> str:
                      env={"ENFORCER_CACHE_DIR": d})
     assert r.returncode == 0, r.stderr  # this run compiled and cached the Plan
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def test_importtime_of_cached_run(cache: str) -> None:

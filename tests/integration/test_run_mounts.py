@@ -13,6 +13,8 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from enforcer.plan import replace
 from enforcer.plan import MountOp
 from run_helpers import enforcer_run, make_plan, require_root, scratch_dir, write_plan
@@ -30,7 +32,7 @@ def tree() -> Iterator[str]:
     for name in ("masked-file", "hidden-file"):
         open(os.path.join(d, name), "w").write("secret\n")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def test_mask_hide_writable_tmpfs(tree: str) -> None:

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from enforcer.plan import replace
 from enforcer.plan import MountOp
 from run_helpers import REPO, make_plan, require_root, scratch_dir, seccomp_plan, write_plan
@@ -33,7 +35,7 @@ def home() -> Iterator[str]:
     d = scratch_dir("enforcer-nobody-")
     os.chown(d, 65534, 65534)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def as_nobody(home: str, args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from run_helpers import PROBE_TABLE, REPO, enforcer_run, read_probe_table, require_root, scratch_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -40,7 +42,7 @@ def probe_env() -> Iterator[tuple[str, str]]:
     os.chmod(exe, 0o755)
     cache = os.path.join(d, "cache")
     yield exe, cache
-    shutil.rmtree(d, ignore_errors=True)
+    session.remove_tree(d)
 
 
 def probe_names(exe: str) -> list[str]:

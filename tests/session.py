@@ -1,0 +1,70 @@
+"""One tag per test session, carried by everything the tests create.
+
+The leak guard in tests/conftest.py checks only what this session made: the
+cgroups, mounts and scratch directories whose names carry `TAG`, and the
+session's own cgroup parent. Whatever else appears on the host during the
+run (another program's cgroups, a container someone else started, a
+concurrent test session) is none of its business, so the suite passes on a
+busy machine.
+
+Use `unique()` for any name that reaches the host: container ids (runc
+makes a cgroup named after the id), cgroup names, scratch directories.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+# Short: it ends up in socket paths, whose length the kernel caps at 108.
+TAG = os.environ.get("ENFORCER_TEST_TAG") or f"t{uuid.uuid4().hex[:6]}"
+
+# Where `enforcer run` and the shim create workload cgroups during the tests
+# (the default is /enforcer, which real workloads on this host may use).
+CGROUP_PARENT = f"/enforcer-{TAG}"
+
+
+def unique(prefix: str) -> str:
+    """A fresh name carrying the session tag, e.g. 'enf-shim-t1a2b3-9f8e7d6c'."""
+    return f"{prefix}{TAG}-{uuid.uuid4().hex[:8]}"
+
+
+def mkdtemp(prefix: str, dir: str | None = None) -> str:
+    """tempfile.mkdtemp whose name carries the session tag."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{TAG}-", dir=dir)
+
+
+def export_environment() -> None:
+    """Make every enforcer process the tests start use the session's names."""
+    os.environ["ENFORCER_TEST_TAG"] = TAG
+    os.environ["ENFORCER_CGROUP_PARENT"] = CGROUP_PARENT
+
+
+def mounts_under(path: str) -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a scratch tree the tests made, never crossing into a mount.
+
+    Some OCI validations (shared rootfs propagation) leave container mounts
+    on the host under a bundle: they are detached first, and the delete
+    itself stays on one file system, so a leaked bind of /dev or / can never
+    cost the host its files.
+    """
+    import subprocess
+
+    if not os.path.lexists(path):
+        return
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True)
