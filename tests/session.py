@@ -13,9 +13,11 @@ makes a cgroup named after the id), cgroup names, scratch directories.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
+from typing import Iterator
 
 # Short: it ends up in socket paths, whose length the kernel caps at 108.
 TAG = os.environ.get("ENFORCER_TEST_TAG") or f"t{uuid.uuid4().hex[:6]}"
@@ -68,3 +70,25 @@ def remove_tree(path: str) -> None:
     for point in mounts_under(path):
         subprocess.run(["umount", "-l", point], capture_output=True)
     subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True)
+
+
+@contextlib.contextmanager
+def host_lock(resource: str) -> Iterator[None]:
+    """Hold the machine-wide lock of a host singleton while a test uses it.
+
+    dockerd and containerd write fixed paths (/etc/docker, /run/containerd),
+    only one process can be the kernel's audit daemon, and audit rules are
+    host-wide: two test sessions on one machine (two checkouts, a developer
+    and CI) must take turns there. The lock is released when the holder
+    exits, however it exits (flock(2)).
+    """
+    import fcntl
+
+    directory = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    fd = os.open(os.path.join(directory, f"enforcer-tests-{resource}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

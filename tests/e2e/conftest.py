@@ -117,6 +117,12 @@ def dockerd() -> Iterator[Dockerd]:
         pytest.skip("dockerd/docker are not installed")
     if os.geteuid() != 0:
         pytest.skip("dockerd needs root")
+    with session.host_lock("dockerd"):
+        yield from _private_dockerd()
+
+
+def _private_dockerd() -> Iterator[Dockerd]:
+    assert DOCKERD is not None
     existed = {p for p in FIXED_PATHS if os.path.lexists(p)}
     # Short path: containerd's sockets live under exec-root (sun_path is 108 bytes).
     root = session.mkdtemp("enf-dockerd-", dir="/tmp")

@@ -39,6 +39,11 @@ def test_dockerd_registers_a_runtime_per_policy() -> None:
         pytest.skip("dockerd/docker are not installed")
     if os.geteuid() != 0:
         pytest.skip("dockerd needs root")
+    with session.host_lock("dockerd"):
+        _registers_a_runtime_per_policy(dockerd, docker)
+
+
+def _registers_a_runtime_per_policy(dockerd: str, docker: str) -> None:
     root = session.mkdtemp("enf-deploy-dockerd-", dir="/tmp")  # short: socket paths
     sock = f"unix://{root}/docker.sock"
     log = open(os.path.join(root, "dockerd.log"), "wb")
