@@ -134,6 +134,38 @@ def remove_cgroup_tree(name: str) -> None:
                 pass
 
 
+def remove_new_paths(paths: tuple[str, ...], existed: set[str]) -> None:
+    """Remove what a program created at fixed paths it writes whatever it is
+    told (dockerd's /etc/docker, containerd's /run/containerd/s, Podman's
+    blob cache): each of `paths` that is not in `existed` (the ones there
+    before). `paths` lists files before the directories that hold them; a
+    directory goes only when empty, never with what someone else put there."""
+    for path in paths:
+        if path in existed or not os.path.lexists(path):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def list_dirs(paths: tuple[str, ...]) -> dict[str, set[str]]:
+    """The entries of each existing directory in `paths` (for a before/after
+    check that a program left nothing where it keeps state by default)."""
+    return {p: set(os.listdir(p)) if os.path.isdir(p) else set() for p in paths
+            if os.path.lexists(p)}
+
+
+def new_entries(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, list[str]]:
+    """What appeared between two list_dirs(): new entries, and new paths."""
+    found = {p: sorted(entries - before.get(p, set())) for p, entries in after.items()}
+    return {p: entries or ["(created)"] for p, entries in found.items()
+            if entries or p not in before}
+
+
 @contextlib.contextmanager
 def host_lock(resource: str) -> Iterator[None]:
     """Hold the machine-wide lock of a host singleton while a test uses it.

@@ -70,20 +70,6 @@ def _mounts_under(path: str) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def _remove_new_fixed_paths(existed: set[str]) -> None:
-    """Remove what dockerd created at fixed paths (files, then empty dirs)."""
-    for path in FIXED_PATHS:  # ordered: contents before their directory
-        if path in existed or not os.path.lexists(path):
-            continue
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rmdir(path)  # only if empty: never remove what someone else put there
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
-
-
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     if proc.poll() is not None:
         return
@@ -152,7 +138,7 @@ def _private_dockerd() -> Iterator[Dockerd]:
             subprocess.run(["umount", "-l", mount_point], capture_output=True)
         session.remove_cgroup_tree(cgroup_parent)
         session.remove_tree(root)
-        _remove_new_fixed_paths(existed)
+        session.remove_new_paths(FIXED_PATHS, existed)
 
 
 @pytest.fixture(scope="session")

@@ -131,15 +131,17 @@ def test_the_shim_passes_what_runc_passes(suite: rt.Suite, work: Path) -> None:
     notes: dict[str, str] = {}
     with rt.private_mount_namespace() as enter:
         (work / "shimd").mkdir()
-        server = start_server(str(work / "shimd"), prefix=enter(REPO))
+        # The server's own configuration; the runtime's environment names the
+        # same file (a request naming another is not the server's to serve).
+        shim_env = {"ENFORCER_SHIM_CONFIG": str(config)}
+        server = start_server(str(work / "shimd"), env=shim_env, prefix=enter(REPO))
         try:
             runtimes = {
                 "runc": rt.runtime_wrapper(work / "runc", [RUNC, "--root", str(work / "root-runc")]),
                 "shim": rt.runtime_wrapper(
                     work / "enforcer-runc-default",
-                    [server.binary, "--config", str(config), "--policy", "default",
-                     "--root", str(work / "root-shim")],
-                    {"ENFORCER_SHIM_SOCKET": server.socket,
+                    [server.binary, "--policy", "default", "--root", str(work / "root-shim")],
+                    {**shim_env, "ENFORCER_SHIM_SOCKET": server.socket,
                      "ENFORCER_SHIM_FALLBACK": str(work / "no-fallback")}),
             }
 

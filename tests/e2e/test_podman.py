@@ -94,13 +94,8 @@ class Podman:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def _snapshot(paths: tuple[str, ...]) -> dict[str, set[str]]:
-    return {p: set(os.listdir(p)) if os.path.isdir(p) else set() for p in paths
-            if os.path.lexists(p)}
-
-
-def _write_config(root: Path, server: ShimServer) -> None:
-    """containers.conf, storage.conf, the shim's config and the runtimes."""
+def _shim_config(root: Path) -> Path:
+    """Precompiled Plans and the shim's configuration (the server's own)."""
     plans = root / "plans"
     plans.mkdir()
     for policy in POLICIES:
@@ -109,16 +104,21 @@ def _write_config(root: Path, server: ShimServer) -> None:
     shim_config = root / "shim.json"
     shim_config.write_text(json.dumps({"runc": RUNC, "plans_dir": str(plans),
                                        "runtime_dir": str(root / "registry")}))
+    return shim_config
+
+
+def _write_config(root: Path, server: ShimServer, shim_config: Path) -> None:
+    """containers.conf, storage.conf and the runtimes they register."""
     runc_root = str(root / "runc-root")
     runtimes = {"runc": runtime_wrapper(root / "bin" / "runc", [RUNC, "--root", runc_root])}
-    shim = [server.binary, "--config", str(shim_config)]
-    socket = {"ENFORCER_SHIM_SOCKET": server.socket}
+    # What a node has by default, spelled out (conmon passes none of ours).
+    own = {"ENFORCER_SHIM_SOCKET": server.socket, "ENFORCER_SHIM_CONFIG": str(shim_config)}
     runtimes["enforcer"] = runtime_wrapper(root / "bin" / "enforcer-runc",
-                                           [*shim, "--root", runc_root], socket)
+                                           [server.binary, "--root", runc_root], own)
     for policy in POLICIES:
         runtimes[f"enforcer-{policy}"] = runtime_wrapper(
-            root / "bin" / f"enforcer-runc-{policy}", [*shim, "--policy", policy, "--root", runc_root],
-            socket)
+            root / "bin" / f"enforcer-runc-{policy}",
+            [server.binary, "--policy", policy, "--root", runc_root], own)
     # Root Podman raises nofile and nproc to the kernel's maximum in every
     # container; runc's parent then needs CAP_SYS_RESOURCE, which this
     # sandbox withholds (and conmon runs with a lower nproc than ours).
@@ -154,34 +154,22 @@ runroot = "{root}/runroot"
 """)
 
 
-def _remove_new(paths: tuple[str, ...], existed: set[str]) -> None:
-    for path in paths:  # files before the directories that hold them
-        if path in existed or not os.path.lexists(path):
-            continue
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rmdir(path)  # only if empty: never what someone else put there
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def podman() -> Iterator[Podman]:
     if PODMAN is None or os.geteuid() != 0 or not shutil.which("runc"):
         pytest.skip("needs root, podman and runc (scripts/setup.sh installs them)")
     with session.host_lock("podman"):
         existed = {p for p in BLOB_CACHE if os.path.lexists(p)}
-        before = _snapshot(DEFAULT_STATE)
+        before = session.list_dirs(DEFAULT_STATE)
         root = Path(session.mkdtemp("enf-podman-", dir="/tmp"))
         cgroup_parent = f"{session.CGROUP_PARENT}/podman"
         (root / "shimd").mkdir()
         (root / "bin").mkdir()
-        server = start_server(str(root / "shimd"))
+        shim_config = _shim_config(root)
+        server = start_server(str(root / "shimd"), env={"ENFORCER_SHIM_CONFIG": str(shim_config)})
         instance = Podman(root, server, cgroup_parent)
         try:
-            _write_config(root, server)
+            _write_config(root, server, shim_config)
             rootfs = build_busybox_rootfs(str(root / "rootfs"))
             subprocess.run(["tar", "-C", rootfs, "-cf", str(root / "rootfs.tar"), "."],
                            check=True, timeout=120)
@@ -193,11 +181,9 @@ def podman() -> Iterator[Podman]:
             stop_server(server)
             session.remove_cgroup_tree(cgroup_parent)
             session.remove_tree(str(root))
-            _remove_new(BLOB_CACHE, existed)
-        after = _snapshot(DEFAULT_STATE)
-        new = {p: sorted(after.get(p, set()) - before.get(p, set())) for p in after}
-        assert not {p: n for p, n in new.items() if n} and set(after) <= set(before), \
-            f"Podman left state on the host: {new}"
+            session.remove_new_paths(BLOB_CACHE, existed)
+        left = session.new_entries(before, session.list_dirs(DEFAULT_STATE))
+        assert not left, f"Podman left state on the host: {left}"
 
 
 def _status(text: str) -> dict[str, str]:
@@ -244,6 +230,9 @@ def test_exec_stop_kill_rm_as_under_runc(podman: Podman, runtime: str) -> None:
         if runtime != "runc":
             assert podman.registry() == [container_id]
             assert podman.record(container_id)["policy"] == "restricted"
+            # created through enforcer-shimd (not the Python fallback)
+            assert f"create --bundle" in podman.server.log_text() and \
+                container_id in podman.server.log_text()
         # exec: its exit code, and under the shim the policy's user for it too
         r = podman("exec", name, "sh", "-c", "id -u; exit 5")
         assert (r.returncode, r.stdout) == (5, "65534\n" if runtime != "runc" else "0\n"), \
