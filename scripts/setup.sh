@@ -10,9 +10,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# podman, containerd (its CRI plugin) and the OCI runtime-tools suite (built
+# with golang-go and make) are the clients the shim's e2e tests drive.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libseccomp2 \
     runc busybox-static docker.io prometheus bubblewrap firejail hyperfine \
-    systemd iproute2 procps openssl"
+    systemd iproute2 procps openssl containerd podman golang-go make"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -12,3 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 DOCKER_DEFAULT_SECCOMP = SHARED_FIXTURES / "docker-default-seccomp.json"
 DOCKER_OCI_CONFIG = SHARED_FIXTURES / "docker-20.10-oci-config.json"
+SHARED_THIRD_PARTY = REPO.parent / "shared" / "third_party"
+# The OCI runtime-tools validation suite, with its Go dependencies vendored.
+RUNTIME_TOOLS_TARBALL = SHARED_THIRD_PARTY / "runtime-tools-0105384.tar.gz"
+# The Kubernetes CRI API, for field numbers (tests/e2e/cri/ holds our subset).
+CRI_API_PROTO = SHARED_FIXTURES / "cri-api-v1.proto"

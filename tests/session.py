@@ -72,6 +72,100 @@ def remove_tree(path: str) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True)
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_hierarchies() -> list[str]:
+    """Mounted hierarchies: one per v1 controller (and the v2 one beside
+    them on a hybrid host), or the root itself on a pure v2 host."""
+    if not os.path.isdir(CGROUP_ROOT):
+        return []
+    if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.procs")):
+        return [CGROUP_ROOT]
+    return sorted(os.path.join(CGROUP_ROOT, name) for name in os.listdir(CGROUP_ROOT)
+                  if os.path.isdir(os.path.join(CGROUP_ROOT, name))
+                  and not os.path.islink(os.path.join(CGROUP_ROOT, name))
+                  and os.path.ismount(os.path.join(CGROUP_ROOT, name)))
+
+
+def make_cgroup(name: str) -> list[str]:
+    """A cgroup `name` (e.g. CGROUP_PARENT + "/suite") in every hierarchy.
+
+    v1 cpuset starts a new cgroup with no CPUs and no memory nodes, where
+    no process may join: each new level gets its parent's."""
+    made = []
+    for hierarchy in cgroup_hierarchies():
+        path = hierarchy
+        for part in name.strip("/").split("/"):
+            parent, path = path, os.path.join(path, part)
+            if os.path.isdir(path):
+                continue
+            os.mkdir(path)
+            for key in ("cpuset.cpus", "cpuset.mems"):
+                if os.path.exists(os.path.join(path, key)):
+                    with open(os.path.join(parent, key)) as src:
+                        value = src.read().strip()
+                    with open(os.path.join(path, key), "w") as dst:
+                        dst.write(value)
+        made.append(path)
+    return made
+
+
+def join_cgroup(directories: list[str]) -> None:
+    """Move the calling process into these cgroups (e.g. as a preexec_fn)."""
+    for directory in directories:
+        with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+
+def remove_cgroup_tree(name: str) -> None:
+    """Remove cgroup `name` and everything below it, in every hierarchy.
+
+    Children first: cgroup directories go with rmdir only, and one that
+    still holds a process stays (the leak guard then names it)."""
+    for hierarchy in cgroup_hierarchies():
+        top = os.path.join(hierarchy, name.lstrip("/"))
+        if not os.path.isdir(top) or os.path.islink(top):
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+
+
+def remove_new_paths(paths: tuple[str, ...], existed: set[str]) -> None:
+    """Remove what a program created at fixed paths it writes whatever it is
+    told (dockerd's /etc/docker, containerd's /run/containerd/s, Podman's
+    blob cache): each of `paths` that is not in `existed` (the ones there
+    before). `paths` lists files before the directories that hold them; a
+    directory goes only when empty, never with what someone else put there."""
+    for path in paths:
+        if path in existed or not os.path.lexists(path):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def list_dirs(paths: tuple[str, ...]) -> dict[str, set[str]]:
+    """The entries of each existing directory in `paths` (for a before/after
+    check that a program left nothing where it keeps state by default)."""
+    return {p: set(os.listdir(p)) if os.path.isdir(p) else set() for p in paths
+            if os.path.lexists(p)}
+
+
+def new_entries(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, list[str]]:
+    """What appeared between two list_dirs(): new entries, and new paths."""
+    found = {p: sorted(entries - before.get(p, set())) for p, entries in after.items()}
+    return {p: entries or ["(created)"] for p, entries in found.items()
+            if entries or p not in before}
+
+
 @contextlib.contextmanager
 def host_lock(resource: str) -> Iterator[None]:
     """Hold the machine-wide lock of a host singleton while a test uses it.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 
@@ -44,13 +44,19 @@ def build_front_end(directory: str) -> str:
     return binary
 
 
-def start_server(directory: str, *extra: str) -> ShimServer:
+def start_server(directory: str, *extra: str, env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> ShimServer:
+    """A server on DIRECTORY/shim.sock. `env` is added to its environment
+    (its own configuration, e.g. ENFORCER_SHIM_CONFIG, as a unit's
+    Environment= sets it); `prefix` is a command that execs the server in a
+    given context (e.g. nsenter into the mount namespace of its clients)."""
     socket_path = os.path.join(directory, "shim.sock")
     log_path = os.path.join(directory, "shimd.log")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([PYTHON, "-m", "enforcer.shim.server", "--socket", socket_path,
-                                 "--verbose", *extra],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*prefix, PYTHON, "-m", "enforcer.shim.server", "--socket",
+                                 socket_path, "--verbose", *extra],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 30
     while not os.path.exists(socket_path):
         assert proc.poll() is None, open(log_path).read()

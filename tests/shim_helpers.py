@@ -132,6 +132,15 @@ def run_shim_files(args: list[str], env: dict[str, str], workdir: str,
         return rc, out.read(), err.read()
 
 
+def applied_policy(runtime_dir: str | os.PathLike[str], container_id: str) -> str:
+    """`NAME@HASH16` of the policy the shim merged into a container, from its
+    registry record: the shim's one record of what it applied (config.json
+    carries none; its annotations stay the caller's)."""
+    with open(os.path.join(runtime_dir, "workloads", f"{container_id}.json")) as f:
+        record = json.load(f)
+    return f"{record['policy']}@{record['policy_hash'][:16]}"
+
+
 def expected_probe_table(policy: str) -> dict[str, str]:
     """The `enforcer run` issue's committed table (tests/probes/expected.md), one column."""
     from tests.run_helpers import read_probe_table

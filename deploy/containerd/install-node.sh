@@ -15,11 +15,17 @@
 #   3. installs enforcer-shimd.socket and .service into /etc/systemd/system
 #      and enables the socket; where systemd runs, starts it (and restarts a
 #      running server, so that it serves the code just installed);
-#   4. installs the runtime handlers into /etc/containerd/conf.d/enforcer-runtimes.toml
-#      (config version 2 for containerd 1.6/1.7, 3 for containerd 2.x; detected);
-#   5. makes /etc/containerd/config.toml import /etc/containerd/conf.d/*.toml
-#      (adds the line when there is no `imports`; refuses to edit an existing
-#      `imports` that lacks it: add the path there yourself);
+#   4. adds the runtime handlers to /etc/containerd/config.toml itself,
+#      between two marker lines (a second run replaces them): config
+#      version 2 for containerd 1.6/1.7, 3 for containerd 2.x (detected).
+#      Not through `imports`: containerd replaces a whole plugin section
+#      with an imported file's, so the node's CRI settings (sandbox image,
+#      CNI, its runc handler's SystemdCgroup) would be lost, and with them
+#      the default `runc` handler, without which the CRI plugin does not
+#      load. For the same reason a config that names no `runc` handler
+#      gets containerd's default one written out beside ours;
+#   5. (reserved: older versions wrote conf.d/enforcer-runtimes.toml and an
+#      `imports` line; that file is removed, the line left alone);
 #   6. precompiles the shipped policies into /etc/enforcer/plans/<policy>.json
 #      (the shim's fast path: no compiler on container start);
 #   7. raises net.core.rmem_max to 32 MiB (/etc/sysctl.d/10-enforcer-monitor.conf)
@@ -75,8 +81,12 @@ case "$config_version" in
     *) fail "--config-version must be 2 or 3, not $config_version" ;;
 esac
 
-conf_dir=/etc/containerd/conf.d
-imports_line="imports = [\"$conf_dir/*.toml\"]"
+case "$config_version" in
+    2) cri_table='plugins."io.containerd.grpc.v1.cri".containerd' ;;
+    3) cri_table="plugins.'io.containerd.cri.v1.runtime'.containerd" ;;
+esac
+begin_marker="# >>> enforcer runtime handlers (written by install-node.sh; a re-run replaces them)"
+end_marker="# <<< enforcer runtime handlers"
 
 # 1. the commands: enforcer, enforcer-runc (the front end), enforcer-runc-py
 # (its fallback, found next to it), enforcer-shimd (the server)
@@ -119,25 +129,55 @@ else
         "/usr/local/bin/enforcer-shimd yourself (without it enforcer-runc runs the Python shim)" >&2
 fi
 
-# 4. runtime handlers
-install -d -m 0755 "$root$conf_dir"
-install -m 0644 "$snippet" "$root$conf_dir/enforcer-runtimes.toml"
-
-# 5. the import in config.toml
+# 4. the runtime handlers, in config.toml itself (see the header for why)
 config="$root/etc/containerd/config.toml"
-if [ ! -e "$config" ]; then
-    # No config: containerd runs on defaults; this keeps them and adds ours.
-    printf 'version = %s\n%s\n' "$config_version" "$imports_line" > "$config"
-elif grep -q '^[[:space:]]*imports[[:space:]]*=' "$config"; then
-    grep '^[[:space:]]*imports[[:space:]]*=' "$config" | grep -qF "\"$conf_dir/*.toml\"" \
-        || fail "$config already has an imports line; add \"$conf_dir/*.toml\" to it"
+install -d -m 0755 "$root/etc/containerd"
+kept="$config.enforcer-kept"
+if [ -e "$config" ]; then
+    # Everything but a previous run's block (and the blank lines before it).
+    awk -v b="$begin_marker" -v e="$end_marker" '
+        $0 == b {skip = 1; next}
+        $0 == e {skip = 0; next}
+        skip {next}
+        $0 == "" {blank++; next}
+        {while (blank > 0) {print ""; blank--} print}' "$config" > "$kept"
 else
-    # A top-level key must come before the first [table]: put it first.
-    tmp="$config.enforcer-tmp"
-    { echo "$imports_line"; cat "$config"; } > "$tmp"
-    chmod --reference="$config" "$tmp" 2>/dev/null || chmod 0644 "$tmp"
-    mv -f "$tmp" "$config"
+    # No config: containerd runs on defaults; the handlers join them.
+    printf 'version = %s\n' "$config_version" > "$kept"
 fi
+if grep -q '\.runtimes\.enforcer[]-]' "$kept"; then
+    rm -f "$kept"
+    fail "$config already defines enforcer handlers outside install-node.sh's block; remove them first"
+fi
+tmp="$config.enforcer-tmp"
+{
+    cat "$kept"
+    echo
+    echo "$begin_marker"
+    if ! grep -q '\.runtimes\.runc\]' "$kept"; then
+        echo "# containerd's built-in runc handler: a config that defines any handler loses it."
+        echo "[$cri_table.runtimes.runc]"
+        echo '  runtime_type = "io.containerd.runc.v2"'
+        echo
+    fi
+    grep -v '^version *=' "$snippet"
+    echo "$end_marker"
+} > "$tmp"
+rm -f "$kept"
+if [ -e "$config" ]; then
+    chmod --reference="$config" "$tmp" 2>/dev/null || chmod 0644 "$tmp"
+else
+    chmod 0644 "$tmp"
+fi
+if [ -z "$root" ] && command -v containerd >/dev/null 2>&1 \
+        && ! containerd --config "$tmp" config dump >/dev/null 2>&1; then
+    rm -f "$tmp"
+    fail "containerd does not accept $config with the handlers added (left unchanged): check it with 'containerd config dump'"
+fi
+mv -f "$tmp" "$config"
+
+# 5. what older versions installed: the conf.d file they imported
+rm -f "$root/etc/containerd/conf.d/enforcer-runtimes.toml"
 
 # 6. precompiled Plans for the shipped policies
 if [ "$plans" = 1 ]; then

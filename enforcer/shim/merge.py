@@ -428,13 +428,15 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 
 # -- all of it -----------------------------------------------------------------
 
-APPLIED_ANNOTATION = "io.enforcer.applied"
-
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
                 proc: str = "self") -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
+
+    What was applied is recorded in the registry (shim/record.py), not in
+    the config: annotations are the caller's, and runc hands them to every
+    hook as the container's state (docs/shim.md, "OCI conformance").
 
     `proc`: the process runc will be started from (see inherited_rlimits)."""
     if inherited is None:
@@ -451,6 +453,4 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     merge_no_new_privileges(config, patch)
     merge_user(config, patch)
     merge_namespaces(config, patch)
-    _obj(config, "annotations")[APPLIED_ANNOTATION] = \
-        f"{patch['policy']}@{patch['policy_hash'][:16]}"
     return config

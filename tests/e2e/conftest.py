@@ -43,7 +43,6 @@ FIXED_PATHS = ("/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/r
 
 DOCKERD = shutil.which("dockerd")
 DOCKER = shutil.which("docker")
-CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 @dataclass
@@ -69,35 +68,6 @@ def _mounts_under(path: str) -> list[str]:
             if mount_point == path or mount_point.startswith(path.rstrip("/") + "/"):
                 found.append(mount_point)
     return sorted(found, key=len, reverse=True)
-
-
-def _remove_cgroup_parent(name: str) -> None:
-    if not os.path.isdir(CGROUP_ROOT):
-        return
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        top = os.path.join(CGROUP_ROOT, hierarchy, name.lstrip("/"))
-        if not os.path.isdir(top) or os.path.islink(top):
-            continue
-        # Children first: cgroup directories are removed with rmdir only.
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
-
-
-def _remove_new_fixed_paths(existed: set[str]) -> None:
-    """Remove what dockerd created at fixed paths (files, then empty dirs)."""
-    for path in FIXED_PATHS:  # ordered: contents before their directory
-        if path in existed or not os.path.lexists(path):
-            continue
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rmdir(path)  # only if empty: never remove what someone else put there
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -166,9 +136,9 @@ def _private_dockerd() -> Iterator[Dockerd]:
         log.close()
         for mount_point in _mounts_under(root):
             subprocess.run(["umount", "-l", mount_point], capture_output=True)
-        _remove_cgroup_parent(cgroup_parent)
+        session.remove_cgroup_tree(cgroup_parent)
         session.remove_tree(root)
-        _remove_new_fixed_paths(existed)
+        session.remove_new_paths(FIXED_PATHS, existed)
 
 
 @pytest.fixture(scope="session")

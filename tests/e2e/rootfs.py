@@ -4,16 +4,22 @@
     runc_spec_bundle(bundle, rootfs_src)    `runc spec` in a bundle dir
     docker_import(docker, rootfs, name)     `tar -C rootfs -c . | docker import - NAME`
 
+    oci_archive(rootfs, path, name, ...)     an OCI image layout tarball, for
+                                            `ctr images import`
+
 Shared by the emit tests (tests/e2e/test_emit_*.py) and anyone else who
 needs a container image without a registry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 from typing import Any, Callable
 
 BUSYBOX = shutil.which("busybox") or "/usr/bin/busybox"
@@ -92,3 +98,45 @@ def docker_import(docker: Callable[..., subprocess.CompletedProcess[str]], rootf
     if result.returncode != 0:
         raise RuntimeError(f"docker import failed: {result.stderr.strip()}")
     return name
+
+
+def _blob(layout: tarfile.TarFile, data: bytes, media_type: str) -> dict[str, Any]:
+    """Add a content-addressed blob to an OCI layout; return its descriptor."""
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
+    info.size, info.mode = len(data), 0o644
+    layout.addfile(info, io.BytesIO(data))
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def oci_archive(rootfs: str, path: str, name: str, entrypoint: list[str] | None = None,
+                cmd: list[str] | None = None, architecture: str = "amd64") -> str:
+    """An OCI image layout, as a tar file, holding one image: `rootfs` as its
+    only (uncompressed) layer, named `name` the way `ctr images import`
+    reads it (the io.containerd.image.name annotation)."""
+    layer_buffer = io.BytesIO()
+    with tarfile.open(fileobj=layer_buffer, mode="w") as layer:
+        layer.add(rootfs, arcname=".")
+    layer_bytes = layer_buffer.getvalue()
+    config = {"architecture": architecture, "os": "linux",
+              "config": {"Entrypoint": entrypoint, "Cmd": cmd,
+                         "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+              "rootfs": {"type": "layers",
+                         "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]}}
+    with tarfile.open(path, "w") as layout:
+        manifest = {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": _blob(layout, json.dumps(config).encode(),
+                            "application/vnd.oci.image.config.v1+json"),
+            "layers": [_blob(layout, layer_bytes, "application/vnd.oci.image.layer.v1.tar")],
+        }
+        entry = _blob(layout, json.dumps(manifest).encode(), manifest["mediaType"])
+        entry["annotations"] = {"io.containerd.image.name": name,
+                                "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}
+        for member, data in (("oci-layout", {"imageLayoutVersion": "1.0.0"}),
+                             ("index.json", {"schemaVersion": 2, "manifests": [entry]})):
+            raw = json.dumps(data).encode()
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(raw), 0o644
+            layout.addfile(info, io.BytesIO(raw))
+    return path

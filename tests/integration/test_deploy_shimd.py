@@ -49,7 +49,6 @@ from deploy_helpers import REPO, SYSTEMD, need, temp_dir, unit_settings  # noqa:
 
 from enforcer.plan import SeccompFilter, SeccompPlan  # noqa: E402
 from enforcer.policy.caps import CAPABILITIES  # noqa: E402
-from enforcer.shim.merge import APPLIED_ANNOTATION  # noqa: E402
 from enforcer.shim.server import terminate  # noqa: E402
 from tests.shim_helpers import (  # noqa: E402
     ALLOW_BPF,
@@ -57,6 +56,7 @@ from tests.shim_helpers import (  # noqa: E402
     OCI_NO_MKDIR,
     PYTHON,
     RUNC,
+    applied_policy,
     make_plan,
     write_plan,
 )
@@ -342,7 +342,7 @@ def test_socket_activated_server_serves_the_front_end(node: Node,
     assert (-1, "features-exit 0") in calls, calls
 
     config = json.loads((node.bundle / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    assert applied_policy(node.root / "run", "c1").startswith("handmade@")
     assert "mkdir" in json.dumps(config["linux"]["seccomp"])
     record = json.loads((node.root / "run" / "workloads" / "c1.json").read_text())
     assert record["policy"] == "handmade"
@@ -376,8 +376,7 @@ def test_without_a_server_the_front_end_runs_the_python_shim_next_to_it(node: No
     assert fe.returncode == 0, fe.stderr
     calls = node.calls()
     assert any(a == f"create --bundle {node.bundle} c1" for _, a in calls), calls
-    config = json.loads((node.bundle / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    assert applied_policy(node.root / "run", "c1").startswith("handmade@")
     assert "enforcer-shimd" not in fe.stderr
 
 
@@ -391,8 +390,7 @@ def test_a_policy_without_a_plan_is_compiled_inside_the_hardened_server(
                         str(node.bundle), "c2"], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, f"{r.stderr}\n--- server log ---\n{activated.log_text()}"
-    config = json.loads((node.bundle / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith("restricted@")
+    assert applied_policy(node.root / "run", "c2").startswith("restricted@")
     # Compiled by the server's worker, into the client's ENFORCER_CACHE_DIR.
     assert any((node.root / "cache").iterdir()), "the compiler did not use ENFORCER_CACHE_DIR"
     assert f"--policy restricted create --bundle {node.bundle} c2" in activated.log_text()

@@ -12,11 +12,11 @@ import subprocess
 import pytest
 
 from enforcer.plan import CapabilityPlan, CgroupPlan, UserPlan
-from enforcer.shim.merge import APPLIED_ANNOTATION
 from tests.shim_helpers import (
     PYTHON,
     REPO,
     FIXTURE_CONFIG,
+    applied_policy,
     fake_runc,
     make_plan,
     run_shim,
@@ -184,8 +184,7 @@ def test_shim_flags_are_stripped_and_the_rest_passed_through(env) -> None:
     assert env["marker"].read_text().splitlines() == [
         "--root", "/run/x", "--log-format", "json", "create", "-b", str(env["bundle"]),
         "--pid-file", "/nonexistent/pid", "--console-socket", "/tmp/sock", "c1"]
-    config = json.loads((env["bundle"] / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    assert applied_policy(env["tmp"] / "run", "c1").startswith("handmade@")
     assert oct(os.stat(env["bundle"] / "config.json").st_mode & 0o777) == "0o640"
     assert [n for n in os.listdir(env["bundle"]) if n.startswith(".")] == []
 
@@ -205,8 +204,7 @@ def test_policy_selection_order(env, shim_args, annotation, default, expected) -
     open(env["env"]["ENFORCER_SHIM_CONFIG"], "w").write(json.dumps(cfg))
     r = _create(env, *shim_args)
     assert r.returncode == 0, r.stderr
-    config = json.loads((env["bundle"] / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith(expected + "@")
+    assert applied_policy(env["tmp"] / "run", "c1").startswith(expected + "@")
 
 
 def test_passthrough_warns_and_registers(env) -> None:
@@ -247,8 +245,7 @@ def test_plan_file_patch_is_cached_and_invalidated(env) -> None:
                make_plan(no_new_privileges=True, policy_hash="cd" * 32))
     shutil.copy(FIXTURE_CONFIG, env["bundle"] / "config.json")
     assert _create(env, "--policy", "handmade").returncode == 0
-    config = json.loads((env["bundle"] / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION] == "handmade@" + "cd" * 8
+    assert applied_policy(env["tmp"] / "run", "c1") == "handmade@" + "cd" * 8
 
 
 def test_exec_into_a_policy_container_gets_the_policy(env) -> None:
@@ -319,8 +316,7 @@ def test_enforcer_shim_verb_is_the_same_shim(env) -> None:
     assert r.returncode == 0, r.stderr
     assert env["marker"].read_text().splitlines() == ["create", "-b", str(env["bundle"]),
                                                       "--pid-file", pid_file, "c1"]
-    config = json.loads((env["bundle"] / "config.json").read_text())
-    assert config["annotations"][APPLIED_ANNOTATION].startswith("handmade@")
+    assert applied_policy(env["tmp"] / "run", "c1").startswith("handmade@")
     r = subprocess.run([enforcer, "shim", "--policy", "nope", "create", "-b",
                         str(env["tmp"] / "missing"), "c2"], env={**os.environ, **env["env"]},
                        capture_output=True, text=True, timeout=60)

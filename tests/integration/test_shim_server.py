@@ -34,7 +34,8 @@ import pytest
 from enforcer.shim.server import parse_request
 from enforcer.shim.errors import ShimError
 from tests.shim_fixtures import ShimServer, build_front_end, start_server, stop_server
-from tests.shim_helpers import FIXTURE_CONFIG, PYTHON, REPO, fake_runc, make_plan, write_plan
+from tests.shim_helpers import (FIXTURE_CONFIG, PYTHON, REPO, applied_policy, fake_runc,
+                                make_plan, write_plan)
 
 pytestmark = pytest.mark.root
 
@@ -100,8 +101,7 @@ def test_without_a_server_the_python_shim_does_the_work(setup: dict[str, Any]) -
                       "--pid-file", str(setup["tmp"] / "pid"), "c1"], env)
     assert r.returncode == 0, r.stderr
     assert setup["marker"].read_text().splitlines()[0] == "create"
-    config = json.loads((setup["bundle"] / "config.json").read_text())
-    assert config["annotations"]["io.enforcer.applied"].startswith("handmade@")
+    assert applied_policy(setup["tmp"] / "run", "c1").startswith("handmade@")
     # and it refuses exactly as the server would
     r = _run(binary, ["--policy", "no-such", "create", "-b", str(setup["bundle"]), "c2"], env)
     assert r.returncode == 125
@@ -130,8 +130,7 @@ def test_front_end_in_another_mount_namespace_runs_the_python_shim(
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert setup["marker"].read_text().splitlines()[0] == "create"
-    config = json.loads((setup["bundle"] / "config.json").read_text())
-    assert config["annotations"]["io.enforcer.applied"].startswith("handmade@")
+    assert applied_policy(setup["tmp"] / "run", "c1").startswith("handmade@")
     assert _records(setup) == ["c1.json"]
     assert " c1" not in server.log_text()  # the server ran none of it
 
@@ -332,9 +331,8 @@ def test_concurrent_creates_through_two_workers(setup: dict[str, Any],
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(create, range(16)))
     assert [r.returncode for r in results] == [0] * 16, [r.stderr for r in results]
-    for bundle in bundles:
-        config = json.loads((bundle / "config.json").read_text())
-        assert config["annotations"]["io.enforcer.applied"].startswith("handmade@")
+    for i in range(16):
+        assert applied_policy(setup["tmp"] / "run", f"c{i}").startswith("handmade@")
     assert _records(setup) == sorted(f"c{i}.json" for i in range(16))
 
 

@@ -68,19 +68,26 @@ def test_containerd_snippets_have_a_handler_per_policy(version: int) -> None:
             assert (CONTAINERD / "bin" / f"enforcer-runc-{name[9:]}").exists()
 
 
-def test_containerd_loads_the_snippet() -> None:
-    """containerd's own config loader merges the snippet through `imports`."""
+def test_containerd_loads_the_handlers_install_node_adds() -> None:
+    """containerd's own config loader reads the config install-node.sh
+    writes: the node's CRI settings and runc handler survive, ours join.
+    (Through `imports` they did not: containerd replaces the whole CRI
+    section with an imported file's; tests/e2e/test_cri.py runs pods.)"""
     containerd = need("containerd")
     r = run([containerd, "--version"])
     if " 1." not in r.stdout:
         pytest.skip(f"config version 2 needs containerd 1.x; have {r.stdout.strip()}")
-    with temp_dir("deploy-containerd-") as d:
-        shutil.copy(CONTAINERD / "enforcer-runtimes.toml", d / "enforcer-runtimes.toml")
-        (d / "config.toml").write_text(f'version = 2\nimports = ["{d}/*-runtimes.toml"]\n')
-        r = run([containerd, "--config", str(d / "config.toml"), "config", "dump"])
+    with temp_dir("deploy-containerd-") as root:
+        (root / "etc" / "containerd").mkdir(parents=True)
+        config = root / "etc" / "containerd" / "config.toml"
+        config.write_text(NODE_CONFIG)
+        assert install(root, "--config-version", "2").returncode == 0
+        r = run([containerd, "--config", str(config), "config", "dump"])
     assert r.returncode == 0, r.stderr
-    dumped = tomllib.loads(r.stdout)
-    runtimes = dumped["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    cri = tomllib.loads(r.stdout)["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == "pause:3.9"
+    runtimes = cri["containerd"]["runtimes"]
+    assert runtimes["runc"]["options"]["SystemdCgroup"] is True
     for policy in shipped_policy_names():
         rt = runtimes[f"enforcer-{policy}"]
         assert rt["runtime_type"] == "io.containerd.runc.v2"
@@ -112,19 +119,43 @@ def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                 "--python", sys.executable, *extra])
 
 
+# A node's config as kubeadm-style setups write it: its own CRI settings and
+# runc handler, which install-node.sh must keep.
+NODE_CONFIG = """version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "pause:3.9"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = true
+"""
+
+
+def _handlers(doc: dict[str, Any], plugin: str) -> dict[str, Any]:
+    runtimes: dict[str, Any] = doc["plugins"][plugin]["containerd"]["runtimes"]
+    return runtimes
+
+
 def test_install_node_sets_up_a_root_and_is_idempotent() -> None:
     with temp_dir("deploy-node-") as root:
         (root / "etc" / "containerd").mkdir(parents=True)
         config = root / "etc" / "containerd" / "config.toml"
-        original = 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
-        config.write_text(original)
+        config.write_text(NODE_CONFIG)
+        # what an older install-node.sh left: removed
+        (root / "etc" / "containerd" / "conf.d").mkdir()
+        (root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml").write_text("")
         r = install(root, "--config-version", "2")
         assert r.returncode == 0, r.stderr
         text = config.read_text()
-        assert text == 'imports = ["/etc/containerd/conf.d/*.toml"]\n' + original
-        assert tomllib.loads(text)["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == "pause:3.9"
-        snippet = root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml"
-        assert snippet.read_text() == (CONTAINERD / "enforcer-runtimes.toml").read_text()
+        assert text.startswith(NODE_CONFIG), "the node's own settings come first, unchanged"
+        doc = tomllib.loads(text)
+        assert doc["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == "pause:3.9"
+        handlers = _handlers(doc, "io.containerd.grpc.v1.cri")
+        shipped = containerd_runtimes(2)
+        assert {k: v for k, v in handlers.items() if k != "runc"} == shipped
+        assert handlers["runc"]["options"] == {"SystemdCgroup": True}  # the node's, kept
+        assert not (root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml").exists()
         for policy in shipped_policy_names():
             w = root / "usr" / "local" / "bin" / f"enforcer-runc-{policy}"
             assert os.access(w, os.X_OK)
@@ -132,29 +163,34 @@ def test_install_node_sets_up_a_root_and_is_idempotent() -> None:
         assert "\nnet.core.rmem_max = 33554432\n" in sysctl
         r = install(root, "--config-version", "2")
         assert r.returncode == 0, r.stderr
-        assert config.read_text() == text, "a second run must not add a second imports line"
+        assert config.read_text() == text, "a second run replaces its block, adds no second one"
 
 
 def test_install_node_creates_a_config_when_there_is_none() -> None:
+    """containerd's defaults plus ours: its built-in runc handler written out,
+    because a config that defines any handler loses it."""
     with temp_dir("deploy-node-") as root:
         (root / "etc" / "containerd").mkdir(parents=True)
         r = install(root, "--config-version", "3")
         assert r.returncode == 0, r.stderr
         doc = tomllib.loads((root / "etc" / "containerd" / "config.toml").read_text())
-        assert doc == {"version": 3, "imports": ["/etc/containerd/conf.d/*.toml"]}
-        snippet = (root / "etc" / "containerd" / "conf.d" / "enforcer-runtimes.toml").read_text()
-        assert snippet == (CONTAINERD / "enforcer-runtimes.v3.toml").read_text()
+        assert doc["version"] == 3 and "imports" not in doc
+        handlers = _handlers(doc, "io.containerd.cri.v1.runtime")
+        assert handlers["runc"] == {"runtime_type": "io.containerd.runc.v2"}
+        assert {k: v for k, v in handlers.items() if k != "runc"} == containerd_runtimes(3)
 
 
-def test_install_node_refuses_to_rewrite_existing_imports() -> None:
+def test_install_node_refuses_handlers_it_did_not_write() -> None:
     with temp_dir("deploy-node-") as root:
         (root / "etc" / "containerd").mkdir(parents=True)
         config = root / "etc" / "containerd" / "config.toml"
-        config.write_text('version = 2\nimports = ["/etc/containerd/other.toml"]\n')
+        mine = NODE_CONFIG + \
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.enforcer-default]\n'
+        config.write_text(mine)
         r = install(root, "--config-version", "2")
         assert r.returncode == 1
-        assert "already has an imports line" in r.stderr and len(r.stderr.splitlines()) == 1
-        assert config.read_text() == 'version = 2\nimports = ["/etc/containerd/other.toml"]\n'
+        assert "already defines enforcer handlers" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert config.read_text() == mine
 
 
 def test_install_node_rejects_bad_arguments() -> None:

@@ -210,14 +210,20 @@ def test_namespaces_are_added_and_user_namespace_refused() -> None:
         merged({"namespaces": ("user",)})
 
 
-def test_merge_is_idempotent_and_records_the_policy() -> None:
+def test_merge_is_idempotent_and_leaves_the_annotations_alone() -> None:
+    """Annotations are the caller's: runc passes them to every hook as the
+    container's state, so the shim adds none (what it applied is in the
+    registry record)."""
     plan = dict(mounts=(MountOp(kind="tmpfs", path="/tmp", size=1 << 20, mode=0o1777,
                                 options=("nosuid",)), MountOp(kind="readonly", path="/etc")),
                 cgroup=_cg(**{"memory.max": "1000000"}), rlimits=(RlimitPlan("CORE", 0, 0),))
     once = merged(plan)
     twice = merged(plan, copy.deepcopy(once))
     assert once == twice
-    assert once["annotations"]["io.enforcer.applied"] == "handmade@" + "ab" * 8
+    assert once.get("annotations") == fixture_config().get("annotations")
+    config = fixture_config()
+    config["annotations"] = {"io.enforcer.policy": "handmade", "org.example/x": "1"}
+    assert merged(plan, copy.deepcopy(config))["annotations"] == config["annotations"]
 
 
 def test_plan_without_oci_seccomp_is_refused() -> None:
