@@ -160,7 +160,8 @@ def test_v2_missing_controller_is_refused(v2_tree: str) -> None:
 
 
 def test_v2_write_error_names_file_and_value(v2_tree: str) -> None:
-    drv = choose_driver(CgroupPlan(v2={"memory.high": "7"}), "w3", root=v2_tree)
+    drv = choose_driver(CgroupPlan(v2={"memory.high": "7"}), "w3", root=v2_tree,
+                        parent="/enforcer")
     drv.create()
     with pytest.raises(ApplyError) as e:
         drv.apply_limits()  # memory.high does not exist in the fake tree
@@ -175,7 +176,7 @@ def test_choose_v1_on_hybrid_tree(tmp_path: os.PathLike[str]) -> None:
         os.makedirs(f"{root}/{c}")
         open(f"{root}/{c}/cgroup.procs", "w").close()
     drv = choose_driver(CgroupPlan(v1={"memory": {"memory.limit_in_bytes": "1"}}), "x",
-                        root=root)
+                        root=root, parent="/enforcer")
     assert isinstance(drv, CgroupV1)
     assert drv.dir("memory") == f"{root}/memory/enforcer/x"
     with pytest.raises(ApplyError) as e:
