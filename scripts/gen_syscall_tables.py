@@ -17,7 +17,7 @@ MIPS with its 4000/5000/6000 base). Plain sorted text, so `git diff` of a
 regenerated table shows exactly which syscalls a kernel release added.
 
 Syscalls added after that kernel go into DIR/addendum.txt by hand
-(enforcer/policy/systable.py reads both; a test checks each addendum entry
+(enforcer/policy/syscall_table.py reads both; a test checks each addendum entry
 against the running kernel).
 
 --check compares instead of writing: exit 1 and a diff when DIR differs

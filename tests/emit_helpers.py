@@ -187,10 +187,10 @@ def known_syscalls(arch: str, limit: int = 1024) -> dict[int, str]:
 
 def all_syscalls(arch: str) -> dict[int, str]:
     """Every syscall number of `arch` that libseccomp or enforcer's table knows."""
-    from enforcer.policy import systable
+    from enforcer.policy import syscall_table
 
     table = known_syscalls(arch)
-    own = systable.table(arch)
+    own = syscall_table.table(arch)
     assert own is not None
     for nr, name in own.by_number.items():
         table.setdefault(nr, name)

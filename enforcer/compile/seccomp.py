@@ -32,7 +32,7 @@ figures are from bench/run on a 2-core x86_64, kernel 6.18, libseccomp
   allows unconditionally); argument-free syscalls cost what they cost under
   a one-rule filter (worst +1.8%, the same as a 1-instruction filter: noise).
 * Syscalls newer than libseccomp are compiled by number from enforcer's
-  table (enforcer/policy/systable). libseccomp takes a raw number only as a
+  table (enforcer/policy/syscall_table.py). libseccomp takes a raw number only as a
   native-architecture number: for another architecture of the filter it
   translates the number through its own native table by name, which a
   syscall it does not know has not (arch_syscall_translate() fails). So
@@ -124,11 +124,11 @@ def native_arch() -> str:
 @functools.lru_cache(maxsize=1)
 def native_syscall_table() -> dict[int, str]:
     """Every syscall number of the native arch -> its name: enforcer's table
-    (enforcer/policy/systable) and what libseccomp knows besides."""
-    from enforcer.policy import systable
+    (enforcer/policy/syscall_table.py) and what libseccomp knows besides."""
+    from enforcer.policy import syscall_table
 
     table = dict(libseccomp_syscall_table())
-    own = systable.table(native_arch())
+    own = syscall_table.table(native_arch())
     if own is not None:
         table.update(own.by_number)
     return dict(sorted(table.items()))

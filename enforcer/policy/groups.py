@@ -9,7 +9,7 @@ number and `arch_prctl` exists only on x86. When a group is expanded for a
 policy, members that exist on none of its architectures are left out (see
 enforcer/policy/syscalls.py). Syscalls newer than libseccomp (mseal,
 statmount, the *xattrat family, ...) are members like any other: they
-resolve through enforcer's table (enforcer/policy/systable). A unit test
+resolve through enforcer's table (enforcer/policy/syscall_table.py). A unit test
 checks that every member resolves on x86_64 and on aarch64 (table or
 libseccomp), and that each one exists on at least one architecture.
 """

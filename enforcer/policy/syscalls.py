@@ -2,7 +2,7 @@
 
 Two sources answer "is NAME a syscall on ARCH, and which number?":
 
-* enforcer's own table (enforcer/policy/systable): the kernel's numbering,
+* enforcer's own table (enforcer/policy/syscall_table.py): the kernel's numbering,
   generated from its syscall tables, up to the kernel named there;
 * libseccomp, the library the compiler builds filters with. It knows the
   syscalls of its release only (2.5.4: up to Linux 6.7), but it also knows
@@ -40,7 +40,7 @@ import functools
 import platform
 from typing import Any
 
-from enforcer.policy import systable
+from enforcer.policy import syscall_table
 
 # libseccomp's architecture names (seccomp_arch_resolve_name), all of which
 # a policy may list. `native` means the architecture of the compiling host.
@@ -114,17 +114,17 @@ def by_number(name: str, arch: str) -> int | None:
     know there, so the compiler must add it by number; None otherwise."""
     if libseccomp_knows_on(name, arch):
         return None
-    return systable.number(name, arch)
+    return syscall_table.number(name, arch)
 
 
 def exists_on(name: str, arch: str) -> bool:
     """True when `name` is a real syscall on `arch` (table or libseccomp)."""
-    return libseccomp_knows_on(name, arch) or systable.number(name, arch) is not None
+    return libseccomp_knows_on(name, arch) or syscall_table.number(name, arch) is not None
 
 
 def known(name: str) -> bool:
     """True when the name is a syscall anywhere (libseccomp or our table)."""
-    return syscall_number(name, "x86_64") != _NR_SCMP_ERROR or name in systable.all_names()
+    return syscall_number(name, "x86_64") != _NR_SCMP_ERROR or name in syscall_table.all_names()
 
 
 def arches_with(name: str) -> list[str]:
@@ -134,7 +134,7 @@ def arches_with(name: str) -> list[str]:
 def newer_note(name: str, arch: str) -> str | None:
     """What the compiler does with a name libseccomp does not know on `arch`:
     None when libseccomp knows it (or it is no syscall there)."""
-    entry = systable.entry(name, arch)
+    entry = syscall_table.entry(name, arch)
     if entry is None or libseccomp_knows_on(name, arch):
         return None
     kernel = ".".join(entry.kernel.split(".")[:2])
@@ -144,7 +144,7 @@ def newer_note(name: str, arch: str) -> str | None:
 
 def newer_than_libseccomp(arch: str) -> dict[str, int]:
     """name -> number for every syscall of `arch` libseccomp does not know there."""
-    table = systable.table(arch)
+    table = syscall_table.table(arch)
     if table is None:
         return {}
     return {name: e.number for name, e in sorted(table.by_name.items(), key=lambda kv: kv[1].number)
@@ -177,7 +177,7 @@ def all_names() -> tuple[str, ...]:
     lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
     libc = ctypes.CDLL(None)
     libc.free.argtypes = (ctypes.c_void_p,)
-    names: set[str] = set(systable.all_names())
+    names: set[str] = set(syscall_table.all_names())
     for arch in ("x86_64", "aarch64"):
         token = arch_token(arch)
         for nr in range(0, 600):

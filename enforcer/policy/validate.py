@@ -436,7 +436,7 @@ def _nnp(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
 def check_syscall_word(chk: Checker, word: str, loc: Location, what: str) -> bool:
     """A syscall name (enforcer's table or libseccomp), or a known @group.
     Architecture checks come later."""
-    from enforcer.policy import syscalls, systable
+    from enforcer.policy import syscall_table, syscalls
 
     if word.startswith("@"):
         if word[1:] not in groups.GROUPS:
@@ -448,7 +448,7 @@ def check_syscall_word(chk: Checker, word: str, loc: Location, what: str) -> boo
         return True
     if not re.match(r"^[a-z_][a-z0-9_]*$", word) or not syscalls.known(word):
         chk.error(loc, f"{what}: unknown syscall {word!r}{_did_you_mean(word, syscalls.all_names())} "
-                       f"(neither enforcer's syscall table, kernel {systable.kernel_version()}, "
+                       f"(neither enforcer's syscall table, kernel {syscall_table.kernel_version()}, "
                        f"nor libseccomp {syscalls.libseccomp_version()} knows it)")
         return False
     return True

@@ -198,7 +198,7 @@ def test_docker_default_allows_every_newer_syscall_it_names(tmp_path: Path, cap_
     upstream libseccomp 2.5.4 are allowed on x86_64 (14/14), as are those
     that exist on x86 and x32; the import says of none that it is not a
     syscall when enforcer's table has it."""
-    from enforcer.policy import systable
+    from enforcer.policy import syscall_table
 
     data = json.loads(FIXTURE.read_text())
     caps = CAP_SETS[cap_set]
@@ -211,7 +211,7 @@ def test_docker_default_allows_every_newer_syscall_it_names(tmp_path: Path, cap_
     allowed = {}
     for arch in ("x86_64", "x86", "x32"):
         for name in sorted(DOCKER_NEWER_ALLOWED):
-            nr = systable.number(name, arch)
+            nr = syscall_table.number(name, arch)
             if nr is None:
                 continue
             allowed[f"{arch} {name}"] = run_bpf(ours, nr, AUDIT_ARCH[arch]) == ALLOW
@@ -221,7 +221,7 @@ def test_docker_default_allows_every_newer_syscall_it_names(tmp_path: Path, cap_
     assert len(x86_64) == len(DOCKER_NEWER_ALLOWED) == 14
     assert all(allowed.values()), [k for k, ok in allowed.items() if not ok]
     false_claims = [n for n in notes if "not a syscall" in n
-                    and any(systable.number(n.split(": ")[1].split()[0], a) is not None
+                    and any(syscall_table.number(n.split(": ")[1].split()[0], a) is not None
                             for a in ("x86_64", "x86", "x32"))]
     assert false_claims == []
     assert any("not a syscall" in n and "riscv_hwprobe" in n for n in notes)  # a true claim

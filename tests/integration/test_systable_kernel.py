@@ -25,7 +25,8 @@ import signal
 import pytest
 
 from enforcer.compile import seccomp as S
-from enforcer.policy import syscalls, systable
+from enforcer.policy import syscall_table
+from enforcer.policy import syscalls
 
 from tests.compile_helpers import build_probe, errno_action, rule, run_probe, syscall_policy
 
@@ -60,8 +61,8 @@ def _call_in_child(nr: int, args: tuple[int, ...] = HARMLESS) -> str:
 def _checked_names() -> dict[str, int]:
     """Addendum entries of x86_64 and every x86_64 syscall libseccomp lacks."""
     names = dict(syscalls.newer_than_libseccomp("x86_64"))
-    for name, *_ in systable.addendum():
-        nr = systable.number(name, "x86_64")
+    for name, *_ in syscall_table.addendum():
+        nr = syscall_table.number(name, "x86_64")
         if nr is not None:
             names[name] = nr
     return names
@@ -74,7 +75,7 @@ def test_control_a_missing_number_answers_enosys() -> None:
 @pytest.mark.parametrize("name", sorted(_checked_names()))
 def test_table_entry_exists_on_the_running_kernel(name: str) -> None:
     nr = _checked_names()[name]
-    entry = systable.entry(name, "x86_64")
+    entry = syscall_table.entry(name, "x86_64")
     assert entry is not None
     since = tuple(int(x) for x in entry.kernel.split(".")[:2])
     running = tuple(int(x) for x in os.uname().release.split(".")[:2])
@@ -90,8 +91,8 @@ def test_table_entry_exists_on_the_running_kernel(name: str) -> None:
 def test_the_addendum_is_checked_here() -> None:
     """Every addendum entry for x86_64 is among the checked names."""
     checked = _checked_names()
-    for name, *_rest in systable.addendum():
-        if systable.number(name, "x86_64") is not None:
+    for name, *_rest in syscall_table.addendum():
+        if syscall_table.number(name, "x86_64") is not None:
             assert name in checked
     assert {"setxattrat", "file_setattr", "uprobe", "mseal", "listmount"} <= set(checked)
 
@@ -109,14 +110,14 @@ def test_compiled_filter_passes_allowed_newer_syscalls_on_x86_64_and_i386(
                             architectures=("x86_64", "x86"))
     calls = []
     for name in allowed + ("listmount",):
-        calls.append(f"sys:{systable.number(name, 'x86_64')}:-1")
-        calls.append(f"int80:{systable.number(name, 'x86')}:-1")
+        calls.append(f"sys:{syscall_table.number(name, 'x86_64')}:-1")
+        calls.append(f"int80:{syscall_table.number(name, 'x86')}:-1")
     result = run_probe(probe, S.export_bpf(policy), calls, str(tmp_path))  # type: ignore[arg-type]
     assert result.returncode == 0, result.stderr
     got = dict(zip(calls, (errno.errorcode.get(e, str(e)) for _ret, e in result.results)))
     for call, err in got.items():
         nr = int(call.split(":")[1])
-        name = systable.name_of(nr, "x86_64" if call.startswith("sys") else "x86")
+        name = syscall_table.name_of(nr, "x86_64" if call.startswith("sys") else "x86")
         if name == "listmount":
             assert err == "EACCES", f"{call} ({name}): {err}; the policy does not allow it"
         else:
