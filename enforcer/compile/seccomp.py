@@ -412,14 +412,29 @@ def build_filter(policy: Policy, mode: Mode | None = None) -> _Built:
     return _Built(filter=flt, arches=arches, default=default, notes=notes, numbered=numbered)
 
 
+@functools.lru_cache(maxsize=4096)
+def _how_to_add(name: str, group: tuple[str, ...]) -> tuple[bool, tuple[tuple[str, int], ...]]:
+    """(libseccomp can add it by name on some arch of the group, the
+    (arch, number) pairs to add by number): asked once per name and group,
+    not once per rule and compile."""
+    from enforcer.policy import syscalls
+
+    by_name = any(syscalls.libseccomp_knows_on(name, a) for a in group)
+    numbered = []
+    for arch in group:
+        nr = syscalls.by_number(name, arch)
+        if nr is not None:
+            numbered.append((arch, nr))
+    return by_name, tuple(numbered)
+
+
 def _add_policy_rule(ps: Any, flt: Any, rule: SyscallRule, action: Action, group: list[str],
                      native: str, numbered: list[NumberedRule]) -> None:
     """Add one rule for the architectures of `group`: by name where libseccomp
     knows the syscall, by number from enforcer's table where it does not."""
-    from enforcer.policy import syscalls
-
     name = rule.syscall
-    if any(syscalls.libseccomp_knows_on(name, a) for a in group):
+    by_name, by_number = _how_to_add(name, tuple(group))
+    if by_name:
         # libseccomp adds it for each arch of the group that has it and
         # leaves the others out; those are handled by number below.
         try:
@@ -427,10 +442,7 @@ def _add_policy_rule(ps: Any, flt: Any, rule: SyscallRule, action: Action, group
         except OSError as e:
             raise CompileError(f"seccomp: {_where(rule)}: libseccomp refused rule "
                                f"'{action}': {e.strerror}") from None
-    for arch in group:
-        nr = syscalls.by_number(name, arch)
-        if nr is None:
-            continue
+    for arch, nr in by_number:
         if arch == native:
             try:
                 flt.add_rule(scmp_action(action), nr, *_arg(ps, rule))
