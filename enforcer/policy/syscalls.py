@@ -103,6 +103,12 @@ def syscall_number(name: str, arch: str) -> int:
     return int(_lib().seccomp_syscall_resolve_name_arch(token, name.encode()))
 
 
+def libseccomp_knows(name: str) -> bool:
+    """True when libseccomp knows the name on some architecture (what tools
+    that resolve names with it -- runc, systemd -- can use)."""
+    return syscall_number(name, "x86_64") != _NR_SCMP_ERROR
+
+
 def libseccomp_knows_on(name: str, arch: str) -> bool:
     """True when libseccomp can compile `name` on `arch` by name (multiplexed counts)."""
     nr = syscall_number(name, arch)
@@ -124,7 +130,7 @@ def exists_on(name: str, arch: str) -> bool:
 
 def known(name: str) -> bool:
     """True when the name is a syscall anywhere (libseccomp or our table)."""
-    return syscall_number(name, "x86_64") != _NR_SCMP_ERROR or name in syscall_table.all_names()
+    return libseccomp_knows(name) or name in syscall_table.all_names()
 
 
 def arches_with(name: str) -> list[str]:
