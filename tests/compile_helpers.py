@@ -98,10 +98,14 @@ PROBE_C = r"""
 static char out[65536];
 static size_t used;
 
-static long int80(long nr) {
+/* i386 syscall from this 64-bit process: the 32-bit ABI takes its
+ * arguments in ebx, ecx, edx, esi, edi (zero when not given). */
+static long int80(long nr, unsigned long long *a) {
     long ret;
-    __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(nr) : "memory");
-    return ret;
+    __asm__ volatile ("int $0x80" : "=a"(ret)
+                      : "a"(nr), "b"(a[0]), "c"(a[1]), "d"(a[2]), "S"(a[3]), "D"(a[4])
+                      : "memory");
+    return (long)(int)ret;  /* the compat entry returns a 32-bit value */
 }
 
 int main(int argc, char **argv) {
@@ -129,7 +133,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kind, "x32"))
             ret = syscall((long)(a[0] | 0x40000000UL), a[1], a[2], a[3], a[4], a[5], a[6]);
         else if (!strcmp(kind, "int80")) {
-            ret = int80((long)a[0]);
+            ret = int80((long)a[0], a + 1);
             if (ret < 0 && ret > -4096) { errno = (int)-ret; ret = -1; }
         } else return 3;
         int e = ret == -1 ? errno : 0;

@@ -77,7 +77,7 @@ _REF_ARCH = {"SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X86": "x86", "SCMP_ARCH_X3
              "SCMP_ARCH_AARCH64": "aarch64", "SCMP_ARCH_ARM": "arm"}
 
 
-def _ref_action(name: str, errno_ret: int | None) -> int:
+def ref_action(name: str, errno_ret: int | None) -> int:
     if name == "SCMP_ACT_ERRNO":
         return 0x00050000 | (1 if errno_ret is None else errno_ret)
     return _REF_ACT[name]
@@ -123,7 +123,7 @@ def reference_bpf(data: dict, caps: set[str], native: str = "x86_64", go_arch: s
     lib.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
     lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
 
-    default = _ref_action(data["defaultAction"], data.get("defaultErrnoRet"))
+    default = ref_action(data["defaultAction"], data.get("defaultErrnoRet"))
     flt = ps.SyscallFilter(default)
     arches: list[str] = []
     if data.get("archMap"):
@@ -139,7 +139,7 @@ def reference_bpf(data: dict, caps: set[str], native: str = "x86_64", go_arch: s
             flt.add_arch(token)
     flt.set_attr(ps.Attr.CTL_NNP, 0)
     for call in resolve_docker_entries(data, caps, go_arch, kernel):
-        action = _ref_action(call["action"], call.get("errnoRet"))
+        action = ref_action(call["action"], call.get("errnoRet"))
         if action == default:
             continue  # runc: redundant with the default, and libseccomp refuses it
         names = call.get("names") or [call["name"]]
@@ -183,3 +183,15 @@ def known_syscalls(arch: str, limit: int = 1024) -> dict[int, str]:
             table[nr] = ctypes.string_at(ptr).decode()
             ps._libc.free(ptr)
     return table
+
+
+def all_syscalls(arch: str) -> dict[int, str]:
+    """Every syscall number of `arch` that libseccomp or enforcer's table knows."""
+    from enforcer.policy import syscall_table
+
+    table = known_syscalls(arch)
+    own = syscall_table.table(arch)
+    assert own is not None
+    for nr, name in own.by_number.items():
+        table.setdefault(nr, name)
+    return dict(sorted(table.items()))

@@ -10,7 +10,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
-DOCKER_DEFAULT_SECCOMP = SHARED_FIXTURES / "docker-default-seccomp.json"
+# Copies of the published profiles, with their source and licence:
+# tests/fixtures/seccomp/README.md.
+SECCOMP_FIXTURES = REPO / "tests" / "fixtures" / "seccomp"
+DOCKER_DEFAULT_SECCOMP = SECCOMP_FIXTURES / "docker-default.json"
+CONTAINERS_COMMON_SECCOMP = SECCOMP_FIXTURES / "containers-common.json"
 DOCKER_OCI_CONFIG = SHARED_FIXTURES / "docker-20.10-oci-config.json"
 SHARED_THIRD_PARTY = REPO.parent / "shared" / "third_party"
 # The OCI runtime-tools validation suite, with its Go dependencies vendored.

@@ -19,7 +19,7 @@ def main(args: argparse.Namespace) -> int:
 
     from enforcer import exitcodes
     from enforcer.policy import groups as groups_mod
-    from enforcer.policy import syscalls
+    from enforcer.policy import syscall_table, syscalls
 
     names = list(groups_mod.GROUPS)
     if args.group:
@@ -33,12 +33,15 @@ def main(args: argparse.Namespace) -> int:
             return exitcodes.USAGE
         names = [wanted]
     native = syscalls.native_arch()
+    newer = syscalls.newer_than_libseccomp(native)
     if args.json:
         out = [{
             "name": "@" + n,
             "help": groups_mod.GROUPS[n].help,
             "members": list(groups_mod.GROUPS[n].members),
             "syscalls": groups_mod.expand(n),
+            # compiled by number from enforcer's table on this architecture
+            "newer_than_libseccomp": [m for m in groups_mod.expand(n) if m in newer],
         } for n in names]
         print(json.dumps(out, indent=2))
         return exitcodes.OK
@@ -48,8 +51,10 @@ def main(args: argparse.Namespace) -> int:
         members = groups_mod.expand(n) if (args.expand or args.group) else list(g.members)
         line = "    "
         for m in members:
-            # Mark members that do not exist on this host's architecture.
+            # Mark members that do not exist on this host's architecture,
+            # and those libseccomp does not know (compiled by number).
             word = m if m.startswith("@") or syscalls.exists_on(m, native) else f"({m})"
+            word += "*" if m in newer else ""
             if len(line) + len(word) > 78:
                 print(line.rstrip())
                 line = "    "
@@ -57,4 +62,6 @@ def main(args: argparse.Namespace) -> int:
         print(line.rstrip())
         print()
     print(f"Names in parentheses do not exist on {native}; a policy for {native} leaves them out.")
+    print(f"Names marked * are newer than libseccomp {syscalls.libseccomp_version()}: enforcer "
+          f"compiles them by number from its syscall table (kernel {syscall_table.kernel_version()}).")
     return exitcodes.OK

@@ -79,9 +79,12 @@ def main(args: argparse.Namespace) -> int:
     name = args.name or policy_name(args.output if to_file else args.profile)
     text, notes = import_profile(args.profile, caps=caps, arch=args.arch, kernel=kernel,
                                  name=name)
+    # Check first: the fast launcher starts the command again in a full
+    # interpreter when the loader needs PyYAML, and notes printed before
+    # that would appear twice.
+    _check_loads(text, name)
     for note in notes:
         print(f"enforcer import: note: {note}", file=sys.stderr)
-    _check_loads(text, name)
     if args.output is None or args.output == "-":
         sys.stdout.write(text)
         return exitcodes.OK

@@ -10,6 +10,7 @@ Content addressing. A policy is a chain of files (`extends`), but finding
 the parents needs the YAML parser, which the fast path must not load. So:
 
 * key = sha256 over: a tag, enforcer's version, libseccomp's identity, the
+  syscall table's digest (enforcer/policy/systable), the
   machine architecture, the mode, the top file's absolute path and its
   bytes. The path is in the key because relative `extends` make the same
   bytes mean different policies in different directories.
@@ -47,6 +48,8 @@ import sys
 from enforcer import __version__, fastjson
 from enforcer.errors import PlanError
 from enforcer.plan import Plan, plan_from_json, sha256
+# The syscall table's digest, a constant: importing it reads no table.
+from enforcer.policy.systable import TABLE_DIGEST
 
 # No `json`, `hashlib`, `dataclasses` or `tempfile` at import: a cache hit is
 # on every start, and those cost ~10 ms together (json -> re -> enum,
@@ -167,8 +170,8 @@ def resolve_spec(spec: str) -> str:
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
     h = sha256(_TAG)
-    for part in (__version__, libseccomp_identity(), os.uname().machine, mode or "policy",
-                 top_path):
+    for part in (__version__, libseccomp_identity(), TABLE_DIGEST, os.uname().machine,
+                 mode or "policy", top_path):
         h.update(b"\0" + part.encode())
     h.update(b"\0" + top_bytes)
     return str(h.hexdigest())

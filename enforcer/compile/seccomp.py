@@ -31,6 +31,17 @@ figures are from bench/run on a 2-core x86_64, kernel 6.18, libseccomp
   Measured: 286 of 368 native syscalls cached under `default` (all it
   allows unconditionally); argument-free syscalls cost what they cost under
   a one-rule filter (worst +1.8%, the same as a 1-instruction filter: noise).
+* Syscalls newer than libseccomp are compiled by number from enforcer's
+  table (enforcer/policy/syscall_table.py). libseccomp takes a raw number only as a
+  native-architecture number: for another architecture of the filter it
+  translates the number through its own native table by name, which a
+  syscall it does not know has not (arch_syscall_translate() fails). So
+  for the native architecture the number goes to libseccomp like any rule;
+  for the others (i386 and x32 on x86_64, ...) the compiler puts a short
+  block in front of libseccomp's program: `arch == A && nr == N -> action`
+  for each such syscall, loads of arch and nr only (the action cache still
+  proves them). Argument conditions on such a syscall of another
+  architecture are refused (fail closed) rather than compiled by hand.
 * No SPEC_ALLOW: it turns off the Speculative Store Bypass mitigation for
   the workload. Since Linux 5.16 seccomp no longer forces that mitigation by
   default (spec_store_bypass_disable=prctl), so the flag would buy nothing
@@ -112,6 +123,19 @@ def native_arch() -> str:
 
 @functools.lru_cache(maxsize=1)
 def native_syscall_table() -> dict[int, str]:
+    """Every syscall number of the native arch -> its name: enforcer's table
+    (enforcer/policy/syscall_table.py) and what libseccomp knows besides."""
+    from enforcer.policy import syscall_table
+
+    table = dict(libseccomp_syscall_table())
+    own = syscall_table.table(native_arch())
+    if own is not None:
+        table.update(own.by_number)
+    return dict(sorted(table.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def libseccomp_syscall_table() -> dict[int, str]:
     """Every syscall number libseccomp knows on the native arch -> its name."""
     ps = _ps()
     lib = ps._libseccomp
@@ -166,12 +190,24 @@ def scmp_action(action: Action) -> int:
 # -- building the filter ----------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NumberedRule:
+    """A syscall of a non-native architecture that libseccomp does not know:
+    compiled into the block in front of libseccomp's program."""
+
+    arch: str
+    nr: int
+    action: int  # SCMP_ACT_* value
+    name: str
+
+
 @dataclass
 class _Built:
     filter: Any  # pyseccomp.SyscallFilter
     arches: tuple[str, ...]
     default: Action
     notes: list[str]
+    numbered: list[NumberedRule] = field(default_factory=list)
 
 
 def _where(rule: SyscallRule) -> str:
@@ -347,6 +383,7 @@ def build_filter(policy: Policy, mode: Mode | None = None) -> _Built:
                      "which applies -- make their conditions exclusive")
 
     filters = []
+    numbered: list[NumberedRule] = []
     for group in groups:
         flt = _new_filter(ps, default, mode)
         _set_arches(flt, group, native)
@@ -356,11 +393,7 @@ def build_filter(policy: Policy, mode: Mode | None = None) -> _Built:
             action = effective_action(rule.action, mode)
             if scmp_action(action) == default_scmp:
                 continue  # libseccomp refuses rules equal to the default; they add nothing
-            try:
-                flt.add_rule(scmp_action(action), _resolve(rule.syscall), *_arg(ps, rule))
-            except OSError as e:
-                raise CompileError(f"seccomp: {_where(rule)}: libseccomp refused rule "
-                                   f"'{action}': {e.strerror}") from None
+            _add_policy_rule(ps, flt, rule, action, group, native, numbered)
         if clone3_unknown and unknown_scmp != default_scmp:
             _add(flt, unknown_scmp, _resolve("clone3"), "clone3")
         if group == [native] and unknown_scmp != default_scmp and default.blocks:
@@ -376,7 +409,54 @@ def build_filter(policy: Policy, mode: Mode | None = None) -> _Built:
         except OSError as e:
             raise CompileError(f"seccomp: libseccomp could not merge the per-architecture "
                                f"filters: {e}") from None
-    return _Built(filter=flt, arches=arches, default=default, notes=notes)
+    return _Built(filter=flt, arches=arches, default=default, notes=notes, numbered=numbered)
+
+
+@functools.lru_cache(maxsize=4096)
+def _how_to_add(name: str, group: tuple[str, ...]) -> tuple[bool, tuple[tuple[str, int], ...]]:
+    """(libseccomp can add it by name on some arch of the group, the
+    (arch, number) pairs to add by number): asked once per name and group,
+    not once per rule and compile."""
+    from enforcer.policy import syscalls
+
+    by_name = any(syscalls.libseccomp_knows_on(name, a) for a in group)
+    numbered = []
+    for arch in group:
+        nr = syscalls.by_number(name, arch)
+        if nr is not None:
+            numbered.append((arch, nr))
+    return by_name, tuple(numbered)
+
+
+def _add_policy_rule(ps: Any, flt: Any, rule: SyscallRule, action: Action, group: list[str],
+                     native: str, numbered: list[NumberedRule]) -> None:
+    """Add one rule for the architectures of `group`: by name where libseccomp
+    knows the syscall, by number from enforcer's table where it does not."""
+    name = rule.syscall
+    by_name, by_number = _how_to_add(name, tuple(group))
+    if by_name:
+        # libseccomp adds it for each arch of the group that has it and
+        # leaves the others out; those are handled by number below.
+        try:
+            flt.add_rule(scmp_action(action), _resolve(name), *_arg(ps, rule))
+        except OSError as e:
+            raise CompileError(f"seccomp: {_where(rule)}: libseccomp refused rule "
+                               f"'{action}': {e.strerror}") from None
+    for arch, nr in by_number:
+        if arch == native:
+            try:
+                flt.add_rule(scmp_action(action), nr, *_arg(ps, rule))
+            except OSError as e:
+                raise CompileError(f"seccomp: {_where(rule)}: libseccomp refused rule "
+                                   f"'{action}' for syscall number {nr}: {e.strerror}") from None
+        elif rule.args:
+            raise CompileError(
+                f"seccomp: {_where(rule)}: argument conditions on {name} cannot be compiled "
+                f"for {arch}: libseccomp {libseccomp_version()} does not know {name} there, "
+                f"and enforcer compiles such syscalls by number only without conditions on "
+                f"architectures other than the native one ({native})")
+        else:
+            numbered.append(NumberedRule(arch, nr, scmp_action(action), name))
 
 
 def _resolve(name: str) -> int:
@@ -394,7 +474,8 @@ def _add(flt: Any, action: int, nr: int, what: str) -> None:
 
 
 def _add_unknown_range(flt: Any, action: int) -> None:
-    """Numbers above libseccomp's table get the `unknown` action (ENOSYS).
+    """Numbers above the highest one we know (enforcer's table or
+    libseccomp's) get the `unknown` action (ENOSYS).
 
     libseccomp takes raw numbers only as native-arch numbers (it translates
     them to other arches by name, which an unknown number has not), so
@@ -425,17 +506,75 @@ def _export(flt: Any, which: str) -> bytes:
         os.close(fd)
 
 
+# Classic BPF opcodes for the block in front of libseccomp's program.
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_RET_K = 0x06
+_OFFSET_NR, _OFFSET_ARCH = 0, 4  # struct seccomp_data
+_AUDIT_ARCH_X86_64 = 0xC000003E
+
+
+def _audit_arch(arch: str) -> int:
+    # libseccomp's tokens are the kernel's AUDIT_ARCH_* values, except x32's:
+    # x32 syscalls arrive as x86_64 ones with the x32 bit in the number
+    # (which the numbers in enforcer's x32 table carry).
+    return _AUDIT_ARCH_X86_64 if arch == "x32" else arch_token(arch)
+
+
+def numbered_block(numbered: list[NumberedRule]) -> bytes:
+    """`arch == A && nr == N -> action` for each rule, as BPF that falls
+    through to whatever follows. Per architecture:
+
+        ld  [arch]
+        jeq A, 0, skip      ; another architecture: on to the next block
+        ld  [nr]
+        jeq N1, 0, 1
+        ret ACTION1         ; ... one pair per syscall
+    libseccomp's program starts by loading the arch again, so it can follow.
+    """
+    import struct
+
+    by_arch: dict[int, list[NumberedRule]] = {}
+    for rule in numbered:
+        by_arch.setdefault(_audit_arch(rule.arch), []).append(rule)
+    insns: list[tuple[int, int, int, int]] = []
+    for audit, rules in by_arch.items():
+        skip = 1 + 2 * len(rules)
+        if skip > 255:  # jump offsets are 8 bits
+            raise CompileError(f"seccomp: {len(rules)} syscalls compiled by number for "
+                               f"{rules[0].arch}; at most 127 fit the block")
+        insns += [(_BPF_LD_W_ABS, 0, 0, _OFFSET_ARCH), (_BPF_JEQ_K, 0, skip, audit),
+                  (_BPF_LD_W_ABS, 0, 0, _OFFSET_NR)]
+        for rule in sorted(rules, key=lambda r: r.nr):
+            insns += [(_BPF_JEQ_K, 0, 1, rule.nr), (_BPF_RET_K, 0, 0, rule.action)]
+    return b"".join(struct.pack("<HBBI", *insn) for insn in insns)
+
+
+def _bpf(built: _Built) -> bytes:
+    return numbered_block(built.numbered) + _export(built.filter, "bpf")
+
+
 def export_bpf(policy: Policy, mode: Mode | None = None) -> bytes:
     """The raw BPF program (struct sock_filter[]) for the policy."""
-    return _export(build_filter(policy, mode).filter, "bpf")
+    return _bpf(build_filter(policy, mode))
 
 
 def export_pfc(policy: Policy, mode: Mode | None = None) -> str:
-    """libseccomp's readable pseudo-filter-code for the policy.
+    """libseccomp's readable pseudo-filter-code for the policy, after a
+    comment listing what the BPF checks before it (syscalls of other
+    architectures compiled by number).
 
     Note: libseccomp's pfc does not show the x32 test the BPF contains.
     """
-    return _export(build_filter(policy, mode).filter, "pfc").decode()
+    built = build_filter(policy, mode)
+    head = ""
+    if built.numbered:
+        lines = ["# enforcer: checked before libseccomp's filter (syscalls libseccomp "
+                 f"{libseccomp_version()} does not know there, by number):"]
+        lines += [f"#   {r.arch}: {r.name} ({r.nr:#x}) -> action {r.action:#010x}"
+                  for r in built.numbered]
+        head = "\n".join(lines) + "\n"
+    return head + _export(built.filter, "pfc").decode()
 
 
 def filter_flags(policy: Policy) -> tuple[str, ...]:
@@ -447,7 +586,7 @@ def filter_flags(policy: Policy) -> tuple[str, ...]:
 def compile_seccomp(policy: Policy, mode: Mode | None = None) -> SeccompResult:
     mode = policy.mode if mode is None else mode
     built = build_filter(policy, mode)
-    bpf = _export(built.filter, "bpf")
+    bpf = _bpf(built)
     if len(bpf) // 8 > 4096:
         raise CompileError(f"seccomp: the filter has {len(bpf) // 8} instructions; the kernel "
                            "takes at most 4096 (BPF_MAXINSNS)")

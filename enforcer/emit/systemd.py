@@ -125,9 +125,18 @@ def _unconditional(policy: Policy, rules: list[SyscallRule], default: Action,
     block applies always. A clone rule that only keeps out namespace flags
     becomes an allowed clone plus RestrictNamespaces= (into `restricted`).
     """
+    from enforcer.policy import syscalls
+
     out: list[tuple[str, Action]] = []
+    unresolvable: list[str] = []
     for rule in rules:
         action = effective_action(policy, rule.action)
+        if not syscalls.libseccomp_knows(rule.syscall):
+            # systemd resolves SystemCallFilter= names with the system's
+            # libseccomp and ignores the ones it does not know: say so.
+            if rule.syscall not in unresolvable:
+                unresolvable.append(rule.syscall)
+            continue
         guard = _namespace_guard(rule, action)
         if guard is not None:
             restricted.extend(t for t in guard if t not in restricted)
@@ -142,6 +151,11 @@ def _unconditional(policy: Policy, rules: list[SyscallRule], default: Action,
                        "systemd has none; the rule is left out, so the default applies")
                 continue
         out.append((rule.syscall, action))
+    if unresolvable:
+        un.add(f"syscalls newer than libseccomp {syscalls.libseccomp_version()} "
+               f"({', '.join(unresolvable)})",
+               f"systemd cannot resolve their names and they are left out, so they get "
+               f"the default ({default})")
     # Several rules for one syscall: keep the strictest (a block beats allow).
     strictest: dict[str, Action] = {}
     for name, action in out:

@@ -11,17 +11,29 @@ The JSON is resolved the way Docker resolves it when it starts a container
   architecture (as Go names it: amd64, arm64, ...) and a kernel version
   (the running kernel unless given). Includes need *all* their caps;
   excludes drop the entry if *any* of theirs is present.
-* Names libseccomp does not know on any of the policy's architectures are
-  left out, as runc leaves them out; each is reported.
+* Names that are no syscall on any of the policy's architectures (neither
+  enforcer's syscall table nor libseccomp has them there) are left out,
+  as runc leaves them out; each is reported. Names only enforcer's table
+  knows (newer than libseccomp) are kept, with a note: the compiler adds
+  them by number, so the profile's intent (e.g. allow mseal) holds where
+  runc with an older libseccomp would silently drop the rule.
+* errno given by name (containers/common's `errno`, `defaultErrno`) is
+  read like the number (`errnoRet`, `defaultErrnoRet`); given both, they
+  must agree.
 * A rule whose action is the default action is left out (runc skips it:
   libseccomp refuses such a rule).
 * A rule with two conditions on the same argument becomes one rule per
   condition, since runc ORs them.
 
-Anything this importer does not understand — an action, an architecture,
-an operator, a field — is an error that names its JSON path; nothing is
-written then. Loosening is never silent: a flag we cannot carry over that
-would make the filter *weaker* (SPEC_ALLOW) is left out and reported.
+Every field of moby's profile type (profiles/seccomp, which embeds the
+runtime spec's LinuxSeccomp) and of containers/common's (pkg/seccomp/
+types.go) is read. A field that decides nothing for enforcer
+(`listenerPath`, `listenerMetadata` without SCMP_ACT_NOTIFY rules) is
+accepted with a note; `comment` is documentation. Anything this importer
+does not understand — an action, an architecture, an operator, a field —
+is an error that names its JSON path; nothing is written then. Loosening
+is never silent: a flag we cannot carry over that would make the filter
+*weaker* (SPEC_ALLOW) is left out and reported.
 """
 
 from __future__ import annotations
@@ -89,10 +101,18 @@ _FLAGS_DROPPED = {
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": "only matters for user notification",
 }
 
-_TOP_KEYS = {"defaultAction", "defaultErrnoRet", "architectures", "archMap", "syscalls",
-             "flags", "listenerPath", "listenerMetadata", "comment"}
-_SYSCALL_KEYS = {"name", "names", "action", "errnoRet", "args", "comment", "comments",
+# moby: runtime-spec LinuxSeccomp + archMap; containers/common: + defaultErrno.
+_TOP_KEYS = {"defaultAction", "defaultErrnoRet", "defaultErrno", "architectures", "archMap",
+             "syscalls", "flags", "listenerPath", "listenerMetadata", "comment"}
+# moby: runtime-spec LinuxSyscall + name, comment, includes, excludes;
+# containers/common: + errno.
+_SYSCALL_KEYS = {"name", "names", "action", "errnoRet", "errno", "args", "comment", "comments",
                  "includes", "excludes"}
+# Fields that decide nothing in an enforcer policy: accepted with a note.
+_NO_DECISION = {
+    "listenerPath": "only SCMP_ACT_NOTIFY rules (refused) would use the listener",
+    "listenerMetadata": "only SCMP_ACT_NOTIFY rules (refused) would use the listener",
+}
 _FILTER_KEYS = {"caps", "arches", "minKernel"}
 _ARG_KEYS = {"index", "value", "valueTwo", "op"}
 
@@ -155,7 +175,32 @@ def _errno_text(n: int) -> str:
     return f"errno {name}" if name else f"errno {n}"
 
 
-def _action(d: dict[str, Any], key: str, errno_key: str, source: str, where: str) -> str:
+def _errno_number(d: dict[str, Any], errno_key: str, name_key: str, source: str,
+                  where: str) -> int | None:
+    """The errno of an entry from its number and/or its name; None if neither."""
+    def path(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    number = d.get(errno_key)
+    if number is not None:
+        number = _expect(number, int, source, path(errno_key), "an errno number")
+        if not 0 <= number <= 4095:
+            raise _fail(source, path(errno_key), f"errno {number} is outside 0..4095")
+    name = d.get(name_key)
+    if name is None or name == "":
+        return number
+    name = _expect(name, str, source, path(name_key), "an errno name such as EPERM")
+    by_name = getattr(errno_mod, name, None) if re.fullmatch(r"E[A-Z0-9]+", name) else None
+    if not isinstance(by_name, int):
+        raise _fail(source, path(name_key), f"unknown errno name {name!r}; write one such as "
+                    "EPERM, EACCES or ENOSYS")
+    if number is not None and number != by_name:
+        raise _fail(source, path(name_key), f"{name} is {by_name}, but {errno_key} says {number}")
+    return by_name
+
+
+def _action(d: dict[str, Any], key: str, errno_key: str, name_key: str, source: str,
+            where: str) -> str:
     name = d.get(key)
     path = f"{where}.{key}" if where else key
     if not isinstance(name, str):
@@ -168,19 +213,15 @@ def _action(d: dict[str, Any], key: str, errno_key: str, source: str, where: str
     if text is None:
         raise _fail(source, path, f"{name} cannot be expressed in an enforcer policy "
                     "(it needs a tracer or a notification listener)")
+    ret = _errno_number(d, errno_key, name_key, source, where)
     if text != "errno":
-        if d.get(errno_key) is not None:
-            raise _fail(source, f"{where}.{errno_key}" if where else errno_key,
-                        f"{errno_key} is only meaningful with SCMP_ACT_ERRNO")
+        if ret is not None:
+            bad = errno_key if d.get(errno_key) is not None else name_key
+            raise _fail(source, f"{where}.{bad}" if where else bad,
+                        f"{bad} is only meaningful with SCMP_ACT_ERRNO")
         return text
-    ret = d.get(errno_key)
     if ret is None:
         return _errno_text(errno_mod.EPERM)  # what runc uses when errnoRet is absent
-    ret = _expect(ret, int, source, f"{where}.{errno_key}" if where else errno_key,
-                  "an errno number")
-    if not 0 <= ret <= 4095:
-        raise _fail(source, f"{where}.{errno_key}" if where else errno_key,
-                    f"errno {ret} is outside 0..4095")
     return _errno_text(ret)
 
 
@@ -332,12 +373,13 @@ def convert(data: Any, res: Resolution, source: str = "profile") -> ImportResult
 
     _expect(data, dict, source, "(top level)", "a JSON object")
     _check_keys(data, _TOP_KEYS, source, "")
-    if data.get("listenerPath"):
-        raise _fail(source, "listenerPath", "seccomp user notification cannot be expressed "
-                    "in an enforcer policy")
-    default = _action(data, "defaultAction", "defaultErrnoRet", source, "")
+    default = _action(data, "defaultAction", "defaultErrnoRet", "defaultErrno", source, "")
     arches = _architectures(data, res, source)
     notes: list[str] = []
+    for key, why in _NO_DECISION.items():
+        if data.get(key):
+            _expect(data[key], str, source, key, "a string")
+            notes.append(f"{key}: accepted, decides nothing here ({why})")
     flags = _expect(data.get("flags") or [], list, source, "flags", "a list")
     for i, flag in enumerate(flags):
         if flag in _FLAGS_DROPPED:
@@ -353,13 +395,14 @@ def convert(data: Any, res: Resolution, source: str = "profile") -> ImportResult
     conditional: list[ImportedRule] = []
     entries = _expect(data.get("syscalls") or [], list, source, "syscalls", "a list")
     unknown_names: dict[str, str] = {}
+    newer_names: dict[str, tuple[str, list[str]]] = {}  # name -> (JSON path, arches)
     for i, entry in enumerate(entries):
         where = f"syscalls[{i}]"
         _expect(entry, dict, source, where, "an object")
         _check_keys(entry, _SYSCALL_KEYS, source, where)
         # Validate the whole entry even when it does not apply here: a typo in
         # an arm64-only entry is still a broken profile.
-        action = _action(entry, "action", "errnoRet", source, where)
+        action = _action(entry, "action", "errnoRet", "errno", source, where)
         names = _names(entry, source, where)
         args = _args(entry, source, where)
         if not _applies(entry, res, source, where):
@@ -370,6 +413,9 @@ def convert(data: Any, res: Resolution, source: str = "profile") -> ImportResult
         for name in names:
             if any(sc.exists_on(name, a) for a in arches):
                 kept.append(name)
+                by_number = [a for a in arches if sc.newer_note(name, a)]
+                if by_number and name not in newer_names:
+                    newer_names[name] = (where, by_number)
             else:
                 unknown_names.setdefault(name, f"{where}")
         if not kept:
@@ -378,8 +424,14 @@ def convert(data: Any, res: Resolution, source: str = "profile") -> ImportResult
             for name in kept:
                 prev = unconditional.get(name)
                 if prev and prev[0] != action:
-                    raise _fail(source, where, f"{name} is {action} here but {prev[0]} at "
-                                f"{prev[1]}; one syscall cannot have two unconditional actions")
+                    # libseccomp keeps the first unconditional rule of a
+                    # syscall and ignores later ones (measured with 2.5.4,
+                    # with and without the binary tree); runc adds the
+                    # entries in order. containers/common's profile relies
+                    # on it (setns: allowed, later EPERM without SYS_ADMIN).
+                    result.notes.append(f"{where}: {name} {action} left out: {prev[1]} already "
+                                        f"makes it {prev[0]}, and the first rule wins (as in "
+                                        "libseccomp and runc)")
                 unconditional.setdefault(name, (action, where))
             continue
         indexes = [a[0] for a in args]
@@ -390,9 +442,11 @@ def convert(data: Any, res: Resolution, source: str = "profile") -> ImportResult
         else:
             conditional.append(ImportedRule(tuple(kept), action, tuple(args), where))
 
+    for name, (where, on) in newer_names.items():
+        result.notes.append(f"{where}: {name} on {', '.join(on)}: {sc.newer_note(name, on[0])}")
     for name, where in unknown_names.items():
-        result.notes.append(f"{where}: {name} left out: not a syscall on "
-                            f"{', '.join(arches)} (runc leaves it out too)")
+        result.notes.append(f"{where}: {name} left out: not a syscall on this architecture "
+                            f"({', '.join(arches)}; runc leaves it out too)")
     _merge_rules(result, unconditional, conditional, source)
     return result
 
@@ -412,13 +466,11 @@ def _merge_rules(result: ImportResult, unconditional: dict[str, tuple[str, str]]
             prev = unconditional.get(name)
             if prev is None:
                 names.append(name)
-            elif prev[0] != rule.action:
-                raise _fail(source, rule.where, f"{name} has a conditional {rule.action} rule "
-                            f"but is unconditionally {prev[0]} at {prev[1]}; the condition "
-                            "would never apply")
             else:
-                result.notes.append(f"{rule.where}: conditional {name} rule left out: "
-                                    f"{name} is always {prev[0]} ({prev[1]})")
+                # An unconditional rule decides the syscall whatever the
+                # arguments, before or after a conditional one (libseccomp).
+                result.notes.append(f"{rule.where}: conditional {name} rule ({rule.action}) "
+                                    f"left out: {name} is always {prev[0]} ({prev[1]})")
         if names:
             result.rules.append(ImportedRule(tuple(names), rule.action, rule.args, rule.where))
 

@@ -1,9 +1,12 @@
-"""(audit arch, syscall number) -> syscall name, through libseccomp, cached.
+"""(audit arch, syscall number) -> syscall name, cached.
 
+Names come from enforcer's syscall table (enforcer/policy/syscall_table.py),
+so a denied mseal or statmount is named although libseccomp 2.5.4 does not
+know it; libseccomp answers what the table lacks (ARM's private calls).
 libseccomp's architecture tokens are the kernel's AUDIT_ARCH_* values, so
 the `arch=` field of an audit record is passed to it unchanged. The only
-table kept here maps those values to short names for the event log; a unit
-test checks every entry against libseccomp.
+table kept here maps those values to the architecture names both use; a
+unit test checks every entry against libseccomp.
 """
 
 from __future__ import annotations
@@ -58,14 +61,23 @@ class SyscallNames:
         return name
 
     def _lookup(self, arch: int, nr: int) -> str | None:
+        from enforcer.policy import syscall_table
+
+        if nr < 0 or nr > 0xFFFFFFFF:
+            return None
+        x32 = arch == _AUDIT_ARCH_X86_64 and bool(nr & _X32_SYSCALL_BIT)
+        # An x32 process reports arch x86_64 with the x32 bit set in nr; the
+        # table's x32 numbers carry the bit.
+        arch_word = "x32" if x32 else ARCH_NAMES.get(arch)
+        if arch_word is not None:
+            found = syscall_table.name_of(nr, arch_word)
+            if found is not None:
+                return found
         if self._resolve is None:
             import pyseccomp
 
             self._resolve = pyseccomp.resolve_syscall
-        if nr < 0 or nr > 0xFFFFFFFF:
-            return None
-        if arch == _AUDIT_ARCH_X86_64 and nr & _X32_SYSCALL_BIT:
-            # An x32 process reports arch x86_64 with the x32 bit set in nr.
+        if x32:
             arch, nr = _AUDIT_ARCH_X32, nr & ~_X32_SYSCALL_BIT
         try:
             raw = self._resolve(arch, nr)  # type: ignore[misc]

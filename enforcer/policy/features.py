@@ -29,6 +29,10 @@ class Features:
     landlock_detail: str
     libseccomp_version: str | None
     libseccomp_api: int | None
+    syscall_table_kernel: str = ""  # newest kernel enforcer's syscall table covers
+    # Syscalls of this architecture enforcer's table has and libseccomp does
+    # not: name -> number (compiled by number).
+    newer_than_libseccomp: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,6 +121,11 @@ def detect() -> Features:
     except OSError as e:
         version, api, arch = None, None, platform.machine()
         notes.append(f"libseccomp could not be loaded: {e}")
+    from enforcer.policy import syscall_table
+
+    newer: dict[str, int] = {}
+    if version is not None:
+        newer = syscalls.newer_than_libseccomp(arch)
     mode, v2_path, v1, v2c = cgroup_layout()
     abi, detail = landlock_abi()
     actions = seccomp_actions()
@@ -126,5 +135,6 @@ def detect() -> Features:
         kernel=platform.release(), arch=arch, seccomp_actions=actions, cgroup_mode=mode,
         cgroup_v2_path=v2_path, cgroup_v1_controllers=v1, cgroup_v2_controllers=v2c,
         landlock_abi=abi, landlock_detail=detail, libseccomp_version=version,
-        libseccomp_api=api, notes=notes,
+        libseccomp_api=api, syscall_table_kernel=syscall_table.kernel_version(),
+        newer_than_libseccomp=newer, notes=notes,
     )

@@ -7,8 +7,11 @@ name or another `@group`; groups expand recursively. The names are our own
 Members are written for every architecture at once: `open` has no aarch64
 number and `arch_prctl` exists only on x86. When a group is expanded for a
 policy, members that exist on none of its architectures are left out (see
-enforcer/policy/syscalls.py). A unit test checks that libseccomp knows every
-member on x86_64 and on aarch64, and that each one exists on at least one.
+enforcer/policy/syscalls.py). Syscalls newer than libseccomp (mseal,
+statmount, the *xattrat family, ...) are members like any other: they
+resolve through enforcer's table (enforcer/policy/syscall_table.py). A unit test
+checks that every member resolves on x86_64 and on aarch64 (table or
+libseccomp), and that each one exists on at least one architecture.
 """
 
 from __future__ import annotations
@@ -41,18 +44,19 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
        "utimensat futimesat fallocate fadvise64 fadvise64_64 fcntl fcntl64 flock fsync "
        "fdatasync sync syncfs sync_file_range inotify_init inotify_init1 "
        "inotify_add_watch inotify_rm_watch memfd_create mknod mknodat ioctl "
-       "name_to_handle_at"),
+       "name_to_handle_at fchmodat2 cachestat file_getattr file_setattr"),
     _g("file-ownership", "change the owner of files",
        "chown chown32 fchown fchown32 fchownat lchown lchown32"),
     _g("xattr", "read and write extended attributes",
        "getxattr lgetxattr fgetxattr listxattr llistxattr flistxattr setxattr "
-       "lsetxattr fsetxattr removexattr lremovexattr fremovexattr"),
+       "lsetxattr fsetxattr removexattr lremovexattr fremovexattr "
+       "setxattrat getxattrat listxattrat removexattrat"),
     _g("process", "create, run, wait for and signal processes and threads",
        "fork vfork clone clone3 execve execveat exit exit_group wait4 waitid waitpid "
        "kill tkill tgkill getpid getppid gettid getpgid setpgid getpgrp getsid setsid "
        "set_tid_address set_robust_list get_robust_list rseq prctl arch_prctl "
        "pidfd_open pidfd_send_signal restart_syscall personality "
-       "set_thread_area get_thread_area modify_ldt"),
+       "set_thread_area get_thread_area modify_ldt uretprobe uprobe"),
     _g("signal", "install handlers for, mask and wait for signals",
        "rt_sigaction rt_sigprocmask rt_sigreturn rt_sigsuspend rt_sigpending "
        "rt_sigtimedwait rt_sigtimedwait_time64 rt_sigqueueinfo rt_tgsigqueueinfo "
@@ -60,9 +64,9 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     _g("memory", "map, protect and release memory",
        "brk mmap mmap2 munmap mremap mprotect madvise mincore msync mlock mlock2 "
        "munlock mlockall munlockall membarrier remap_file_pages pkey_alloc pkey_free "
-       "pkey_mprotect process_mrelease"),
+       "pkey_mprotect process_mrelease mseal map_shadow_stack"),
     _g("memory-policy", "NUMA memory placement",
-       "get_mempolicy set_mempolicy mbind migrate_pages move_pages"),
+       "get_mempolicy set_mempolicy mbind migrate_pages move_pages set_mempolicy_home_node"),
     _g("time", "read clocks, sleep and use timers",
        "clock_gettime clock_gettime64 clock_getres clock_getres_time64 clock_nanosleep "
        "clock_nanosleep_time64 nanosleep gettimeofday time times alarm getitimer "
@@ -76,7 +80,8 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
        "getpeername setsockopt getsockopt sendto recvfrom send recv sendmsg recvmsg "
        "sendmmsg recvmmsg recvmmsg_time64 shutdown"),
     _g("ipc", "pipes, futexes, event fds, System V and POSIX message queues, shared memory",
-       "pipe pipe2 eventfd eventfd2 futex futex_time64 futex_waitv ipc msgget msgsnd "
+       "pipe pipe2 eventfd eventfd2 futex futex_time64 futex_waitv futex_wake futex_wait "
+       "futex_requeue ipc msgget msgsnd "
        "msgrcv msgctl semget semop semtimedop semtimedop_time64 semctl shmget shmat "
        "shmdt shmctl mq_open mq_unlink mq_timedsend mq_timedsend_time64 "
        "mq_timedreceive mq_timedreceive_time64 mq_notify mq_getsetattr"),
@@ -105,7 +110,7 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
        "seccomp landlock_create_ruleset landlock_add_rule landlock_restrict_self"),
     _g("mount", "mount and unmount file systems, change the root",
        "mount umount umount2 pivot_root chroot fsopen fsconfig fsmount fspick "
-       "move_mount open_tree mount_setattr"),
+       "move_mount open_tree mount_setattr open_tree_attr statmount listmount"),
     _g("namespaces", "create or join namespaces",
        "unshare setns"),
     _g("module", "load and unload kernel modules",
@@ -130,7 +135,9 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     _g("fanotify", "file system wide event monitoring", "fanotify_init fanotify_mark"),
     _g("handle", "open files by handle (bypasses path checks)", "open_by_handle_at"),
     _g("system-admin", "accounting, quotas, kernel log, tty hangup and similar",
-       "acct quotactl syslog vhangup nfsservctl"),
+       "acct quotactl quotactl_fd syslog vhangup nfsservctl"),
+    _g("lsm", "read and set the calling process's Linux Security Module attributes",
+       "lsm_get_self_attr lsm_set_self_attr lsm_list_modules"),
     _g("obsolete", "syscalls no current program needs",
        "_sysctl afs_syscall bdflush break ftime getpmsg gtty "
        "idle lock mpx prof profil putpmsg security sgetmask ssetmask stty "

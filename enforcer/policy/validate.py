@@ -434,8 +434,9 @@ def _nnp(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
 
 
 def check_syscall_word(chk: Checker, word: str, loc: Location, what: str) -> bool:
-    """A name libseccomp knows, or a known @group. Architecture checks come later."""
-    from enforcer.policy import syscalls
+    """A syscall name (enforcer's table or libseccomp), or a known @group.
+    Architecture checks come later."""
+    from enforcer.policy import syscall_table, syscalls
 
     if word.startswith("@"):
         if word[1:] not in groups.GROUPS:
@@ -447,7 +448,8 @@ def check_syscall_word(chk: Checker, word: str, loc: Location, what: str) -> boo
         return True
     if not re.match(r"^[a-z_][a-z0-9_]*$", word) or not syscalls.known(word):
         chk.error(loc, f"{what}: unknown syscall {word!r}{_did_you_mean(word, syscalls.all_names())} "
-                       f"(libseccomp {syscalls.libseccomp_version()} does not know it)")
+                       f"(neither enforcer's syscall table, kernel {syscall_table.kernel_version()}, "
+                       f"nor libseccomp {syscalls.libseccomp_version()} knows it)")
         return False
     return True
 

@@ -113,7 +113,7 @@ def test_probe_list_is_complete(probe_env: tuple[str, str]) -> None:
     exe, cache = probe_env
     names = enforcer_run(["--policy", "default", "--", exe, "--list"],
                          env={"ENFORCER_CACHE_DIR": cache}).stdout.split()
-    assert len(names) == 34 and len(set(names)) == 34
+    assert len(names) == 37 and len(set(names)) == 37
 
 
 def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:

@@ -355,6 +355,56 @@ static int p_chmod_suid(void) {
     return blocked("chmod u+s");
 }
 
+/* Syscalls newer than libseccomp 2.5.4 (issue 17). Debian 12's headers
+ * lack their numbers; these are the numbers every architecture with the
+ * unified numbering shares (x86_64, aarch64, riscv64, ...). */
+#ifndef __NR_fchmodat2
+#define __NR_fchmodat2 452
+#endif
+#ifndef __NR_listmount
+#define __NR_listmount 458
+#endif
+#ifndef __NR_setxattrat
+#define __NR_setxattrat 463
+#endif
+
+static int p_fchmodat2_suid(void) {
+    /* chmod_suid through fchmodat2, which a filter with chmod rules only
+     * would let through. */
+    char dir[256], path[300];
+    if (make_scratch(dir, sizeof dir, "suid2")) return SETUP;
+    snprintf(path, sizeof path, "%s/f", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+    if (fd < 0) { rmdir(dir); snprintf(detail, sizeof detail, "cannot create scratch file"); return SETUP; }
+    close(fd);
+    long r = syscall(__NR_fchmodat2, AT_FDCWD, path, 04755, 0);
+    int e = errno;
+    struct stat st;
+    int suid = (r == 0 && stat(path, &st) == 0 && (st.st_mode & S_ISUID));
+    unlink(path);
+    rmdir(dir);
+    errno = e;
+    if (suid) return allowed("fchmodat2 u+s");
+    if (r == 0) { errno = EPERM; return blocked("fchmodat2 u+s (bit not set)"); }
+    return blocked("fchmodat2 u+s");
+}
+
+static int p_listmount(void) {
+    /* List the mount IDs under the root mount (read-only). */
+    struct { uint32_t size, spare; uint64_t mnt_id, param; } req = {
+        24 /* MNT_ID_REQ_SIZE_VER0 */, 0, (uint64_t)-1 /* LSMT_ROOT */, 0};
+    uint64_t ids[16];
+    long r = syscall(__NR_listmount, &req, ids, 16UL, 0UL);
+    return r >= 0 ? allowed("listmount") : past_permission("listmount");
+}
+
+static int p_setxattrat(void) {
+    /* fd -1 and no path: EBADF once past seccomp; nothing is written. */
+    long r = syscall(__NR_setxattrat, -1, NULL, 0, "user.enforcer-probe", NULL, 0UL);
+    if (r == 0) return allowed("setxattrat");
+    return past_permission("setxattrat");
+}
+
 static int p_fork_bomb(void) {
     int n = getenv("PROBE_FORKS") ? atoi(getenv("PROBE_FORKS")) : 256;
     pid_t *kids = calloc(n, sizeof *kids);
@@ -422,6 +472,9 @@ static const struct probe PROBES[] = {
     {"syslog", p_syslog},
     {"acct", p_acct},
     {"chmod_suid", p_chmod_suid},
+    {"fchmodat2_suid", p_fchmodat2_suid},
+    {"listmount", p_listmount},
+    {"setxattrat", p_setxattrat},
     {"fork_bomb", p_fork_bomb},
     {"memory_hog", p_memory_hog},
 };

@@ -327,3 +327,60 @@ def test_same_action_rules_are_not_noted() -> None:
     r1 = rule("socket", ALLOW, cond(0, "eq", 2))
     r2 = rule("socket", ALLOW, cond(1, "eq", 1))
     assert S.overlapping_rules((r1, r2)) == []
+
+
+# -- syscalls newer than libseccomp (issue 17) ---------------------------------
+
+X32_BIT = 0x40000000
+
+
+def test_libseccomp_refuses_raw_numbers_for_another_architecture() -> None:
+    """Why the numbered block exists: libseccomp translates a raw number to
+    a non-native architecture through its native name table, and a number
+    it has no name for fails (EFAULT). If a libseccomp release changes
+    this, the block may no longer be needed."""
+    ps = S._ps()
+    flt = ps.SyscallFilter(RET_ERRNO | 1)
+    flt.add_arch(S.arch_token("x86"))
+    with pytest.raises(OSError) as e:
+        flt.add_rule(RET_ALLOW, 462)  # mseal, unknown to libseccomp 2.5.4
+    assert e.value.errno == errno.EFAULT
+
+
+def test_newer_syscalls_compile_by_number_on_every_architecture_of_the_filter() -> None:
+    p = syscall_policy(rule("read"), rule("mseal"), rule("setxattrat"), rule("uprobe"),
+                       rule("statmount", errno_action(errno.EACCES)),
+                       architectures=("x86_64", "x86", "x32"))
+    bpf = S.export_bpf(p)  # type: ignore[arg-type]
+    x86_64, i386 = 0xC000003E, AUDIT_ARCH_I386
+    for nr, arch in ((462, x86_64), (463, x86_64), (336, x86_64), (462, i386), (463, i386),
+                     (X32_BIT | 462, x86_64), (X32_BIT | 463, x86_64)):
+        assert run_bpf(bpf, nr, arch) == RET_ALLOW, (hex(nr), hex(arch))
+        assert const_allow(bpf, nr, arch), (hex(nr), hex(arch))  # still cacheable
+    for nr, arch in ((457, x86_64), (457, i386), (X32_BIT | 457, x86_64)):
+        assert run_bpf(bpf, nr, arch) == RET_ERRNO | errno.EACCES
+    assert run_bpf(bpf, 336, i386) == EPERM  # uprobe is x86_64's only: i386 336 is not it
+    assert run_bpf(bpf, 464, i386) == EPERM  # getxattrat: not allowed
+    assert run_bpf(bpf, 0, x86_64) == RET_ALLOW and run_bpf(bpf, 3, i386) == RET_ALLOW  # read
+    pfc = S.export_pfc(p)  # type: ignore[arg-type]
+    assert "#   x86: mseal (0x1ce) -> action 0x7fff0000" in pfc
+
+
+def test_conditions_on_a_newer_syscall_of_another_arch_are_refused() -> None:
+    p = syscall_policy(rule("mseal", ALLOW, cond(2, "eq", 0)), architectures=("x86_64", "x86"))
+    with pytest.raises(CompileError, match="argument conditions on mseal cannot be compiled "
+                                           "for x86"):
+        S.export_bpf(p)  # type: ignore[arg-type]
+    # On the native architecture alone, libseccomp takes them by number.
+    bpf = S.export_bpf(syscall_policy(rule("mseal", ALLOW, cond(2, "eq", 0))))  # type: ignore[arg-type]
+    assert run_bpf(bpf, 462, args=(0, 4096, 0)) == RET_ALLOW
+    assert run_bpf(bpf, 462, args=(0, 4096, 1)) == EPERM
+
+
+def test_unknown_range_starts_above_the_table() -> None:
+    bpf = S.export_bpf(syscall_policy(rule("read")))  # type: ignore[arg-type]
+    top = max(S.native_syscall_table())
+    assert top >= 469  # file_setattr, from the addendum
+    assert run_bpf(bpf, 462) == EPERM  # mseal: a known syscall the policy does not allow
+    assert run_bpf(bpf, top + 1) == ENOSYS
+    assert S.native_syscall_table()[462] == "mseal"  # the Plan names it in denials

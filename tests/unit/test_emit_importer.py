@@ -110,7 +110,23 @@ def test_unknown_names_are_left_out_with_a_note() -> None:
     data = _profile(syscalls=[{"names": ["read", "no_such_call"], "action": "SCMP_ACT_ALLOW"}])
     result = convert(data, RES)
     assert result.allow == ["read"]
-    assert any("no_such_call" in n and "syscalls[0]" in n for n in result.notes)
+    assert result.notes == ["syscalls[0]: no_such_call left out: not a syscall on this "
+                            "architecture (x86_64; runc leaves it out too)"]
+
+
+def test_names_newer_than_libseccomp_are_kept_and_said_so() -> None:
+    """Issue 17: listmount is x86_64 syscall 458; saying "not a syscall" was false."""
+    data = _profile(syscalls=[{"names": ["read", "listmount", "setxattrat", "riscv_hwprobe"],
+                               "action": "SCMP_ACT_ALLOW"}])
+    result = convert(data, RES)
+    assert result.allow == ["read", "listmount", "setxattrat"]
+    assert result.notes == [
+        "syscalls[0]: listmount on x86_64: unknown to libseccomp 2.5.4; compiled by number "
+        "from enforcer's table (kernel 6.12)",
+        "syscalls[0]: setxattrat on x86_64: unknown to libseccomp 2.5.4; compiled by number "
+        "from enforcer's table (kernel 6.13)",
+        "syscalls[0]: riscv_hwprobe left out: not a syscall on this architecture (x86_64; "
+        "runc leaves it out too)"]
 
 
 @pytest.mark.parametrize("mutate, path, words", [
@@ -132,9 +148,23 @@ def test_unknown_names_are_left_out_with_a_note() -> None:
     (lambda d: d["syscalls"][0].update(includes={"minKernel": "four"}),
      "syscalls[0].includes.minKernel", "MAJOR.MINOR"),
     (lambda d: d.update(flags=["SECCOMP_FILTER_FLAG_MAGIC"]), "flags[0]", "unknown flag"),
-    (lambda d: d.update(listenerPath="/run/agent.sock"), "listenerPath", "notification"),
+    (lambda d: d["syscalls"][0].update(action="SCMP_ACT_NOTIFY"), "syscalls[0].action",
+     "notification listener"),
+    (lambda d: d.update(listenerPath=["/run/agent.sock"]), "listenerPath", "a string"),
     (lambda d: d.update(surprise=1), "surprise", "unknown field"),
     (lambda d: d["syscalls"][0].update(errnoRet=5), "syscalls[0].errnoRet", "only meaningful"),
+    (lambda d: d["syscalls"][0].update(errno="EACCES"), "syscalls[0].errno", "only meaningful"),
+    (lambda d: d.update(defaultErrno="EPREM"), "defaultErrno", "unknown errno name"),
+    (lambda d: d.update(defaultErrno="errno"), "defaultErrno", "unknown errno name"),
+    (lambda d: d.update(defaultErrno="ENOSYS", defaultErrnoRet=1), "defaultErrno",
+     "ENOSYS is 38, but defaultErrnoRet says 1"),
+    (lambda d: d["syscalls"][0].update(action="SCMP_ACT_ERRNO", errno=13), "syscalls[0].errno",
+     "an errno name"),
+    (lambda d: d["syscalls"][0].update(includes={"minKernel": "6.1", "kernel": "6"}),
+     "syscalls[0].includes.kernel", "unknown field"),
+    (lambda d: d["archMap"][0].update(sub=[]) if "archMap" in d else d.update(
+        archMap=[{"architecture": "SCMP_ARCH_X86_64", "sub": []}], architectures=None),
+     "archMap[0].sub", "unknown field"),
 ])
 def test_bad_input_names_the_json_path(mutate: Any, path: str, words: str) -> None:
     data = _profile()
@@ -154,11 +184,49 @@ def test_bad_arch_in_an_entry_for_another_arch_is_still_an_error() -> None:
         convert(data, RES)
 
 
-def test_conflicting_unconditional_actions_are_an_error() -> None:
+def test_two_unconditional_actions_keep_the_first_as_libseccomp_does() -> None:
+    """libseccomp keeps the first unconditional rule of a syscall (runc adds
+    the entries in order); containers/common's profile relies on it."""
     data = _profile(syscalls=[{"names": ["ptrace"], "action": "SCMP_ACT_ALLOW"},
-                              {"names": ["ptrace"], "action": "SCMP_ACT_KILL"}])
-    with pytest.raises(SeccompImportError, match=r"syscalls\[1\].*ptrace"):
-        convert(data, RES)
+                              {"names": ["ptrace"], "action": "SCMP_ACT_KILL"},
+                              {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                               "args": [{"index": 0, "value": 16, "op": "SCMP_CMP_EQ"}]}])
+    result = convert(data, RES)
+    assert result.allow == ["ptrace"] and result.rules == []
+    assert any(n.startswith("syscalls[1]: ptrace kill-thread left out: syscalls[0]")
+               for n in result.notes), result.notes
+    assert any(n.startswith("syscalls[2]: conditional ptrace rule") for n in result.notes)
+
+
+def test_errno_by_name_as_containers_common_writes_it() -> None:
+    data = _profile(defaultErrno="ENOSYS", syscalls=[
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errno": "EACCES"},
+        {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errno": "EPERM", "errnoRet": 1},
+        {"names": ["kcmp"], "action": "SCMP_ACT_ERRNO", "errno": "", "errnoRet": 22}])
+    result = convert(data, RES)
+    assert result.default == "errno ENOSYS"
+    assert {r.syscalls: r.action for r in result.rules} == {
+        ("ptrace",): "errno EACCES", ("bpf",): "errno EPERM", ("kcmp",): "errno EINVAL"}
+
+
+def test_fields_that_decide_nothing_are_accepted_with_a_note() -> None:
+    data = _profile(listenerPath="/run/agent.sock", listenerMetadata="x", comment="c",
+                    syscalls=[{"names": ["read"], "action": "SCMP_ACT_ALLOW", "comment": "y"}])
+    result = convert(data, RES)
+    assert result.allow == ["read"]
+    assert [n.split(":")[0] for n in result.notes] == ["listenerPath", "listenerMetadata"]
+
+
+def test_min_kernel_includes_and_excludes() -> None:
+    data = _profile(syscalls=[
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["mseal"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "6.10"}},
+        {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "4.8"}}])
+    old = convert(data, Resolution(caps=DOCKER_CAPS, arch="x86_64", kernel=(4, 4)))
+    new = convert(data, Resolution(caps=DOCKER_CAPS, arch="x86_64", kernel=(6, 12)))
+    assert old.allow == ["read", "ptrace"]
+    assert new.allow == ["read", "mseal"]
 
 
 def test_not_json_is_an_error(tmp_path: Path) -> None:

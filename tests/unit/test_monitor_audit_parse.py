@@ -142,6 +142,11 @@ def test_syscall_names_resolve_and_cache() -> None:
     assert names.name(0x40000003, 20) == "getpid"  # i386
     assert names.name(0xC00000B7, 172) == "getpid"  # aarch64
     assert names.name(0xC000003E, 0x40000000 | 39) == "getpid"  # x32 bit
+    # Newer than libseccomp 2.5.4: named from enforcer's syscall table.
+    assert names.name(0xC000003E, 462) == "mseal"
+    assert names.name(0x40000003, 463) == "setxattrat"  # i386
+    assert names.name(0xC000003E, 0x40000000 | 458) == "listmount"  # x32
+    assert names.name(0x40000028, 0x0F0002) == "cacheflush"  # ARM private: libseccomp's
     assert names.name(0xC000003E, 99999) is None
     assert names.name(0xC000003E, -1) is None
     assert (0xC000003E, 110) in names._cache  # noqa: SLF001
