@@ -175,14 +175,34 @@ def host_lock(resource: str) -> Iterator[None]:
     host-wide: two test sessions on one machine (two checkouts, a developer
     and CI) must take turns there. The lock is released when the holder
     exits, however it exits (flock(2)).
+
+    Re-entrant within this process: the session's dockerd fixture holds
+    "dockerd" for the whole session, and a later test that takes it again
+    would otherwise wait for itself (flock on a second open file conflicts
+    with the first one) -- as a full run did, forever.
     """
     import fcntl
 
+    if resource in _held:
+        _held[resource] += 1
+        try:
+            yield
+        finally:
+            _held[resource] -= 1
+        return
     directory = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
     fd = os.open(os.path.join(directory, f"enforcer-tests-{resource}.lock"),
                  os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        _held[resource] = 1
+        try:
+            yield
+        finally:
+            del _held[resource]
     finally:
         os.close(fd)
+
+
+# host_lock()s this process holds, and how deeply each is nested.
+_held: dict[str, int] = {}
