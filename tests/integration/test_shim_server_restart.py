@@ -2,12 +2,22 @@
 
 The listening socket is held by the test, as systemd holds it for a
 socket-activated unit, and handed to each server as fd 3 (LISTEN_FDS). A
-burst of 200 concurrent front-end requests is served; the server is then
-stopped the way `systemctl restart` stops it (SIGTERM to the server process
-only, KillMode=process) and a new server takes the same socket. Afterwards no
-process of the old server may be alive, and every later request must be
-served by the new one: a worker left blocked in accept(2) used to survive
-its server and serve requests with the old code.
+burst of 200 concurrent front-end requests is already waiting on it when
+the server starts (as connections wait while systemd starts or restarts a
+socket-activated server); the server is then stopped the way `systemctl
+restart` stops it (SIGTERM to the server process only, KillMode=process)
+and a new server takes the same socket. Afterwards no process of the old
+server may be alive, and every later request must be served by the new
+one.
+
+What went wrong before: every worker registering the listener while a
+connection waited saw it readable, all called accept(2) on the blocking
+socket, one got the connection and the others stayed blocked in accept,
+where the server's end was invisible to them: they outlived the server
+(PPID 1) and served later requests with the old code. That race does not
+happen on every run, so the test also checks what prevents it: the
+workers' listening socket (fd 3, shared with the "systemd" holding it) is
+non-blocking, and no idle worker sits in accept(2).
 """
 
 from __future__ import annotations
@@ -94,6 +104,29 @@ class Activated:
         return left
 
 
+ACCEPT4 = {"x86_64": 288, "aarch64": 242}.get(os.uname().machine, -1)
+
+
+def _flags(pid: int, fd: int) -> int:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    raise AssertionError(f"no flags for fd {fd} of {pid}")
+
+
+def _syscall(pid: int) -> int:
+    """The system call `pid` is blocked in (-1 if running)."""
+    with open(f"/proc/{pid}/syscall") as f:
+        first = f.read().split()[0]
+    return int(first) if first.isdigit() else -1
+
+
+def _queued(node: Path) -> int:
+    """How many front ends have started (and so connected, or are about to)."""
+    return sum(1 for p in node.iterdir() if p.name.startswith("burst"))
+
+
 @pytest.fixture
 def node() -> Iterator[Path]:
     root = Path(session.mkdtemp("enf-shimd-restart-", dir="/tmp"))
@@ -131,13 +164,22 @@ def test_a_burst_then_a_restart_leaves_no_old_worker_and_no_old_server_serves(
                                str(bundle), "--pid-file", str(bundle / "pid"), name],
                               env=client_env, capture_output=True, text=True, timeout=300)
 
-    old = Activated(listener, node / "old.log", env)
-    new = None
+    old = new = None
     try:
         with ThreadPoolExecutor(max_workers=BURST) as pool:
-            burst = list(pool.map(create, [f"burst{i}" for i in range(BURST)]))
+            waiting = [pool.submit(create, f"burst{i}") for i in range(BURST)]
+            deadline = time.monotonic() + 60
+            while _queued(node) < BURST // 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            old = Activated(listener, node / "old.log", env)
+            burst = [f.result() for f in waiting]
         failed = [(r.returncode, r.stderr) for r in burst if r.returncode != 0]
         assert not failed, failed[:5]
+        workers = [p for p in old.processes() if p != old.proc.pid]
+        assert len(workers) == 4, workers
+        for pid in workers:
+            assert _flags(pid, 3) & os.O_NONBLOCK, f"worker {pid} accepts on a blocking socket"
+            assert _syscall(pid) != ACCEPT4, f"idle worker {pid} is blocked in accept(2)"
         old.stop()
         new = Activated(listener, node / "new.log", env)
         deadline = time.monotonic() + 10
@@ -152,7 +194,7 @@ def test_a_burst_then_a_restart_leaves_no_old_worker_and_no_old_server_serves(
         assert served_by_old == [], "requests served by the old server's code"
         assert all(f" after{i}\n" in new_log for i in range(50))
     finally:
-        left = old.kill_all()
+        left = old.kill_all() if old is not None else []
         if new is not None:
             new.stop()
             new.kill_all()
