@@ -176,7 +176,7 @@ def shipped_dir() -> str:
 
 def installed_names(plans_dir: str) -> list[str]:
     """The names a policy can be chosen by: precompiled Plans and shipped policies."""
-    names = set()
+    names: set[str] = set()
     for directory, suffix in ((plans_dir, ".json"), (shipped_dir(), ".yaml")):
         try:
             entries = os.listdir(directory)

@@ -33,14 +33,6 @@ CAPLESS = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=
            "--no-new-privs"]
 
 
-def capabilities_of(pid: int | str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    raise AssertionError(f"no CapEff in /proc/{pid}/status")
-
-
 class ShimNode:
     """A node's enforcer setup in one scratch directory (removed by close())."""
 
