@@ -765,7 +765,9 @@ def terminate(proc: "subprocess.Popen[bytes]", leftovers: "Callable[[], list[int
 def check(path: str) -> int:
     """Ask the server at `path` what it would run for `runc --version`, as a
     front end would: exit 0 and say so if it serves, 1 with the reason if not."""
-    environ = [f"{k}={v}" for k, v in os.environ.items()]
+    # No environment: the server answers with its own configuration, as it
+    # would for a container runtime (which sets none of enforcer's variables).
+    environ: list[str] = []
     view = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in (".", "/", "/proc/self/ns/mnt")]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
