@@ -121,7 +121,9 @@ def run_confined(work: "Callable[[], bytes]", timeout: float = COMPILE_TIMEOUT) 
     try:
         data = _read_all(read_end, timeout)
     except BaseException:
-        os.kill(pid, 9)
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
     finally:
