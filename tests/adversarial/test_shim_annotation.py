@@ -29,7 +29,7 @@ import pytest
 
 from tests import session
 from tests.adversarial.shim_attack import HostState, ShimNode, busybox_rootfs
-from tests.shim_helpers import make_plan, write_plan
+from tests.shim_helpers import applied_policy, make_plan, write_plan
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
 
@@ -139,11 +139,16 @@ def test_an_installed_policy_by_name_runs(node: ShimNode, front_end: str, rootfs
     """What stays allowed: a name of an installed policy, and the runtime's own."""
     for shim_args in ((), ("--policy", "strict")):
         cid = session.unique("enf-adv-ann-")
-        bundle = node.bundle(cid, ["/bin/sh", "-c", "mkdir /tmp/x 2>/dev/null && echo MKDIR-OK"],
-                             rootfs, annotations={"io.enforcer.policy": "strict"})
-        r = node.shim([*shim_args, "--root", str(node.runc_root), "run", "--bundle",
-                       str(bundle), cid], front_end=front_end)
-        assert r.returncode == 1, (r.stdout, r.stderr)  # strict's filter: mkdir fails
-        assert "MKDIR-OK" not in r.stdout
-        config = json.loads((bundle / "config.json").read_text())
-        assert config["annotations"]["io.enforcer.applied"].startswith("strict@")
+        bundle = node.bundle(cid, ["/bin/true"], rootfs,
+                             annotations={"io.enforcer.policy": "strict"})
+        r = node.shim([*shim_args, "--root", str(node.runc_root), "create", "--bundle",
+                       str(bundle), cid], front_end=front_end, cwd=bundle)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert cid in node.containers()
+        assert applied_policy(node.root / "run", cid).startswith("strict@")
+        seccomp = json.loads((bundle / "config.json").read_text())["linux"]["seccomp"]
+        assert any("mkdir" in rule["names"] for rule in seccomp["syscalls"])  # strict's filter
+        r = node.shim(["--root", str(node.runc_root), "delete", "--force", cid],
+                      front_end=front_end)
+        assert r.returncode == 0, r.stderr
+        assert cid not in node.containers() and f"{cid}.json" not in node.records()

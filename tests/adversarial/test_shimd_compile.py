@@ -28,7 +28,7 @@ import pytest
 
 from enforcer.shim.server import server_processes, terminate
 from tests import session
-from tests.shim_helpers import FIXTURE_CONFIG, PYTHON, REPO, fake_runc
+from tests.shim_helpers import FIXTURE_CONFIG, PYTHON, REPO, applied_policy, fake_runc
 
 pytestmark = [pytest.mark.root]
 
@@ -102,8 +102,7 @@ def test_a_policy_without_a_plan_is_served_and_compiled_outside_the_server(node:
             server_log = (node / "shimd.log").read_text()
             assert fe.returncode == 0, f"{fe.stderr}\n--- server log ---\n{server_log}"
             assert cid in server_log
-            config = json.loads((bundle / "config.json").read_text())
-            assert config["annotations"]["io.enforcer.applied"].startswith("restricted@")
+            assert applied_policy(node / "run", cid).startswith("restricted@")
             entries = list((node / "cache").iterdir())
             assert len(entries) == 1, entries
             st = entries[0].stat()
