@@ -426,9 +426,34 @@ def wait_until_empty(directory: str, seconds: float = 10.0) -> list[str]:
         time.sleep(0.05)
 
 
-def breakdown(tools: dict[str, str], server: ShimServer, work: str, plans: str,
+def breakdown(tools: dict[str, str], work: str, plans: str,
               fast_python: str, exec_only: str, runs: int,
               used_ids: list[str]) -> dict[str, Any]:
+    """The /bin/true steps, with a server of their own: enforcer-shimd serves
+    with its own configuration only (here: runc = /bin/true), and a client
+    naming another would be sent to the Python shim."""
+    true = shutil.which("true") or "/bin/true"
+    config = os.path.join(work, "shim-true.json")
+    with open(config, "w") as f:
+        json.dump({"plans_dir": plans, "runc": true}, f)
+    env = {**os.environ, "ENFORCER_SHIM_CONFIG": config,
+           "ENFORCER_RUNTIME_DIR": os.path.join(work, "run-true")}
+    for name in ("ENFORCER_SHIM_ACTIVE", "ENFORCER_SHIM_FALLBACK", "ENFORCER_SHIM_SOCKET"):
+        env.pop(name, None)
+    server = ShimServer(tools["enforcer-shimd"], os.path.join(work, "shim-true.sock"),
+                        os.path.join(work, "shimd-true.log"), env)
+    try:
+        return _breakdown(tools, server, work, fast_python, exec_only, runs, used_ids,
+                          {**env, "ENFORCER_SHIM_SOCKET": server.socket})
+    finally:
+        left = server.stop()
+        if left:
+            raise SystemExit(f"shim_bench: enforcer-shimd processes outlived it: {left}")
+
+
+def _breakdown(tools: dict[str, str], server: ShimServer, work: str,
+               fast_python: str, exec_only: str, runs: int,
+               used_ids: list[str], env: dict[str, str]) -> dict[str, Any]:
     """The shim's path with /bin/true standing in for runc, and the server alone.
 
     T0 /bin/true; T1 the compiled front end + server, runc = /bin/true;
@@ -438,14 +463,6 @@ def breakdown(tools: dict[str, str], server: ShimServer, work: str, plans: str,
     own, so the runc-features cache of the main runs is left alone.
     """
     true = shutil.which("true") or "/bin/true"
-    config = os.path.join(work, "shim-true.json")
-    with open(config, "w") as f:
-        json.dump({"plans_dir": plans, "runc": true}, f)
-    env = {**os.environ, "ENFORCER_SHIM_CONFIG": config,
-           "ENFORCER_RUNTIME_DIR": os.path.join(work, "run-true"),
-           "ENFORCER_SHIM_SOCKET": server.socket}
-    for name in ("ENFORCER_SHIM_ACTIVE", "ENFORCER_SHIM_FALLBACK"):
-        env.pop(name, None)
     bundle = make_bundle(os.path.join(work, "t"))
     shim_args = ["--policy", POLICY, "run", "--bundle", bundle]
     t0 = Variant("T0", "/bin/true", [true, "bench-shim-t0"], bundle, env)
@@ -702,8 +719,7 @@ def main() -> int:
         # The breakdown's experiments without runc first: G below spends the
         # CPU they measure for the shim's path.
         exec_only = build_exec_wrapper(work)
-        parts = breakdown(tools, server, work, plans, fast_python, exec_only, opts.runs,
-                          used_ids)
+        parts = breakdown(tools, work, plans, fast_python, exec_only, opts.runs, used_ids)
         burn_us = max(0, round(parts["path_cpu_ms"] * 1e3))
         runc = shutil.which("runc") or "runc"
         variants = {

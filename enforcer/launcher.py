@@ -30,6 +30,8 @@ TEMPLATE = """#!{fast_python} -IS
 # -IS: skip site initialisation (start latency; see enforcer/launcher.py).
 import sys
 sys.path.append({package_root!r})
+import enforcer
+enforcer.SITE_PYTHON = {python!r}
 try:
     from {module} import main
     code = main()

@@ -5,9 +5,12 @@ process (what `enforcer-runc-py` and the fallback do), "compiled" runs the
 C front end against a real enforcer-shimd (what a node registers). The same
 assertions hold for both: that is the point of keeping one shim.
 
-`shim_server` is one enforcer-shimd for the session, on a socket in a
-temporary directory; its finalizer stops it and checks that no worker
-outlives it.
+The server serves with its own configuration (ENFORCER_SHIM_CONFIG,
+ENFORCER_RUNTIME_DIR, ENFORCER_CACHE_DIR of its own environment): a request
+that names another is declined and done by the Python shim. So the
+compiled front end gets, per test, one server per configuration the test
+uses (`ServerPool`), started on first use and stopped, with a check that
+no worker outlives it, when the test ends.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Iterator, Sequence
 import pytest
 
 from enforcer.shim.server import server_processes, terminate
+from enforcer.shim.peer import CONFIG_VARIABLES
 from tests.shim_helpers import FRONT_END, PYTHON, REPO
 
 
@@ -45,11 +49,13 @@ def build_front_end(directory: str) -> str:
 
 
 def start_server(directory: str, *extra: str, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = ()) -> ShimServer:
+                 prefix: Sequence[str] = (), front_end: str | None = None) -> ShimServer:
     """A server on DIRECTORY/shim.sock. `env` is added to its environment
-    (its own configuration, e.g. ENFORCER_SHIM_CONFIG, as a unit's
-    Environment= sets it); `prefix` is a command that execs the server in a
-    given context (e.g. nsenter into the mount namespace of its clients)."""
+    (its own configuration: ENFORCER_SHIM_CONFIG, ENFORCER_RUNTIME_DIR,
+    ENFORCER_CACHE_DIR, as a unit's Environment= sets them); `prefix` is a
+    command that execs the server in a given context (e.g. nsenter into the
+    mount namespace of its clients). The front end is built into DIRECTORY
+    unless `front_end` names one already built."""
     socket_path = os.path.join(directory, "shim.sock")
     log_path = os.path.join(directory, "shimd.log")
     with open(log_path, "w") as log:
@@ -62,7 +68,7 @@ def start_server(directory: str, *extra: str, env: dict[str, str] | None = None,
         assert proc.poll() is None, open(log_path).read()
         assert time.monotonic() < deadline, "enforcer-shimd did not start"
         time.sleep(0.02)
-    return ShimServer(build_front_end(directory), socket_path, log_path, proc)
+    return ShimServer(front_end or build_front_end(directory), socket_path, log_path, proc)
 
 
 def stop_server(server: ShimServer) -> None:
@@ -72,24 +78,47 @@ def stop_server(server: ShimServer) -> None:
     assert not os.path.exists(server.socket), "the server left its socket behind"
 
 
+class ServerPool:
+    """Servers of one test, one per shim configuration (see the module docstring)."""
+
+    def __init__(self, directory: str, front_end: str) -> None:
+        self.directory, self.front_end = directory, front_end
+        self.servers: dict[tuple[str | None, ...], ShimServer] = {}
+
+    def for_env(self, env: dict[str, str]) -> ShimServer:
+        key = tuple(env.get(k) for k in CONFIG_VARIABLES)
+        if key not in self.servers:
+            directory = os.path.join(self.directory, f"srv{len(self.servers)}")
+            os.mkdir(directory)
+            own = {k: env[k] for k in CONFIG_VARIABLES if k in env}
+            self.servers[key] = start_server(directory, "--workers", "2", env=own,
+                                             front_end=self.front_end)
+        return self.servers[key]
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            stop_server(server)
+
+
 @pytest.fixture(scope="session")
-def shim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimServer]:
-    server = start_server(str(tmp_path_factory.mktemp("shimd")))
-    try:
-        yield server
-    finally:
-        stop_server(server)
+def compiled_front_end(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_front_end(str(tmp_path_factory.mktemp("front-end")))
 
 
 @pytest.fixture(params=["python", "compiled"])
-def shim_front_end(request: pytest.FixtureRequest,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def shim_front_end(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Run the test through one front end (see the module docstring)."""
     if request.param == "compiled":
-        server: ShimServer = request.getfixturevalue("shim_server")
-        monkeypatch.setenv("ENFORCER_SHIM_SOCKET", server.socket)
+        pool = ServerPool(str(tmp_path_factory.mktemp("shimd")),
+                          request.getfixturevalue("compiled_front_end"))
         monkeypatch.setitem(FRONT_END, "name", "compiled")
-        monkeypatch.setitem(FRONT_END, "binary", server.binary)
+        monkeypatch.setitem(FRONT_END, "binary", pool.front_end)
+        monkeypatch.setitem(FRONT_END, "pool", pool)
+        try:
+            yield request.param
+        finally:
+            pool.close()
     else:
         monkeypatch.setitem(FRONT_END, "name", "python")
-    yield request.param
+        yield request.param

@@ -90,9 +90,10 @@ def fake_runc(path: str, marker: str) -> str:
 
 
 # Which front end the shim tests drive: "python" (the Python shim in its own
-# process) or "compiled" (frontend/enforcer-runc.c talking to enforcer-shimd).
-# Set per test by the `shim_front_end` fixture (tests/shim_fixtures.py).
-FRONT_END: dict[str, str] = {"name": "python", "binary": ""}
+# process) or "compiled" (frontend/enforcer-runc.c talking to enforcer-shimd,
+# one server per shim configuration from "pool"). Set per test by the
+# `shim_front_end` fixture (tests/shim_fixtures.py).
+FRONT_END: dict[str, Any] = {"name": "python", "binary": "", "pool": None}
 
 
 def shim_cmd() -> list[str]:
@@ -104,10 +105,19 @@ def shim_cmd() -> list[str]:
             "from enforcer.shim.main import main; sys.exit(main())"]
 
 
-def run_shim(args: list[str], env: dict[str, str] | None = None, **kw: Any
-             ) -> subprocess.CompletedProcess[str]:
+def _shim_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The caller's environment for the shim; with the compiled front end, the
+    socket of a server configured like `env` (tests/shim_fixtures.py)."""
     full_env = {k: v for k, v in os.environ.items() if k != "ENFORCER_SHIM_ACTIVE"}
     full_env.update(env or {})
+    if FRONT_END["name"] == "compiled" and "ENFORCER_SHIM_SOCKET" not in (env or {}):
+        full_env["ENFORCER_SHIM_SOCKET"] = FRONT_END["pool"].for_env(full_env).socket
+    return full_env
+
+
+def run_shim(args: list[str], env: dict[str, str] | None = None, **kw: Any
+             ) -> subprocess.CompletedProcess[str]:
+    full_env = _shim_env(env)
     return subprocess.run(shim_cmd() + args, env=full_env, capture_output=True, text=True,
                           timeout=kw.pop("timeout", 60), **kw)
 
@@ -121,8 +131,7 @@ def run_shim_files(args: list[str], env: dict[str, str], workdir: str,
                    timeout: float = 60) -> tuple[int, str, str]:
     """Like run_shim, with stdio in files: a detached container keeps the
     stdio runc gave it, so waiting for EOF on a pipe would wait for it."""
-    full_env = {k: v for k, v in os.environ.items() if k != "ENFORCER_SHIM_ACTIVE"}
-    full_env.update(env)
+    full_env = _shim_env(env)
     out_path = os.path.join(workdir, f"shim-{os.getpid()}-{len(args)}.out")
     err_path = out_path[:-4] + ".err"
     with open(out_path, "w") as out, open(err_path, "w") as err:

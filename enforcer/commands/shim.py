@@ -8,7 +8,6 @@ launcher from `python -m enforcer.shim.launcher` instead (docs/shim.md).
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "OCI runtime shim: apply a policy to a bundle, then exec runc"
 RAW_ARGS = True
@@ -20,12 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enforcer.shim.main import run_shim
-    from enforcer.shim.runner import PROG
-    from enforcer.shim.errors import ShimError
+    # The shim's own entry point: the same one-line refusals, also in runc's --log.
+    from enforcer.shim.main import main as shim_main
 
-    try:
-        return run_shim(list(args.argv), sys.argv[0] if sys.argv else None)
-    except ShimError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 125
+    return shim_main(list(args.argv))

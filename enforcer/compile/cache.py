@@ -210,7 +210,13 @@ def read_entry(entry: str) -> tuple[list[tuple[str, str]], Plan] | None:
         return None
     except OSError as e:
         raise PlanError(f"cache entry {entry}: cannot read: {e.strerror}") from None
-    fix = f"; delete it (rm {entry}) to recompile"
+    return parse_entry(data, f"cache entry {entry}", f"; delete it (rm {entry}) to recompile")
+
+
+def parse_entry(data: bytes, what: str, fix: str = "") -> tuple[list[tuple[str, str]], Plan]:
+    """(sources, plan) from an entry's bytes (a cache file, or what a confined
+    compiler hands back: enforcer/confined_compile.py). PlanError if malformed;
+    `what` names the source in the message, `fix` says what to do."""
     header_raw, sep, body = data.partition(b"\n")
     try:
         header = fastjson.loads(header_raw)
@@ -218,18 +224,28 @@ def read_entry(entry: str) -> tuple[list[tuple[str, str]], Plan] | None:
         header = None
     if (not sep or not isinstance(header, dict) or header.get("cache_format") != CACHE_FORMAT
             or not isinstance(header.get("sources"), list)):
-        raise PlanError(f"cache entry {entry} is corrupt or of an unknown cache format{fix}")
+        raise PlanError(f"{what} is corrupt or of an unknown cache format{fix}")
     sources: list[tuple[str, str]] = []
     for item in header["sources"]:
         if (not isinstance(item, list) or len(item) != 2
                 or not all(isinstance(x, str) for x in item)):
-            raise PlanError(f"cache entry {entry}: malformed source list{fix}")
+            raise PlanError(f"{what}: malformed source list{fix}")
         sources.append((item[0], item[1]))
     try:
-        plan = plan_from_json(body, source=f"cache entry {entry}")
+        plan = plan_from_json(body, source=what)
     except PlanError as e:
         raise PlanError(f"{e}{fix}") from None
     return sources, plan
+
+
+def entry_bytes(sources: list[tuple[str, str]], plan: Plan, *, top: str = "",
+                mode: str | None = None) -> bytes:
+    """An entry's bytes: a JSON header line (format, key inputs, sources), then the Plan."""
+    header = {"cache_format": CACHE_FORMAT, "enforcer_version": __version__,
+              "libseccomp": libseccomp_identity(), "machine": os.uname().machine,
+              "top": top, "mode": mode or "policy",
+              "sources": [list(s) for s in sources]}
+    return (fastjson.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
 
 
 def write_entry(entry: str, sources: list[tuple[str, str]], plan: Plan, *,
@@ -237,11 +253,7 @@ def write_entry(entry: str, sources: list[tuple[str, str]], plan: Plan, *,
     """Atomically: a reader sees the old entry, the new one, or none."""
     directory = os.path.dirname(entry)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    header = {"cache_format": CACHE_FORMAT, "enforcer_version": __version__,
-              "libseccomp": libseccomp_identity(), "machine": os.uname().machine,
-              "top": top, "mode": mode or "policy",
-              "sources": [list(s) for s in sources]}
-    data = (fastjson.dumps(header, sort_keys=True) + "\n" + plan.to_json()).encode()
+    data = entry_bytes(sources, plan, top=top, mode=mode)
     from enforcer.atomicfile import write_atomic
 
     # fsync: the cache outlives reboots, and a torn entry would be refused.
@@ -324,6 +336,17 @@ def load_or_compile(spec: str, *, mode: str | None = None, cache_dir: str | None
 def compile_and_store(spec: str, *, mode: str | None = None, cache_dir: str | None = None,
                       entry: str | None = None) -> Plan:
     """The slow half: load the YAML, compile, write the cache entry."""
+    top, sources, plan = compile_with_sources(spec, mode=mode)
+    if entry is None and os.path.exists(top):
+        entry = entry_path(top, mode, cache_dir)
+    if entry is not None:
+        store(entry, sources, plan, top=top, mode=mode)
+    return plan
+
+
+def compile_with_sources(spec: str, *, mode: str | None = None
+                         ) -> tuple[str, list[tuple[str, str]], Plan]:
+    """Load and compile `spec`: (top file, every source file with its sha256, Plan)."""
     from enforcer.compile.compiler import compile_policy
     from enforcer.policy.loader import load_policy
 
@@ -335,17 +358,23 @@ def compile_and_store(spec: str, *, mode: str | None = None, cache_dir: str | No
         digest = _sha256_file(top)
         if digest:
             sources.append((top, digest))
-    if entry is None and os.path.exists(top):
-        with open(top, "rb") as f:
-            entry = os.path.join(cache_dir or default_cache_dir(),
-                                 cache_key(top, f.read(), mode) + ".plan")
-    if entry is not None:
-        try:
-            write_entry(entry, sources, plan, top=top, mode=mode)
-            prune(os.path.dirname(entry), entry, top, mode)
-        except OSError as e:
-            # A read-only cache must not stop the workload: it just costs a
-            # compile next time. Say so once.
-            print(f"enforcer: note: cannot write Plan cache {entry}: {e.strerror}",
-                  file=sys.stderr)
-    return plan
+    return top, sources, plan
+
+
+def entry_path(top: str, mode: str | None, cache_dir: str | None) -> str:
+    """The cache entry for the policy file `top` as it is now."""
+    with open(top, "rb") as f:
+        return os.path.join(cache_dir or default_cache_dir(), cache_key(top, f.read(), mode)
+                            + ".plan")
+
+
+def store(entry: str, sources: list[tuple[str, str]], plan: Plan, *, top: str,
+          mode: str | None) -> None:
+    """Write the entry and drop the older ones of the same policy; a cache that
+    cannot be written costs a compile next time, and says so once."""
+    try:
+        write_entry(entry, sources, plan, top=top, mode=mode)
+        prune(os.path.dirname(entry), entry, top, mode)
+    except OSError as e:
+        print(f"enforcer: note: cannot write Plan cache {entry}: {e.strerror}",
+              file=sys.stderr)

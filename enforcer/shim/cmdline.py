@@ -14,6 +14,24 @@ from __future__ import annotations
 
 from enforcer.shim.errors import ShimError
 
+# What the shim does with each runc command (runc 1.1's `runc --help`; the
+# table in docs/shim.md, "Which runc commands", says why for each):
+#   merge   the policy is merged into what the command starts (a container,
+#           or a process in one)
+#   check   checked against the policy, then passed to runc unchanged
+#   pass    passed through: the command starts nothing
+#   refuse  refused: it would start something the policy cannot be merged into
+# A command not in this table is refused: a runc that grew a new way of
+# starting a container must not get past the shim unnoticed.
+COMMANDS = {
+    "create": "merge", "run": "merge", "exec": "merge",
+    "update": "check",
+    "checkpoint": "pass", "delete": "pass", "events": "pass", "features": "pass",
+    "kill": "pass", "list": "pass", "pause": "pass", "ps": "pass", "resume": "pass",
+    "spec": "pass", "start": "pass", "state": "pass", "help": "pass", "h": "pass",
+    "restore": "refuse",
+}
+
 # runc's global flags that take a value (runc 1.1: main.go).
 GLOBAL_VALUE_FLAGS = frozenset({"root", "log", "log-format", "criu", "rootless"})
 # Command flags that take a value, for the commands the shim looks into.

@@ -10,8 +10,10 @@
       "cache_dir": null,                # the compiler's Plan cache (compile/cache.py)
       "runtime_dir": null,              # registry root (default: $ENFORCER_RUNTIME_DIR
                                         #   or /run/enforcer)
-      "require_seccomp_flags": false    # refuse when runc cannot take the filter's
+      "require_seccomp_flags": false,   # refuse when runc cannot take the filter's
                                         #   flags (e.g. LOG) instead of dropping them
+      "annotation_policies": null       # the policies the io.enforcer.policy
+                                        #   annotation may choose (null: any installed)
     }
 
 Found at `--config FILE`, else $ENFORCER_SHIM_CONFIG, else the default path
@@ -31,12 +33,13 @@ DEFAULT_CONFIG_PATH = "/etc/enforcer/shim.json"
 DEFAULT_PLANS_DIR = "/etc/enforcer/plans"
 
 _KEYS = {"default_policy": str, "on_no_policy": str, "runc": str, "plans_dir": str,
-         "cache_dir": str, "runtime_dir": str, "require_seccomp_flags": bool}
+         "cache_dir": str, "runtime_dir": str, "require_seccomp_flags": bool,
+         "annotation_policies": list}
 
 
 class ShimConfig:
     __slots__ = ("path", "default_policy", "on_no_policy", "runc", "plans_dir", "cache_dir",
-                 "runtime_dir", "require_seccomp_flags")
+                 "runtime_dir", "require_seccomp_flags", "annotation_policies")
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
@@ -47,6 +50,7 @@ class ShimConfig:
         self.cache_dir: str | None = None
         self.runtime_dir: str | None = None
         self.require_seccomp_flags = False
+        self.annotation_policies: list[str] | None = None
 
     def registry_root(self) -> str:
         return os.environ.get("ENFORCER_RUNTIME_DIR") or self.runtime_dir or "/run/enforcer"
@@ -81,6 +85,9 @@ def load_config(explicit: str | None) -> ShimConfig:
         if _KEYS[key] is bool:
             if not isinstance(value, bool):
                 raise ShimError(f"shim config {path}: {key} must be true or false")
+        elif _KEYS[key] is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ShimError(f"shim config {path}: {key} must be a list of policy names")
         elif not isinstance(value, str) or not value:
             raise ShimError(f"shim config {path}: {key} must be a non-empty string")
         setattr(cfg, key, value)

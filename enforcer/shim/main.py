@@ -2,10 +2,13 @@
 
     enforcer-runc [--policy NAME] [--runc PATH] [--config FILE] RUNC-ARGS...
 
-Every runc command and flag passes through unchanged. `create` and `run`
-first merge the selected policy into the bundle's config.json (see
-merge.py) and register the container for the monitor; `delete` removes
-that record. Everything else execs runc at once.
+Every runc flag passes through unchanged; every runc command is classified
+(cmdline.COMMANDS). `create` and `run` first merge the selected policy into
+the bundle's config.json (see merge.py) and register the container for
+the monitor; `exec` merges it into the new process; `update` is checked
+against it; `delete` removes the record. `restore` and any command the
+shim does not know are refused. The rest (they start nothing) exec runc
+at once.
 
 Where this code runs: in its own process (`enforcer-runc-py`, `enforcer
 shim`), or inside enforcer-shimd (server.py) on behalf of the compiled
@@ -34,7 +37,7 @@ from __future__ import annotations
 import os
 import sys
 
-from enforcer.shim.cmdline import RuncCommandLine, parse
+from enforcer.shim.cmdline import COMMANDS, RuncCommandLine, parse
 from enforcer.shim.config import ShimConfig, load_config
 from enforcer.shim.errors import ShimError
 from enforcer.shim.runner import ACTIVE_ENV, PROG, LocalRunner
@@ -86,16 +89,37 @@ def find_runc(explicit: str | None, self_path: str | None) -> str:
 
 def select_policy(line: RuncCommandLine, config: dict[str, object],
                   cfg: ShimConfig) -> str | None:
-    """--policy, then the io.enforcer.policy annotation, then the default."""
-    if "policy" in line.shim:
-        return line.shim["policy"]
+    """The container's policy: the runtime's own, the annotation's, or the default.
+
+    `--policy` is the runtime's own (what a Docker runtime or a Kubernetes
+    RuntimeClass handler is registered with): an annotation may not replace
+    it. Without one, the io.enforcer.policy annotation may choose an
+    installed policy by name (from config.json: whoever writes it may be an
+    image or a pod author), among `annotation_policies` when the shim
+    config lists them. Else `default_policy`.
+    """
+    from enforcer.shim.plans import NAME_RULE, is_policy_name
+
+    runtime_policy = line.shim.get("policy")
     annotations = config.get("annotations")
-    if isinstance(annotations, dict) and POLICY_ANNOTATION in annotations:
-        value = annotations[POLICY_ANNOTATION]
-        if not isinstance(value, str) or not value:
-            raise ShimError(f"annotation {POLICY_ANNOTATION} must be a non-empty policy name")
-        return value
-    return cfg.default_policy
+    if not isinstance(annotations, dict) or POLICY_ANNOTATION not in annotations:
+        return runtime_policy or cfg.default_policy
+    value = annotations[POLICY_ANNOTATION]
+    if not isinstance(value, str) or not is_policy_name(value):
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise ShimError(f"annotation {POLICY_ANNOTATION} must be {NAME_RULE}, not {shown}")
+    if runtime_policy is not None:
+        if value != runtime_policy:
+            raise ShimError(f"annotation {POLICY_ANNOTATION}={value} asks for another policy "
+                            f"than the runtime's own ({runtime_policy}); an annotation cannot "
+                            "change it: use the runtime registered for that policy")
+        return runtime_policy
+    allowed = cfg.annotation_policies
+    if allowed is not None and value not in allowed:
+        raise ShimError(f"annotation {POLICY_ANNOTATION}={value}: this node lets annotations "
+                        f"choose only {', '.join(allowed) or 'no policy'} "
+                        f"(annotation_policies in {cfg.path})")
+    return value
 
 
 def _has_bool_flag(args: list[str], names: tuple[str, ...]) -> bool:
@@ -384,9 +408,11 @@ def run_shim(argv: list[str], self_path: str | None, runner: "Runner | None" = N
     """
     runner = runner or LocalRunner()
     if os.environ.get(ACTIVE_ENV):
-        raise ShimError(f"started by itself ({ACTIVE_ENV} is set): the configured runc "
-                        "is this shim; point --runc or \"runc\" in the shim config at the real runc")
+        raise recursion_error()
     line = parse(argv)
+    action = COMMANDS.get(line.command or "", "pass" if line.command is None else "refuse")
+    if action == "refuse":
+        raise ShimError(refusal(line.command or ""))
     cfg = load_config(line.shim.get("config"))
     runc = find_runc(line.shim.get("runc") or cfg.runc, self_path)
     if line.command in ("create", "run"):
@@ -401,13 +427,33 @@ def run_shim(argv: list[str], self_path: str | None, runner: "Runner | None" = N
     return APPLY_FAILED  # not reached: exec_runc returns only by raising
 
 
+def recursion_error() -> ShimError:
+    return ShimError(f"started by itself ({ACTIVE_ENV} is set): the configured runc "
+                     "is this shim; point --runc or \"runc\" in the shim config at the real runc")
+
+
+def refusal(command: str) -> str:
+    if command in COMMANDS:  # "refuse": restore
+        return (f"runc command '{command}' is refused: it starts a container from a "
+                "checkpoint image, which the policy cannot be merged into (docs/shim.md, "
+                "\"Which runc commands\")")
+    return (f"unknown runc command '{command}' is refused: the shim passes on only the "
+            "commands it knows (docs/shim.md, \"Which runc commands\")")
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     try:
         return run_shim(argv, sys.argv[0] if sys.argv and sys.argv[0] else None)
     except ShimError as e:
-        os.write(2, f"{PROG}: {e}\n".encode())
+        message = f"{PROG}: {e}"
+        os.write(2, f"{message}\n".encode())
+        from enforcer.shim.runclog import log_target, write_runc_log
+
+        target = log_target(argv)
+        if target is not None:
+            write_runc_log(target[0], target[1], message)
         return APPLY_FAILED
 
 

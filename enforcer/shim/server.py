@@ -14,10 +14,15 @@ print a warning, exit): see the protocol in frontend/enforcer-runc.c.
 With no server listening the front end runs the Python shim itself, so
 the server is an accelerator, never a second policy path.
 
-Socket: $ENFORCER_SHIM_SOCKET, else $ENFORCER_RUNTIME_DIR/shim.sock, else
-/run/enforcer/shim.sock (the front end looks in the same places), mode
-0600; or the first socket systemd passes (socket activation). Only a peer
-with this server's own uid is served (SO_PEERCRED).
+Socket: $ENFORCER_SHIM_SOCKET, else /run/enforcer-shimd/shim.sock (the
+front end looks in the same places), mode 0600, in a directory of its own
+that only root may enter (never the registry's /run/enforcer, which is
+mounted into the monitor's pod); or the first socket systemd passes
+(socket activation). Whom it serves, and with what configuration, is
+peer.py's business: the same uid, every capability the server holds, and
+the server's own configuration (`--config`, else $ENFORCER_SHIM_CONFIG,
+else /etc/enforcer/shim.json); anyone else runs the Python shim with their
+own rights.
 
 Requests are served by a few worker processes forked ahead of time and
 reused (serve()); each request sets the worker's working directory and
@@ -38,7 +43,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import subprocess  # also preloaded for workers: main._read_pid uses it
 import sys
 import time
@@ -49,8 +53,11 @@ import traceback
 from enforcer import atomicfile, plan  # noqa: F401
 from enforcer.shim import bundle, merge, patch, plans, record, runcfeatures  # noqa: F401
 from enforcer.shim.errors import ShimError
-from enforcer.shim.main import run_shim
-from enforcer.shim.runner import PROG
+from enforcer.shim.main import recursion_error, run_shim
+from enforcer.shim.peer import credentials, missing_capabilities, own_configuration, \
+    status_capabilities
+from enforcer.shim.runclog import log_target
+from enforcer.shim.runner import ACTIVE_ENV, PROG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,10 +65,9 @@ if TYPE_CHECKING:
 
 PROTOCOL_VERSION = "1"
 MAX_MESSAGE = 4 << 20  # the front end's MAX_MESSAGE
-DEFAULT_SOCKET = "/run/enforcer/shim.sock"
-# SO_PEERCRED's struct ucred: pid, uid, gid.
-_UCRED = struct.Struct("3i")
+DEFAULT_SOCKET = "/run/enforcer-shimd/shim.sock"
 SD_LISTEN_FDS_START = 3
+_PR_SET_PDEATHSIG = 1
 MADV_POPULATE_WRITE = 23  # linux/mman.h
 # A worker is replaced after this many requests: a bound on anything a
 # request might leave behind in the process (the shim keeps no state).
@@ -70,13 +76,7 @@ REQUESTS_PER_WORKER = 1000
 
 def socket_path(environ: "dict[str, str] | os._Environ[str]" = os.environ) -> str:
     """Where the front end looks for the server (keep in step with enforcer-runc.c)."""
-    explicit = environ.get("ENFORCER_SHIM_SOCKET")
-    if explicit:
-        return explicit
-    runtime_dir = environ.get("ENFORCER_RUNTIME_DIR")
-    if runtime_dir:
-        return os.path.join(runtime_dir, "shim.sock")
-    return DEFAULT_SOCKET
+    return environ.get("ENFORCER_SHIM_SOCKET") or DEFAULT_SOCKET
 
 
 class ClientGone(Exception):
@@ -212,8 +212,10 @@ class RemoteRunner:
     def finish(self, code: int) -> None:
         self._send("Q", str(code))
 
-    def refuse(self, message: str) -> None:
-        self._send("E", message)
+    def refuse(self, message: str, log: tuple[str, str] | None = None) -> None:
+        """`log`: runc's --log file and format, where the front end also writes
+        the line (containerd reads that file, not stderr: runclog.py)."""
+        self._send("E", message, *(log or ()))
 
 
 def _watch_in_reaper(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
@@ -252,12 +254,6 @@ def parse_request(data: bytes) -> Request:
         if sep and key:
             environ[key] = value
     return Request(fields[2], fields[3], argv, environ)
-
-
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                    _UCRED.size))
-    return pid, uid
 
 
 VIEW_FDS = 3  # with the request: the front end's cwd, root and mount namespace
@@ -300,14 +296,14 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-class _ClientContext:
-    """Inside: this worker's working directory and environment are the front
-    end's, as if the shim ran in its place. Outside again: the server's own,
-    so nothing of one request reaches the next (or pins a directory)."""
+class _ClientCwd:
+    """Inside: this worker works in the front end's working directory, as if
+    the shim ran in its place (its environment is not taken: the server's
+    configuration is its own, peer.py). Outside again: `/`, so nothing of
+    one request reaches the next (or pins a directory)."""
 
     def __init__(self, view: ClientView, request: Request) -> None:
         self.view, self.request = view, request
-        self.saved_environ: dict[str, str] = {}
 
     def __enter__(self) -> None:
         try:
@@ -316,14 +312,24 @@ class _ClientContext:
             self.view.enter_cwd()
         except OSError as e:
             raise ShimError(f"working directory {self.request.cwd}: {e.strerror}") from None
-        self.saved_environ = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(self.request.environ)
 
     def __exit__(self, *_exc: object) -> None:
-        os.environ.clear()
-        os.environ.update(self.saved_environ)
         os.chdir("/")
+
+
+# The capabilities this server holds: a client must hold them all (peer.py).
+OWN_CAPABILITIES = status_capabilities("self")
+
+
+def _decline_reason(pid: int, conn: socket.socket, view: ClientView,
+                    request: Request) -> str | None:
+    """Why this front end must run the Python shim itself, or None to serve it."""
+    if pid <= 0:
+        return "the shim server cannot see this process (another pid namespace)"
+    # Paths from a front end in another mount namespace or root would name
+    # other files here.
+    return (view.foreign() or missing_capabilities(conn, pid, OWN_CAPABILITIES)
+            or own_configuration(request.argv, request.environ))
 
 
 def _serve(pid: int, uid: int, runner: RemoteRunner, verbose: bool,
@@ -340,17 +346,21 @@ def _serve(pid: int, uid: int, runner: RemoteRunner, verbose: bool,
         except ProtocolMismatch as e:
             runner.fall_back(str(e))
             return
-        reason = view.foreign() if pid > 0 else \
-            "the shim server cannot see this process (another pid namespace)"
+        reason = _decline_reason(pid, runner.conn, view, request)
         if reason:
-            # Paths from this front end would name other files here: let it
-            # run the Python shim in its own view of the system instead.
             runner.fall_back(reason)
             return
         if verbose:
             _log(f"pid {pid}: {' '.join(request.argv)}")
-        with _ClientContext(view, request):
-            runner.finish(run_shim(request.argv, request.self_path or None, runner))
+        try:
+            if request.environ.get(ACTIVE_ENV):
+                raise recursion_error()
+            with _ClientCwd(view, request):
+                code = run_shim(request.argv, request.self_path or None, runner)
+        except ShimError as e:
+            runner.refuse(str(e), log_target(request.argv))
+            return
+        runner.finish(code)
     finally:
         view.close()
 
@@ -367,7 +377,7 @@ def handle(conn: socket.socket, verbose: bool = False,
     with its trace here. Never an exception into the worker's loop.
     """
     try:
-        pid, uid = _peer(conn)
+        pid, uid = credentials(conn)
     except OSError:
         return  # gone before we could look at it
     runner = RemoteRunner(conn, pid, watch, timeout)
@@ -412,8 +422,15 @@ def _systemd_socket() -> socket.socket | None:
 
 
 def bind_socket(path: str) -> socket.socket:
-    """A listening socket at `path`, mode 0600; a stale socket file is replaced."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    """A listening socket at `path`, mode 0600, in a directory only its owner
+    may enter or change (made 0700 if missing); a stale socket file is replaced."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SystemExit(f"enforcer-shimd: {directory} is not this user's alone (owner uid "
+                         f"{st.st_uid}, mode {st.st_mode & 0o7777:o}): the socket must sit in a "
+                         "directory nobody else can change")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -465,13 +482,63 @@ def _prefault_private_memory() -> None:
             return
 
 
+class _WorkerState:
+    """Whether a worker is inside a request, and whether its server is gone."""
+
+    busy = False
+    server_gone = False
+
+
+def _die_with_server(server_pid: int, state: _WorkerState) -> None:
+    """SIGTERM when the server process ends (PR_SET_PDEATHSIG): an idle worker
+    exits at once, a busy one after its request. The getppid() check covers a
+    server that ended before the signal was set up."""
+    def server_died(_signum: int, _frame: object) -> None:
+        if not state.busy:
+            os._exit(0)
+        state.server_gone = True
+
+    signal.signal(signal.SIGTERM, server_died)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM),
+               ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if os.getppid() != server_pid:
+        os._exit(0)
+
+
+def _gone(server_alive_fd: int) -> bool:
+    """Has the server's end of the "alive" pipe closed (the server ended)?"""
+    waiter = select.poll()
+    waiter.register(server_alive_fd, select.POLLIN)
+    return bool(waiter.poll(0))
+
+
+def _hand_back(conn: socket.socket, request_timeout: float) -> None:
+    """A connection taken just as the server ended: this worker's code may be
+    older than what is installed now, so the front end runs the Python shim."""
+    runner = RemoteRunner(conn, 0, timeout=request_timeout)
+    try:
+        _data, view = runner.receive_request(request_timeout)
+        view.close()
+        runner.fall_back("the shim server is stopping")
+    except ClientGone:
+        pass
+
+
 def _worker(listener: socket.socket, control: socket.socket, server_alive_fd: int,
-            verbose: bool, request_timeout: float) -> "NoReturn":
+            server_pid: int, verbose: bool, request_timeout: float) -> "NoReturn":
     """Serve connections one at a time until the server goes or the quota is used.
 
-    When the server process ends, the last copy of the "alive" pipe's write
-    end closes and the read end hangs up: an idle worker ends at once, a
-    busy one after its request (a container operation is never cut in half).
+    Old code never serves after its server ended: when the server process
+    ends, the last copy of the "alive" pipe's write end closes and the read
+    end hangs up, and the kernel sends SIGTERM (PR_SET_PDEATHSIG). An idle
+    worker ends at once; a busy one after its request (a container operation
+    is never cut in half); a connection accepted in between is handed back
+    to the front end's Python shim. The listening socket is non-blocking: of
+    the workers woken for one connection only one gets it, and the others
+    go back to waiting where they see the pipe, instead of blocking in
+    accept(2) where nothing would (the bug that let workers outlive their
+    server and serve requests with old code).
     """
     def watch(pidfd: int, root: str, rec: "dict[str, Any]") -> None:
         data = json.dumps({"root": root, "record": rec}).encode()
@@ -481,28 +548,36 @@ def _worker(listener: socket.socket, control: socket.socket, server_alive_fd: in
             _watch_in_reaper(pidfd, root, rec)  # the server is gone
 
     code = 0
+    state = _WorkerState()
     try:
         signal.set_wakeup_fd(-1)  # the server's wakeup pipe is not ours
-        for signum in (signal.SIGCHLD, signal.SIGTERM):  # subprocess must reap its runc
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess must reap its runc
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the server
+        _die_with_server(server_pid, state)
+        listener.setblocking(False)
         _prefault_private_memory()
         waiter = select.epoll()
-        # EPOLLEXCLUSIVE: the kernel wakes one idle worker per connection,
-        # not all of them; the pipe wakes every one of them.
+        # EPOLLEXCLUSIVE: the kernel wakes one idle worker per connection
+        # (or a few), not all of them; the pipe wakes every one of them.
         waiter.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
         waiter.register(server_alive_fd, select.EPOLLIN)
         served = 0
-        while served < REQUESTS_PER_WORKER:
+        while served < REQUESTS_PER_WORKER and not state.server_gone:
             if any(fd == server_alive_fd for fd, _ in waiter.poll()):
                 break  # the server is gone
+            state.busy = True
             try:
                 conn, _ = listener.accept()
             except BlockingIOError:
+                state.busy = False
                 continue  # another worker took it
-            served += 1
             with conn:
+                if state.server_gone or _gone(server_alive_fd):
+                    _hand_back(conn, request_timeout)
+                    break
+                served += 1
                 handle(conn, verbose, watch, request_timeout)
+            state.busy = False
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -543,6 +618,7 @@ class Server:
         self.watches: dict[int, tuple[str, dict[str, Any]]] = {}  # pidfd -> (root, record)
         self.respawn_at: float | None = None
         self.stopping = False
+        self.server_pid = os.getpid()
 
     def spawn(self) -> None:
         try:
@@ -557,8 +633,8 @@ class Server:
                        self._wakeup_w]:
                 os.close(fd)
             self.control.close()
-            _worker(self.listener, self._worker_control, self._alive_r, self.verbose,
-                    self.request_timeout)
+            _worker(self.listener, self._worker_control, self._alive_r, self.server_pid,
+                    self.verbose, self.request_timeout)
         pidfd = os.pidfd_open(pid)
         self.workers[pidfd] = (pid, time.monotonic())
         self.poller.register(pidfd, select.POLLIN)
@@ -689,7 +765,9 @@ def terminate(proc: "subprocess.Popen[bytes]", leftovers: "Callable[[], list[int
 def check(path: str) -> int:
     """Ask the server at `path` what it would run for `runc --version`, as a
     front end would: exit 0 and say so if it serves, 1 with the reason if not."""
-    environ = [f"{k}={v}" for k, v in os.environ.items()]
+    # No environment: the server answers with its own configuration, as it
+    # would for a container runtime (which sets none of enforcer's variables).
+    environ: list[str] = []
     view = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in (".", "/", "/proc/self/ns/mnt")]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
@@ -725,8 +803,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="enforcer-shimd",
         description="Serve the enforcer-runc front end: the OCI shim, kept resident.")
-    parser.add_argument("--socket", help="socket path (default: $ENFORCER_SHIM_SOCKET, "
-                        "$ENFORCER_RUNTIME_DIR/shim.sock, or /run/enforcer/shim.sock)")
+    parser.add_argument("--socket", help="socket path (default: $ENFORCER_SHIM_SOCKET, or "
+                        f"{DEFAULT_SOCKET})")
+    parser.add_argument("--config", metavar="FILE",
+                        help="the shim configuration it serves with (default: "
+                             "$ENFORCER_SHIM_CONFIG, or /etc/enforcer/shim.json); read on "
+                             "every request")
     parser.add_argument("--workers", type=_positive, default=4, metavar="N",
                         help="worker processes, i.e. container operations served at "
                              "once (default 4)")
@@ -738,6 +820,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not serve: tell whether a server answers on the socket "
                              "(exit 0) or not (exit 1), e.g. for a readiness probe")
     args = parser.parse_args(argv)
+    if args.config:
+        # Where load_config looks: the server's own configuration, for every request.
+        os.environ["ENFORCER_SHIM_CONFIG"] = os.path.abspath(args.config)
     if args.check:
         return check(args.socket or socket_path())
     listener = _systemd_socket()

@@ -16,7 +16,7 @@ and Podman's cleanup process runs `delete` without the --runtime-flag
 flags (observed with 4.3): neither sees the caller's ENFORCER_* variables.
 So every runtime here is a wrapper that names the shim's config file and
 socket itself, standing for what a node has by default
-(/etc/enforcer/shim.json, /run/enforcer/shim.sock); on a node the
+(/etc/enforcer/shim.json, /run/enforcer-shimd/shim.sock); on a node the
 registrations need no wrapper of their own (docs/shim.md, "Podman").
 
 The runtimes, registered by name in containers.conf [engine.runtimes]:

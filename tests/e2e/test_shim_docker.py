@@ -1,16 +1,18 @@
 """The shim under a real Docker engine: one runtime per policy via runtimeArgs.
 
 Uses the private dockerd and busybox image of tests/e2e/conftest.py. This
-module registers two runtimes in that daemon's daemon.json (enforcer-restricted
-and enforcer-web-server, both the shim with `--config`/`--policy` runtimeArgs),
+module registers three runtimes in that daemon's daemon.json
+(enforcer-restricted, enforcer-web-server, and enforcer-nosuch for a policy
+that is not installed; each the shim with a `--policy` runtimeArg),
 reloads dockerd with SIGHUP, and in its finalizer restores daemon.json,
 reloads again and removes every container it made.
 
 The runtime registered is what a node gets: the compiled front end
-(`enforcer-runc`) with an enforcer-shimd of this module's own serving it.
-dockerd's environment does not carry our socket path, so each runtime path
-is a two-line wrapper that sets ENFORCER_SHIM_SOCKET (a node uses the
-default /run/enforcer/shim.sock and needs none).
+(`enforcer-runc`) with an enforcer-shimd of this module's own serving it,
+configured by its own shim.json (the server takes no configuration from
+its clients). dockerd's environment does not carry our socket path, so each
+runtime path is a two-line wrapper that sets ENFORCER_SHIM_SOCKET (a node
+uses the default /run/enforcer-shimd/shim.sock and needs none).
 """
 
 from __future__ import annotations
@@ -46,8 +48,20 @@ def _reload(dockerd) -> None:
 
 @pytest.fixture(scope="module")
 def shimd(tmp_path_factory):
-    """The enforcer-shimd the registered runtimes talk to (stopped at the end)."""
-    server = start_server(str(tmp_path_factory.mktemp("shimd-docker")))
+    """The enforcer-shimd the registered runtimes talk to (stopped at the end),
+    with the shipped policies precompiled into its plans_dir."""
+    work = tmp_path_factory.mktemp("shim-docker")
+    plans = work / "plans"
+    plans.mkdir()
+    for policy in ("restricted", "web-server"):
+        subprocess.run([ENFORCER, "compile", policy, "-o", str(plans / f"{policy}.json")],
+                       check=True, timeout=120)
+    shim_config = work / "shim.json"
+    shim_config.write_text(json.dumps({"plans_dir": str(plans), "runc": RUNC,
+                                       "runtime_dir": str(work / "run")}))
+    server = start_server(str(tmp_path_factory.mktemp("shimd-docker")), "--config",
+                          str(shim_config))
+    server.run_dir = work / "run"
     try:
         yield server
     finally:
@@ -56,28 +70,19 @@ def shimd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runtimes(dockerd, shimd, tmp_path_factory):
-    """Register enforcer-restricted and enforcer-web-server; yield the registry dir."""
-    work = tmp_path_factory.mktemp("shim-docker")
-    plans = work / "plans"
-    plans.mkdir()
-    for policy in ("restricted", "web-server"):
-        subprocess.run([ENFORCER, "compile", policy, "-o", str(plans / f"{policy}.json")],
-                       check=True, timeout=120)
+    """Register enforcer-restricted, enforcer-web-server and enforcer-nosuch;
+    yield the registry dir."""
+    work = tmp_path_factory.mktemp("shim-docker-runtimes")
     launcher = str(work / "enforcer-runc-wrapper")
     with open(launcher, "w") as f:
         f.write(f"#!/bin/sh\nENFORCER_SHIM_SOCKET={shimd.socket} exec {shimd.binary} \"$@\"\n")
     os.chmod(launcher, 0o755)
-    run_dir = work / "run"
-    shim_config = work / "shim.json"
-    shim_config.write_text(json.dumps({"plans_dir": str(plans), "runc": RUNC,
-                                       "runtime_dir": str(run_dir)}))
     daemon_json = os.path.join(dockerd.root, "daemon.json")
     original = open(daemon_json).read()
     config = json.loads(original)
     config["runtimes"] = {
-        f"enforcer-{policy}": {"path": launcher,
-                               "runtimeArgs": ["--config", str(shim_config), "--policy", policy]}
-        for policy in ("restricted", "web-server")
+        f"enforcer-{policy}": {"path": launcher, "runtimeArgs": ["--policy", policy]}
+        for policy in ("restricted", "web-server", "nosuch")
     }
     with open(daemon_json, "w") as f:
         json.dump(config, f)
@@ -86,15 +91,25 @@ def runtimes(dockerd, shimd, tmp_path_factory):
         deadline = time.monotonic() + 30
         while True:
             info = dockerd("info", "--format", "{{json .Runtimes}}").stdout
-            if "enforcer-restricted" in info and "enforcer-web-server" in info:
+            if all(f"enforcer-{p}" in info for p in ("restricted", "web-server", "nosuch")):
                 break
             assert time.monotonic() < deadline, f"dockerd did not load the runtimes: {info}"
             time.sleep(0.2)
-        yield run_dir
+        yield shimd.run_dir
     finally:
         with open(daemon_json, "w") as f:
             f.write(original)
         _reload(dockerd)
+
+
+def test_a_refusal_reaches_docker_run(dockerd, runtimes, busybox_image, names):
+    """containerd reports the runtime's error from runc's --log file, not its
+    stderr: the shim writes its one-line reason there as runc would."""
+    r = dockerd("run", "--rm", "--name", names(), "--network", "none", "--runtime",
+                "enforcer-nosuch", busybox_image, "true")
+    assert r.returncode != 0
+    assert "enforcer-runc: policy 'nosuch' is not installed" in r.stderr, r.stderr
+    assert "unable to retrieve OCI runtime error" not in r.stderr, r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,9 @@ def test_shim_flags_are_stripped_and_the_rest_passed_through(env) -> None:
 
 
 @pytest.mark.parametrize("shim_args, annotation, default, expected", [
-    (["--policy", "handmade"], "other", "other", "handmade"),
+    # The runtime's own policy cannot be replaced by an annotation: refused.
+    (["--policy", "handmade"], "other", "other", None),
+    (["--policy", "handmade"], "handmade", "other", "handmade"),
     ([], "other", "handmade", "other"),
     ([], None, "handmade", "handmade"),
 ])
@@ -202,7 +204,11 @@ def test_policy_selection_order(env, shim_args, annotation, default, expected) -
     cfg = json.loads(open(env["env"]["ENFORCER_SHIM_CONFIG"]).read())
     cfg["default_policy"] = default
     open(env["env"]["ENFORCER_SHIM_CONFIG"], "w").write(json.dumps(cfg))
+    before = (env["bundle"] / "config.json").read_bytes()
     r = _create(env, *shim_args)
+    if expected is None:
+        _assert_refused(env, r, "cannot change it", before)
+        return
     assert r.returncode == 0, r.stderr
     assert applied_policy(env["tmp"] / "run", "c1").startswith(expected + "@")
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from enforcer.shim.peer import CONFIG_VARIABLES
 from enforcer.shim.server import parse_request
 from enforcer.shim.errors import ShimError
 from tests.shim_fixtures import ShimServer, build_front_end, start_server, stop_server
@@ -40,12 +41,18 @@ from tests.shim_helpers import (FIXTURE_CONFIG, PYTHON, REPO, applied_policy, fa
 pytestmark = pytest.mark.root
 
 
+def _configuration(setup: dict[str, Any]) -> dict[str, str]:
+    """The shim configuration of `setup`, for a server to serve with."""
+    return {k: setup["env"][k] for k in CONFIG_VARIABLES if k in setup["env"]}
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ShimServer]:
-    """A server of this test's own (the tests here stop, kill or load it)."""
+def server(tmp_path: Path, setup: dict[str, Any]) -> Iterator[ShimServer]:
+    """A server of this test's own (the tests here stop, kill or load it),
+    serving with `setup`'s configuration."""
     directory = tmp_path / "srv"
     directory.mkdir()
-    srv = start_server(str(directory), "--workers", "2")
+    srv = start_server(str(directory), "--workers", "2", env=_configuration(setup))
     try:
         yield srv
     finally:
@@ -341,7 +348,8 @@ def test_a_silent_client_cannot_hold_a_worker(setup: dict[str, Any], tmp_path: P
     --request-timeout; the only worker then serves the next front end."""
     directory = tmp_path / "one-worker"
     directory.mkdir()
-    srv = start_server(str(directory), "--workers", "1", "--request-timeout", "1")
+    srv = start_server(str(directory), "--workers", "1", "--request-timeout", "1",
+                       env=_configuration(setup))
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         silent.connect(srv.socket)
@@ -392,7 +400,7 @@ def test_a_stale_socket_file_is_replaced(setup: dict[str, Any], tmp_path: Path) 
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stale.bind(str(directory / "shim.sock"))
     stale.close()
-    srv = start_server(str(directory))
+    srv = start_server(str(directory), env=_configuration(setup))
     try:
         env = {**setup["env"], "ENFORCER_SHIM_SOCKET": srv.socket}
         r = _run(srv.binary, ["--policy", "handmade", "create", "-b", str(setup["bundle"]),

@@ -70,8 +70,10 @@ def test_the_socket_is_where_the_front_end_and_the_server_look() -> None:
     # Only root may connect; the server serves its own uid only.
     assert unit["SocketMode"] == ["0600"]
     assert unit["SocketUser"] == ["root"] and unit["SocketGroup"] == ["root"]
-    # /run/enforcer is also the registry root the unprivileged monitor reads.
-    assert unit["DirectoryMode"] == ["0755"]
+    # A directory of its own, root's only: not the registry root /run/enforcer,
+    # which the monitor's DaemonSet mounts into its pod.
+    assert unit["DirectoryMode"] == ["0700"]
+    assert not server.DEFAULT_SOCKET.startswith("/run/enforcer/")
     assert unit["WantedBy"] == ["sockets.target"]
 
 

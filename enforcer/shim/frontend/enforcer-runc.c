@@ -38,7 +38,11 @@
  *     P REASON        run the Python shim here instead (the server's view of
  *                     paths is not ours: another mount namespace or root)
  *     Q CODE          exit with CODE
- *     E LINE          print "enforcer-runc: LINE" and exit 125
+ *     E LINE [LOG FORMAT]
+ *                     print "enforcer-runc: LINE" and exit 125; with LOG, also
+ *                     append it to runc's --log file LOG in FORMAT (json or
+ *                     text) as runc writes its errors: containerd, and so
+ *                     Docker, read that file, not our stderr
  * Anything else, or the connection closing without X, Q or E, is an error
  * (exit 125): fail closed.
  */
@@ -57,11 +61,14 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PROG "enforcer-runc"
 #define APPLY_FAILED 125
-#define DEFAULT_SOCKET "/run/enforcer/shim.sock"
+/* A directory of its own, root's only: never the registry's /run/enforcer,
+ * which the monitor's pod mounts. */
+#define DEFAULT_SOCKET "/run/enforcer-shimd/shim.sock"
 #define FALLBACK_NAME "enforcer-runc-py"
 #define ACTIVE_ENV "ENFORCER_SHIM_ACTIVE"
 #define MAX_MESSAGE (4 << 20)
@@ -85,6 +92,47 @@ static void die(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(args);
     exit(APPLY_FAILED);
+}
+
+/* Append "enforcer-runc: LINE" to runc's log file the way runc's logrus
+ * formatter writes an error (see enforcer/shim/runclog.py). */
+static void write_runc_log(const char *path, const char *format, const char *line)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    FILE *log;
+    int json = strcmp(format, "json") == 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        return;
+    log = fdopen(fd, "a");
+    if (!log) {
+        close(fd);
+        return;
+    }
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fputs(json ? "{\"level\":\"error\",\"msg\":\"" : "time=\"", log);
+    if (!json)
+        fprintf(log, "%s\" level=error msg=\"", stamp);
+    fputs(PROG ": ", log);
+    for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(log, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", log);
+        else if (*p < 0x20)
+            fprintf(log, json ? "\\u%04x" : "\\x%02x", *p);
+        else
+            fputc(*p, log);
+    }
+    if (json)
+        fprintf(log, "\",\"time\":\"%s\"}\n", stamp);
+    else
+        fputs("\"\n", log);
+    fclose(log);
 }
 
 /* -- the Python shim, when no server answers ------------------------------ */
@@ -114,26 +162,32 @@ static void exec_fallback(char **argv, const char *why)
     exit(APPLY_FAILED);
 }
 
-static const char *socket_path(char *buf, size_t size)
+static const char *socket_path(void)
 {
     const char *explicit = getenv("ENFORCER_SHIM_SOCKET");
-    const char *runtime_dir = getenv("ENFORCER_RUNTIME_DIR");
 
-    if (explicit && *explicit)
-        return explicit;
-    if (runtime_dir && *runtime_dir) {
-        if ((size_t)snprintf(buf, size, "%s/shim.sock", runtime_dir) >= size)
-            die("socket path %s/shim.sock is too long", runtime_dir);
-        return buf;
-    }
-    return DEFAULT_SOCKET;
+    return explicit && *explicit ? explicit : DEFAULT_SOCKET;
+}
+
+/* Obey only a server of root or of our own user: whoever else made a socket
+ * at that path (a directory left writable, a path from the environment)
+ * must not get to tell us what to execute. */
+static void check_server(int fd, const char *path)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        die("cannot tell who the shim server at %s is: %s", path, strerror(errno));
+    if (cred.uid != 0 && cred.uid != geteuid())
+        die("the shim server at %s runs as uid %u, neither root nor this user: "
+            "not obeying it", path, (unsigned)cred.uid);
 }
 
 /* A connected socket, or -1 after exec'ing the fallback (never returns then). */
 static int connect_server(char **argv)
 {
-    char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    const char *path = socket_path(buf, sizeof buf);
+    const char *path = socket_path();
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     struct timeval timeout = {.tv_sec = REPLY_TIMEOUT_S};
     int fd;
@@ -152,6 +206,7 @@ static int connect_server(char **argv)
             exec_fallback(argv, strerror(errno));
         die("cannot reach the shim server at %s: %s", path, strerror(errno));
     }
+    check_server(fd, path);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     return fd;
 }
@@ -434,6 +489,8 @@ int main(int argc, char **argv)
         case 'Q':
             exit(count >= 2 ? atoi(fields[1]) : APPLY_FAILED);
         case 'E':
+            if (count >= 4 && *fields[2])
+                write_runc_log(fields[2], fields[3], count >= 2 ? fields[1] : "");
             die("%s", count >= 2 ? fields[1] : "shim server error");
             break;
         default:
