@@ -143,16 +143,22 @@ def violators() -> Iterator[list[Violator]]:
 
 
 class MonitorProcess:
+    """The real `enforcer monitor`. It reads the audit multicast group unless
+    `extra` names another --audit-mode: a test that lets it become the
+    kernel's audit daemon holds the host's audit lock (the audit_host
+    fixture), since only one process on the machine can be that."""
+
     def __init__(self, runtime_dir: str, events: str, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.events = events
         self.stderr_path = events + ".stderr"
         self._stderr = open(self.stderr_path, "wb")
+        mode = [] if any(a.startswith("--audit-mode") for a in extra) else ["--audit-mode=multicast"]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{self.port}",
              "--runtime-dir", runtime_dir, "--events", events, "--poll-interval", "0.25",
-             "--procs-interval", "1", *extra],
+             "--procs-interval", "1", *mode, *extra],
             stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.wait_healthy()
 
@@ -301,6 +307,36 @@ def count_event_lines(path: str, **match: object) -> int:
                 if all(event.get(k) == v for k, v in match.items()):
                     n += 1
     return n
+
+
+# The audit settings a test may change only for its own duration: what a
+# daemon-mode monitor must give back when it stops. (`lost`, `backlog` and
+# the wait counters are counters, not settings.)
+AUDIT_SETTINGS = ("pid", "enabled", "failure", "rate_limit", "backlog_limit", "backlog_wait_time")
+
+
+def audit_settings() -> dict[str, object]:
+    from enforcer.monitor.sources.audit_control import read_status
+
+    status = read_status()
+    return {name: getattr(status, name) for name in AUDIT_SETTINGS}
+
+
+@pytest.fixture
+def audit_host() -> Iterator[dict[str, object]]:
+    """For a test whose monitor may register as the kernel's audit daemon:
+    holds the machine-wide "audit" lock (one audit daemon per host), and
+    afterwards checks that the host's audit settings are what they were
+    (the monitor unregistered and restored everything it changed).
+    Yields the settings found."""
+    with session.host_lock("audit"):
+        before = audit_settings()
+        yield before
+        # A monitor that stopped has unregistered already; wait a moment
+        # all the same, so that a failure names what stayed changed.
+        if not wait_for(lambda: audit_settings() == before, timeout=10):
+            after = audit_settings()
+            assert after == before, f"audit settings changed by the test: {before} -> {after}"
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -5,8 +5,10 @@ syscall breaks the workload the first time that path runs. So this reader
 fails closed: it counts every way a record can go missing and the recording
 is refused when any count is non-zero.
 
-* Our socket buffer overflowing (ENOBUFS on recv): counted. The buffer is
-  made large (SO_RCVBUFFORCE) and read by a thread while the workload runs.
+* Our socket buffer overflowing: the kernel counts every record it drops
+  on our socket (sk_drops, read with SO_MEMINFO; ENOBUFS on recv only says
+  that it happened, not how often). The buffer is made large
+  (SO_RCVBUFFORCE, --rcvbuf) and read by a thread while the workload runs.
 * The kernel dropping records before they reach any reader (its audit
   backlog full for longer than backlog_wait_time, or a rate limit): the
   kernel's own `lost` counter (AUDIT_GET) is read before and after.
@@ -33,23 +35,21 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
+from enforcer.monitor.sources import audit_control
+from enforcer.monitor.sources.audit_control import NETLINK_AUDIT
 from enforcer.monitor.sources.audit import (
     AUDIT_NLGRP_READLOG,
     AUDIT_SECCOMP,
-    NETLINK_AUDIT,
     SO_RCVBUFFORCE,
     MalformedRecord,
     iter_netlink_messages,
     parse_seccomp_record,
 )
 
-# Large enough for a burst of ~500,000 records while the thread is busy.
+# Large enough for a burst of ~300,000 records while the thread is busy.
 DEFAULT_RCVBUF = 256 << 20
-AUDIT_GET = 1000  # netlink request: struct audit_status
-_NLMSG_HDR = struct.Struct("=IHHII")
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 1
 SECCOMP_RET_LOG = 0x7FFC0000
 ACTIONS_LOGGED = "/proc/sys/kernel/seccomp/actions_logged"
 
@@ -89,29 +89,9 @@ def kernel_lost_count() -> int | None:
     """The kernel's count of audit records it dropped (AUDIT_GET `lost`);
     None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+        return audit_control.read_status().lost
     except OSError:
         return None
-    try:
-        sock.settimeout(2.0)
-        sock.bind((0, 0))
-        sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size, AUDIT_GET, NLM_F_REQUEST, 1, 0))
-        for _ in range(8):
-            data = sock.recv(8192)
-            length, mtype, _f, _seq, _pid = _NLMSG_HDR.unpack_from(data)
-            if mtype == AUDIT_GET and len(data) >= _NLMSG_HDR.size + 28:
-                # struct audit_status: mask, enabled, failure, pid, rate_limit,
-                # backlog_limit, lost, ... (all u32)
-                return int(struct.unpack_from("=7I", data, _NLMSG_HDR.size)[6])
-            if mtype == NLMSG_ERROR:
-                (err,) = struct.unpack_from("=i", data, _NLMSG_HDR.size)
-                if err != 0:
-                    return None
-        return None
-    except OSError:
-        return None
-    finally:
-        sock.close()
 
 
 class SessionCollector:
@@ -123,10 +103,17 @@ class SessionCollector:
         self.rcvbuf = rcvbuf
         self.sock: socket.socket | None = None
         self.by_session: dict[int, SessionRecords] = {}
-        self.overruns = 0  # ENOBUFS: records lost in our socket buffer
+        # Records the kernel dropped on our socket (its sk_drops counter),
+        # read when the socket closes.
+        self.dropped = 0
+        self.received = 0  # audit records of any type and session read
         self.malformed = 0
         self.kernel_lost_before: int | None = None
         self._sentinel_pid: int | None = None
+        # Called with the sentinel's pid before it logs anything (the
+        # recorder names it in the recording's registry record, so that a
+        # monitor counts its records with the recording's).
+        self.announce_sentinel: Callable[[int], None] | None = None
         self._sentinel_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,6 +152,10 @@ class SessionCollector:
             self._thread.join(timeout=5)
             self._thread = None
         if self.sock is not None:
+            try:
+                self.dropped = audit_control.socket_drops(self.sock)
+            except OSError as e:  # cannot tell: treat as incomplete
+                self._error = self._error or e
             self.sock.close()
             self.sock = None
 
@@ -191,8 +182,7 @@ class SessionCollector:
                 return
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    self.overruns += 1  # the socket stays usable; the loss is counted
-                    continue
+                    continue  # the socket stays usable; its drop counter has the count
                 raise
             self.feed(data)
 
@@ -203,6 +193,7 @@ class SessionCollector:
         except MalformedRecord:
             self.malformed += 1
             return
+        self.received += len(messages)
         for mtype, payload in messages:
             if mtype != AUDIT_SECCOMP:
                 continue
@@ -259,11 +250,12 @@ class SessionCollector:
         self.check_complete()
 
     def check_complete(self) -> None:
-        if self.overruns:
+        if self.dropped:
             raise CollectorError(
-                f"the audit socket overflowed {self.overruns} time(s) (ENOBUFS): records were lost "
-                "and a policy learned from them could miss syscalls; record again (a quieter "
-                "workload, or fewer other processes logging at the same time)")
+                f"the kernel dropped {self.dropped} audit record(s) on the recording's socket "
+                f"(its own count; {self.received} were read): a policy learned from the rest could "
+                "miss syscalls, so none was written. Record again with a larger --rcvbuf, or "
+                "with fewer other processes logging at the same time")
         lost_after = kernel_lost_count()
         if self.kernel_lost_before is not None and lost_after is not None \
                 and lost_after > self.kernel_lost_before:
@@ -306,6 +298,8 @@ def _spawn_sentinel(collector: SessionCollector) -> int | None:
             os._exit(1)
     os.close(r)
     collector._sentinel_pid = pid
+    if collector.announce_sentinel is not None:
+        collector.announce_sentinel(pid)
     os.write(w, b"G")
     os.close(w)
     _, status = os.waitpid(pid, 0)

@@ -71,7 +71,8 @@ def test_kmsg_fallback_says_it_is_lossy(tmp_path: Path, monitors: list[MonitorPr
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 def test_without_cap_audit_read_one_clear_line(tmp_path: Path) -> None:
     r = subprocess.run(["setpriv", "--bounding-set", "-audit_read", "--inh-caps=-all",
-                        PYTHON, "-m", "enforcer", "monitor", "--runtime-dir", str(tmp_path / "rt"),
+                        PYTHON, "-m", "enforcer", "monitor", "--audit-mode=multicast",
+                        "--runtime-dir", str(tmp_path / "rt"),
                         "--listen", f"127.0.0.1:{free_port()}"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
