@@ -25,6 +25,11 @@ from enforcer import registry as reg
 from enforcer.monitor.sources.cgroups import CgroupLocator, CgroupRoots, LimitPoller, LimitWatcher
 from enforcer.monitor.syscalls import SyscallNames, arch_name
 
+# A daemon-mode monitor whose main loop has not read for this long gives up
+# the audit daemon's place (the watchdog thread): while nobody reads, the
+# kernel makes every process that logs an audit record wait.
+DAEMON_STALL_LIMIT = 10.0
+
 
 class Source(Protocol):
     name: str
@@ -39,6 +44,7 @@ class Source(Protocol):
     def drain(self, handle: Any, on_lost: Any, on_malformed: Any, limit: int = ...) -> int: ...
     def account(self, on_lost: Any, on_estimated: Any, final: bool = ...) -> None: ...
     def detach(self, on_lost: Any) -> None: ...  # no new records from now on
+    def abandon(self) -> bool: ...  # stop being the audit daemon, from any thread
 
 
 @dataclass
@@ -352,8 +358,34 @@ class Monitor:
         except OSError:
             pass
 
+    def start_watchdog(self) -> threading.Thread | None:
+        """In daemon mode: a thread that gives up the audit daemon's place
+        if the main loop stops reading for DAEMON_STALL_LIMIT seconds (a
+        bug, a stuck read of /proc). It cannot help a stopped process
+        (SIGSTOP stops every thread); the kernel's send timeout does."""
+        source = self.source
+        if source is None or not source.registered:
+            return None
+
+        def watch() -> None:
+            while not self.stopping.wait(1.0):
+                if not source.registered:
+                    return
+                stalled = time.monotonic() - self.heartbeat
+                if stalled > DAEMON_STALL_LIMIT and source.abandon():
+                    print(f"enforcer monitor: WARNING: the main loop has not read for "
+                          f"{stalled:.0f} s: gave up the audit daemon's place so that the kernel "
+                          "does not make processes wait for it", file=sys.stderr, flush=True)
+                    return
+
+        thread = threading.Thread(target=watch, name="daemon-watchdog", daemon=True)
+        thread.start()
+        return thread
+
     def run(self) -> None:
         cfg = self.config
+        self.heartbeat = time.monotonic()
+        self.start_watchdog()
         now = time.monotonic()
         next_poll = now + cfg.poll_interval
         next_facts = now
@@ -391,7 +423,9 @@ class Monitor:
                     # Bounded batches so the periodic work below still runs
                     # during a long burst.
                     for _ in range(16):
-                        if self.source.drain(self.handle_record, lost, malformed, 1024) == 0:
+                        drained = self.source.drain(self.handle_record, lost, malformed, 1024)
+                        self.heartbeat = time.monotonic()  # reading: not stalled
+                        if drained == 0:
                             break
                     self.flush_batch()
                     if self.events is not None:

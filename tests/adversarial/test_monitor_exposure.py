@@ -269,8 +269,10 @@ def test_the_monitor_pod_mounts_only_the_registry_read_only() -> None:
 @pytest.mark.root
 @needs_root
 @x86_64_only
-def test_a_local_user_cannot_read_the_event_log(gen_binary: str, violators: list[Violator],
-                                               audit_host: dict[str, object]) -> None:
+def test_a_local_user_cannot_read_the_event_log(
+        audit_host: dict[str, object],
+        gen_binary: str,
+        violators: list[Violator]) -> None:
     """The event log names workloads, executables and what they tried. A
     local user must not read it: not the live file, not a rotated one, not
     one an older version left world-readable."""

@@ -1,11 +1,11 @@
 """The monitor against the real kernel: audit multicast, attribution,
-exactness under a burst, kill-process children, SIGTERM, restart."""
+kill-process children, SIGTERM, restart. (Exactness under a burst and
+loss accounting: test_monitor_loss.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -20,31 +20,6 @@ pytestmark = [pytest.mark.root, needs_root, x86_64_only]
 
 def violations(m: MonitorProcess, **labels: str) -> float:
     return value_for(m.samples("enforcer_seccomp_violations_total"), **labels)
-
-
-@pytest.mark.slow
-def test_exactness_100k_denied_syscalls_in_a_burst(tmp_path: Path, gen_binary: str,
-                                                   monitors: list[MonitorProcess],
-                                                   violators: list[Violator],
-                                                   v1_cgroup: V1Cgroup) -> None:
-    rt, events = str(tmp_path / "rt"), str(tmp_path / "ev.jsonl")
-    m = MonitorProcess(rt, events, "--events-max-bytes", str(8 << 20))
-    monitors.append(m)
-    v = Violator(gen_binary, "loop", 100_000, cgroup_dirs=list(v1_cgroup.dirs.values()))
-    violators.append(v)
-    write_workload(rt, "burst", pid=v.pid, policy="restricted", cgroups=v1_cgroup.record_cgroups)
-    started = time.monotonic()
-    assert v.go() == 0
-    got = wait_for(lambda: violations(m, workload="burst") >= 100_000, timeout=60)
-    elapsed = time.monotonic() - started
-    assert violations(m, workload="burst", syscall="getppid", action="errno",
-                      policy="restricted") == 100_000, elapsed
-    assert got
-    assert value_for(m.samples("enforcer_monitor_events_lost_total"), source="audit") == 0
-    assert m.terminate() == 0  # flushes the event log
-    # Every one is in the event log (rotated into several files at 8 MiB).
-    assert count_event_lines(events, workload="burst", syscall="getppid") == 100_000
-    assert os.path.exists(events + ".1")
 
 
 def test_killed_children_are_attributed_through_fork_events(
@@ -105,9 +80,7 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     assert value_for(m.samples("enforcer_monitor_malformed_total"), kind="registry_record") == 1
     assert v.go() == 0
     assert wait_for(lambda: violations(m, workload="early") == 3, timeout=10)
-    started = time.monotonic()
-    assert m.terminate() == 0
-    assert time.monotonic() - started < 5
+    assert m.terminate() == 0  # within its 10 s, or it would have been killed (not 0)
     assert count_event_lines(events, workload="early") == 3  # flushed on SIGTERM
     assert "Traceback" not in m.stderr()
     # A restarted monitor finds the workload again; after the record goes and

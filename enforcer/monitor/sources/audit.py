@@ -129,13 +129,53 @@ def _opt_int(value: bytes | None, base: int = 10) -> int | None:
     return None if value is None else int(value, base)
 
 
+# The exact layout audit_seccomp() writes (kernel/auditsc.c: audit_log_task
+# then " sig=%ld arch=%x syscall=%ld compat=%d ip=0x%lx code=0x%x"), with the
+# LSM's subj field(s) optional (AppArmor adds a " (enforce)" to its label).
+# One match() reads a record in about half the time of the general parser
+# below, which stays for anything laid out otherwise.
+_KERNEL_LAYOUT = re.compile(
+    rb"audit\((\d+\.\d+):(\d+)\): auid=(\d+) uid=(\d+) gid=\d+ ses=(\d+)"
+    rb"(?: subj[a-z_]*=\S+(?: \([a-z]+\))?)* pid=(\d+) comm=(\S+) exe=(\S+) "
+    rb"sig=(-?\d+) arch=([0-9a-f]+) syscall=(\d+) compat=(\d+) ip=0x([0-9a-f]+) "
+    rb"code=0x([0-9a-f]+)")
+_match_kernel_layout = _KERNEL_LAYOUT.match
+# comm and exe as decoded before: a workload repeats the same few.
+_decoded: dict[bytes, str | None] = {}
+
+
+def _decode_cached(value: bytes) -> str | None:
+    text = _decoded.get(value, _decoded)
+    if text is _decoded:
+        if len(_decoded) > 4096:
+            _decoded.clear()
+        text = _decoded[value] = decode_untrusted(value)
+    return text  # type: ignore[return-value]
+
+
 def parse_seccomp_record(text: bytes) -> SeccompRecord:
     """Parse the body of one type-1326 record (starting at "audit(").
 
     Raises MalformedRecord for anything that does not carry the fields we
     need (pid, arch, syscall, code) in the kernel's format. This is the
-    monitor's hot path (one call per record): one regex pass, no helpers.
+    monitor's hot path (one call per record): the kernel's own layout in
+    one regex match, else the general parser.
     """
+    m = _match_kernel_layout(text)
+    if m is not None:
+        (when, serial, auid, uid, ses, pid, comm, exe, sig, arch, syscall, compat, ip,
+         code) = m.groups()
+        return SeccompRecord(
+            time=float(when), serial=int(serial), pid=int(pid), uid=int(uid), auid=int(auid),
+            ses=int(ses), comm=_decode_cached(comm), exe=_decode_cached(exe), sig=int(sig),
+            arch=int(arch, 16), syscall=int(syscall), compat=int(compat), ip=int(ip, 16),
+            code=int(code, 16))
+    return parse_seccomp_record_generally(text)
+
+
+def parse_seccomp_record_generally(text: bytes) -> SeccompRecord:
+    """parse_seccomp_record for any field order: one pass over KEY=VALUE
+    tokens (public so that the tests can compare the two)."""
     if not text.startswith(b"audit("):
         raise MalformedRecord("does not start with audit(")
     close = text.find(b"): ", 6)
@@ -326,6 +366,8 @@ class AuditSource:
         self._pending: list[bytes] = []  # datagrams read while waiting for an answer
         self._replace_requested_by: int | None = None
         self._retired: socket.socket | None = None  # the daemon socket after a yield
+        self._abandoned = False  # unregistered by abandon(), from another thread
+        self._standby: socket.socket | None = None  # its multicast socket, not yet read
         self._seq = 0
         # Records already counted from the daemon socket before a yield:
         # the multicast socket may deliver them again.
@@ -355,6 +397,9 @@ class AuditSource:
         return sock
 
     def _open_multicast(self) -> None:
+        self.sock, self.mode, self._drops_reported = self._join_multicast(), "multicast", 0
+
+    def _join_multicast(self) -> socket.socket:
         sock = self._new_socket()
         try:
             sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
@@ -365,7 +410,7 @@ class AuditSource:
                 e.errno, f"cannot join the audit multicast group: {e.strerror}{hint}"
             ) from None
         sock.setblocking(False)
-        self.sock, self.mode, self._drops_reported = sock, "multicast", 0
+        return sock
 
     def _open_daemon(self) -> None:
         try:
@@ -421,9 +466,10 @@ class AuditSource:
     def close(self) -> None:
         """Unregister (daemon mode) and close. Drain what is queued first
         (Monitor.close does): records already delivered are ours to count."""
-        if self._retired is not None:
-            self._retired.close()
-            self._retired = None
+        for spare in (self._retired, self._standby):
+            if spare is not None:
+                spare.close()
+        self._retired = self._standby = None
         if self.sock is None:
             return
         if self.registered:
@@ -451,7 +497,36 @@ class AuditSource:
         self._kernel_lost_base = None
         self.registered = False
 
-    def yield_to_another_daemon(self, on_lost: Callable[[int], None]) -> None:
+    def abandon(self) -> bool:
+        """Stop being the audit daemon at once, from any thread (the
+        monitor's watchdog, when its main loop stalls): a daemon that does
+        not read makes every process that logs wait. Uses a socket of its
+        own, so the reader is not disturbed; the reader goes on multicast at
+        its next drain(). True if it unregistered."""
+        if not self.registered or self._abandoned:
+            return False
+        try:
+            # Join multicast first: what the kernel sends from the moment
+            # we unregister reaches this socket, read at the next drain().
+            standby = self._join_multicast()
+        except OSError:
+            standby = None
+        try:
+            sock = audit_control.open_audit_socket()
+            try:
+                sock.settimeout(2.0)
+                audit_control.set_daemon_pid(sock, 0, 1)
+            finally:
+                sock.close()
+        except OSError:
+            if standby is not None:
+                standby.close()
+            return False
+        self._standby = standby
+        self._abandoned = True
+        return True
+
+    def yield_to_another_daemon(self, on_lost: Callable[[int], None], why: str) -> None:
         """Give the daemon's place up and read the multicast group from now on.
 
         The multicast socket is joined before we unregister, so no record
@@ -462,12 +537,14 @@ class AuditSource:
         assert self.sock is not None and self.registered
         self.account_kernel_lost(on_lost)
         daemon_sock = self.sock
-        self._open_multicast()  # the new self.sock; mode multicast
+        if self._standby is not None:  # joined by abandon()
+            self.sock, self.mode, self._drops_reported = self._standby, "multicast", 0
+            self._standby = None
+        else:
+            self._open_multicast()  # the new self.sock; mode multicast
         self._unregister(daemon_sock)
         self._retired = daemon_sock
-        self.notes.append(f"yielded the audit daemon's place to pid {self._replace_requested_by}; "
-                          "reading the multicast group from now on")
-        self._replace_requested_by = None
+        self.notes.append(f"{why}; reading the multicast group from now on")
 
     # -- reading ----------------------------------------------------------------------
 
@@ -492,8 +569,14 @@ class AuditSource:
         sock = self.sock
         assert sock is not None
         count += self._drain_socket(sock, handle, on_malformed, limit)
-        if self._replace_requested_by is not None and self.registered:
-            self.yield_to_another_daemon(on_lost)  # the caller sees a new fileno()
+        if self.registered and self._replace_requested_by is not None:
+            # The caller sees a new fileno().
+            self.yield_to_another_daemon(
+                on_lost, f"yielded the audit daemon's place to pid {self._replace_requested_by}")
+            self._replace_requested_by = None
+        elif self.registered and self._abandoned:
+            self.yield_to_another_daemon(
+                on_lost, "gave up the audit daemon's place: the monitor had stopped reading")
         elif self.mode == "multicast":
             drops = audit_control.socket_drops(sock)
             if drops != self._drops_reported:

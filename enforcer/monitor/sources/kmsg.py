@@ -81,6 +81,9 @@ class KmsgSource:
     def detach(self, on_lost: Callable[[int], None]) -> None:
         """Nothing to unregister."""
 
+    def abandon(self) -> bool:
+        return False
+
     def drain(self, handle: Callable[[bytes], None], on_lost: Callable[[int], None],
               on_malformed: Callable[[str], None], limit: int = 4096) -> int:
         assert self.fd is not None
