@@ -219,11 +219,12 @@ class SessionCollector:
 
     # -- the end ---------------------------------------------------------------
 
-    def finish(self, timeout: float = 10.0) -> None:
+    def finish(self, timeout: float = 10.0, session: int | None = None) -> None:
         """Wait until every record written so far has been read, then stop.
 
-        Raises CollectorError if that cannot be shown (sentinel missing) or
-        if anything was lost on the way.
+        Raises CollectorError if anything was lost on the way, or if that
+        cannot be shown (sentinel missing). `session`: the recording's, for
+        the message.
         """
         if self._thread is None:
             raise CollectorError("collector was not started")
@@ -243,19 +244,22 @@ class SessionCollector:
         self.close()
         if self._error is not None:
             raise CollectorError(f"reading the audit stream failed: {self._error}")
+        # Losses first: they also explain a marker that never came.
+        self.check_complete(session)
         if pid is None or not self._sentinel_seen.is_set():
             raise CollectorError(
                 f"the audit stream delivered nothing for {timeout:.0f} s and no end-of-recording marker; "
                 "records of the workload may still be missing, so no policy was written")
-        self.check_complete()
 
-    def check_complete(self) -> None:
+    def check_complete(self, session: int | None = None) -> None:
         if self.dropped:
+            read = (f"{self.session(session).records} of the recording's records were read"
+                    if session is not None else f"{self.received} records were read")
             raise CollectorError(
                 f"the kernel dropped {self.dropped} audit record(s) on the recording's socket "
-                f"(its own count; {self.received} were read): a policy learned from the rest could "
-                "miss syscalls, so none was written. Record again with a larger --rcvbuf, or "
-                "with fewer other processes logging at the same time")
+                f"(its own count; {read}): a policy learned from the rest could miss syscalls, "
+                "so none was written. Record again with a larger --rcvbuf, or with fewer other "
+                "processes logging at the same time")
         lost_after = kernel_lost_count()
         if self.kernel_lost_before is not None and lost_after is not None \
                 and lost_after > self.kernel_lost_before:

@@ -273,7 +273,7 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             raise RecordError("the launcher exited before its audit session could be read; "
                               f"`enforcer run` exit status {exit_code}")
         try:
-            collector.finish()
+            collector.finish(session=session)
         except CollectorError as e:
             raise RecordError(str(e)) from None
         records = collector.session(session)
