@@ -34,7 +34,7 @@ def test_killed_children_are_attributed_through_fork_events(
     violators.append(v)
     write_workload(rt, "forker", pid=v.pid, policy="strict")
     assert v.go() == 0
-    assert wait_for(lambda: violations(m, action="kill-process") >= 50, timeout=15)
+    assert wait_for(lambda: violations(m, action="kill-process") >= 50, timeout=30)
     assert violations(m, workload="forker", syscall="personality", action="kill-process") == 50
     assert violations(m, workload="unmanaged") == 0
     m.terminate()
@@ -56,7 +56,7 @@ def test_unregistered_process_counts_as_unmanaged_and_audit_mode_as_log(
     write_workload(rt, "trial", pid=audited.pid, policy="new-policy", mode="audit")
     assert audited.go() == 0
     assert wait_for(lambda: violations(m, workload="trial") >= 5
-                    and violations(m, workload="unmanaged", syscall="getppid") >= 7, timeout=10)
+                    and violations(m, workload="unmanaged", syscall="getppid") >= 7, timeout=30)
     assert violations(m, workload="unmanaged", policy="none", syscall="getppid") == 7
     assert violations(m, workload="trial", action="log", policy="new-policy") == 5
     m.terminate()
@@ -79,7 +79,7 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     assert value_for(m.samples("enforcer_workloads"), policy="p1") == 1  # found at start
     assert value_for(m.samples("enforcer_monitor_malformed_total"), kind="registry_record") == 1
     assert v.go() == 0
-    assert wait_for(lambda: violations(m, workload="early") == 3, timeout=10)
+    assert wait_for(lambda: violations(m, workload="early") == 3, timeout=30)
     assert m.terminate() == 0  # within its 10 s, or it would have been killed (not 0)
     assert count_event_lines(events, workload="early") == 3  # flushed on SIGTERM
     assert "Traceback" not in m.stderr()
@@ -89,10 +89,10 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     monitors.append(m2)
     assert value_for(m2.samples("enforcer_workloads"), policy="p1") == 1
     registry.remove_record("early", rt)
-    assert wait_for(lambda: value_for(m2.samples("enforcer_workloads"), policy="p1") == 0, timeout=5)
+    assert wait_for(lambda: value_for(m2.samples("enforcer_workloads"), policy="p1") == 0, timeout=30)
     assert violations(m2, workload="early") == 0  # counted by the first monitor only
     # grace 1 s, poll 0.25 s: the ended workload's labels leave /metrics.
-    assert wait_for(lambda: 'workload="early"' not in m2.metrics_text(), timeout=5)
+    assert wait_for(lambda: 'workload="early"' not in m2.metrics_text(), timeout=30)
 
 
 def test_overflow_label_past_the_cap(tmp_path: Path, gen_binary: str,
@@ -107,7 +107,7 @@ def test_overflow_label_past_the_cap(tmp_path: Path, gen_binary: str,
     monitors.append(m)
     for v in vs:
         assert v.go() == 0
-    assert wait_for(lambda: violations(m, policy="test") == 6, timeout=10)
+    assert wait_for(lambda: violations(m, policy="test") == 6, timeout=30)
     samples = m.samples("enforcer_seccomp_violations_total")
     labels = {dict(k)["workload"] for k in samples}
     assert "_overflow" in labels and len(labels) == 3

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,16 +65,15 @@ def test_oom_kill_and_pids_hit_under_enforcer_run(tmp_path: Path, monitors: list
     m = MonitorProcess(runtime, str(tmp_path / "ev.jsonl"), "--poll-interval", "1")
     monitors.append(m)
 
+    # `enforcer run` removes the workload's cgroup as soon as it exits: the
+    # event is counted only if the monitor read it on the kernel's
+    # notification. (How fast: bench/monitor_bench.py, part latency.)
     r = run(tmp_path, runtime, f"mon-oom-{attempt}", sys.executable, "-c", HOG)
-    ended = time.monotonic()
     assert r.returncode == 137, r.stderr  # 128 + SIGKILL: the OOM killer
     assert wait_for(lambda: limit_events(m, workload=f"mon-oom-{attempt}", resource="memory",
-                                         event="oom_kill") == 1, timeout=2.0, interval=0.05)
-    assert time.monotonic() - ended < 2.0
+                                         event="oom_kill") == 1, timeout=30)
 
     r = run(tmp_path, runtime, f"mon-pids-{attempt}", sys.executable, "-c", FORK_UNTIL_REFUSED)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr  # it printed when fork was refused
-    refused_at = float(r.stdout)
     assert wait_for(lambda: limit_events(m, workload=f"mon-pids-{attempt}", resource="pids",
-                                         event="max") >= 1, timeout=2.0, interval=0.05)
-    assert time.monotonic() - refused_at < 2.0
+                                         event="max") >= 1, timeout=30)
