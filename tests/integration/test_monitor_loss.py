@@ -178,56 +178,10 @@ def test_exactness_100k_denied_syscalls_in_a_burst(
     assert os.path.exists(events + ".1")  # rotated at 8 MiB along the way
 
 
-def test_a_stopped_daemon_slows_the_violator_but_does_not_wedge_the_host(
-        audit_host: dict[str, object],
-        tmp_path: Path,
-        gen_binary: str,
-        monitors: list[MonitorProcess],
-        violators: list[Violator]) -> None:
-    """The worst case of daemon mode: the monitor stops reading (SIGSTOP,
-    which its own watchdog cannot help) in the middle of a burst. The
-    kernel does not wait for it for ever: it gives up on each send after
-    100 ms and moves on, so the violator keeps making progress while the
-    monitor is stopped, slowed. After SIGCONT the monitor goes on. What was
-    lost, the serial-gap estimate shows (docs/metrics.md, "Loss, counted by
-    the kernel"). The stop is short: every process on this machine that
-    logs audit records shares the kernel's backlog meanwhile."""
-    rt, events = str(tmp_path / "rt"), str(tmp_path / "ev.jsonl")
-    m = MonitorProcess(rt, events, "--audit-mode=daemon", "--rcvbuf", str(256 << 10),
-                       "--events-max-bytes", str(64 << 20))
-    monitors.append(m)
-    n = 20_000
-    v = Violator(gen_binary, "loop", n, new_session=True)
-    violators.append(v)
-    write_workload(rt, "stalled", pid=v.pid, policy="p", audit_session=v.session)
-    witness = AuditWitness()
-    os.kill(m.proc.pid, signal.SIGSTOP)
-    try:
-        assert v.proc.stdin is not None
-        v.proc.stdin.write(b"g")
-        v.proc.stdin.close()
-        time.sleep(1.0)  # the buffer fills at once; then the kernel's timeouts pace the violator
-        witness_mark = len(witness.datagrams)
-        time.sleep(2.0)
-        made_progress = len(witness.datagrams) - witness_mark
-    finally:
-        os.kill(m.proc.pid, signal.SIGCONT)
-    assert made_progress > 0, "the violator made no progress while the daemon was stopped"
-    assert v.proc.wait(300) == 0
-    witness.stop()
-    # It goes on counting; one more record also closes the serial gap.
-    after = Violator(gen_binary, "loop", 10, new_session=True)
-    violators.append(after)
-    write_workload(rt, "after", pid=after.pid, policy="p", audit_session=after.session)
-    assert after.go() == 0
-    assert wait_for(lambda: violations(m, workload="after") == 10, timeout=60)
-    assert counter(m, "enforcer_monitor_audit_daemon") == 1  # still the daemon
-    time.sleep(3)  # the serial-gap estimate settles
-    counted = violations(m, workload="stalled")
-    print(f"stopped daemon: sent {n}, counted {counted:.0f}, kernel's lost counter "
-          f"{lost(m):.0f}, serial gaps {estimated(m):.0f}; {made_progress} records in 2 s "
-          "while stopped")
-    assert counted + estimated(m) >= n
+# A daemon-mode monitor that is stopped (SIGSTOP) in a burst is measured in
+# bench/monitor_bench.py (part hang), not tested here: while it is stopped,
+# any process on the machine that logs an audit record can wait up to the
+# kernel's backlog_wait_time (60 s) for it, other test sessions' included.
 
 
 # -- daemon mode: registration, coexistence, giving everything back -------------------
