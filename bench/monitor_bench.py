@@ -355,26 +355,9 @@ def bench_hang(gen: str, n: int, stop_seconds: float = 3.0) -> dict[str, float]:
             "estimated": sample("enforcer_monitor_events_lost_estimated_total")}
 
 
-# Fork until the kernel refuses (the pids limit); print CLOCK_MONOTONIC at
-# the refusal (shared by all processes), then reap.
-FORK_UNTIL_REFUSED = """
-import os, time
-children = []
-for _ in range(20):
-    try:
-        pid = os.fork()
-    except BlockingIOError:
-        print(time.monotonic(), flush=True)
-        break
-    if pid == 0:
-        time.sleep(30)
-        os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-"""
-MEMORY_HOG = "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"
+# The programs the limit tests run: one forks until the pids limit refuses
+# and prints CLOCK_MONOTONIC then (shared by all processes).
+from tests.monitor_helpers import FORK_UNTIL_REFUSED, MEMORY_HOG  # noqa: E402
 
 
 def bench_latency(rounds: int) -> dict[str, list[float]]:

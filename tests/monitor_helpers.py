@@ -22,16 +22,22 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from tests import session
 
+if TYPE_CHECKING:
+    import ssl
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 GETPPID_NR = 110  # x86_64; the tests that use it are x86_64-only
 PERSONALITY_NR = 135
+
+# Allocate and touch 256 MiB: past a small memory limit, the OOM killer.
+MEMORY_HOG = "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"
 
 # Fork until the kernel refuses (a pids limit); print CLOCK_MONOTONIC at the
 # refusal (shared by all processes; nothing if fork never failed), then reap.
@@ -216,6 +222,24 @@ class MonitorProcess:
                 self.proc.wait()
         self._stderr.close()
         return int(self.proc.returncode)
+
+
+def http_get(url: str, context: "ssl.SSLContext | None" = None,
+             credentials: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET, with basic auth if `credentials`; an HTTP
+    error status is an answer, not an exception."""
+    import base64
+    import urllib.error
+
+    request = urllib.request.Request(url)
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as r:
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
 
 
 def parse_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -215,28 +215,16 @@ class MonitorMetrics(Collector):
             fork_tracking = self.fork_tracking
             audit_daemon = self.audit_daemon
 
-        c = CounterMetricFamily("enforcer_seccomp_violations",
-                                "Seccomp filter decisions logged for a workload (denials, "
-                                "and would-be denials of audit-mode policies as action=log).",
-                                labels=VIOLATION_LABELS)
-        for key, value in violations:
-            c.add_metric(key, value)
-        yield c
-
-        c = CounterMetricFamily("enforcer_limit_events",
-                                "cgroup limit events of a workload (memory oom/oom_kill/max/"
-                                "failcnt, pids max, cpu throttled).", labels=LIMIT_LABELS)
-        for key, value in limits:
-            c.add_metric(key, value)
-        yield c
-
-        c = CounterMetricFamily("enforcer_recorded_syscalls",
-                                "Syscalls logged by an `enforcer record` session (learning a "
-                                "policy: counted apart, never as violations).",
-                                labels=RECORDED_LABELS)
-        for key2, value in recorded:
-            c.add_metric(key2, value)
-        yield c
+        yield _counter("enforcer_seccomp_violations",
+                       "Seccomp filter decisions logged for a workload (denials, and would-be "
+                       "denials of audit-mode policies as action=log).",
+                       VIOLATION_LABELS, violations)
+        yield _counter("enforcer_limit_events",
+                       "cgroup limit events of a workload (memory oom/oom_kill/max/failcnt, pids "
+                       "max, cpu throttled).", LIMIT_LABELS, limits)
+        yield _counter("enforcer_recorded_syscalls",
+                       "Syscalls logged by an `enforcer record` session (learning a policy: "
+                       "counted apart, never as violations).", RECORDED_LABELS, recorded)
 
         g = GaugeMetricFamily("enforcer_workloads", "Running workloads known from the registry.",
                               labels=("policy",))
@@ -258,31 +246,20 @@ class MonitorMetrics(Collector):
         yield mem
         yield cpu
 
-        c = CounterMetricFamily("enforcer_monitor_events", "Records received, per source.",
-                                labels=("source",))
-        for source, n in events:
-            c.add_metric((source,), n)
-        yield c
-        c = CounterMetricFamily("enforcer_monitor_events_lost",
-                                "Records that did not reach the monitor, per source, from the "
-                                "kernel's own counters (audit: the socket's drop counter, or the "
-                                "kernel's lost counter while the monitor is the audit daemon; "
-                                "kmsg: printk suppression and sequence gaps).", labels=("source",))
-        for source, n in lost:
-            c.add_metric((source,), n)
-        yield c
-        c = CounterMetricFamily("enforcer_monitor_events_lost_estimated",
-                                "Audit serial numbers that never arrived: a cross-check of "
-                                "enforcer_monitor_events_lost_total (an estimate).",
-                                labels=("source",))
-        for source, n in lost_estimated:
-            c.add_metric((source,), n)
-        yield c
-        c = CounterMetricFamily("enforcer_monitor_malformed",
-                                "Inputs that could not be read and were skipped.", labels=("kind",))
-        for kind, n in malformed:
-            c.add_metric((kind,), n)
-        yield c
+        yield _counter("enforcer_monitor_events", "Records received, per source.",
+                       ("source",), [((source,), n) for source, n in events])
+        yield _counter("enforcer_monitor_events_lost",
+                       "Records that did not reach the monitor, per source, from the kernel's "
+                       "own counters (audit: the socket's drop counter, or the kernel's lost "
+                       "counter while the monitor is the audit daemon; kmsg: printk suppression "
+                       "and sequence gaps).", ("source",), [((source,), n) for source, n in lost])
+        yield _counter("enforcer_monitor_events_lost_estimated",
+                       "Audit serial numbers that never arrived: a cross-check of "
+                       "enforcer_monitor_events_lost_total (an estimate).",
+                       ("source",), [((source,), n) for source, n in lost_estimated])
+        yield _counter("enforcer_monitor_malformed",
+                       "Inputs that could not be read and were skipped.",
+                       ("kind",), [((kind,), n) for kind, n in malformed])
 
         g = GaugeMetricFamily("enforcer_monitor_source",
                               "The active violation source; complete=\"false\" means records "
@@ -301,6 +278,14 @@ class MonitorMetrics(Collector):
         info = InfoMetricFamily("enforcer_build", "enforcer version.")
         info.add_metric((), {"version": __version__})
         yield info
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...],
+             rows: Iterable[tuple[tuple[str, ...], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, value in rows:
+        family.add_metric(key, value)
+    return family
 
 
 def _escape_label(value: str) -> str:

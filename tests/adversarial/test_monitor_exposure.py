@@ -22,8 +22,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,8 +33,8 @@ from tests import session
 from tests.deploy_helpers import (K8S, need, prom_api, running_prometheus, stop, wait_for,
                                   yaml_docs)
 from tests.monitor_helpers import (PYTHON, Violator, audit_host,  # noqa: F401
-                                   count_event_lines, free_port, gen_binary, needs_root, violators,
-                                   write_workload, x86_64_only)
+                                   count_event_lines, free_port, gen_binary, http_get, needs_root,
+                                   violators, write_workload, x86_64_only)
 
 SERVER_NAME = "enforcer-monitor.enforcer-system.svc"
 PASSWORD = "correct horse battery staple"
@@ -135,19 +133,6 @@ def shipped(tmp_path: Path) -> Iterator[tuple[ShippedMonitor, dict[str, dict[str
         monitor.stop()
 
 
-def get(url: str, context: ssl.SSLContext | None = None,
-        credentials: tuple[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if credentials is not None:
-        token = base64.b64encode(":".join(credentials).encode()).decode()
-        request.add_header("Authorization", "Basic " + token)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 @pytest.mark.root
 @needs_root
 def test_the_node_network_gets_no_metrics_without_tls_and_credentials(
@@ -170,7 +155,7 @@ def test_the_node_network_gets_no_metrics_without_tls_and_credentials(
 
     # The attacker on the node network: plain HTTP yields nothing.
     try:
-        status, body = get(f"http://127.0.0.1:{monitor.port}/metrics")
+        status, body = http_get(f"http://127.0.0.1:{monitor.port}/metrics")
     except OSError:
         status, body = 0, b""
     assert b"enforcer_" not in body, f"metrics served over plain HTTP (status {status})"
@@ -301,7 +286,7 @@ def test_a_local_user_cannot_read_the_event_log(
             try:
                 def healthy() -> bool:
                     assert proc.poll() is None, f"the monitor exited {proc.returncode}"
-                    return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+                    return http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
                 wait_for(healthy, 30, "the monitor to be healthy")
                 v = Violator(gen_binary, "loop", 5)
                 violators.append(v)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitor_helpers import (FORK_UNTIL_REFUSED, MonitorProcess, V1Cgroup, monitors, needs_root,  # noqa: F401
+from tests.monitor_helpers import (FORK_UNTIL_REFUSED, MEMORY_HOG, MonitorProcess, V1Cgroup, monitors, needs_root,  # noqa: F401
                                    v1_cgroup, value_for, wait_for, write_workload)
 
 pytestmark = [pytest.mark.root, needs_root]
@@ -54,7 +54,7 @@ def test_oom_kill_and_pids_max_are_limit_events(
                         timeout=30)
 
         # memory: a process that allocates past 32 MiB is OOM-killed.
-        hog = subprocess.run([sys.executable, "-c", "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"],
+        hog = subprocess.run([sys.executable, "-c", MEMORY_HOG],
                              preexec_fn=join(v1_cgroup), capture_output=True)
         assert hog.returncode == -9  # SIGKILL from the OOM killer
         assert wait_for(lambda: limit_events(m, workload="limited", resource="memory",
