@@ -456,7 +456,7 @@ def bench_scale(gen: str, workloads: int, scrapes: int) -> dict[str, float]:
     port = free_port()
     monitor = subprocess.Popen(
         [sys.executable, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{port}",
-         "--runtime-dir", runtime, "--max-workloads", str(workloads)],
+         "--runtime-dir", runtime, "--max-workloads", str(workloads), "--audit-mode", "multicast"],
         stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen[bytes]] = []
     try:

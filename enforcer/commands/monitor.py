@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import sys
 import threading
@@ -54,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "CAP_AUDIT_CONTROL and no auditd). multicast: read alongside any "
                         "auditd; a full buffer loses records (counted exactly). auto "
                         "(default): daemon where possible, else multicast")
+    p.add_argument("--audit-backlog-limit", type=int, default=8192, metavar="N",
+                   help="as the audit daemon, raise the kernel's audit backlog to N records "
+                        "while running, and give the host's value back on exit (default 8192, "
+                        "as auditd's rules set it; 0 leaves it alone)")
     p.add_argument("--recordings", choices=("count", "ignore"), default="count",
                    help="syscalls logged by `enforcer record` sessions: count them apart "
                         "(enforcer_recorded_syscalls_total; default) or ignore them. Never "
@@ -135,7 +140,12 @@ def main(args: argparse.Namespace) -> int:
     if args.source == "audit":
         from enforcer.monitor.sources.audit import AuditSource
 
-        source = AuditSource(rcvbuf=args.rcvbuf, mode=args.audit_mode)
+        if args.audit_backlog_limit < 0:
+            raise MonitorError(f"--audit-backlog-limit {args.audit_backlog_limit}: must be 0 or more")
+        runtime = args.runtime_dir or registry.runtime_dir()
+        source = AuditSource(rcvbuf=args.rcvbuf, mode=args.audit_mode,
+                             backlog_limit=args.audit_backlog_limit,
+                             state_path=os.path.join(runtime, "monitor-audit-state.json"))
     else:
         from enforcer.monitor.sources.kmsg import WARNING, KmsgSource
 

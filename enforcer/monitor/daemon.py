@@ -311,6 +311,7 @@ class Monitor:
             from enforcer.monitor.sources.procs import ProcessFacts
 
             self._facts = ProcessFacts(self.locator.member_dirs)
+        self._facts.start_round()
         facts: dict[str, tuple[str, int, int, float]] = {}
         for workload in self.live_workloads():
             count, rss, cpu = self._facts.measure(workload)

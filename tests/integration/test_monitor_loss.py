@@ -207,19 +207,30 @@ def test_a_killed_daemon_is_dropped_by_the_kernel(
         gen_binary: str,
         monitors: list[MonitorProcess],
         violators: list[Violator]) -> None:
-    """SIGKILL leaves the monitor no chance to unregister: the kernel drops
-    the registration at its next send, and a new monitor registers."""
-    m = MonitorProcess(str(tmp_path / "rt"), str(tmp_path / "ev.jsonl"), "--audit-mode=daemon")
+    """SIGKILL leaves the monitor no chance to unregister or to give the
+    host's backlog limit back: the kernel drops the registration at its next
+    send, and the next monitor (same runtime directory) restores the limit
+    from the state the first one left."""
+    rt = str(tmp_path / "rt")
+    m = MonitorProcess(rt, str(tmp_path / "ev.jsonl"), "--audit-mode=daemon")
     monitors.append(m)
+    raised = audit_settings()["backlog_limit"]
+    assert raised == max(8192, int(str(audit_host["backlog_limit"]))) or audit_host["backlog_limit"] == 0
     m.proc.kill()
     m.proc.wait()
     v = Violator(gen_binary, "loop", 1)  # something for the kernel to send
     violators.append(v)
     assert v.go() == 0
     assert wait_for(lambda: audit_settings()["pid"] == 0, timeout=10)
-    m2 = MonitorProcess(str(tmp_path / "rt2"), str(tmp_path / "ev2.jsonl"), "--audit-mode=daemon")
+    assert audit_settings()["backlog_limit"] == raised  # nobody gave it back yet
+    m2 = MonitorProcess(rt, str(tmp_path / "ev2.jsonl"), "--audit-mode=multicast")
     monitors.append(m2)
-    assert audit_settings()["pid"] == m2.proc.pid
+    assert audit_settings() == audit_host  # restored at start, though m2 is no daemon
+    if raised != audit_host["backlog_limit"]:
+        assert "restored the audit backlog_limit" in m2.stderr()
+    m3 = MonitorProcess(str(tmp_path / "rt3"), str(tmp_path / "ev3.jsonl"), "--audit-mode=daemon")
+    monitors.append(m3)
+    assert audit_settings()["pid"] == m3.proc.pid
 
 
 def test_auto_mode_reads_beside_a_registered_daemon(

@@ -318,6 +318,9 @@ class AuditDaemonUnavailable(AuditSocketError):
 
 
 AUDIT_MODES = ("auto", "daemon", "multicast")
+# The kernel audit backlog while the monitor is the audit daemon (the
+# kernel's default is 64; see audit_control.BacklogLimit).
+DAEMON_BACKLOG_LIMIT = 8192
 
 
 class AuditSource:
@@ -349,7 +352,8 @@ class AuditSource:
     complete = True
 
     def __init__(self, rcvbuf: int = 32 << 20, max_rcvbuf: int = 256 << 20,
-                 mode: str = "multicast", proc_root: str = "/proc") -> None:
+                 mode: str = "multicast", proc_root: str = "/proc",
+                 backlog_limit: int = DAEMON_BACKLOG_LIMIT, state_path: str | None = None) -> None:
         if mode not in AUDIT_MODES:
             raise ValueError(f"audit mode {mode!r}: expected one of {', '.join(AUDIT_MODES)}")
         self.requested_mode = mode
@@ -372,10 +376,16 @@ class AuditSource:
         # Records already counted from the daemon socket before a yield:
         # the multicast socket may deliver them again.
         self._duplicate_below: int | None = None
+        # Daemon mode raises the kernel's backlog limit (0: leave it) and
+        # gives it back; `state_path` remembers the host's value meanwhile.
+        self.backlog = audit_control.BacklogLimit(backlog_limit, state_path)
 
     # -- opening and closing ------------------------------------------------------
 
     def open(self) -> None:
+        recovered = self.backlog.recover()  # after a monitor that was killed
+        if recovered:
+            self.notes.append(recovered)
         if self.requested_mode in ("auto", "daemon"):
             try:
                 self._open_daemon()
@@ -426,21 +436,38 @@ class AuditSource:
         sock = self._new_socket()
         try:
             sock.bind((0, 0))
+            sock.settimeout(2.0)
             self._pending = audit_control.set_daemon_pid(sock, os.getpid(), self._next_seq())
-            # Its `lost` from now on is what we lose (read after registering:
-            # nothing was ours before).
-            self._kernel_lost_base = audit_control.read_status().lost
         except OSError as e:
+            # (A registration whose answer timed out dies with the socket:
+            # the kernel drops a daemon it cannot send to.)
             sock.close()
             why = {errno.EEXIST: "another audit daemon answers",
                    errno.EPERM: "needs CAP_AUDIT_CONTROL"}.get(e.errno or 0, e.strerror)
             raise AuditDaemonUnavailable(e.errno, f"cannot register as the audit daemon: {why}") from None
         sock.setblocking(False)
         self.sock, self.mode, self.registered = sock, "daemon", True
+        limit = status.backlog_limit
+        if self.backlog.wanted:
+            try:
+                if self.backlog.raise_from(limit):
+                    limit = self.backlog.wanted
+            except OSError as e:
+                self.notes.append(f"WARNING: cannot raise the audit backlog_limit from {limit} "
+                                  f"({e.strerror}): many loggers at once will wait")
+        try:
+            # Its `lost` from now on is what we lose (read after registering:
+            # nothing before was ours).
+            self._kernel_lost_base = audit_control.read_status().lost
+        except OSError as e:
+            self.notes.append(f"WARNING: cannot read the kernel's lost counter ({e.strerror}); "
+                              "only the serial-gap estimate will show losses")
         wait = status.backlog_wait_time
+        raised = f" (the host's {status.backlog_limit} until we stop)" \
+            if limit != status.backlog_limit else ""
         self.notes.append(
             f"registered as the kernel's audit daemon (pid {os.getpid()}): a full buffer makes "
-            f"logging processes wait (backlog_limit {status.backlog_limit}, backlog_wait_time "
+            f"logging processes wait (backlog_limit {limit}{raised}, backlog_wait_time "
             f"{'unknown' if wait is None else wait} jiffies) instead of losing records")
         if wait == 0:
             self.notes.append("WARNING: backlog_wait_time is 0: the kernel drops instead of "
@@ -496,6 +523,7 @@ class AuditSource:
             sock.setblocking(False)
         self._kernel_lost_base = None
         self.registered = False
+        self.backlog.restore()
 
     def abandon(self) -> bool:
         """Stop being the audit daemon at once, from any thread (the
@@ -524,6 +552,7 @@ class AuditSource:
             return False
         self._standby = standby
         self._abandoned = True
+        self.backlog.restore()
         return True
 
     def yield_to_another_daemon(self, on_lost: Callable[[int], None], why: str) -> None:

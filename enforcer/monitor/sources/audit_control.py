@@ -21,6 +21,7 @@ nothing. Stdlib only.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import struct
@@ -36,6 +37,7 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 AUDIT_STATUS_PID = 0x04
+AUDIT_STATUS_BACKLOG_LIMIT = 0x10
 
 SO_MEMINFO = 55  # linux/asm-generic/socket.h; not exported by the socket module
 SK_MEMINFO_VARS = 9
@@ -135,17 +137,17 @@ def read_status(timeout: float = 2.0) -> AuditStatus:
         sock.close()
 
 
-def set_daemon_pid(sock: socket.socket, pid: int, seq: int) -> list[bytes]:
-    """AUDIT_SET the audit daemon's pid (ours, or 0 to unregister) from `sock`.
+def set_status(sock: socket.socket, seq: int, mask: int, **values: int) -> list[bytes]:
+    """AUDIT_SET the fields in `mask` (AUDIT_STATUS_*) from `sock`.
 
     Waits for the kernel's answer on `sock`. Anything else that arrives
-    first (audit records, when `sock` is already the daemon's socket) is
-    returned, in order, for the caller to process. Raises OSError with the
-    kernel's errno: EEXIST (another daemon answers), EACCES (only the
-    registered daemon may unregister), EPERM (no CAP_AUDIT_CONTROL).
+    first (audit records, when `sock` is the daemon's socket) is returned,
+    in order, for the caller to process. Raises OSError with the kernel's
+    errno: for the pid, EEXIST (another daemon answers) and EACCES (only
+    the registered daemon may unregister); EPERM without CAP_AUDIT_CONTROL.
     """
-    values = {"mask": AUDIT_STATUS_PID, "pid": pid}
-    body = struct.pack(f"={len(_STATUS_FIELDS)}I", *(values.get(f, 0) for f in _STATUS_FIELDS))
+    fields = {"mask": mask, **values}
+    body = struct.pack(f"={len(_STATUS_FIELDS)}I", *(fields.get(f, 0) for f in _STATUS_FIELDS))
     send_request(sock, AUDIT_SET, body, seq=seq, flags=NLM_F_REQUEST | NLM_F_ACK)
     others: list[bytes] = []
     while True:
@@ -158,6 +160,103 @@ def set_daemon_pid(sock: socket.socket, pid: int, seq: int) -> list[bytes]:
                     raise OSError(-err, os.strerror(-err))
                 return others
         others.append(data)
+
+
+def set_daemon_pid(sock: socket.socket, pid: int, seq: int) -> list[bytes]:
+    """Register `sock` as the audit daemon's (pid: ours) or unregister (0)."""
+    return set_status(sock, seq, AUDIT_STATUS_PID, pid=pid)
+
+
+def set_backlog_limit(limit: int) -> None:
+    """AUDIT_SET backlog_limit, over a socket of our own."""
+    sock = open_audit_socket()
+    try:
+        sock.settimeout(2.0)
+        set_status(sock, 1, AUDIT_STATUS_BACKLOG_LIMIT, backlog_limit=limit)
+    finally:
+        sock.close()
+
+
+class BacklogLimit:
+    """A larger kernel audit backlog while the monitor is the audit daemon,
+    and the host's own value back afterwards, even after a crash.
+
+    The kernel's default backlog (64 records) is small for a daemon that
+    makes loggers wait: a thousand workloads that each log a record at
+    once would make most of them wait, and a record that cannot wait (an
+    atomic context) is dropped while it is full. auditd deployments raise
+    it for the same reason (`-b 8192`). The host's value is written to
+    `state_path` before it is changed, so that a monitor that was killed
+    has its successor put it back; it is restored only if nobody changed it
+    since (an administrator's later choice wins).
+    """
+
+    def __init__(self, wanted: int, state_path: str | None) -> None:
+        self.wanted = wanted
+        self.state_path = state_path
+        self.original: int | None = None  # the host's value, while we hold ours
+
+    def raise_from(self, current: int) -> bool:
+        """Raise the limit if it is lower (0 means unlimited). True if changed."""
+        if current == 0 or current >= self.wanted:
+            return False
+        if self.state_path is not None:
+            from enforcer.atomicfile import write_atomic
+
+            os.makedirs(os.path.dirname(self.state_path) or ".", mode=0o755, exist_ok=True)
+            state = {"backlog_limit": current, "set_to": self.wanted, "pid": os.getpid()}
+            write_atomic(self.state_path, json.dumps(state).encode(), mode=0o600,
+                         tag="audit-state")
+        try:
+            set_backlog_limit(self.wanted)
+        except OSError:
+            self._forget_state()
+            raise
+        self.original = current
+        return True
+
+    def restore(self) -> None:
+        """Put the host's value back, if the limit is still ours."""
+        if self.original is None:
+            return
+        try:
+            if read_status().backlog_limit == self.wanted:
+                set_backlog_limit(self.original)
+        except OSError:
+            return  # the state file stays: the next monitor tries again
+        self.original = None
+        self._forget_state()
+
+    def recover(self) -> str | None:
+        """A monitor that died holding the limit left its state: restore the
+        host's value (if the limit is still what it set). Returns a note."""
+        if self.state_path is None:
+            return None
+        try:
+            with open(self.state_path, "rb") as f:
+                state = json.loads(f.read(4096))
+            pid, original, set_to = int(state["pid"]), int(state["backlog_limit"]), int(state["set_to"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self._forget_state()
+            return f"ignored an unreadable audit state file {self.state_path}"
+        if pid_alive(pid) and pid != os.getpid():
+            return None  # its monitor still runs
+        try:
+            if read_status().backlog_limit == set_to:
+                set_backlog_limit(original)
+        except OSError as e:
+            return f"could not restore the audit backlog_limit {original} ({e.strerror})"
+        self._forget_state()
+        return f"restored the audit backlog_limit {original} that a stopped monitor had raised"
+
+    def _forget_state(self) -> None:
+        if self.state_path is not None:
+            try:
+                os.unlink(self.state_path)
+            except FileNotFoundError:
+                pass
 
 
 def socket_drops(sock: socket.socket) -> int:
