@@ -325,7 +325,10 @@ def bench_hang(gen: str, n: int, stop_seconds: float = 3.0) -> dict[str, float]:
                         break
                 time.sleep(0.05)
             finished_at = time.monotonic()
-            time.sleep(3)  # the monitor's serial-gap estimate settles
+            # One more record: a gap in the serial numbers only shows once a
+            # later record arrives; then the estimate settles (2 s).
+            subprocess.run([gen, "1", str(GETPPID)], preexec_fn=filtered(), check=True)
+            time.sleep(4)
             text = urllib.request.urlopen(url, timeout=5).read().decode()
             stop.set()
             reader.join()
