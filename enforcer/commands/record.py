@@ -153,6 +153,8 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
     err = sys.stderr
     print(f"enforcer record: {result.records} audit records from {result.processes} process(es), "
           f"{len(counts)} distinct syscalls; workload exit status {result.exit_code}", file=err)
+    for line in result.notes:
+        print(f"enforcer record: note: {line}", file=err)
     for line in result.describe_other_actions():
         print(f"enforcer record: note: {line}", file=err)
     for n, (seen, why) in sorted(learned.left_out.items()):

@@ -11,7 +11,11 @@ is refused when any count is non-zero.
   (SO_RCVBUFFORCE, --rcvbuf) and read by a thread while the workload runs.
 * The kernel dropping records before they reach any reader (its audit
   backlog full for longer than backlog_wait_time, or a rate limit): the
-  kernel's own `lost` counter (AUDIT_GET) is read before and after.
+  kernel's own `lost` counter (AUDIT_GET) is read before and after. The
+  counter is host-wide, so a rise is held against the recording only when
+  it could be the recording's (records_could_be_lost): a drop of another
+  process's record that could not wait, while an audit daemon keeps the
+  backlog full, is reported as a note.
 * Records still in flight when the workload has exited (kauditd delivers
   asynchronously): after the workload ends, a short-lived *sentinel* child
   loads a log-everything filter and makes one syscall. The kernel queues
@@ -85,13 +89,40 @@ def check_log_action_enabled(path: str = ACTIONS_LOGGED) -> None:
             f"'{' '.join(actions + ['log'])}' > {path}) and record again")
 
 
-def kernel_lost_count() -> int | None:
-    """The kernel's count of audit records it dropped (AUDIT_GET `lost`);
-    None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
+def kernel_status() -> audit_control.AuditStatus | None:
+    """The kernel's audit status (AUDIT_GET: its `lost` counter and the
+    backlog settings); None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
     try:
-        return audit_control.read_status().lost
+        return audit_control.read_status()
     except OSError:
         return None
+
+
+def records_could_be_lost(before: audit_control.AuditStatus,
+                          after: audit_control.AuditStatus) -> bool:
+    """Could the records the kernel dropped between the two readings include
+    a seccomp record of a recorded process?
+
+    A seccomp record is logged in the process's own context, which may
+    sleep (GFP_KERNEL), so the kernel drops it before delivery only through
+    a rate limit, or after the process waited out the whole
+    backlog_wait_time for room in the backlog (kernel/audit.c,
+    audit_log_start); what the kernel drops later, from its retry and hold
+    queues, had been sent to the multicast readers already. The waits are
+    summed in backlog_wait_time_actual: if it grew by less than one full
+    backlog_wait_time, no process waited that long, and the records lost
+    were ones that could not wait (logged from atomic contexts), i.e. not
+    the recording's.
+    """
+    if before.rate_limit or after.rate_limit:
+        return True
+    wait = after.backlog_wait_time
+    if not wait or before.backlog_wait_time_actual is None \
+            or after.backlog_wait_time_actual is None:
+        return True
+    waited = audit_control.lost_since(before.backlog_wait_time_actual,
+                                      after.backlog_wait_time_actual)
+    return waited >= wait
 
 
 class SessionCollector:
@@ -108,7 +139,8 @@ class SessionCollector:
         self.dropped = 0
         self.received = 0  # audit records of any type and session read
         self.malformed = 0
-        self.kernel_lost_before: int | None = None
+        self.kernel_before: audit_control.AuditStatus | None = None
+        self.notes: list[str] = []  # said with the result (losses that were not ours)
         self._sentinel_pid: int | None = None
         # Called with the sentinel's pid before it logs anything (the
         # recorder names it in the recording's registry record, so that a
@@ -139,7 +171,7 @@ class SessionCollector:
             hint = " (recording needs root: CAP_AUDIT_READ)" if e.errno in (errno.EPERM, errno.EACCES) else ""
             raise CollectorError(f"cannot join the audit multicast group: {e.strerror}{hint}") from None
         self.sock = sock
-        self.kernel_lost_before = kernel_lost_count()
+        self.kernel_before = kernel_status()
 
     def start(self) -> None:
         assert self.sock is not None
@@ -260,13 +292,21 @@ class SessionCollector:
                 f"(its own count; {read}): a policy learned from the rest could miss syscalls, "
                 "so none was written. Record again with a larger --rcvbuf, or with fewer other "
                 "processes logging at the same time")
-        lost_after = kernel_lost_count()
-        if self.kernel_lost_before is not None and lost_after is not None \
-                and lost_after > self.kernel_lost_before:
+        before, after = self.kernel_before, kernel_status()
+        if before is None or after is None:
+            return
+        lost = audit_control.lost_since(before.lost, after.lost)
+        if not lost:
+            return
+        if records_could_be_lost(before, after):
             raise CollectorError(
-                f"the kernel dropped {lost_after - self.kernel_lost_before} audit record(s) during "
-                "the recording (audit backlog or rate limit; see `auditctl -s`); record again "
-                "with a larger audit backlog_limit or no rate_limit")
+                f"the kernel dropped {lost} audit record(s) during the recording (audit backlog "
+                "or rate limit; see `auditctl -s`); record again with a larger audit "
+                "backlog_limit or no rate_limit")
+        self.notes.append(
+            f"the kernel dropped {lost} audit record(s) of other processes during the recording "
+            "(ones that could not wait for room in a full audit backlog); none of them can "
+            "have been the recording's")
 
     def total_records(self) -> int:
         return sum(s.records for s in list(self.by_session.values()))

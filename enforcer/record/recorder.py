@@ -79,6 +79,7 @@ class RunResult:
     other_actions: dict[tuple[int, int, str], int] = field(default_factory=dict)
     records: int = 0
     processes: int = 0
+    notes: list[str] = field(default_factory=list)  # said after the summary
 
     def by_name(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """(name -> count, arch name -> count, "ARCH syscall NR" -> count for
@@ -280,7 +281,7 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
         return RunResult(command=list(argv), when=when, host_arch=sc_names.native_arch(),
                          exit_code=exit_code, session=session, calls=dict(records.calls),
                          other_actions=dict(records.other_actions), records=records.records,
-                         processes=len(records.pids))
+                         processes=len(records.pids), notes=list(collector.notes))
     finally:
         for signum, handler in old_handlers.items():
             signal.signal(signum, handler)

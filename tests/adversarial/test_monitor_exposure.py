@@ -21,7 +21,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -200,12 +199,12 @@ def test_prometheus_configured_from_the_servicemonitor_scrapes_it(
     monitor, secrets = shipped
     need("prometheus")
     endpoint = servicemonitor_endpoint()
-    scrape = secrets  # secret name -> key -> bytes
 
     def secret_file(ref: dict[str, Any]) -> str:
+        """A key of a Secret the ServiceMonitor names, as a file for Prometheus."""
         path = tmp_path / "prom-secrets" / ref["name"] / ref["key"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(scrape[ref["name"]][ref["key"]])
+        path.write_bytes(secrets[ref["name"]][ref["key"]])
         return str(path)
 
     job: dict[str, Any] = {"job_name": "enforcer-monitor", "scrape_interval": "1s",
@@ -307,5 +306,3 @@ def test_a_local_user_cannot_read_the_event_log(
     finally:
         session.remove_tree(str(base))
 
-
-__all__ = ["sys"]

@@ -168,3 +168,29 @@ def test_source_notices_a_request_to_replace_the_daemon(
     source.drain(lambda p: None, lambda n: None, lambda k: None)
     assert "4321" in getattr(source, "yielded")
     source.registered = False
+
+
+# -- enforcer record: whose records can the kernel's drops be? ----------------------
+
+
+def status(lost: int, waited: int | None, rate_limit: int = 0, wait: int | None = 15000):
+    from enforcer.monitor.sources.audit_control import AuditStatus
+
+    return AuditStatus(enabled=0, failure=1, pid=0, rate_limit=rate_limit, backlog_limit=8192,
+                       lost=lost, backlog=0, backlog_wait_time=wait,
+                       backlog_wait_time_actual=waited)
+
+
+def test_drops_that_cannot_be_the_recordings_are_not_held_against_it() -> None:
+    from enforcer.record.collector import records_could_be_lost
+
+    # Nobody waited a whole backlog_wait_time, no rate limit: the records
+    # dropped could not wait, and a seccomp record always can.
+    assert not records_could_be_lost(status(5, 100), status(9, 100 + 14999))
+    # Someone may have waited it out: a seccomp record may be among them.
+    assert records_could_be_lost(status(5, 100), status(9, 100 + 15000))
+    # A rate limit drops any record; no wait at all drops at once.
+    assert records_could_be_lost(status(5, 100, rate_limit=50), status(9, 100, rate_limit=50))
+    assert records_could_be_lost(status(5, 100, wait=0), status(9, 100, wait=0))
+    # An older kernel that does not say how long processes waited.
+    assert records_could_be_lost(status(5, None), status(9, None))
