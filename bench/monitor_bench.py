@@ -12,18 +12,32 @@ Parts:
   burst    the real path: the kernel's audit multicast socket, a C program
            making 100,000 denied (logged) syscalls, the monitor in-process
            on one core; time from the first to the last record counted.
+  load     the burst again with two CPU hogs, one pinned per core (the
+           monitor shares core 0 with one), in multicast mode and, where no
+           audit daemon runs, in daemon mode: records/s on one core of a
+           busy node, and what was lost (the kernel's count).
+  hang     daemon mode's worst case: a real monitor stopped (SIGSTOP) for
+           3 s in a burst; the violator's pace before and while stopped
+           (seen by a second audit reader), the kernel's lost counter and
+           the monitor's serial-gap estimate.
+  latency  a refused fork and an OOM kill in a real cgroup v1 pair: how
+           soon each is a limit event in /metrics (the tests only check
+           that it is counted).
   scale    a real `enforcer monitor` process; W workloads, each a live
            process under a logging seccomp filter with its own registry
            record and 3 denied syscalls; then the monitor's RSS and the time
            of 30 /metrics scrapes over HTTP.
 
 Writes a Markdown report (default bench/results/monitor.md) naming the
-command that produced it. Needs root for `burst` and `scale`.
+command that produced it. Needs root for every part but `parse`. The daemon
+parts take the tests' machine-wide audit lock and give the kernel's audit
+daemon place back when done.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -36,6 +50,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from typing import Any, Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -134,49 +149,301 @@ def filtered(syscall: str = "getppid"):  # type: ignore[no-untyped-def]
     return load
 
 
-def bench_burst(gen: str, n: int, events_dir: str) -> dict[str, float]:
+@contextlib.contextmanager
+def audit_lock() -> Iterator[None]:
+    """The machine-wide lock the tests take before registering as the
+    kernel's audit daemon (tests/session.py host_lock("audit"))."""
+    import fcntl
+
+    fd = os.open("/run/lock/enforcer-tests-audit.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int) -> Iterator[None]:
+    """n busy loops, the i-th pinned to core i: every core is busy."""
+    cores = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
+    hogs = []
+    for i in range(n):
+        core = cores[i % len(cores)]
+        hogs.append(subprocess.Popen(["sh", "-c", "while :; do :; done"],
+                                     preexec_fn=lambda c=core: os.sched_setaffinity(0, {c})))
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def bench_burst(gen: str, n: int, events_dir: str, mode: str = "multicast",
+                hogs: int = 0) -> dict[str, float]:
+    """n denied calls through the real audit stream, the monitor in-process
+    on core 0 (its CPU time measured on its own thread), `hogs` busy loops
+    beside it."""
     from enforcer.monitor.sources.audit import AuditSource
 
     runtime = tempfile.mkdtemp(prefix="mon-bench-")
     config = MonitorConfig(runtime_dir=runtime, events_path=os.path.join(events_dir, "burst.jsonl"),
                            events_max_bytes=256 << 20)
-    monitor = Monitor(config, AuditSource())
+    monitor = Monitor(config, AuditSource(mode=mode))
     monitor.start()
-    first: list[float] = []
-    original = monitor.handle_record
+    try:
+        assert monitor.source is not None and monitor.source.mode == mode, monitor.source
+        first: list[float] = []
+        original = monitor.handle_record
 
-    def timed(payload: bytes) -> None:
-        if not first:
-            first.append(time.perf_counter())
-        original(payload)
-    monitor.handle_record = timed  # type: ignore[method-assign]
-    thread = threading.Thread(target=monitor.run)
-    thread.start()
-    proc = subprocess.Popen([gen, str(n), str(GETPPID), "hold"], stdin=subprocess.PIPE,
-                            preexec_fn=filtered())
-    registry.write_record(registry.WorkloadRecord(id="burst", kind="run", policy="p",
-                                                  policy_hash="x", mode="enforce", pid=proc.pid),
-                          runtime)
-    assert proc.stdin is not None
-    proc.stdin.write(b"g")
-    proc.stdin.close()
-    deadline = time.monotonic() + 120
+        def timed(payload: bytes) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            original(payload)
+        monitor.handle_record = timed  # type: ignore[method-assign]
+        cpu: list[float] = []
+
+        def run() -> None:
+            start = time.thread_time()
+            monitor.run()
+            cpu.append(time.thread_time() - start)
+        thread = threading.Thread(target=run)
+        thread.start()
+        with cpu_hogs(hogs):
+            proc = subprocess.Popen([gen, str(n), str(GETPPID), "hold"], stdin=subprocess.PIPE,
+                                    preexec_fn=filtered())
+            registry.write_record(registry.WorkloadRecord(
+                id="burst", kind="run", policy="p", policy_hash="x", mode="enforce", pid=proc.pid),
+                runtime)
+            assert proc.stdin is not None
+            proc.stdin.write(b"g")
+            proc.stdin.close()
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                with monitor.metrics.lock:
+                    counted = sum(v for k, v in monitor.metrics.violations.items()
+                                  if k[0] == "burst")
+                    lost = monitor.metrics.lost.get("audit", 0)
+                if counted + lost >= n:
+                    break
+                time.sleep(0.001)
+            last = time.perf_counter()
+            proc.kill()
+            proc.wait()
+        monitor.stop()
+        thread.join()
+    finally:
+        monitor.close()  # unregisters a daemon-mode source
+        shutil.rmtree(runtime, ignore_errors=True)
+    seconds = last - first[0]
+    return {"records": counted, "lost": lost, "seconds": seconds, "per_second": counted / seconds,
+            "cpu_seconds": cpu[0], "per_cpu_second": counted / cpu[0], "hogs": hogs}
+
+
+def bench_load(gen: str, n: int, events_dir: str) -> dict[str, dict[str, float]]:
+    """The burst with two CPU hogs, in both audit modes."""
+    out = {"multicast": bench_burst(gen, n, events_dir, "multicast", hogs=2)}
+    print("load multicast", out["multicast"], flush=True)
+    from enforcer.monitor.sources.audit_control import read_status
+
+    with audit_lock():
+        if read_status().pid == 0:
+            out["daemon"] = bench_burst(gen, n, events_dir, "daemon", hogs=2)
+            print("load daemon", out["daemon"], flush=True)
+    return out
+
+
+def count_by_time(sock: socket.socket, pid: int, stop: threading.Event,
+                  stamps: list[float]) -> None:
+    """A witness: the arrival time of every audit record of `pid` (multicast)."""
+    import select
+
+    marker = f" pid={pid} ".encode()
+    while not stop.is_set():
+        if not select.select([sock], [], [], 0.05)[0]:
+            continue
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            if marker in data:
+                stamps.append(time.monotonic())
+
+
+def bench_hang(gen: str, n: int, stop_seconds: float = 3.0) -> dict[str, float]:
+    """Daemon mode's worst case: the monitor stops reading (SIGSTOP) during
+    a burst. How fast does the violator (and any process that logs) go on
+    while nobody reads, what did the kernel count as lost, and what do the
+    serial numbers say?"""
+    from enforcer.monitor.sources.audit_control import read_status, socket_drops
+
+    runtime = tempfile.mkdtemp(prefix="mon-bench-")
+    port = free_port()
+    with audit_lock():
+        if read_status().pid != 0:
+            return {}
+        lost_before = read_status().lost
+        # A small buffer: full at once, as a slow monitor's is in a long
+        # burst, so the stop bites at once.
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{port}",
+             "--runtime-dir", runtime, "--audit-mode", "daemon", "--poll-interval", "0.25",
+             "--rcvbuf", str(256 << 10)],
+            stderr=subprocess.DEVNULL)
+        witness = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 9)
+        witness.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)
+        witness.bind((0, 1))
+        witness.setblocking(False)
+        stop = threading.Event()
+        stamps: list[float] = []
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            wait_healthy(url.replace("metrics", "healthz"))
+            proc = subprocess.Popen([gen, str(n), str(GETPPID), "hold"], stdin=subprocess.PIPE,
+                                    preexec_fn=filtered())
+            registry.write_record(registry.WorkloadRecord(
+                id="stalled", kind="run", policy="p", policy_hash="x", mode="enforce",
+                pid=proc.pid), runtime)
+            reader = threading.Thread(target=count_by_time, args=(witness, proc.pid, stop, stamps))
+            reader.start()
+            assert proc.stdin is not None
+            proc.stdin.write(b"g")
+            proc.stdin.close()
+            time.sleep(1.0)
+            stopped_at = time.monotonic()
+            os.kill(monitor.pid, signal.SIGSTOP)
+            time.sleep(stop_seconds)
+            os.kill(monitor.pid, signal.SIGCONT)
+            resumed_at = time.monotonic()
+            # "hold": after its loop it sits in pause() (x86_64 syscall 34).
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                with open(f"/proc/{proc.pid}/syscall") as f:
+                    if f.read().startswith("34 "):
+                        break
+                time.sleep(0.05)
+            finished_at = time.monotonic()
+            # One more record: a gap in the serial numbers only shows once a
+            # later record arrives; then the estimate settles (2 s).
+            subprocess.run([gen, "1", str(GETPPID)], preexec_fn=filtered(), check=True)
+            time.sleep(4)
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            stop.set()
+            reader.join()
+            proc.kill()
+            proc.wait()
+            assert socket_drops(witness) == 0, "the witness lost records"
+        finally:
+            stop.set()
+            witness.close()
+            monitor.send_signal(signal.SIGTERM)
+            monitor.wait(30)
+            shutil.rmtree(runtime, ignore_errors=True)
+        lost_kernel = read_status().lost - lost_before
+
+    def sample(name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name))
+    before = [t for t in stamps if stopped_at - 1.0 <= t < stopped_at]
+    during = [t for t in stamps if stopped_at <= t < resumed_at]
+    stalls = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"records": n, "stop_seconds": stop_seconds,
+            "rate_before": len(before) / 1.0, "rate_stopped": len(during) / stop_seconds,
+            "longest_wait": max(stalls, default=0.0),
+            "after_resume": finished_at - resumed_at,
+            "counted": sample('enforcer_seccomp_violations_total{workload="stalled"'),
+            "lost_kernel": lost_kernel,
+            "estimated": sample("enforcer_monitor_events_lost_estimated_total")}
+
+
+# The programs the limit tests run: one forks until the pids limit refuses
+# and prints CLOCK_MONOTONIC then (shared by all processes).
+from tests.monitor_helpers import FORK_UNTIL_REFUSED, MEMORY_HOG  # noqa: E402
+
+
+def bench_latency(rounds: int) -> dict[str, list[float]]:
+    """How soon a limit hit is a limit event in /metrics: a refused fork
+    (pids.max) and an OOM kill, in a real cgroup v1 pair, the monitor with
+    its default 1 s poll (the events come from kernel notifications, not
+    the poll). The tests only check that the events are counted."""
+    base = "/sys/fs/cgroup"
+    if not os.path.isdir(f"{base}/memory") or not os.path.isdir(f"{base}/pids"):
+        return {}
+    name = f"enforcer-bench-{os.getpid()}"
+    dirs = {c: f"{base}/{c}/{name}" for c in ("memory", "pids")}
+    runtime = tempfile.mkdtemp(prefix="mon-bench-")
+    port = free_port()
+    for d in dirs.values():
+        os.mkdir(d)
+    monitor = None
+    latencies: dict[str, list[float]] = {"pids": [], "oom_kill": []}
+    try:
+        with open(f"{dirs['memory']}/memory.limit_in_bytes", "w") as f:
+            f.write(str(32 << 20))
+        with open(f"{dirs['pids']}/pids.max", "w") as f:
+            f.write("4")
+        registry.write_record(registry.WorkloadRecord(
+            id="limited", kind="run", policy="p", policy_hash="x", mode="enforce",
+            cgroups={c: "/" + name for c in dirs}), runtime)
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{port}",
+             "--runtime-dir", runtime, "--audit-mode", "multicast"], stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_healthy(url.replace("metrics", "healthz"))
+
+        def join() -> None:
+            for d in dirs.values():
+                with open(f"{d}/cgroup.procs", "w") as f:
+                    f.write(str(os.getpid()))
+
+        def events(event: str) -> float:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("enforcer_limit_events_total{")
+                       and f'event="{event}"' in line)
+
+        def until(event: str, above: float, since: float) -> float:
+            while events(event) <= above:
+                if time.monotonic() - since > 60:
+                    raise RuntimeError(f"no {event} event within 60 s")
+                time.sleep(0.01)
+            return time.monotonic() - since
+
+        for _ in range(rounds):
+            before = events("max")
+            r = subprocess.run([sys.executable, "-c", FORK_UNTIL_REFUSED], preexec_fn=join,
+                               capture_output=True, text=True, timeout=60)
+            latencies["pids"].append(until("max", before, float(r.stdout)))
+            before = events("oom_kill")
+            subprocess.run([sys.executable, "-c", MEMORY_HOG], preexec_fn=join,
+                           capture_output=True, timeout=60)
+            latencies["oom_kill"].append(until("oom_kill", before, time.monotonic()))
+    finally:
+        if monitor is not None:
+            monitor.send_signal(signal.SIGTERM)
+            monitor.wait(30)
+        for d in dirs.values():
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        shutil.rmtree(runtime, ignore_errors=True)
+    return latencies
+
+
+def wait_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with monitor.metrics.lock:
-            counted = sum(v for k, v in monitor.metrics.violations.items() if k[0] == "burst")
-        if counted >= n:
-            break
-        time.sleep(0.001)
-    last = time.perf_counter()
-    proc.kill()
-    proc.wait()
-    monitor.stop()
-    thread.join()
-    lost = monitor.metrics.lost.get("audit", 0)
-    monitor.close()
-    shutil.rmtree(runtime, ignore_errors=True)
-    return {"records": counted, "lost": lost, "seconds": last - first[0],
-            "per_second": counted / (last - first[0])}
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
 
 
 def free_port() -> int:
@@ -192,7 +459,7 @@ def bench_scale(gen: str, workloads: int, scrapes: int) -> dict[str, float]:
     port = free_port()
     monitor = subprocess.Popen(
         [sys.executable, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{port}",
-         "--runtime-dir", runtime, "--max-workloads", str(workloads)],
+         "--runtime-dir", runtime, "--max-workloads", str(workloads), "--audit-mode", "multicast"],
         stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -263,29 +530,38 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=100_000)
     parser.add_argument("--workloads", type=int, default=1000)
     parser.add_argument("--scrapes", type=int, default=30)
-    parser.add_argument("--parts", default="parse,burst,scale")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the latency part")
+    parser.add_argument("--parts", default="parse,burst,load,hang,latency,scale")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "monitor.md"))
     args = parser.parse_args()
     parts = args.parts.split(",")
     os.sched_setaffinity(0, {0})  # one core for the in-process parts
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mon-bench-") as scratch:
         if "parse" in parts:
             results["parse"] = bench_parse(args.records, args.workloads, scratch)
             print("parse", results["parse"], flush=True)
-        gen = compile_gen(scratch) if {"burst", "scale"} & set(parts) else ""
+        gen = compile_gen(scratch) if {"burst", "load", "hang", "scale"} & set(parts) else ""
         if "burst" in parts:
             results["burst"] = bench_burst(gen, args.burst, scratch)
             print("burst", results["burst"], flush=True)
+        if "load" in parts:
+            results["load"] = bench_load(gen, args.burst, scratch)
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        if "hang" in parts:
+            results["hang"] = bench_hang(gen, 50_000)
+            print("hang", results["hang"], flush=True)
+        if "latency" in parts:
+            results["latency"] = bench_latency(args.rounds)
+            print("latency", results["latency"], flush=True)
         if "scale" in parts:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
             results["scale"] = bench_scale(gen, args.workloads, args.scrapes)
             print("scale", results["scale"], flush=True)
     write_report(args.out, results, args)
     return 0
 
 
-def write_report(path: str, results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+def write_report(path: str, results: dict[str, Any], args: argparse.Namespace) -> None:
     command = "sudo .venv/bin/python bench/monitor_bench.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--out"))
     lines = ["# Monitor performance", "",
@@ -305,6 +581,28 @@ def write_report(path: str, results: dict[str, dict[str, float]], args: argparse
         lines.append(f"| real kernel burst through the audit socket, one core "
                      f"({int(r['records']):,} denied syscalls) | >= 50,000/s, none lost | "
                      f"**{r['per_second']:,.0f}/s**, lost {int(r['lost'])} |")
+    for mode, r in results.get("load", {}).items():
+        lines.append(
+            f"| the same burst ({int(r['records'] + r['lost']):,} denied syscalls) with two CPU "
+            f"hogs, one per core; the monitor on core 0, {mode} mode | 100,000 counted"
+            f"{'' if mode == 'daemon' else ', or counted + lost = 100,000'} | "
+            f"**{r['per_cpu_second']:,.0f} per CPU-second** on its one core; {r['per_second']:,.0f}/s "
+            f"wall clock; counted {int(r['records']):,}, lost {int(r['lost']):,} (kernel's count) |")
+    if results.get("hang"):
+        r = results["hang"]
+        lines.append(
+            f"| daemon mode, monitor stopped (SIGSTOP) for {r['stop_seconds']:.0f} s during a burst "
+            f"of {int(r['records']):,}: the violator's pace | keeps going (no wedge) | "
+            f"{r['rate_before']:,.0f} records/s before, **{r['rate_stopped']:,.0f}/s while stopped**;"
+            f" longest gap between two of its records {r['longest_wait']:.1f} s; done "
+            f"{r['after_resume']:.1f} s after SIGCONT; counted {int(r['counted']):,}, kernel's lost "
+            f"counter +{int(r['lost_kernel'])}, serial gaps {int(r['estimated'])} |")
+    for event, values in results.get("latency", {}).items():
+        if values:
+            lines.append(
+                f"| limit hit to `{event}` event in /metrics (cgroup v1, {len(values)} rounds, "
+                f"1 s poll) | < 2 s | median {statistics.median(values) * 1000:.0f} ms, "
+                f"max {max(values) * 1000:.0f} ms |")
     if "scale" in results:
         r = results["scale"]
         lines.append(f"| monitor RSS with {int(r['workloads'])} live registered workloads "
@@ -319,7 +617,13 @@ def write_report(path: str, results: dict[str, dict[str, float]], args: argparse
                      f"median {r['scrape_median_ms']:.1f} ms, max {r['scrape_max_ms']:.1f} ms |")
     lines += ["", "The burst rate is bounded by how fast the kernel delivers records (the",
               "workload is slowed by the audit backlog, not the monitor); the parse rate",
-              "is the monitor's own ceiling.", ""]
+              "is the monitor's own ceiling. In daemon mode the monitor sets the pace:",
+              "the violator waits for it, so nothing is lost however busy the node; in",
+              "multicast mode the kernel does not wait, and what the monitor cannot keep",
+              "is counted from the socket's drop counter. While a daemon-mode monitor is",
+              "stopped, the kernel gives up on each send after 100 ms, so the violator",
+              "(and any process that logs) goes on at the pace shown, and records are",
+              "dropped: see docs/metrics.md, \"Loss, counted by the kernel\".", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 

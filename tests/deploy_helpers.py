@@ -246,8 +246,11 @@ def monitor_available() -> bool:
 def running_monitor(runtime_dir: Path, log_dir: Path) -> Iterator[str]:
     """The real `enforcer monitor` on 127.0.0.1:<free port>; yields its base URL."""
     port = free_port()
+    # Multicast: only a test holding the host's audit lock may let the
+    # monitor become the kernel's audit daemon.
     cmd = [str(VENV_BIN / "enforcer"), "monitor", f"--listen=127.0.0.1:{port}",
-           f"--runtime-dir={runtime_dir}", f"--events={log_dir / 'events.jsonl'}"]
+           f"--runtime-dir={runtime_dir}", f"--events={log_dir / 'events.jsonl'}",
+           "--audit-mode=multicast"]
     env = dict(os.environ, ENFORCER_RUNTIME_DIR=str(runtime_dir))
     out = open(log_dir / "monitor.out", "wb")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -1,5 +1,6 @@
 """Helpers for the monitor's tests: a violation generator, a monitor
-process, v1 cgroups made and removed by fixtures, and /metrics parsing.
+process, v1 cgroups made and removed by fixtures, /metrics parsing, CPU
+hogs, and an independent witness of the audit stream.
 
 The generator is a tiny C program (compiled once per session): it makes a
 chosen syscall N times in a loop, or forks N children that each make it
@@ -11,22 +12,32 @@ SECCOMP_FILTER_FLAG_LOG so errno denials reach the audit stream.
 from __future__ import annotations
 
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from typing import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from tests import session
 
+if TYPE_CHECKING:
+    import ssl
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 GETPPID_NR = 110  # x86_64; the tests that use it are x86_64-only
 PERSONALITY_NR = 135
+
+# Allocate and touch 256 MiB: past a small memory limit, the OOM killer.
+MEMORY_HOG = "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"
 
 # Fork until the kernel refuses (a pids limit); print CLOCK_MONOTONIC at the
 # refusal (shared by all processes; nothing if fork never failed), then reap.
@@ -92,11 +103,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _filter_loader(action: str, syscall: str, cgroup_dirs: list[str]):  # type: ignore[no-untyped-def]
+def _filter_loader(action: str, syscall: str, cgroup_dirs: list[str],  # type: ignore[no-untyped-def]
+                   new_session: bool = False):
     import pyseccomp
 
     def load() -> None:
         # Runs in the child between fork and exec.
+        if new_session:
+            from enforcer.audit_session import start_new_session
+
+            if start_new_session() is None:
+                raise OSError("cannot start an audit session")
         for d in cgroup_dirs:
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
@@ -111,16 +128,25 @@ def _filter_loader(action: str, syscall: str, cgroup_dirs: list[str]):  # type: 
 
 
 class Violator:
-    """A generator process under a seccomp filter, held until go()."""
+    """A generator process under a seccomp filter, held until go().
+
+    With `new_session`, it runs in a fresh audit session of its own, as
+    `enforcer run` starts its workloads (`self.session`, for the registry
+    record): then every record is attributed by its `ses=`, even one the
+    monitor reads long after the process is gone."""
 
     def __init__(self, gen: str, mode: str, n: int, *, action: str = "errno",
                  syscall: str = "getppid", nr: int = GETPPID_NR,
-                 cgroup_dirs: list[str] | None = None) -> None:
+                 cgroup_dirs: list[str] | None = None, new_session: bool = False) -> None:
         self.proc = subprocess.Popen(
             [gen, mode, str(n), str(nr)], stdin=subprocess.PIPE,
             env={"GEN_WAIT": "1", "PATH": "/usr/bin:/bin"},
-            preexec_fn=_filter_loader(action, syscall, cgroup_dirs or []))
+            preexec_fn=_filter_loader(action, syscall, cgroup_dirs or [], new_session))
         self.pid = self.proc.pid
+        self.session: int | None = None
+        if new_session:
+            with open(f"/proc/{self.pid}/sessionid") as f:
+                self.session = int(f.read())
 
     def go(self, timeout: float = 120) -> int:
         assert self.proc.stdin is not None
@@ -143,16 +169,22 @@ def violators() -> Iterator[list[Violator]]:
 
 
 class MonitorProcess:
+    """The real `enforcer monitor`. It reads the audit multicast group unless
+    `extra` names another --audit-mode: a test that lets it become the
+    kernel's audit daemon holds the host's audit lock (the audit_host
+    fixture), since only one process on the machine can be that."""
+
     def __init__(self, runtime_dir: str, events: str, *extra: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.events = events
         self.stderr_path = events + ".stderr"
         self._stderr = open(self.stderr_path, "wb")
+        mode = [] if any(a.startswith("--audit-mode") for a in extra) else ["--audit-mode=multicast"]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "enforcer", "monitor", "--listen", f"127.0.0.1:{self.port}",
              "--runtime-dir", runtime_dir, "--events", events, "--poll-interval", "0.25",
-             "--procs-interval", "1", *extra],
+             "--procs-interval", "1", *mode, *extra],
             stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.wait_healthy()
 
@@ -190,6 +222,24 @@ class MonitorProcess:
                 self.proc.wait()
         self._stderr.close()
         return int(self.proc.returncode)
+
+
+def http_get(url: str, context: "ssl.SSLContext | None" = None,
+             credentials: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET, with basic auth if `credentials`; an HTTP
+    error status is an answer, not an exception."""
+    import base64
+    import urllib.error
+
+    request = urllib.request.Request(url)
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as r:
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
 
 
 def parse_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -278,12 +328,14 @@ def v1_cgroup() -> Iterator[V1Cgroup]:
 
 def write_workload(runtime_dir: str, workload_id: str, *, pid: int | None, policy: str = "test",
                    cgroups: dict[str, str] | None = None, mode: str = "enforce",
-                   container_id: str | None = None) -> str:
+                   container_id: str | None = None, audit_session: int | None = None,
+                   kind: str = "run") -> str:
     from enforcer import registry
 
-    record = registry.WorkloadRecord(id=workload_id, kind="run", policy=policy,
+    record = registry.WorkloadRecord(id=workload_id, kind=kind, policy=policy,
                                      policy_hash="sha256:test", mode=mode,
-                                     cgroups=cgroups or {}, pid=pid, container_id=container_id)
+                                     cgroups=cgroups or {}, pid=pid, container_id=container_id,
+                                     audit_session=audit_session)
     return registry.write_record(record, runtime_dir)
 
 
@@ -303,6 +355,157 @@ def count_event_lines(path: str, **match: object) -> int:
     return n
 
 
+# The audit settings a test may change only for its own duration: what a
+# daemon-mode monitor must give back when it stops. (`lost`, `backlog` and
+# the wait counters are counters, not settings.)
+AUDIT_SETTINGS = ("pid", "enabled", "failure", "rate_limit", "backlog_limit", "backlog_wait_time")
+
+
+def audit_settings() -> dict[str, object]:
+    from enforcer.monitor.sources.audit_control import read_status
+
+    status = read_status()
+    return {name: getattr(status, name) for name in AUDIT_SETTINGS}
+
+
+@pytest.fixture
+def audit_host() -> Iterator[dict[str, object]]:
+    """For a test whose monitor may register as the kernel's audit daemon:
+    holds the machine-wide "audit" lock (one audit daemon per host), and
+    afterwards checks that the host's audit settings are what they were
+    (the monitor unregistered and restored everything it changed).
+    Yields the settings found."""
+    with session.host_lock("audit"):
+        before = audit_settings()
+        yield before
+        # A monitor that stopped has unregistered already; wait a moment
+        # all the same, so that a failure names what stayed changed.
+        if not wait_for(lambda: audit_settings() == before, timeout=10):
+            after = audit_settings()
+            assert after == before, f"audit settings changed by the test: {before} -> {after}"
+
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86_64")
 __all__ = ["sys"]
+
+
+# -- a busy machine ----------------------------------------------------------------
+
+
+@pytest.fixture
+def cpu_hogs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two busy loops, one per core of the CI machine, for the test's whole
+    duration: the monitor must keep up on a node that is busy."""
+    hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+# -- an independent witness of the audit stream ------------------------------------
+
+_STAMP = re.compile(rb"audit\(\d+\.\d+:(\d+)\)")
+_PID = re.compile(rb" pid=(\d+)")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One audit record as the witness saw it."""
+
+    type: int
+    serial: int
+    pid: int | None
+
+
+class AuditWitness:
+    """A second reader of the audit multicast group, in the test process,
+    with a 256 MiB buffer and a thread that only copies datagrams: what the
+    kernel sent while it ran, records of every type and every process (the
+    machine is shared: other test sessions log too). stop() checks, with the
+    kernel's own drop counter, that the witness lost nothing itself."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 9)
+        self.sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE
+        self.sock.bind((0, 1))  # AUDIT_NLGRP_READLOG
+        self.sock.setblocking(False)
+        self.datagrams: list[bytes] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-witness", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if select.select([self.sock], [], [], 0.05)[0]:
+                self._drain()
+
+    def _drain(self) -> None:
+        append = self.datagrams.append
+        while True:
+            try:
+                append(self.sock.recv(1 << 16))
+            except BlockingIOError:
+                return
+
+    def stop(self) -> list[Seen]:
+        from enforcer.monitor.sources.audit_control import socket_drops
+
+        self._stopping.set()
+        self._thread.join()
+        self._drain()
+        drops = socket_drops(self.sock)
+        self.sock.close()
+        assert drops == 0, f"the witness itself lost {drops} records: its counts prove nothing"
+        seen = []
+        for data in self.datagrams:
+            if len(data) < 16:
+                continue
+            mtype = int.from_bytes(data[4:6], "little")
+            stamp = _STAMP.search(data, 16, 80)
+            if stamp is None:
+                continue
+            pid = _PID.search(data)
+            seen.append(Seen(mtype, int(stamp.group(1)), int(pid.group(1)) if pid else None))
+        return seen
+
+
+def event_serials(path: str) -> set[int]:
+    """The audit serial of every line of an event log and its rotations."""
+    import json
+
+    serials: set[int] = set()
+    directory, name = os.path.dirname(path), os.path.basename(path)
+    for candidate in os.listdir(directory):
+        if (candidate == name or candidate.startswith(name + ".")) and not candidate.endswith(".stderr"):
+            with open(os.path.join(directory, candidate), encoding="utf-8") as f:
+                serials.update(json.loads(line)["serial"] for line in f)
+    return serials
+
+
+@dataclass
+class LossAccount:
+    """What reached a monitor, from an independent witness: the records of
+    `ours` (pids) and of everyone else, each either in the monitor's event
+    log or not."""
+
+    sent: int  # seccomp records of ours the kernel sent
+    counted: int  # ... of them in the event log
+    others_missed: int  # seccomp records of other processes not in the event log
+    others_other_types: int  # records of other types (not logged; lost or not, unknown)
+
+
+def account(seen: list[Seen], logged: set[int], ours: set[int]) -> LossAccount:
+    sent = counted = others_missed = other_types = 0
+    for record in seen:
+        if record.type != 1326:
+            other_types += 1
+        elif record.pid in ours:
+            sent += 1
+            counted += record.serial in logged
+        elif record.serial not in logged:
+            others_missed += 1
+    return LossAccount(sent, counted, others_missed, other_types)

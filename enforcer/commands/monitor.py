@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from enforcer import exitcodes
 from enforcer.errors import EnforcerError
 
 HELP = "serve violation metrics (Prometheus) and a JSON event log"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 class MonitorError(EnforcerError):
@@ -45,8 +47,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:9469", metavar="ADDR:PORT",
                    help="where to serve /metrics and /healthz (default 127.0.0.1:9469)")
     p.add_argument("--source", choices=("audit", "kmsg"), default="audit",
-                   help="audit: the kernel audit multicast socket (complete; needs "
-                        "CAP_AUDIT_READ). kmsg: /dev/kmsg (lossy fallback)")
+                   help="audit: the kernel audit stream (needs CAP_AUDIT_READ; see "
+                        "--audit-mode). kmsg: /dev/kmsg (lossy fallback)")
+    p.add_argument("--audit-mode", choices=("auto", "daemon", "multicast"), default="auto",
+                   help="daemon: register as the kernel's audit daemon, so that a full buffer "
+                        "makes the logging process wait instead of losing records (needs "
+                        "CAP_AUDIT_CONTROL and no auditd). multicast: read alongside any "
+                        "auditd; a full buffer loses records (counted exactly). auto "
+                        "(default): daemon where possible, else multicast")
+    p.add_argument("--audit-backlog-limit", type=int, default=8192, metavar="N",
+                   help="as the audit daemon, raise the kernel's audit backlog to N records "
+                        "while running, and give the host's value back on exit (default 8192, "
+                        "as auditd's rules set it; 0 leaves it alone)")
+    p.add_argument("--recordings", choices=("count", "ignore"), default="count",
+                   help="syscalls logged by `enforcer record` sessions: count them apart "
+                        "(enforcer_recorded_syscalls_total; default) or ignore them. Never "
+                        "counted or logged as violations")
     p.add_argument("--events", metavar="FILE",
                    help="write one JSON line per violation to FILE (rotated by size)")
     p.add_argument("--events-max-bytes", type=_positive_int, default=64 << 20, metavar="N",
@@ -72,7 +88,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     p.add_argument("--basic-auth-file", metavar="FILE",
-                   help="require basic auth; lines USER:pbkdf2_sha256$...")
+                   help="require basic auth for /metrics; lines USER:pbkdf2_sha256$...")
+    p.add_argument("--insecure-listen", action="store_true",
+                   help="allow serving beyond loopback without TLS and basic auth (refused "
+                        "otherwise: anyone who can reach the port would read the metrics)")
     p.add_argument("--hash-password", metavar="USER",
                    help="print a --basic-auth-file line for USER (password from stdin) and exit")
 
@@ -108,15 +127,25 @@ def main(args: argparse.Namespace) -> int:
         raise MonitorError("--tls-cert and --tls-key go together")
     auth = BasicAuth(load_auth_file(args.basic_auth_file)) if args.basic_auth_file else None
     if not is_loopback(host) and not (args.tls_cert and auth):
+        if not args.insecure_listen:
+            raise MonitorError(
+                f"--listen {args.listen}: serving beyond loopback needs --tls-cert, --tls-key "
+                "and --basic-auth-file (anyone who can reach the port would read workload "
+                "names and what they tried); --insecure-listen to do it anyway")
         print(f"enforcer monitor: WARNING: serving {host}:{port} beyond loopback without "
-              "TLS and basic auth; anyone who can reach it can read workload names",
-              file=sys.stderr)
+              "TLS and basic auth (--insecure-listen); anyone who can reach it can read "
+              "workload names", file=sys.stderr)
 
     source: Any
     if args.source == "audit":
         from enforcer.monitor.sources.audit import AuditSource
 
-        source = AuditSource(rcvbuf=args.rcvbuf)
+        if args.audit_backlog_limit < 0:
+            raise MonitorError(f"--audit-backlog-limit {args.audit_backlog_limit}: must be 0 or more")
+        runtime = args.runtime_dir or registry.runtime_dir()
+        source = AuditSource(rcvbuf=args.rcvbuf, mode=args.audit_mode,
+                             backlog_limit=args.audit_backlog_limit,
+                             state_path=os.path.join(runtime, "monitor-audit-state.json"))
     else:
         from enforcer.monitor.sources.kmsg import WARNING, KmsgSource
 
@@ -132,11 +161,21 @@ def main(args: argparse.Namespace) -> int:
         grace=args.grace,
         poll_interval=args.poll_interval,
         procs_interval=args.procs_interval,
+        recordings=args.recordings,
     )
     try:
         monitor = Monitor(config, source)
     except OSError as e:
         raise MonitorError(f"cannot open the event log {args.events}: {e.strerror}") from None
+    def on_signal(signum: int, _frame: Any) -> None:
+        monitor.stop()
+
+    # Before the source opens: every signal that would end us must go
+    # through Monitor.close(), where a daemon-mode source unregisters (else
+    # the kernel would go on sending to a reader that is gone, and make the
+    # processes that log wait, until its next failed send notices).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     try:
         monitor.start()
     except OSError as e:
@@ -158,15 +197,10 @@ def main(args: argparse.Namespace) -> int:
     server_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     server_thread.start()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        monitor.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     scheme = "https" if args.tls_cert else "http"
     bound_port = server.server_address[1]
-    print(f"enforcer monitor: source {source.name}, serving {scheme}://{host}:{bound_port}/metrics",
-          file=sys.stderr, flush=True)
+    print(f"enforcer monitor: source {source.name} ({source.mode}), serving "
+          f"{scheme}://{host}:{bound_port}/metrics", file=sys.stderr, flush=True)
     try:
         monitor.run()
     finally:

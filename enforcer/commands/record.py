@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", nargs="+", metavar="REC.yaml",
                    help="merge these recordings (the union of what they allow) instead of "
                         "recording")
+    p.add_argument("--rcvbuf", type=int, default=None, metavar="BYTES",
+                   help="the audit socket's receive buffer (default 256 MiB): records that do "
+                        "not fit while the reader is busy are lost, and then nothing is written")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the workload with SIGTERM after this long")
     p.add_argument("argv", nargs="*", metavar="-- CMD [ARGS]", help="the workload to record")
@@ -121,7 +124,9 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         # `extends` is relative to the file that says it: the output file.
         base_spec = os.path.relpath(resolve_policy_source(args.base),
                                     os.path.dirname(os.path.abspath(args.output)))
-    result = record_run(base, list(args.argv), timeout=args.timeout)
+    if args.rcvbuf is not None and args.rcvbuf <= 0:
+        raise RecordError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
+    result = record_run(base, list(args.argv), timeout=args.timeout, rcvbuf=args.rcvbuf)
     counts, arches, unnamed = result.by_name()
     if result.exit_code in APPLY_EXIT_CODES and not counts:
         raise RecordError(f"the workload did not run (`enforcer run` exit status "
@@ -148,6 +153,8 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
     err = sys.stderr
     print(f"enforcer record: {result.records} audit records from {result.processes} process(es), "
           f"{len(counts)} distinct syscalls; workload exit status {result.exit_code}", file=err)
+    for line in result.notes:
+        print(f"enforcer record: note: {line}", file=err)
     for line in result.describe_other_actions():
         print(f"enforcer record: note: {line}", file=err)
     for n, (seen, why) in sorted(learned.left_out.items()):

@@ -25,15 +25,26 @@ from enforcer import registry as reg
 from enforcer.monitor.sources.cgroups import CgroupLocator, CgroupRoots, LimitPoller, LimitWatcher
 from enforcer.monitor.syscalls import SyscallNames, arch_name
 
+# A daemon-mode monitor whose main loop has not read for this long gives up
+# the audit daemon's place (the watchdog thread): while nobody reads, the
+# kernel makes every process that logs an audit record wait.
+DAEMON_STALL_LIMIT = 10.0
+
 
 class Source(Protocol):
     name: str
     complete: bool
+    mode: str  # how it reads: "daemon" / "multicast" (audit), "kmsg"
+    registered: bool  # the kernel's audit daemon right now
+    notes: list[str]  # what it decided and why; printed and cleared by the monitor
 
     def open(self) -> None: ...
-    def fileno(self) -> int: ...
+    def fileno(self) -> int: ...  # may change after drain() (audit: yielding to auditd)
     def close(self) -> None: ...
     def drain(self, handle: Any, on_lost: Any, on_malformed: Any, limit: int = ...) -> int: ...
+    def account(self, on_lost: Any, on_estimated: Any, final: bool = ...) -> None: ...
+    def detach(self, on_lost: Any) -> None: ...  # no new records from now on
+    def abandon(self) -> bool: ...  # stop being the audit daemon, from any thread
 
 
 @dataclass
@@ -50,6 +61,9 @@ class MonitorConfig:
     procs_interval: float = 5.0
     prune_interval: float = 10.0
     fork_tracking: bool = True
+    # The syscalls of `enforcer record` sessions: "count" them apart
+    # (enforcer_recorded_syscalls_total) or "ignore" them. Never violations.
+    recordings: str = "count"
 
 
 class Monitor:
@@ -94,7 +108,12 @@ class Monitor:
         self.index.on_expired.append(self._workload_expired)
         self.heartbeat = time.monotonic()
         self._batch: dict[tuple[str, str, str, str], int] = {}
+        self._recorded_batch: dict[tuple[str, str], int] = {}
         self._batch_events = 0
+        self._count_recordings = config.recordings == "count"
+        # Audit sessions of running recordings, for a cheap test before the
+        # full parse: a recording can log hundreds of thousands of calls.
+        self._recording_sessions: set[int] = set()
         self._last_exit_poll: dict[str, float] = {}
         self._workload_json: dict[str, tuple[Workload, str]] = {}
         self._process_json: dict[tuple[str | None, str | None], str] = {}
@@ -105,6 +124,8 @@ class Monitor:
 
     def handle_record(self, payload: bytes) -> None:
         """One type-1326 record body: parse, attribute, count, log."""
+        if self._recording_sessions and self._recorded(payload):
+            return
         try:
             record = parse_seccomp_record(payload)
         except MalformedRecord:
@@ -112,12 +133,37 @@ class Monitor:
             return
         self._batch_events += 1
         workload = self.index.attribute(record.pid, record.ses)
+        if workload.recording:  # a recording that started since the last poll
+            self._count_recorded(workload)
+            return
         name = self.names.name(record.arch, record.syscall)
         action = record.action
         key = (workload.label, workload.policy, name or "unknown", action)
         self._batch[key] = self._batch.get(key, 0) + 1
         if self.events is not None:
             self.events.write_line(self._event_line(record, workload, name, action))
+
+    def _recorded(self, payload: bytes) -> bool:
+        """Counted as a recording's syscall, by its `ses=` alone? (the
+        cheap path for the flood of a recording; no full parse)."""
+        start = payload.find(b" ses=")
+        if start < 0:
+            return False
+        end = payload.find(b" ", start + 5)
+        try:
+            ses = int(payload[start + 5:end if end > 0 else None])
+        except ValueError:
+            return False
+        if ses not in self._recording_sessions:
+            return False
+        self._batch_events += 1
+        self._count_recorded(self.index.attribute(0, ses))
+        return True
+
+    def _count_recorded(self, workload: Workload) -> None:
+        if self._count_recordings:
+            key = (workload.label, workload.policy)
+            self._recorded_batch[key] = self._recorded_batch.get(key, 0) + 1
 
     def _event_line(self, record: Any, workload: Workload, name: str | None, action: str) -> str:
         """The JSON line of one violation, built from cached pieces.
@@ -149,6 +195,7 @@ class Monitor:
 
     def flush_batch(self) -> None:
         batch, self._batch = self._batch, {}
+        recorded, self._recorded_batch = self._recorded_batch, {}
         n, self._batch_events = self._batch_events, 0
         source = self.source.name if self.source is not None else "audit"
         metrics = self.metrics
@@ -156,6 +203,9 @@ class Monitor:
             table = metrics.violations
             for key, value in batch.items():
                 table[key] = table.get(key, 0) + value
+            recorded_table = metrics.recorded
+            for key2, value in recorded.items():
+                recorded_table[key2] = recorded_table.get(key2, 0) + value
             metrics.events[source] = metrics.events.get(source, 0) + n
             if batch or n:
                 metrics.version += 1  # invalidates the cached /metrics body
@@ -167,6 +217,9 @@ class Monitor:
 
     def _workload_added(self, workload: Workload) -> None:
         self._workload_json.pop(workload.id, None)  # its policy or mode may have changed
+        if workload.recording:
+            self._recording_sessions = self.index.recording_sessions()
+            return  # nothing to watch: its `enforcer run` has the cgroup
         if self.watcher is not None:
             self.watcher.watch(workload)
         # First read now: a limit hit between the record's creation and the
@@ -235,20 +288,32 @@ class Monitor:
         self._watch_registry()
         self.index.refresh()
         self.index.expire()
-        live = self.index.live()
+        self._recording_sessions = self.index.recording_sessions()
+        live = self.live_workloads()
         self.limits.poll(live)
         by_policy: dict[str, int] = {}
         for workload in live:
             by_policy[workload.policy] = by_policy.get(workload.policy, 0) + 1
         self.metrics.set_workloads(by_policy)
+        self.account_losses()
+
+    def live_workloads(self) -> list[Workload]:
+        """Running workloads (a recording is not one: its `enforcer run` is)."""
+        return [w for w in self.index.live() if not w.recording]
+
+    def account_losses(self, final: bool = False) -> None:
+        if self.source is not None:
+            self.source.account(self._count_lost, self._count_lost_estimated, final)
+            self.metrics.set_audit_daemon(self.source.mode == "daemon" and self.source.registered)
 
     def poll_facts(self) -> None:
         if self._facts is None:
             from enforcer.monitor.sources.procs import ProcessFacts
 
             self._facts = ProcessFacts(self.locator.member_dirs)
+        self._facts.start_round()
         facts: dict[str, tuple[str, int, int, float]] = {}
-        for workload in self.index.live():
+        for workload in self.live_workloads():
             count, rss, cpu = self._facts.measure(workload)
             label = workload.label
             if label in facts:  # several workloads under _overflow: sum them
@@ -265,6 +330,8 @@ class Monitor:
         """Open the source and rediscover running workloads."""
         if self.source is not None:
             self.source.open()
+            self.metrics.set_audit_daemon(self.source.mode == "daemon")
+            self.say_notes()
         try:
             # So it can be watched from the start (enforcer run would make
             # it with the same mode); a read-only mount just means we watch
@@ -292,8 +359,34 @@ class Monitor:
         except OSError:
             pass
 
+    def start_watchdog(self) -> threading.Thread | None:
+        """In daemon mode: a thread that gives up the audit daemon's place
+        if the main loop stops reading for DAEMON_STALL_LIMIT seconds (a
+        bug, a stuck read of /proc). It cannot help a stopped process
+        (SIGSTOP stops every thread); the kernel's send timeout does."""
+        source = self.source
+        if source is None or not source.registered:
+            return None
+
+        def watch() -> None:
+            while not self.stopping.wait(1.0):
+                if not source.registered:
+                    return
+                stalled = time.monotonic() - self.heartbeat
+                if stalled > DAEMON_STALL_LIMIT and source.abandon():
+                    print(f"enforcer monitor: WARNING: the main loop has not read for "
+                          f"{stalled:.0f} s: gave up the audit daemon's place so that the kernel "
+                          "does not make processes wait for it", file=sys.stderr, flush=True)
+                    return
+
+        thread = threading.Thread(target=watch, name="daemon-watchdog", daemon=True)
+        thread.start()
+        return thread
+
     def run(self) -> None:
         cfg = self.config
+        self.heartbeat = time.monotonic()
+        self.start_watchdog()
         now = time.monotonic()
         next_poll = now + cfg.poll_interval
         next_facts = now
@@ -331,11 +424,23 @@ class Monitor:
                     # Bounded batches so the periodic work below still runs
                     # during a long burst.
                     for _ in range(16):
-                        if self.source.drain(self.handle_record, lost, malformed, 1024) == 0:
+                        drained = self.source.drain(self.handle_record, lost, malformed, 1024)
+                        self.heartbeat = time.monotonic()  # reading: not stalled
+                        if drained == 0:
                             break
                     self.flush_batch()
                     if self.events is not None:
                         self.events.flush()
+                    if source_fd is not None and self.source.fileno() != source_fd:
+                        # It yielded to another audit daemon: a new socket.
+                        selector.unregister(source_fd)
+                        source_fd = self.source.fileno()
+                        selector.register(source_fd, selectors.EVENT_READ, "source")
+                        self.metrics.set_audit_daemon(False)
+                        # What the old socket still holds, counted now.
+                        self.source.drain(self.handle_record, lost, malformed, 1024)
+                        self.flush_batch()
+                    self.say_notes()
                 now = time.monotonic()
                 self.heartbeat = now
                 if now >= next_poll:
@@ -355,16 +460,32 @@ class Monitor:
     def _count_lost(self, n: int) -> None:
         self.metrics.count_lost(self.source.name if self.source is not None else "audit", n)
 
+    def _count_lost_estimated(self, n: int) -> None:
+        self.metrics.count_lost_estimated(self.source.name if self.source is not None else "audit", n)
+
+    def say_notes(self) -> None:
+        """Print (once) what the source decided, e.g. its audit mode."""
+        if self.source is not None and self.source.notes:
+            for note in self.source.notes:
+                print(f"enforcer monitor: {note}", file=sys.stderr, flush=True)
+            self.source.notes.clear()
+
     def close(self) -> None:
         """Drain what is already queued, then close everything (idempotent)."""
         if self.source is not None:
             try:
+                # A daemon-mode source unregisters here: from now on the
+                # kernel waits for nobody on our account. Then what was
+                # delivered before is read and counted.
+                self.source.detach(self._count_lost)
                 self.source.drain(self.handle_record, self._count_lost,
                                   self.metrics.count_malformed, 1 << 20)
             except (OSError, AssertionError):
                 pass
+            finally:
+                self.source.close()  # unregisters, if detach could not
             self.flush_batch()
-            self.source.close()
+            self.account_losses(final=True)
         if self.forks is not None:
             self.forks.close()
         if self.watcher is not None:

@@ -3,15 +3,26 @@
 Lines are buffered and flushed by the caller after each batch of records
 (and on shutdown), so a burst costs one write(2) per batch rather than one
 per record. Rotation keeps `backups` old files: FILE.1 (newest) .. FILE.N.
+
+The log names workloads, their executables and what they tried: it is
+created 0640 (a log shipper in the file's group may read it, nobody else),
+an existing file with wider permissions is narrowed to that, and rotated
+files keep the mode (rename). A symlink or anything but a regular file at
+the path is refused.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import threading
 import time
 from typing import Any
+
+FILE_MODE = 0o640
+DIR_MODE = 0o750
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 json_value = _dumps
@@ -46,8 +57,20 @@ class EventLog:
     def _open(self) -> Any:
         directory = os.path.dirname(self.path)
         if directory:
-            os.makedirs(directory, exist_ok=True)
-        f = open(self.path, "a", encoding="utf-8", buffering=1 << 20)
+            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                     | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.path)
+            if stat.S_IMODE(st.st_mode) & ~FILE_MODE:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & FILE_MODE)
+            os.set_blocking(fd, True)
+            f = open(fd, "a", encoding="utf-8", buffering=1 << 20, closefd=True)
+        except BaseException:
+            os.close(fd)
+            raise
         self._size = f.tell()
         return f
 

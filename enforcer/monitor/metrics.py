@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from enforcer import __version__
 
 VIOLATION_LABELS = ("workload", "policy", "syscall", "action")
+RECORDED_LABELS = ("workload", "policy")
 LIMIT_LABELS = ("workload", "policy", "resource", "event")
 FACT_LABELS = ("workload", "policy")
 
@@ -34,14 +35,18 @@ class MonitorMetrics(Collector):
         self.lock = threading.Lock()
         self.violations: dict[tuple[str, str, str, str], int] = {}
         self.limit_events: dict[tuple[str, str, str, str], int] = {}
+        # (recording id, base policy) -> syscalls an `enforcer record` logged
+        self.recorded: dict[tuple[str, str], int] = {}
         self.workloads_by_policy: dict[str, int] = {}
         # workload label -> (policy, processes, rss bytes, cpu seconds)
         self.facts: dict[str, tuple[str, int, int, float]] = {}
         self.events: dict[str, int] = {s: 0 for s in sources}
         self.lost: dict[str, int] = {s: 0 for s in sources}
+        self.lost_estimated: dict[str, int] = {s: 0 for s in sources}
         self.malformed: dict[str, int] = {}
         self.source_info: dict[str, bool] = {}  # source -> complete?
         self.fork_tracking = 0
+        self.audit_daemon = 0  # 1 while the monitor is the kernel's audit daemon
         # Bumped on every change (by anyone writing these tables, under the
         # lock), so a scrape can reuse the last rendering.
         self.version = 0
@@ -74,6 +79,17 @@ class MonitorMetrics(Collector):
             self.lost[source] = self.lost.get(source, 0) + n
             self.version += 1
 
+    def count_lost_estimated(self, source: str, n: int) -> None:
+        with self.lock:
+            self.lost_estimated[source] = self.lost_estimated.get(source, 0) + n
+            self.version += 1
+
+    def set_audit_daemon(self, registered: bool) -> None:
+        with self.lock:
+            if self.audit_daemon != int(registered):
+                self.audit_daemon = int(registered)
+                self.version += 1
+
     def count_malformed(self, kind: str, n: int = 1) -> None:
         with self.lock:
             self.malformed[kind] = self.malformed.get(kind, 0) + n
@@ -94,7 +110,9 @@ class MonitorMetrics(Collector):
     def forget_workload(self, label: str) -> None:
         """Drop every series of an expired workload."""
         with self.lock:
-            for table in (self.violations, self.limit_events):
+            tables: tuple[dict[tuple[str, ...], int], ...] = (
+                self.violations, self.limit_events, self.recorded)  # type: ignore[assignment]
+            for table in tables:
                 for key in [k for k in table if k[0] == label]:
                     del table[key]
             self.facts.pop(label, None)
@@ -121,14 +139,18 @@ class MonitorMetrics(Collector):
             if self._rendered is not None and self._rendered[0] == self.version:
                 return self._rendered[1]
             version = self.version
-            tables = [(name, labels, list(table.items())) for name, labels, table in (
-                ("enforcer_seccomp_violations_total", VIOLATION_LABELS, self.violations),
-                ("enforcer_limit_events_total", LIMIT_LABELS, self.limit_events))]
+            tables: list[tuple[str, tuple[str, ...], list[tuple[tuple[str, ...], int]]]] = [
+                (name, labels, list(table.items())) for name, labels, table in (
+                    ("enforcer_seccomp_violations_total", VIOLATION_LABELS, self.violations),
+                    ("enforcer_limit_events_total", LIMIT_LABELS, self.limit_events),
+                    ("enforcer_recorded_syscalls_total", RECORDED_LABELS, self.recorded))]
             facts = list(self.facts.items())
             rest = (list(self.workloads_by_policy.items()), list(self.events.items()),
-                    list(self.lost.items()), list(self.malformed.items()),
-                    list(self.source_info.items()), self.fork_tracking)
-        by_policy, events, lost, malformed, source_info, fork_tracking = rest
+                    list(self.lost.items()), list(self.lost_estimated.items()),
+                    list(self.malformed.items()), list(self.source_info.items()),
+                    self.fork_tracking, self.audit_daemon)
+        (by_policy, events, lost, lost_estimated, malformed, source_info, fork_tracking,
+         audit_daemon) = rest
         prefixes = self._prefixes
         out: list[str] = []
         append = out.append
@@ -157,6 +179,8 @@ class MonitorMetrics(Collector):
                 append(f"{prefix(name, FACT_LABELS, (label, row[0]))}{_format_value(number)}\n")
         for name, label, rows2 in (("enforcer_monitor_events_total", "source", events),
                                    ("enforcer_monitor_events_lost_total", "source", lost),
+                                   ("enforcer_monitor_events_lost_estimated_total", "source",
+                                    lost_estimated),
                                    ("enforcer_monitor_malformed_total", "kind", malformed)):
             append(_HEADERS[name])
             for value_label, n in rows2:
@@ -167,6 +191,8 @@ class MonitorMetrics(Collector):
             append(f"{prefix('enforcer_monitor_source', ('source', 'complete'), values)}1.0\n")
         append(_HEADERS["enforcer_monitor_fork_tracking"])
         append(f"enforcer_monitor_fork_tracking {fork_tracking}.0\n")
+        append(_HEADERS["enforcer_monitor_audit_daemon"])
+        append(f"enforcer_monitor_audit_daemon {audit_daemon}.0\n")
         append(_HEADERS["enforcer_build_info"])
         append(f'enforcer_build_info{{version="{_escape_label(__version__)}"}} 1.0\n')
         body = "".join(out).encode()
@@ -178,28 +204,27 @@ class MonitorMetrics(Collector):
         with self.lock:
             violations = list(self.violations.items())
             limits = list(self.limit_events.items())
+            recorded = list(self.recorded.items())
             by_policy = list(self.workloads_by_policy.items())
             facts = list(self.facts.items())
             events = list(self.events.items())
             lost = list(self.lost.items())
+            lost_estimated = list(self.lost_estimated.items())
             malformed = list(self.malformed.items())
             source_info = list(self.source_info.items())
             fork_tracking = self.fork_tracking
+            audit_daemon = self.audit_daemon
 
-        c = CounterMetricFamily("enforcer_seccomp_violations",
-                                "Seccomp filter decisions logged for a workload (denials, "
-                                "and would-be denials of audit-mode policies as action=log).",
-                                labels=VIOLATION_LABELS)
-        for key, value in violations:
-            c.add_metric(key, value)
-        yield c
-
-        c = CounterMetricFamily("enforcer_limit_events",
-                                "cgroup limit events of a workload (memory oom/oom_kill/max/"
-                                "failcnt, pids max, cpu throttled).", labels=LIMIT_LABELS)
-        for key, value in limits:
-            c.add_metric(key, value)
-        yield c
+        yield _counter("enforcer_seccomp_violations",
+                       "Seccomp filter decisions logged for a workload (denials, and would-be "
+                       "denials of audit-mode policies as action=log).",
+                       VIOLATION_LABELS, violations)
+        yield _counter("enforcer_limit_events",
+                       "cgroup limit events of a workload (memory oom/oom_kill/max/failcnt, pids "
+                       "max, cpu throttled).", LIMIT_LABELS, limits)
+        yield _counter("enforcer_recorded_syscalls",
+                       "Syscalls logged by an `enforcer record` session (learning a policy: "
+                       "counted apart, never as violations).", RECORDED_LABELS, recorded)
 
         g = GaugeMetricFamily("enforcer_workloads", "Running workloads known from the registry.",
                               labels=("policy",))
@@ -221,22 +246,20 @@ class MonitorMetrics(Collector):
         yield mem
         yield cpu
 
-        c = CounterMetricFamily("enforcer_monitor_events", "Records received, per source.",
-                                labels=("source",))
-        for source, n in events:
-            c.add_metric((source,), n)
-        yield c
-        c = CounterMetricFamily("enforcer_monitor_events_lost",
-                                "Records known or estimated lost, per source (netlink overruns; "
-                                "printk suppression for kmsg).", labels=("source",))
-        for source, n in lost:
-            c.add_metric((source,), n)
-        yield c
-        c = CounterMetricFamily("enforcer_monitor_malformed",
-                                "Inputs that could not be read and were skipped.", labels=("kind",))
-        for kind, n in malformed:
-            c.add_metric((kind,), n)
-        yield c
+        yield _counter("enforcer_monitor_events", "Records received, per source.",
+                       ("source",), [((source,), n) for source, n in events])
+        yield _counter("enforcer_monitor_events_lost",
+                       "Records that did not reach the monitor, per source, from the kernel's "
+                       "own counters (audit: the socket's drop counter, or the kernel's lost "
+                       "counter while the monitor is the audit daemon; kmsg: printk suppression "
+                       "and sequence gaps).", ("source",), [((source,), n) for source, n in lost])
+        yield _counter("enforcer_monitor_events_lost_estimated",
+                       "Audit serial numbers that never arrived: a cross-check of "
+                       "enforcer_monitor_events_lost_total (an estimate).",
+                       ("source",), [((source,), n) for source, n in lost_estimated])
+        yield _counter("enforcer_monitor_malformed",
+                       "Inputs that could not be read and were skipped.",
+                       ("kind",), [((kind,), n) for kind, n in malformed])
 
         g = GaugeMetricFamily("enforcer_monitor_source",
                               "The active violation source; complete=\"false\" means records "
@@ -247,10 +270,22 @@ class MonitorMetrics(Collector):
         yield GaugeMetricFamily("enforcer_monitor_fork_tracking",
                                 "1 if short-lived processes are attributed through fork events.",
                                 value=fork_tracking)
+        yield GaugeMetricFamily("enforcer_monitor_audit_daemon",
+                                "1 while the monitor is the kernel's audit daemon (no record is "
+                                "dropped for its sake: the kernel waits), 0 on multicast.",
+                                value=audit_daemon)
 
         info = InfoMetricFamily("enforcer_build", "enforcer version.")
         info.add_metric((), {"version": __version__})
         yield info
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...],
+             rows: Iterable[tuple[tuple[str, ...], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, value in rows:
+        family.add_metric(key, value)
+    return family
 
 
 def _escape_label(value: str) -> str:

@@ -34,11 +34,18 @@ OVERFLOW_LABEL = "_overflow"
 _NEGATIVE_TTL = 5.0
 
 
+RECORDING_KIND = "recording"  # the registry record of an `enforcer record` session
+
+
 @dataclass(eq=False)
 class Workload:
     id: str
     policy: str
     mode: str = "enforce"
+    # "run", "container", or RECORDING_KIND: the audit session of an
+    # `enforcer record`, whose every syscall is logged on purpose. Its
+    # records are learning, not violations (Monitor.handle_record).
+    kind: str = "run"
     container_id: str | None = None
     pid: int | None = None
     cgroups: dict[str, str] = field(default_factory=dict)
@@ -55,6 +62,10 @@ class Workload:
     @property
     def managed(self) -> bool:
         return self.id != UNMANAGED_ID
+
+    @property
+    def recording(self) -> bool:
+        return self.kind == RECORDING_KIND
 
 
 UNMANAGED = Workload(id=UNMANAGED_ID, policy="none", mode="", label=UNMANAGED_ID)
@@ -153,7 +164,7 @@ class WorkloadIndex:
         self._bad_files.pop(path, None)
         if known is not None:
             self._drop_cgroups(known)
-            known.policy, known.mode = record.policy, record.mode
+            known.policy, known.mode, known.kind = record.policy, record.mode, record.kind
             known.container_id, known.pid = record.container_id, record.pid
             known.cgroups, known.limits = dict(record.cgroups), dict(record.limits)
             known.audit_session = record.audit_session
@@ -168,13 +179,14 @@ class WorkloadIndex:
             existing.ended = None
             workload = existing
             workload.policy, workload.mode = record.policy, record.mode
+            workload.kind = record.kind
             workload.container_id, workload.pid = record.container_id, record.pid
             workload.cgroups, workload.limits = dict(record.cgroups), dict(record.limits)
             workload.audit_session = record.audit_session
             workload.record_key = key
         else:
             workload = Workload(id=record.id, policy=record.policy, mode=record.mode,
-                                container_id=record.container_id, pid=record.pid,
+                                kind=record.kind, container_id=record.container_id, pid=record.pid,
                                 cgroups=dict(record.cgroups), limits=dict(record.limits),
                                 audit_session=record.audit_session, record_key=key)
             workload.label = self._assign_label(workload)
@@ -192,8 +204,13 @@ class WorkloadIndex:
         return OVERFLOW_LABEL
 
     def _index(self, workload: Workload) -> None:
-        if workload.audit_session is not None:
-            self._by_session[workload.audit_session] = workload
+        ses = workload.audit_session
+        if ses is not None:
+            # `enforcer record` keeps its session for the `enforcer run` it
+            # starts, which registers itself too: the recording wins.
+            current = self._by_session.get(ses)
+            if current is None or not current.recording or workload.recording:
+                self._by_session[ses] = workload
         for controllers, path in workload.cgroups.items():
             path = path.rstrip("/")
             if path.startswith("/"):  # the root cgroup would claim every process
@@ -209,6 +226,16 @@ class WorkloadIndex:
             del self._by_cgroup[key]
         for ses in [k for k, w in self._by_session.items() if w is workload]:
             del self._by_session[ses]
+            # Another record of the same session (the recording's `enforcer
+            # run`) takes over.
+            for other in self._by_path.values():
+                if other is not workload and other.audit_session == ses:
+                    self._by_session[ses] = other
+                    break
+
+    def recording_sessions(self) -> set[int]:
+        """Audit sessions of `enforcer record` runs known now."""
+        return {ses for ses, w in self._by_session.items() if w.recording}
 
     def _cgroup_pids(self, workload: Workload) -> list[int]:
         pids: list[int] = []
@@ -317,9 +344,15 @@ class WorkloadIndex:
             workload, stamp = hit
             if workload is not UNMANAGED or self.clock() - stamp <= _NEGATIVE_TTL:
                 return workload
-        return self._attribute_slow(pid)
+        return self._attribute_slow(pid, ses)
 
-    def _attribute_slow(self, pid: int) -> Workload:
+    def _attribute_slow(self, pid: int, ses: int | None = None) -> Workload:
+        if self.refresh():  # a record written since our last look may name it
+            if ses is not None and ses in self._by_session:
+                return self._by_session[ses]
+            hit = self._pid_cache.get(pid)
+            if hit is not None and hit[0] is not UNMANAGED:
+                return hit[0]
         workload = self._from_proc(pid)
         if workload is None and self.forks is not None:
             self.forks.drain()  # type: ignore[attr-defined]

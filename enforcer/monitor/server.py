@@ -1,7 +1,9 @@
 """HTTP endpoint: /metrics (Prometheus text or OpenMetrics) and /healthz.
 
-Binds 127.0.0.1:9469 by default. For a wider bind, serve TLS (--tls-cert /
---tls-key) and require basic auth (--basic-auth-file). The auth file holds
+Binds 127.0.0.1:9469 by default. A wider bind needs TLS (--tls-cert /
+--tls-key) and basic auth (--basic-auth-file) for /metrics (the command
+refuses it otherwise, unless --insecure-listen); /healthz answers without
+credentials and says only "ok" or why not. The auth file holds
 one `user:pbkdf2_sha256$ITERATIONS$SALT_B64$HASH_B64` line per user
 (`enforcer monitor --hash-password USER` prints one); stdlib only.
 """
@@ -118,11 +120,14 @@ def make_server(host: str, port: int, registry: CollectorRegistry,
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if auth is not None and not auth.check(self.headers.get("Authorization")):
+            path = self.path.split("?", 1)[0]
+            # /healthz says "ok" or why not, nothing else: it answers without
+            # credentials, for probes (a kubelet cannot send a secret).
+            if path != "/healthz" and auth is not None \
+                    and not auth.check(self.headers.get("Authorization")):
                 self._reply(401, b"unauthorized\n", "text/plain",
                             {"WWW-Authenticate": 'Basic realm="enforcer"'})
                 return
-            path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 if fast_text is not None and content_type.startswith("text/plain"):

@@ -5,11 +5,17 @@ syscall breaks the workload the first time that path runs. So this reader
 fails closed: it counts every way a record can go missing and the recording
 is refused when any count is non-zero.
 
-* Our socket buffer overflowing (ENOBUFS on recv): counted. The buffer is
-  made large (SO_RCVBUFFORCE) and read by a thread while the workload runs.
+* Our socket buffer overflowing: the kernel counts every record it drops
+  on our socket (sk_drops, read with SO_MEMINFO; ENOBUFS on recv only says
+  that it happened, not how often). The buffer is made large
+  (SO_RCVBUFFORCE, --rcvbuf) and read by a thread while the workload runs.
 * The kernel dropping records before they reach any reader (its audit
   backlog full for longer than backlog_wait_time, or a rate limit): the
-  kernel's own `lost` counter (AUDIT_GET) is read before and after.
+  kernel's own `lost` counter (AUDIT_GET) is read before and after. The
+  counter is host-wide, so a rise is held against the recording only when
+  it could be the recording's (records_could_be_lost): a drop of another
+  process's record that could not wait, while an audit daemon keeps the
+  backlog full, is reported as a note.
 * Records still in flight when the workload has exited (kauditd delivers
   asynchronously): after the workload ends, a short-lived *sentinel* child
   loads a log-everything filter and makes one syscall. The kernel queues
@@ -33,23 +39,21 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
+from enforcer.monitor.sources import audit_control
+from enforcer.monitor.sources.audit_control import NETLINK_AUDIT
 from enforcer.monitor.sources.audit import (
     AUDIT_NLGRP_READLOG,
     AUDIT_SECCOMP,
-    NETLINK_AUDIT,
     SO_RCVBUFFORCE,
     MalformedRecord,
     iter_netlink_messages,
     parse_seccomp_record,
 )
 
-# Large enough for a burst of ~500,000 records while the thread is busy.
+# Large enough for a burst of ~300,000 records while the thread is busy.
 DEFAULT_RCVBUF = 256 << 20
-AUDIT_GET = 1000  # netlink request: struct audit_status
-_NLMSG_HDR = struct.Struct("=IHHII")
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 1
 SECCOMP_RET_LOG = 0x7FFC0000
 ACTIONS_LOGGED = "/proc/sys/kernel/seccomp/actions_logged"
 
@@ -85,33 +89,40 @@ def check_log_action_enabled(path: str = ACTIONS_LOGGED) -> None:
             f"'{' '.join(actions + ['log'])}' > {path}) and record again")
 
 
-def kernel_lost_count() -> int | None:
-    """The kernel's count of audit records it dropped (AUDIT_GET `lost`);
-    None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
+def kernel_status() -> audit_control.AuditStatus | None:
+    """The kernel's audit status (AUDIT_GET: its `lost` counter and the
+    backlog settings); None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+        return audit_control.read_status()
     except OSError:
         return None
-    try:
-        sock.settimeout(2.0)
-        sock.bind((0, 0))
-        sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size, AUDIT_GET, NLM_F_REQUEST, 1, 0))
-        for _ in range(8):
-            data = sock.recv(8192)
-            length, mtype, _f, _seq, _pid = _NLMSG_HDR.unpack_from(data)
-            if mtype == AUDIT_GET and len(data) >= _NLMSG_HDR.size + 28:
-                # struct audit_status: mask, enabled, failure, pid, rate_limit,
-                # backlog_limit, lost, ... (all u32)
-                return int(struct.unpack_from("=7I", data, _NLMSG_HDR.size)[6])
-            if mtype == NLMSG_ERROR:
-                (err,) = struct.unpack_from("=i", data, _NLMSG_HDR.size)
-                if err != 0:
-                    return None
-        return None
-    except OSError:
-        return None
-    finally:
-        sock.close()
+
+
+def records_could_be_lost(before: audit_control.AuditStatus,
+                          after: audit_control.AuditStatus) -> bool:
+    """Could the records the kernel dropped between the two readings include
+    a seccomp record of a recorded process?
+
+    A seccomp record is logged in the process's own context, which may
+    sleep (GFP_KERNEL), so the kernel drops it before delivery only through
+    a rate limit, or after the process waited out the whole
+    backlog_wait_time for room in the backlog (kernel/audit.c,
+    audit_log_start); what the kernel drops later, from its retry and hold
+    queues, had been sent to the multicast readers already. The waits are
+    summed in backlog_wait_time_actual: if it grew by less than one full
+    backlog_wait_time, no process waited that long, and the records lost
+    were ones that could not wait (logged from atomic contexts), i.e. not
+    the recording's.
+    """
+    if before.rate_limit or after.rate_limit:
+        return True
+    wait = after.backlog_wait_time
+    if not wait or before.backlog_wait_time_actual is None \
+            or after.backlog_wait_time_actual is None:
+        return True
+    waited = audit_control.lost_since(before.backlog_wait_time_actual,
+                                      after.backlog_wait_time_actual)
+    return waited >= wait
 
 
 class SessionCollector:
@@ -123,10 +134,18 @@ class SessionCollector:
         self.rcvbuf = rcvbuf
         self.sock: socket.socket | None = None
         self.by_session: dict[int, SessionRecords] = {}
-        self.overruns = 0  # ENOBUFS: records lost in our socket buffer
+        # Records the kernel dropped on our socket (its sk_drops counter),
+        # read when the socket closes.
+        self.dropped = 0
+        self.received = 0  # audit records of any type and session read
         self.malformed = 0
-        self.kernel_lost_before: int | None = None
+        self.kernel_before: audit_control.AuditStatus | None = None
+        self.notes: list[str] = []  # said with the result (losses that were not ours)
         self._sentinel_pid: int | None = None
+        # Called with the sentinel's pid before it logs anything (the
+        # recorder names it in the recording's registry record, so that a
+        # monitor counts its records with the recording's).
+        self.announce_sentinel: Callable[[int], None] | None = None
         self._sentinel_seen = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -152,7 +171,7 @@ class SessionCollector:
             hint = " (recording needs root: CAP_AUDIT_READ)" if e.errno in (errno.EPERM, errno.EACCES) else ""
             raise CollectorError(f"cannot join the audit multicast group: {e.strerror}{hint}") from None
         self.sock = sock
-        self.kernel_lost_before = kernel_lost_count()
+        self.kernel_before = kernel_status()
 
     def start(self) -> None:
         assert self.sock is not None
@@ -165,6 +184,10 @@ class SessionCollector:
             self._thread.join(timeout=5)
             self._thread = None
         if self.sock is not None:
+            try:
+                self.dropped = audit_control.socket_drops(self.sock)
+            except OSError as e:  # cannot tell: treat as incomplete
+                self._error = self._error or e
             self.sock.close()
             self.sock = None
 
@@ -191,8 +214,7 @@ class SessionCollector:
                 return
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    self.overruns += 1  # the socket stays usable; the loss is counted
-                    continue
+                    continue  # the socket stays usable; its drop counter has the count
                 raise
             self.feed(data)
 
@@ -203,6 +225,7 @@ class SessionCollector:
         except MalformedRecord:
             self.malformed += 1
             return
+        self.received += len(messages)
         for mtype, payload in messages:
             if mtype != AUDIT_SECCOMP:
                 continue
@@ -228,11 +251,12 @@ class SessionCollector:
 
     # -- the end ---------------------------------------------------------------
 
-    def finish(self, timeout: float = 10.0) -> None:
+    def finish(self, timeout: float = 10.0, session: int | None = None) -> None:
         """Wait until every record written so far has been read, then stop.
 
-        Raises CollectorError if that cannot be shown (sentinel missing) or
-        if anything was lost on the way.
+        Raises CollectorError if anything was lost on the way, or if that
+        cannot be shown (sentinel missing). `session`: the recording's, for
+        the message.
         """
         if self._thread is None:
             raise CollectorError("collector was not started")
@@ -252,25 +276,37 @@ class SessionCollector:
         self.close()
         if self._error is not None:
             raise CollectorError(f"reading the audit stream failed: {self._error}")
+        # Losses first: they also explain a marker that never came.
+        self.check_complete(session)
         if pid is None or not self._sentinel_seen.is_set():
             raise CollectorError(
                 f"the audit stream delivered nothing for {timeout:.0f} s and no end-of-recording marker; "
                 "records of the workload may still be missing, so no policy was written")
-        self.check_complete()
 
-    def check_complete(self) -> None:
-        if self.overruns:
+    def check_complete(self, session: int | None = None) -> None:
+        if self.dropped:
+            read = (f"{self.session(session).records} of the recording's records were read"
+                    if session is not None else f"{self.received} records were read")
             raise CollectorError(
-                f"the audit socket overflowed {self.overruns} time(s) (ENOBUFS): records were lost "
-                "and a policy learned from them could miss syscalls; record again (a quieter "
-                "workload, or fewer other processes logging at the same time)")
-        lost_after = kernel_lost_count()
-        if self.kernel_lost_before is not None and lost_after is not None \
-                and lost_after > self.kernel_lost_before:
+                f"the kernel dropped {self.dropped} audit record(s) on the recording's socket "
+                f"(its own count; {read}): a policy learned from the rest could miss syscalls, "
+                "so none was written. Record again with a larger --rcvbuf, or with fewer other "
+                "processes logging at the same time")
+        before, after = self.kernel_before, kernel_status()
+        if before is None or after is None:
+            return
+        lost = audit_control.lost_since(before.lost, after.lost)
+        if not lost:
+            return
+        if records_could_be_lost(before, after):
             raise CollectorError(
-                f"the kernel dropped {lost_after - self.kernel_lost_before} audit record(s) during "
-                "the recording (audit backlog or rate limit; see `auditctl -s`); record again "
-                "with a larger audit backlog_limit or no rate_limit")
+                f"the kernel dropped {lost} audit record(s) during the recording (audit backlog "
+                "or rate limit; see `auditctl -s`); record again with a larger audit "
+                "backlog_limit or no rate_limit")
+        self.notes.append(
+            f"the kernel dropped {lost} audit record(s) of other processes during the recording "
+            "(ones that could not wait for room in a full audit backlog); none of them can "
+            "have been the recording's")
 
     def total_records(self) -> int:
         return sum(s.records for s in list(self.by_session.values()))
@@ -306,6 +342,8 @@ def _spawn_sentinel(collector: SessionCollector) -> int | None:
             os._exit(1)
     os.close(r)
     collector._sentinel_pid = pid
+    if collector.announce_sentinel is not None:
+        collector.announce_sentinel(pid)
     os.write(w, b"G")
     os.close(w)
     _, status = os.waitpid(pid, 0)

@@ -3,7 +3,7 @@
     base policy ──recording_policy()──▶ same caps, mounts, limits, user,
                                        namespaces; seccomp: `log` everything
                ──compile──▶ Plan (temp file)
-    launcher (fresh audit session) ──exec──▶ `enforcer run --plan` ──▶ CMD
+    gate (fresh audit session) ──"G"──exec──▶ `enforcer run --plan` ──▶ CMD
     audit multicast ──SessionCollector──▶ records of that session only
 
 The workload runs through the ordinary `enforcer run` path, so it is set up
@@ -15,6 +15,12 @@ learned policy must allow anyway, since it is filtered the same way.
 The launcher starts a new audit session before it execs `enforcer run`;
 every process of the workload inherits it, so every record is attributed
 exactly, even of children that lived for a millisecond.
+
+The recording is published in the workload registry (kind "recording",
+with its audit session) before the workload may start: the launcher is a
+small gate that waits for the go byte "G" after the record is written. So
+`enforcer monitor` knows every record of the session for what it is,
+learning and not a violation (docs/metrics.md, "Recordings").
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from enforcer import exitcodes
 from enforcer.errors import EnforcerError
+from enforcer.registry import WorkloadRecord
 from enforcer.policy.model import Action, ActionKind, Mode, Policy, SyscallPolicy
-from enforcer.record.collector import CollectorError, SessionCollector
+from enforcer.monitor.registry import RECORDING_KIND
+from enforcer.record.collector import DEFAULT_RCVBUF, CollectorError, SessionCollector
 
 
 class RecordError(EnforcerError):
@@ -71,6 +79,7 @@ class RunResult:
     other_actions: dict[tuple[int, int, str], int] = field(default_factory=dict)
     records: int = 0
     processes: int = 0
+    notes: list[str] = field(default_factory=list)  # said after the summary
 
     def by_name(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """(name -> count, arch name -> count, "ARCH syscall NR" -> count for
@@ -129,13 +138,64 @@ def _read_session(pid: int) -> int | None:
     return None if value == UNSET else value
 
 
+# The launcher: it already runs in the recording's audit session (started
+# by preexec_fn), waits until the recording is registered, then becomes
+# `enforcer run`. argv: GATE_FD -m enforcer run ... . No go byte (the
+# recorder died): nothing runs unrecorded.
+_GATE = ("import os, sys\n"
+         "fd = int(sys.argv[1])\n"
+         "if os.read(fd, 1) != b'G':\n"
+         "    sys.exit(125)\n"
+         "os.close(fd)\n"
+         "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n")
+
+
+def _publish_recording(base: Policy, policy_hash: str, launcher_pid: int,
+                       session: int) -> WorkloadRecord | None:
+    """Register the recording (kind "recording") so that the monitor counts
+    its session's records apart; None if it could not be written (then said
+    on stderr: a monitor would count the recording's syscalls as
+    violations of an audit-mode policy)."""
+    from enforcer import registry
+
+    record = registry.WorkloadRecord(
+        id=f"record-{os.getpid()}-{os.urandom(3).hex()}", kind=RECORDING_KIND,
+        policy=base.name, policy_hash=policy_hash, mode="record", pid=launcher_pid,
+        audit_session=session)
+    try:
+        registry.write_record(record)
+    except OSError as e:
+        print(f"enforcer record: warning: cannot register the recording in "
+              f"{registry.workloads_dir()} ({e.strerror}); a running `enforcer monitor` will "
+              "count its syscalls as violations", file=sys.stderr)
+        return None
+    return record
+
+
+def _name_sentinel(record: WorkloadRecord) -> Callable[[int], None]:
+    """The end-of-recording sentinel runs outside the session: name its pid
+    in the recording's record, so that its two logged calls are the
+    recording's too."""
+    from enforcer import registry
+
+    def announce(pid: int) -> None:
+        record.pid = pid
+        try:
+            registry.write_record(record)
+        except OSError:
+            pass  # two records counted as unmanaged: not worth failing the recording
+    return announce
+
+
 def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
-               timeout: float | None = None) -> RunResult:
+               timeout: float | None = None, rcvbuf: int | None = None) -> RunResult:
     """Run `argv` under the recording filter of `base`; return what it did.
 
     Raises RecordError when the recording cannot be trusted to be complete.
-    `timeout` (seconds) stops the workload with SIGTERM (for tests).
+    `timeout` (seconds) stops the workload with SIGTERM (for tests);
+    `rcvbuf` sizes the audit socket's buffer (default DEFAULT_RCVBUF).
     """
+    from enforcer import registry
     from enforcer.compile import compile_policy
     from enforcer.policy import syscalls as sc_names
 
@@ -147,16 +207,19 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
     plan_path = os.path.join(tmp, "recording.plan.json")
     with open(plan_path, "w") as f:
         f.write(plan.to_json())
-    collector = SessionCollector()
+    collector = SessionCollector(rcvbuf or DEFAULT_RCVBUF)
     proc: subprocess.Popen[bytes] | None = None
     old_handlers: dict[int, Any] = {}
+    published: WorkloadRecord | None = None
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
     try:
         try:
             collector.open()
         except CollectorError as e:
             raise RecordError(str(e)) from None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        cmd = [sys.executable, "-m", "enforcer", "run", "--plan", plan_path, "--", *argv]
+        cmd = [sys.executable, "-I", "-S", "-c", _GATE, str(gate_r),
+               "-m", "enforcer", "run", "--plan", plan_path, "--", *argv]
         try:
             # Before the reader thread starts: preexec_fn in a threaded
             # process is unsafe. The socket is bound already, so nothing the
@@ -166,13 +229,26 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             # collector, which follows this launcher's session, would see
             # none of its records.
             env = {**os.environ, "ENFORCER_KEEP_AUDIT_SESSION": "1"}
-            proc = subprocess.Popen(cmd, preexec_fn=_start_session_or_die, env=env)
+            proc = subprocess.Popen(cmd, preexec_fn=_start_session_or_die, env=env,
+                                    pass_fds=(gate_r,))
         except subprocess.SubprocessError:
             raise RecordError("cannot start a new audit session for the workload (writing "
                               "/proc/self/loginuid needs CAP_AUDIT_CONTROL and a loginuid that is "
                               "not immutable); without one its records cannot be told apart") from None
+        os.close(gate_r)
+        gate_r = -1
         session = _read_session(proc.pid)
+        if session is not None:
+            published = _publish_recording(base, plan.policy_hash, proc.pid, session)
+            if published is not None:
+                collector.announce_sentinel = _name_sentinel(published)
         collector.start()
+        try:
+            os.write(gate_w, b"G")  # the workload may start
+        except BrokenPipeError:
+            pass  # the launcher is gone; its exit status says why
+        os.close(gate_w)
+        gate_w = -1
 
         def forward(signum: int, _frame: object) -> None:
             # Ctrl-C ends the recording: the workload gets the signal (through
@@ -198,14 +274,14 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             raise RecordError("the launcher exited before its audit session could be read; "
                               f"`enforcer run` exit status {exit_code}")
         try:
-            collector.finish()
+            collector.finish(session=session)
         except CollectorError as e:
             raise RecordError(str(e)) from None
         records = collector.session(session)
         return RunResult(command=list(argv), when=when, host_arch=sc_names.native_arch(),
                          exit_code=exit_code, session=session, calls=dict(records.calls),
                          other_actions=dict(records.other_actions), records=records.records,
-                         processes=len(records.pids))
+                         processes=len(records.pids), notes=list(collector.notes))
     finally:
         for signum, handler in old_handlers.items():
             signal.signal(signum, handler)
@@ -213,6 +289,11 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             proc.kill()
             proc.wait()
         collector.close()
+        for fd in (gate_r, gate_w):
+            if fd >= 0:
+                os.close(fd)
+        if published is not None:
+            registry.remove_record(published.id)
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

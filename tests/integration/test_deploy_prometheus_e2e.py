@@ -152,7 +152,7 @@ def _violate_and_watch(prom: str, runtime: Path, key: str, path: str, procs: Pat
         # The rules loaded are the shipped ones, all healthy.
         groups = prom_api(prom, "rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
+        assert len(rules) == 11 and all(r["health"] == "ok" for r in rules), rules
     finally:
         stop(child)
         remove_record(workload, str(runtime))

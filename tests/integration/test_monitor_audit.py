@@ -1,11 +1,11 @@
 """The monitor against the real kernel: audit multicast, attribution,
-exactness under a burst, kill-process children, SIGTERM, restart."""
+kill-process children, SIGTERM, restart. (Exactness under a burst and
+loss accounting: test_monitor_loss.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -22,31 +22,6 @@ def violations(m: MonitorProcess, **labels: str) -> float:
     return value_for(m.samples("enforcer_seccomp_violations_total"), **labels)
 
 
-@pytest.mark.slow
-def test_exactness_100k_denied_syscalls_in_a_burst(tmp_path: Path, gen_binary: str,
-                                                   monitors: list[MonitorProcess],
-                                                   violators: list[Violator],
-                                                   v1_cgroup: V1Cgroup) -> None:
-    rt, events = str(tmp_path / "rt"), str(tmp_path / "ev.jsonl")
-    m = MonitorProcess(rt, events, "--events-max-bytes", str(8 << 20))
-    monitors.append(m)
-    v = Violator(gen_binary, "loop", 100_000, cgroup_dirs=list(v1_cgroup.dirs.values()))
-    violators.append(v)
-    write_workload(rt, "burst", pid=v.pid, policy="restricted", cgroups=v1_cgroup.record_cgroups)
-    started = time.monotonic()
-    assert v.go() == 0
-    got = wait_for(lambda: violations(m, workload="burst") >= 100_000, timeout=60)
-    elapsed = time.monotonic() - started
-    assert violations(m, workload="burst", syscall="getppid", action="errno",
-                      policy="restricted") == 100_000, elapsed
-    assert got
-    assert value_for(m.samples("enforcer_monitor_events_lost_total"), source="audit") == 0
-    assert m.terminate() == 0  # flushes the event log
-    # Every one is in the event log (rotated into several files at 8 MiB).
-    assert count_event_lines(events, workload="burst", syscall="getppid") == 100_000
-    assert os.path.exists(events + ".1")
-
-
 def test_killed_children_are_attributed_through_fork_events(
         tmp_path: Path, gen_binary: str, monitors: list[MonitorProcess],
         violators: list[Violator]) -> None:
@@ -59,7 +34,7 @@ def test_killed_children_are_attributed_through_fork_events(
     violators.append(v)
     write_workload(rt, "forker", pid=v.pid, policy="strict")
     assert v.go() == 0
-    assert wait_for(lambda: violations(m, action="kill-process") >= 50, timeout=15)
+    assert wait_for(lambda: violations(m, action="kill-process") >= 50, timeout=30)
     assert violations(m, workload="forker", syscall="personality", action="kill-process") == 50
     assert violations(m, workload="unmanaged") == 0
     m.terminate()
@@ -81,7 +56,7 @@ def test_unregistered_process_counts_as_unmanaged_and_audit_mode_as_log(
     write_workload(rt, "trial", pid=audited.pid, policy="new-policy", mode="audit")
     assert audited.go() == 0
     assert wait_for(lambda: violations(m, workload="trial") >= 5
-                    and violations(m, workload="unmanaged", syscall="getppid") >= 7, timeout=10)
+                    and violations(m, workload="unmanaged", syscall="getppid") >= 7, timeout=30)
     assert violations(m, workload="unmanaged", policy="none", syscall="getppid") == 7
     assert violations(m, workload="trial", action="log", policy="new-policy") == 5
     m.terminate()
@@ -104,10 +79,8 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     assert value_for(m.samples("enforcer_workloads"), policy="p1") == 1  # found at start
     assert value_for(m.samples("enforcer_monitor_malformed_total"), kind="registry_record") == 1
     assert v.go() == 0
-    assert wait_for(lambda: violations(m, workload="early") == 3, timeout=10)
-    started = time.monotonic()
-    assert m.terminate() == 0
-    assert time.monotonic() - started < 5
+    assert wait_for(lambda: violations(m, workload="early") == 3, timeout=30)
+    assert m.terminate() == 0  # within its 10 s, or it would have been killed (not 0)
     assert count_event_lines(events, workload="early") == 3  # flushed on SIGTERM
     assert "Traceback" not in m.stderr()
     # A restarted monitor finds the workload again; after the record goes and
@@ -116,10 +89,10 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     monitors.append(m2)
     assert value_for(m2.samples("enforcer_workloads"), policy="p1") == 1
     registry.remove_record("early", rt)
-    assert wait_for(lambda: value_for(m2.samples("enforcer_workloads"), policy="p1") == 0, timeout=5)
+    assert wait_for(lambda: value_for(m2.samples("enforcer_workloads"), policy="p1") == 0, timeout=30)
     assert violations(m2, workload="early") == 0  # counted by the first monitor only
     # grace 1 s, poll 0.25 s: the ended workload's labels leave /metrics.
-    assert wait_for(lambda: 'workload="early"' not in m2.metrics_text(), timeout=5)
+    assert wait_for(lambda: 'workload="early"' not in m2.metrics_text(), timeout=30)
 
 
 def test_overflow_label_past_the_cap(tmp_path: Path, gen_binary: str,
@@ -134,7 +107,7 @@ def test_overflow_label_past_the_cap(tmp_path: Path, gen_binary: str,
     monitors.append(m)
     for v in vs:
         assert v.go() == 0
-    assert wait_for(lambda: violations(m, policy="test") == 6, timeout=10)
+    assert wait_for(lambda: violations(m, policy="test") == 6, timeout=30)
     samples = m.samples("enforcer_seccomp_violations_total")
     labels = {dict(k)["workload"] for k in samples}
     assert "_overflow" in labels and len(labels) == 3

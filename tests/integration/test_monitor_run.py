@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.monitor_helpers import (FORK_UNTIL_REFUSED, REPO, MonitorProcess, gen_binary, monitors,  # noqa: F401
+from tests.monitor_helpers import (FORK_UNTIL_REFUSED, MEMORY_HOG, REPO, MonitorProcess, gen_binary, monitors,  # noqa: F401
                                    needs_root, value_for, wait_for, x86_64_only)
 
 pytestmark = [pytest.mark.root, needs_root, x86_64_only,
@@ -31,7 +30,6 @@ resources:
   memory: {max: 32Mi, swap: 0}
   pids: {max: 8}
 """
-HOG = "x = bytearray(256 << 20); x[::4096] = b'1' * (len(x) // 4096)"
 
 
 def run(tmp_path: Path, runtime: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -66,16 +64,15 @@ def test_oom_kill_and_pids_hit_under_enforcer_run(tmp_path: Path, monitors: list
     m = MonitorProcess(runtime, str(tmp_path / "ev.jsonl"), "--poll-interval", "1")
     monitors.append(m)
 
-    r = run(tmp_path, runtime, f"mon-oom-{attempt}", sys.executable, "-c", HOG)
-    ended = time.monotonic()
+    # `enforcer run` removes the workload's cgroup as soon as it exits: the
+    # event is counted only if the monitor read it on the kernel's
+    # notification. (How fast: bench/monitor_bench.py, part latency.)
+    r = run(tmp_path, runtime, f"mon-oom-{attempt}", sys.executable, "-c", MEMORY_HOG)
     assert r.returncode == 137, r.stderr  # 128 + SIGKILL: the OOM killer
     assert wait_for(lambda: limit_events(m, workload=f"mon-oom-{attempt}", resource="memory",
-                                         event="oom_kill") == 1, timeout=2.0, interval=0.05)
-    assert time.monotonic() - ended < 2.0
+                                         event="oom_kill") == 1, timeout=30)
 
     r = run(tmp_path, runtime, f"mon-pids-{attempt}", sys.executable, "-c", FORK_UNTIL_REFUSED)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr  # it printed when fork was refused
-    refused_at = float(r.stdout)
     assert wait_for(lambda: limit_events(m, workload=f"mon-pids-{attempt}", resource="pids",
-                                         event="max") >= 1, timeout=2.0, interval=0.05)
-    assert time.monotonic() - refused_at < 2.0
+                                         event="max") >= 1, timeout=30)

@@ -181,14 +181,18 @@ def test_monitor_least_privilege() -> None:
     assert pod["hostNetwork"] is True and pod["hostPID"] is True
     assert not pod.get("hostIPC", False)
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert mounts["/run/enforcer"]["readOnly"] is True
+    # The registry only, not the rest of /run/enforcer (tests/adversarial/test_monitor_exposure.py).
+    assert mounts["/run/enforcer/workloads"]["readOnly"] is True
+    assert "/run/enforcer" not in mounts
     assert mounts["/sys/fs/cgroup"]["readOnly"] is True
+    assert mounts["/etc/enforcer/tls"]["readOnly"] is True and mounts["/etc/enforcer/auth"]["readOnly"]
     writable = [p for p, m in mounts.items() if not m.get("readOnly")]
     assert writable == ["/var/log/enforcer"], writable
     for key in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(c["resources"][key]), key
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["path"] == "/healthz"
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_privilege_comments_are_there() -> None:

@@ -33,7 +33,7 @@ def test_promtool_check_config() -> None:
 def test_promtool_check_rules() -> None:
     r = run([need("promtool"), "check", "rules", str(RULES)])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 10 rules found" in r.stdout
+    assert "SUCCESS: 11 rules found" in r.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -44,7 +44,8 @@ def test_promtool_test_rules() -> None:
 
 def test_the_required_alerts_exist() -> None:
     assert set(alert_names()) == {
-        "EnforcerSeccompViolationBurst", "EnforcerSeccompKill", "EnforcerRepeatedOOMKills",
+        "EnforcerSeccompViolationBurst", "EnforcerAuditModeWouldBlock", "EnforcerSeccompKill",
+        "EnforcerRepeatedOOMKills",
         "EnforcerPidsLimitHit", "EnforcerMonitorLosingEvents", "EnforcerMonitorLossySource",
         "EnforcerMonitorDown", "EnforcerMonitorAbsent"}
 
@@ -62,7 +63,7 @@ def test_every_alert_has_severity_and_annotations() -> None:
     for g in doc["groups"]:
         for r in g["rules"]:
             if "alert" in r:
-                assert r["labels"]["severity"] in ("warning", "critical"), r["alert"]
+                assert r["labels"]["severity"] in ("info", "warning", "critical"), r["alert"]
                 assert r["annotations"]["summary"] and r["annotations"]["description"], r["alert"]
 
 
@@ -72,6 +73,10 @@ def test_every_alert_has_severity_and_annotations() -> None:
 MUTATIONS = [
     ("burst never fires", ") > 100", ") > 1e9"),
     ("burst threshold too low", ") > 100", ") > 10"),
+    ("burst counts log actions (recordings, audit mode)", '{action!~"log|allow"}', ""),
+    ("would-block counts an old monitor's recording", ', policy!~".+[.]record"', ""),
+    ("would-block never fires", 'policy!~".+[.]record"}\n          ) > 100',
+     'policy!~".+[.]record"}\n          ) > 1e9'),
     ("kill matches every action", 'action=~"kill.*"', 'action=~".*"'),
     ("kill never fires", 'increase5m{action=~"kill.*"}', 'increase5m{action="none"}'),
     ("OOM fires on two", ") >= 3", ") >= 2"),
@@ -80,6 +85,9 @@ MUTATIONS = [
     ("pids never fires", 'resource="pids", event="max"', 'resource="pids", event="none"'),
     ("lost counts old totals", "increase(enforcer_monitor_events_lost_total[10m])",
      "enforcer_monitor_events_lost_total"),
+    ("lost ignores the serial-gap estimate",
+     "increase(enforcer_monitor_events_lost_estimated_total[10m])",
+     "increase(enforcer_monitor_events_lost_total[10m])"),
     ("lossy source fires for audit too", 'enforcer_monitor_source{complete="false"}',
      "enforcer_monitor_source"),
     ("lossy source never fires", 'enforcer_monitor_source{complete="false"} == 1',

@@ -108,3 +108,57 @@ def test_fuzz_every_input_is_either_counted_as_an_event_or_as_malformed(tmp_path
     assert len(lines) == monitor.metrics.events["audit"]
     for line in lines:
         json.loads(line)  # every logged line is valid JSON, whatever came in
+
+
+def session_record(pid: int, ses: int, serial: int, nr: int = 0, code: str = "0x7ffc0000") -> bytes:
+    return (b'audit(1700000000.250:%d): auid=0 uid=0 gid=0 ses=%d pid=%d comm="app" '
+            b'exe="/usr/bin/app" sig=0 arch=c000003e syscall=%d compat=0 ip=0x1 code=%s') % (
+        serial, ses, pid, nr, code.encode())
+
+
+def test_a_recording_is_counted_apart_and_never_logged(tmp_path: Path) -> None:
+    """`enforcer record` registers its session; the `enforcer run` it starts
+    registers the same session. Every record of that session is the
+    recording's: counted in `recorded`, never a violation or an event line,
+    whether it arrives before or after the monitor's next registry poll."""
+    rt = str(tmp_path / "rt")
+    write_workload(rt, "run-1-aa", pid=300, policy="web.record", audit_session=77)
+    write_workload(rt, "record-9-bb", pid=299, policy="web", audit_session=77, kind="recording",
+                   mode="record")
+    write_workload(rt, "w1", pid=4242, policy="web", audit_session=78)
+    monitor = make_monitor(tmp_path)
+    try:
+        monitor.handle_record(session_record(300, 77, 1))  # before any poll: the slow path
+        monitor.poll()  # learns the recording's session: the cheap path
+        for serial in range(2, 6):
+            monitor.handle_record(session_record(301, 77, serial))
+        monitor.handle_record(session_record(4242, 78, 6, nr=101, code="0x50000"))
+        monitor.flush_batch()
+    finally:
+        monitor.close()
+    m = monitor.metrics
+    assert m.recorded == {("record-9-bb", "web"): 5}
+    assert m.violations == {("w1", "web", "ptrace", "errno"): 1}
+    assert m.events["audit"] == 6
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [e["workload"] for e in events] == ["w1"]
+    assert m.workloads_by_policy == {"web.record": 1, "web": 1}  # the recording is no workload
+    text = m.render_text().decode()
+    assert 'enforcer_recorded_syscalls_total{workload="record-9-bb",policy="web"} 5.0' in text
+
+
+def test_recordings_can_be_ignored(tmp_path: Path) -> None:
+    rt = str(tmp_path / "rt")
+    write_workload(rt, "record-9-bb", pid=299, policy="web", audit_session=77, kind="recording")
+    config = MonitorConfig(runtime_dir=rt, proc_root=str(tmp_path / "proc"),
+                           events_path=str(tmp_path / "ev.jsonl"), fork_tracking=False,
+                           recordings="ignore")
+    monitor = Monitor(config, source=None)
+    monitor.start()
+    try:
+        monitor.handle_record(session_record(300, 77, 1))
+        monitor.flush_batch()
+    finally:
+        monitor.close()
+    assert monitor.metrics.recorded == {} and monitor.metrics.violations == {}
+    assert (tmp_path / "ev.jsonl").read_text() == ""

@@ -8,7 +8,6 @@ import shutil
 import ssl
 import subprocess
 import threading
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +21,7 @@ from enforcer.monitor.metrics import MonitorMetrics
 from enforcer.monitor.server import (AuthFileError, BasicAuth, hash_password, load_auth_file,
                                      make_server, parse_listen)
 from enforcer.monitor.sources.kmsg import KmsgSource, parse_kmsg_line
-from tests.monitor_helpers import parse_samples, value_for
+from tests.monitor_helpers import http_get, parse_samples, value_for
 
 
 def filled_metrics() -> MonitorMetrics:
@@ -176,15 +175,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
 
 def _get(url: str, context: ssl.SSLContext, user: str | None = None,
          password: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", "Basic " + token)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return http_get(url, context, None if user is None else (user, password or ""))
 
 
 def test_tls_and_basic_auth(served: tuple[str, ssl.SSLContext]) -> None:

@@ -48,6 +48,8 @@ def parse_kmsg_line(line: bytes) -> tuple[int, bytes] | None:
 class KmsgSource:
     name = "kmsg"
     complete = False
+    mode = "kmsg"
+    registered = False  # never the audit daemon
 
     def __init__(self, path: str = "/dev/kmsg", from_start: bool = False) -> None:
         self.path = path
@@ -55,6 +57,7 @@ class KmsgSource:
         self.fd: int | None = None
         self._last_seq: int | None = None
         self._audit_lost: int | None = None
+        self.notes: list[str] = []
 
     def open(self) -> None:
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -70,6 +73,16 @@ class KmsgSource:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def account(self, on_lost: Callable[[int], None], on_estimated: Callable[[int], None],
+                final: bool = False) -> None:
+        """Nothing periodic: every loss is counted as drain() sees it."""
+
+    def detach(self, on_lost: Callable[[int], None]) -> None:
+        """Nothing to unregister."""
+
+    def abandon(self) -> bool:
+        return False
 
     def drain(self, handle: Callable[[bytes], None], on_lost: Callable[[int], None],
               on_malformed: Callable[[str], None], limit: int = 4096) -> int:

@@ -37,15 +37,37 @@ class ProcessFacts:
         self.member_dirs = member_dirs
         self._exited_cpu: dict[str, float] = {}
         self._pid_cpu: dict[str, dict[int, float]] = {}
+        # ppid -> child pids, read once per round (start_round): asking
+        # psutil for each workload's children reads every /proc/PID/stat
+        # once per workload, seconds with a thousand workloads, during which
+        # the monitor's main loop reads no audit record.
+        self._children: dict[int, list[int]] | None = None
+
+    def start_round(self) -> None:
+        """The process table changes between rounds: read it afresh."""
+        self._children = None
+
+    def _descendants(self, pid: int) -> set[int]:
+        if self._children is None:
+            children: dict[int, list[int]] = {}
+            for process in psutil.process_iter(["ppid"]):
+                ppid = process.info["ppid"]
+                if ppid is not None:
+                    children.setdefault(ppid, []).append(process.pid)
+            self._children = children
+        found = {pid}
+        stack = [pid]
+        while stack:
+            for child in self._children.get(stack.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
 
     def pids_of(self, workload: Workload) -> set[int]:
         pids = _pids_in(self.member_dirs(workload))
-        if not pids and workload.pid is not None:
-            try:
-                root = psutil.Process(workload.pid)
-                pids = {workload.pid} | {c.pid for c in root.children(recursive=True)}
-            except psutil.Error:
-                pass
+        if not pids and workload.pid is not None and psutil.pid_exists(workload.pid):
+            pids = self._descendants(workload.pid)
         return pids
 
     def measure(self, workload: Workload) -> Facts:
