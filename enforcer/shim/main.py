@@ -42,6 +42,7 @@ from enforcer.shim.runner import ACTIVE_ENV, PROG, LocalRunner
 TYPE_CHECKING = False  # `typing` costs ms on the start path; only checkers need it
 if TYPE_CHECKING:
     from enforcer.shim.runner import Runner
+    from enforcer.shim.staging import Stager
 
 APPLY_FAILED = 125  # enforcer.exitcodes.APPLY_FAILED, not imported to stay light
 POLICY_ANNOTATION = "io.enforcer.policy"
@@ -136,10 +137,13 @@ def _read_pid(line: RuncCommandLine, runc: str, flags: dict[str, str],
 
 
 def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_id: str,
-                   bundle: str, runner: "Runner") -> tuple[dict[str, object], dict[str, object] | None]:
+                   bundle: str, runner: "Runner", stager: "Stager"
+                   ) -> tuple[dict[str, object], dict[str, object] | None]:
     """The bundle's config with the selected policy merged in, and the patch used.
 
     Nothing is written here: every refusal happens before the bundle changes.
+    (The writable paths' staging mounts are made here; the caller releases
+    them, on a refusal too.)
     """
     from enforcer.shim.bundle import read_config
     from enforcer.shim.merge import merge_patch
@@ -156,7 +160,7 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
         return config, None
     shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-    merge_patch(config, patch, bundle, proc=runner.proc)
+    merge_patch(config, patch, bundle, proc=runner.proc, stager=stager)
     seccomp = patch["seccomp"]
     if isinstance(seccomp, dict) and seccomp.get("flags"):
         from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
@@ -167,17 +171,32 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
 
 def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:
     """create / run: merge, register, write config.json, then runc (exec or child)."""
-    from enforcer.shim.bundle import write_config
-    from enforcer.shim.record import cgroups_from_config, cgroups_of_pid, make_record, \
-        remove_record, write_record
+    from enforcer.shim.staging import Stager
 
     flags, positionals = line.command_flags_and_positionals()
     if not positionals:
         runner.exec_runc(runc, line.runc_args)  # runc prints its own usage error
     container_id = positionals[0]
     bundle = os.path.abspath(flags.get("bundle") or ".")
-    config, patch = _merged_config(line, cfg, runc, container_id, bundle, runner)
     root = cfg.registry_root()
+    # The process that becomes runc owns the staging mounts (staging.sweep).
+    stager = Stager(root, container_id,
+                    os.getpid() if runner.proc == "self" else int(runner.proc))
+    try:
+        return _start_staged(line, cfg, runc, runner, container_id, bundle, root, stager, flags)
+    except BaseException:
+        stager.release()  # refused, failed or handed over: runc has made its mounts or never will
+        raise
+
+
+def _start_staged(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner",
+                  container_id: str, bundle: str, root: str, stager: "Stager",
+                  flags: dict[str, str]) -> int:
+    from enforcer.shim.bundle import write_config
+    from enforcer.shim.record import STAGING_KEY, cgroups_from_config, cgroups_of_pid, \
+        make_record, remove_record, write_record
+
+    config, patch = _merged_config(line, cfg, runc, container_id, bundle, runner, stager)
     systemd = "systemd-cgroup" in {a.lstrip("-").split("=")[0] for a in line.global_args}
     # A fresh audit session for runc and so for the container's processes:
     # the monitor then attributes every seccomp record by `ses=` alone.
@@ -198,6 +217,12 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -
             raise
     command_args = line.runc_args[line.command_index + 1:]
     if line.command == "run" and not _has_bool_flag(command_args, ("d", "detach")):
+        if stager.dir is not None:
+            # runc keeps this pid for the whole run: the staging mounts go
+            # with the record when it ends (record.remove_record_if_same).
+            # In memory only: the registry file keeps its own fields.
+            record[STAGING_KEY] = stager.dir
+            stager.dir = None
         runner.remove_record_on_exit(root, record)
         runner.exec_runc(runc, line.runc_args)
     try:
@@ -205,6 +230,7 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -
     except ShimError:
         remove_record(root, container_id)
         raise
+    stager.release()  # runc has made the container's mounts: the staging is not needed
     if status != 0:
         remove_record(root, container_id)
         return status

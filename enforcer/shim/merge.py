@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 from enforcer.policy.caps import CAP_LAST_CAP, CAPABILITIES
 from enforcer.shim.errors import ShimError
 
+if TYPE_CHECKING:
+    from enforcer.shim.staging import Stager
+
 UNLIMITED = (1 << 64) - 1  # RLIM_INFINITY as OCI writes it (uint64)
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
@@ -193,12 +196,15 @@ def merge_tmpfs(config: dict[str, Any], patch: dict[str, Any]) -> None:
             mounts.append(new)
 
 
-def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str) -> None:
+def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str,
+                   stager: Stager | None) -> None:
     """Writable exceptions under a read-only root become read-write binds.
 
     Only when the root ends up read-only; a path that already has a mount
-    (a volume, a tmpfs) is left alone. The bind source is the same path in
-    the container's rootfs, so nothing of the host becomes visible.
+    (a volume, a tmpfs) is left alone. The directory is found inside the
+    container's root (symlinks and `..` cannot leave it) and handed to runc
+    as a staging mount the image cannot redirect: see staging.py for why a
+    path through the rootfs must never be a bind source.
     """
     root = config.get("root") or {}
     if not patch["writable_paths"] or not root.get("readonly"):
@@ -207,14 +213,14 @@ def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str) -
     if not isinstance(rootfs, str) or not rootfs:
         raise ShimError("config.json: root.path is missing")
     rootfs = os.path.join(bundle, rootfs)
+    if stager is None:  # pragma: no cover - every caller that merges writable paths passes one
+        raise ShimError("internal error: writable paths need a staging area")
     mounts = _list(config, "mounts")
     taken = {_norm(m.get("destination", "")) for m in mounts if isinstance(m, dict)}
     for path in patch["writable_paths"]:
         if _norm(path) in taken:
             continue
-        source = os.path.join(rootfs, path.lstrip("/"))
-        if not os.path.exists(source):
-            raise ShimError(f"policy writable path {path}: {source} does not exist in the rootfs")
+        source = stager.stage(rootfs, path)
         mounts.append({"destination": path, "type": "bind", "source": source,
                        "options": ["rbind", "rw"]})
 
@@ -431,14 +437,15 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
-                proc: str = "self") -> dict[str, Any]:
+                proc: str = "self", stager: Stager | None = None) -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
 
     What was applied is recorded in the registry (shim/record.py), not in
     the config: annotations are the caller's, and runc hands them to every
     hook as the container's state (docs/shim.md, "OCI conformance").
 
-    `proc`: the process runc will be started from (see inherited_rlimits)."""
+    `proc`: the process runc will be started from (see inherited_rlimits);
+    `stager`: where writable paths get their bind sources (staging.py)."""
     if inherited is None:
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
     merge_seccomp(config, patch)
@@ -447,7 +454,7 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     merge_root(config, patch)
     merge_paths(config, patch)
     merge_tmpfs(config, patch)
-    merge_writable(config, patch, bundle)
+    merge_writable(config, patch, bundle, stager)
     merge_resources(config, patch)
     merge_rlimits(config, patch, inherited)
     merge_no_new_privileges(config, patch)

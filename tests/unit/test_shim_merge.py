@@ -101,22 +101,52 @@ def test_tmpfs_is_added_and_replaces_a_mount_at_the_same_destination() -> None:
                                      f"size={64 << 20}"]}
 
 
-def test_writable_path_under_readonly_root_is_bound_from_the_rootfs(tmp_path) -> None:
+class RecordingStager:
+    """Stands in for staging.Stager: records what it was asked to stage."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def stage(self, rootfs: str, path: str) -> str:
+        self.asked.append((rootfs, path))
+        return f"/run/enforcer/mounts/c.1.x/{len(self.asked) - 1}"
+
+
+def test_writable_path_under_readonly_root_is_bound_from_a_staging_mount(tmp_path) -> None:
     bundle = str(tmp_path)
-    os.makedirs(tmp_path / "rootfs" / "var" / "lib" / "app")
     config = fixture_config()
     config["root"]["path"] = "rootfs"
     mounts = (MountOp(kind="readonly", path="/"), MountOp(kind="writable", path="/var/lib/app"),
               MountOp(kind="writable", path="/dev/shm"))  # already a mount: left alone
-    after = merged({"mounts": mounts}, config, bundle=bundle)
+    stager = RecordingStager()
+    after = merge_patch(config, patch_from_plan(make_plan(mounts=mounts)), bundle, NO_INHERIT,
+                        stager=stager)
     added = [m for m in after["mounts"] if m["destination"] == "/var/lib/app"]
+    # The source is the staging mount, never a path through the image's rootfs.
     assert added == [{"destination": "/var/lib/app", "type": "bind",
-                      "source": os.path.join(bundle, "rootfs", "var/lib/app"),
-                      "options": ["rbind", "rw"]}]
+                      "source": "/run/enforcer/mounts/c.1.x/0", "options": ["rbind", "rw"]}]
+    assert stager.asked == [(os.path.join(bundle, "rootfs"), "/var/lib/app")]
     assert len([m for m in after["mounts"] if m["destination"] == "/dev/shm"]) == 1
-    with pytest.raises(ShimError, match="does not exist in the rootfs"):
-        merged({"mounts": (MountOp(kind="readonly", path="/"),
-                           MountOp(kind="writable", path="/nope"))}, config, bundle=bundle)
+
+
+def test_writable_paths_need_a_readonly_root() -> None:
+    stager = RecordingStager()
+    mounts = (MountOp(kind="writable", path="/var/lib/app"),)
+    merge_patch(fixture_config(), patch_from_plan(make_plan(mounts=mounts)), "/b", NO_INHERIT,
+                stager=stager)
+    assert stager.asked == []
+
+
+def test_a_plan_with_dotdot_in_a_mount_path_is_refused(tmp_path) -> None:
+    from enforcer.errors import PlanError
+    from enforcer.plan import load_plan_file
+    from tests.shim_helpers import write_plan
+
+    for op in (MountOp(kind="writable", path="/var/lib/../../etc"),
+               MountOp(kind="bind", path="/mnt", source="/srv/../etc")):
+        path = write_plan(str(tmp_path / "p.json"), make_plan(mounts=(op,)))
+        with pytest.raises(PlanError, match="'..' component"):
+            load_plan_file(path)
 
 
 def _cg(**v2: str) -> CgroupPlan:
