@@ -160,8 +160,13 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
         return config, None
     shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-    merge_patch(config, patch, bundle, proc=runner.proc, stager=stager)
-    seccomp = patch["seccomp"]
+    notes: list[str] = []
+    merge_patch(config, patch, bundle, proc=runner.proc, stager=stager, cache_dir=shim_cache,
+                notes=notes)
+    for note in notes:
+        runner.warn(note)
+    linux = config.get("linux")
+    seccomp = linux.get("seccomp") if isinstance(linux, dict) else None
     if isinstance(seccomp, dict) and seccomp.get("flags"):
         from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
 

@@ -5,8 +5,8 @@ written up for users in docs/shim.md and each has a unit test in
 tests/unit/test_shim_merge.py. `merge_patch` mutates and returns `config`.
 
 Rules, in short:
-  seccomp          the policy's filter replaces the config's (runc loads
-                   exactly one filter from config.json)
+  seccomp          the intersection of the config's profile and the
+                   policy's (seccomp_merge.py): allowed only if both allow
   capabilities     each set intersected with the policy's set
   sysctl           net.ipv4.ip_unprivileged_port_start dropped when the
                    policy removes CAP_NET_BIND_SERVICE
@@ -65,16 +65,30 @@ def _list(parent: dict[str, Any], key: str) -> list[Any]:
 # -- seccomp -------------------------------------------------------------
 
 
-def merge_seccomp(config: dict[str, Any], patch: dict[str, Any]) -> None:
-    """The policy's filter replaces the config's.
+def merge_seccomp(config: dict[str, Any], patch: dict[str, Any],
+                  cache_dir: str | None = None) -> list[str]:
+    """The filter handed to runc is the intersection of the container's and
+    the policy's: a call runs only if both allow it (seccomp_merge.py).
 
-    runc installs exactly one filter from config.json, so the two cannot be
-    stacked there; the policy's filter is the one the policy author tested
-    (and the one `enforcer run` loads), so it wins. A policy without a
-    syscall section leaves the config's filter alone.
+    runc loads exactly one filter from config.json, so the two cannot be
+    stacked there; this writes the one profile that decides as the stacked
+    pair would. Without a profile in the config the policy's is used as it
+    is; a policy without a syscall section keeps the container's. Returns
+    the notes on where the intersection had to be stricter than stacking.
     """
-    if patch["seccomp"] is not None:
-        _obj(config, "linux")["seccomp"] = patch["seccomp"]
+    policy = patch["seccomp"]
+    if policy is None:
+        return []
+    linux = _obj(config, "linux")
+    current = linux.get("seccomp")
+    if current is None:
+        linux["seccomp"] = policy
+        return []
+    from enforcer.shim.seccomp_merge import intersect_cached
+
+    linux["seccomp"], notes = intersect_cached(current, policy, str(patch["plan_digest"]),
+                                               cache_dir)
+    return notes
 
 
 # -- capabilities ----------------------------------------------------------
@@ -437,7 +451,8 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
-                proc: str = "self", stager: Stager | None = None) -> dict[str, Any]:
+                proc: str = "self", stager: Stager | None = None,
+                cache_dir: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
 
     What was applied is recorded in the registry (shim/record.py), not in
@@ -445,10 +460,15 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     hook as the container's state (docs/shim.md, "OCI conformance").
 
     `proc`: the process runc will be started from (see inherited_rlimits);
-    `stager`: where writable paths get their bind sources (staging.py)."""
+    `stager`: where writable paths get their bind sources (staging.py);
+    `cache_dir`: the shim's cache (the seccomp intersection is kept there);
+    `notes`: gets what the user should hear about (a stricter-than-stacked
+    seccomp rule)."""
     if inherited is None:
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
-    merge_seccomp(config, patch)
+    seccomp_notes = merge_seccomp(config, patch, cache_dir)
+    if notes is not None:
+        notes.extend(seccomp_notes)
     merge_capabilities(config, patch)
     merge_sysctl(config, patch)
     merge_root(config, patch)

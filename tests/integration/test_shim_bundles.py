@@ -237,9 +237,11 @@ def test_runc_that_is_the_shim_itself_is_refused(env, tmp_path) -> None:
 def test_plan_file_patch_is_cached_and_invalidated(env) -> None:
     assert _create(env, "--policy", "handmade").returncode == 0
     cache = env["tmp"] / "run" / "shim-cache"
-    entries = [p for p in os.listdir(cache) if p != "runc-features.json"]
+    entries = [p for p in os.listdir(cache) if p not in ("runc-features.json", "seccomp")]
     assert len(entries) == 1
     assert oct(os.stat(cache).st_mode & 0o777) == "0o700"
+    # the intersection of the container's seccomp profile and the policy's
+    assert len(os.listdir(cache / "seccomp")) == 1
     # a changed Plan (same name) must not be served from the cache
     write_plan(str(env["tmp"] / "plans" / "handmade.json"),
                make_plan(no_new_privileges=True, policy_hash="cd" * 32))

@@ -24,11 +24,29 @@ def merged(plan_overrides: dict, config: dict | None = None, bundle: str = "/bun
     return merge_patch(config, patch, bundle, inherited if inherited is not None else NO_INHERIT)
 
 
-def test_seccomp_is_replaced_by_the_policys_filter() -> None:
-    before = fixture_config()
-    assert before["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
-    after = merged({})
-    assert after["linux"]["seccomp"] == OCI_NO_MKDIR
+def _allowed(profile: dict, name: str) -> bool:
+    """Whether `name` is allowed unconditionally by an OCI profile."""
+    for entry in profile["syscalls"]:
+        if name in entry["names"] and not entry.get("args"):
+            return entry["action"] == "SCMP_ACT_ALLOW"
+    return profile["defaultAction"] == "SCMP_ACT_ALLOW"
+
+
+def test_seccomp_is_the_intersection_of_the_containers_and_the_policys() -> None:
+    before = fixture_config()["linux"]["seccomp"]
+    assert before["defaultAction"] == "SCMP_ACT_ERRNO"
+    after = merged({})["linux"]["seccomp"]
+    # Docker's profile denies by default: so does the merge, though the
+    # policy's default is allow; the policy's denial of mkdir holds too.
+    assert after["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert _allowed(before, "mkdir") and not _allowed(after, "mkdir")
+    assert not _allowed(after, "mount") and _allowed(after, "read")
+
+
+def test_without_a_container_profile_the_policys_is_used() -> None:
+    config = fixture_config()
+    del config["linux"]["seccomp"]
+    assert merged({}, config)["linux"]["seccomp"] == OCI_NO_MKDIR
 
 
 def test_policy_without_syscalls_keeps_the_containers_filter() -> None:
