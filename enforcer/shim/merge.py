@@ -7,7 +7,8 @@ tests/unit/test_shim_merge.py. `merge_patch` mutates and returns `config`.
 Rules, in short:
   seccomp          the intersection of the config's profile and the
                    policy's (seccomp_merge.py): allowed only if both allow
-  capabilities     each set intersected with the policy's set
+  capabilities     each set intersected with the policy's set (ambient: with
+                   permitted & inheritable when the policy names no user)
   sysctl           net.ipv4.ip_unprivileged_port_start dropped when the
                    policy removes CAP_NET_BIND_SERVICE
   readonlyPaths    the policy's paths added
@@ -100,6 +101,14 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
     A relative policy (drop/add) removes its `drop` set from every set; its
     `add` is never applied, because the shim only removes privilege. Names
     the shim does not know are removed too (they cannot be in the policy).
+
+    Ambient: a policy that names a user says which capabilities that user
+    holds as ambient, and the container's ambient set is intersected with
+    that. A policy that names no user leaves the container's user (and so
+    whether it needs ambient capabilities: `podman run --user 1000
+    --cap-add NET_BIND_SERVICE`) to the runtime: its ambient set is then
+    intersected with what the policy lets the process hold at all, its
+    permitted and inheritable sets (the kernel's own bound for ambient).
     """
     caps = patch["caps"]
     if caps is None:
@@ -116,10 +125,13 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
             continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ShimError(f"config.json: process.capabilities.{set_name} is not a list of names")
+        masks = caps["masks"]
         if caps["relative"]:
             allowed = ~caps["drop"] & ((1 << (CAP_LAST_CAP + 1)) - 1)
+        elif set_name == "ambient" and patch["user"] is None:
+            allowed = masks["permitted"] & masks["inheritable"]
         else:
-            allowed = caps["masks"][set_name]
+            allowed = masks[set_name]
         kept = []
         for name in names:
             number = CAPABILITIES.get(name.upper())

@@ -305,3 +305,30 @@ def test_unprivileged_port_sysctl_goes_with_net_bind_service() -> None:
     keep = CapabilityPlan(bounding=bind, effective=bind, permitted=bind, inheritable=0, ambient=0)
     assert merged({"capabilities": keep})["linux"]["sysctl"] == sysctl
     assert merged({"capabilities": None})["linux"]["sysctl"] == sysctl
+
+
+def test_ambient_is_intersected_with_what_the_policy_lets_the_process_hold() -> None:
+    """A policy without a user leaves the user to the runtime: its ambient
+    capabilities (podman --user 1000 --cap-add NET_BIND_SERVICE) are
+    intersected with the policy's permitted & inheritable, not emptied."""
+    nbs, raw = CAP_NUMBERS["CAP_NET_BIND_SERVICE"], CAP_NUMBERS["CAP_NET_RAW"]
+    config = fixture_config()
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    for s in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+        config["process"]["capabilities"][s] = ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+    keep = cap_mask(nbs, CAP_NUMBERS["CAP_CHOWN"])
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=keep,
+                          ambient=0)
+    after = merged({"capabilities": caps}, copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == ["CAP_NET_BIND_SERVICE"]  # NET_RAW is not the policy's
+    # Not permitted by the policy: not ambient either.
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=cap_mask(raw),
+                          inheritable=keep, ambient=0)
+    after = merged({"capabilities": caps}, copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == []
+    # A policy naming a user says which capabilities it holds as ambient.
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=keep,
+                          ambient=0)
+    after = merged({"capabilities": caps, "user": UserPlan(uid=65534, gid=65534)},
+                   copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == []
