@@ -308,26 +308,15 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
     return APPLY_FAILED  # not reached
 
 
-def _bytes(value: str) -> int:
-    """runc's --memory syntax: a number with an optional k/m/g/t/p (powers of 1024)."""
-    text = value.strip().lower().removesuffix("b")
-    scale = 1
-    if text and text[-1] in "kmgtp":
-        scale = 1024 ** ("kmgtp".index(text[-1]) + 1)
-        text = text[:-1]
-    try:
-        return int(float(text) * scale)
-    except ValueError:
-        raise ShimError(f"update: cannot read {value!r} as a size") from None
-
-
 def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
                      runner: "Runner") -> int:
-    """`runc update` on a policy container may not raise a limit above the policy's.
+    """`runc update` on a policy container may not raise a limit the policy sets.
 
-    The update is refused (not clamped: runc gets what the caller wrote or
-    nothing) when memory, memory+swap, pids or the CPU quota/period ratio
-    would end up above, or unlimited where, the policy sets a limit.
+    The rule is update.py's. Raising is refused (runc is not run); a
+    memory+swap total above what the policy allows on top of the new memory
+    limit is lowered to it (Docker re-sends its own total with every update).
+    Resources on stdin (`-r -`, containerd's way) are read here and handed
+    to runc on its stdin, exactly as checked.
     """
     flags, positionals = line.command_flags_and_positionals()
     record = _policy_record(cfg, positionals[0] if positionals else None)
@@ -335,56 +324,59 @@ def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
         runner.exec_runc(runc, line.runc_args)
     assert record is not None
     from enforcer import fastjson
+    from enforcer.shim import update
     from enforcer.shim.plans import patch_for_policy
 
     limits = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,
                               os.path.join(cfg.registry_root(), "shim-cache"))["limits"]
-    asked: dict[str, int | None] = {}
-    if "resources" in flags:
-        source = flags["resources"]
+    source = flags.get("resources")
+    if source is None:  # runc's flags: checked as runc reads them, passed on as they are
+        res, data = update.resources_from_flags(flags), None
+    elif source == "-":
+        data = runner.read_stdin(update.MAX_RESOURCES)
+        res = update.parse_resources(data, source)
+    else:
         try:
-            if source == "-":
-                raise ShimError("update -r - (resources on stdin) is refused for a policy "
-                                "container: pass a file")
             with open(source, "rb") as f:
-                res = fastjson.loads(f.read())
-        except (OSError, ValueError) as e:
-            raise ShimError(f"update --resources {source}: {e}") from None
-        if not isinstance(res, dict):
-            raise ShimError(f"update --resources {source}: expected a JSON object")
-        memory, pids, cpu = (res.get(k) or {} for k in ("memory", "pids", "cpu"))
-        asked.update(memory=memory.get("limit"), swap=memory.get("swap"),
-                     pids=pids.get("limit"), cpu_quota=cpu.get("quota"),
-                     cpu_period=cpu.get("period"))
-    for flag, key in (("memory", "memory"), ("memory-swap", "swap")):
-        if flag in flags:
-            asked[key] = _bytes(flags[flag])
-    for flag, key in (("pids-limit", "pids"), ("cpu-quota", "cpu_quota"),
-                      ("cpu-period", "cpu_period")):
-        if flag in flags:
-            try:
-                asked[key] = int(flags[flag])
-            except ValueError:
-                raise ShimError(f"update --{flag}: {flags[flag]!r} is not a number") from None
-
-    def over(value: int | None, limit: int | None) -> bool:
-        return limit is not None and value is not None and (value <= 0 or value > limit)
-
-    swap_limit = None if limits["memory"] is None or limits["swap"] is None \
-        else limits["memory"] + limits["swap"]
-    problems = [f"{name} {asked[key]}" for name, key, limit in (
-        ("memory", "memory", limits["memory"]), ("memory+swap", "swap", swap_limit),
-        ("pids", "pids", limits["pids"])) if over(asked.get(key), limit)]
-    quota = asked.get("cpu_quota")
-    if limits["cpu_quota"] is not None and quota is not None:
-        period = asked.get("cpu_period") or limits["cpu_period"]
-        if quota <= 0 or quota * limits["cpu_period"] > limits["cpu_quota"] * period:
-            problems.append(f"cpu quota {quota}/{period}")
-    if problems:
-        raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
-                        f"update to {', '.join(problems)} is above the policy's limits")
-    runner.exec_runc(runc, line.runc_args)
+                data = f.read(update.MAX_RESOURCES + 1)
+        except OSError as e:
+            raise ShimError(f"update --resources {source}: {e.strerror}") from None
+        res = update.parse_resources(data, source)
+    cgroups = record.get("cgroups")
+    found = update.check(res, limits, may_change=source is not None,
+                         period=update.current_cpu_period(cgroups)
+                         if isinstance(cgroups, dict) else None)
+    if found.problems:
+        raise ShimError(f"container {record['id']} runs under policy {record['policy']}: update "
+                        f"to {'; '.join(found.problems)} is above the policy's limits")
+    if source is None or source != "-" and not found.changed:
+        runner.exec_runc(runc, line.runc_args)
+    if found.changed:
+        data = fastjson.dumps(res).encode()
+        runner.warn(f"memory+swap set to {res['memory']['swap']}: policy {record['policy']} "
+                    f"allows {limits['swap']} bytes of swap on top of memory")
+    runner.exec_runc(runc, _resources_from_stdin(line), stdin=data)
     return APPLY_FAILED  # not reached
+
+
+def _resources_from_stdin(line: RuncCommandLine) -> list[str]:
+    """runc's arguments with `-r FILE` turned into `-r -` (runc then reads
+    the resources the shim checked from its stdin)."""
+    args = list(line.runc_args)
+    i = line.command_index + 1
+    while i < len(args):
+        if args[i] == "--":
+            break
+        name = args[i].lstrip("-")
+        if args[i].startswith("-") and name in ("r", "resources"):
+            if i + 1 < len(args):
+                args[i + 1] = "-"
+            i += 2
+            continue
+        if args[i].startswith("-") and name.split("=", 1)[0] in ("r", "resources"):
+            args[i] = args[i].split("=", 1)[0] + "=-"
+        i += 1
+    return args
 
 
 def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:
