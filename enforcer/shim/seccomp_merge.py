@@ -146,14 +146,21 @@ def _stricter(config: Action, policy: Action) -> Action:
     return policy if policy[0] > config[0] else config
 
 
+def _object(doc: Any, fields: frozenset[str], where: str) -> dict[str, Any]:
+    """`doc` as an object with only the fields runc knows: a field we do not
+    know might say something we would silently drop."""
+    if not isinstance(doc, dict):
+        raise ShimError(f"{where}: expected an object")
+    unknown = set(doc) - fields
+    if unknown:
+        raise ShimError(f"{where}: unknown field(s) {sorted(unknown)}; refusing to guess what "
+                        "they mean")
+    return doc
+
+
 def _cond(arg: Any, where: str) -> Cond | bool:
     """One OCI comparison, normalised: a Cond, True (always holds) or False (never)."""
-    if not isinstance(arg, dict):
-        raise ShimError(f"{where}: expected an object")
-    unknown = set(arg) - _ARG_KEYS
-    if unknown:
-        raise ShimError(f"{where}: unknown field(s) {sorted(unknown)}")
-    op = arg.get("op")
+    op = _object(arg, _ARG_KEYS, where).get("op")
     if op not in _OPS:
         raise ShimError(f"{where}: unknown comparison {op!r}")
     value = _uint(arg.get("value", 0), 64, where + ".value")
@@ -201,12 +208,7 @@ class Profile:
     """An OCI linux.seccomp object as runc would load it."""
 
     def __init__(self, doc: Any, where: str, native: str) -> None:
-        if not isinstance(doc, dict):
-            raise ShimError(f"{where}: expected an object")
-        unknown = set(doc) - _PROFILE_KEYS
-        if unknown:
-            raise ShimError(f"{where}: unknown field(s) {sorted(unknown)}; refusing to guess "
-                            "what they mean")
+        doc = _object(doc, _PROFILE_KEYS, where)
         self.default = _action(doc.get("defaultAction"), doc.get("defaultErrnoRet"),
                                where + ".defaultAction")
         arches = doc.get("architectures") or []
@@ -226,12 +228,7 @@ class Profile:
             self._entry(entry, f"{where}.syscalls[{i}]")
 
     def _entry(self, entry: Any, where: str) -> None:
-        if not isinstance(entry, dict):
-            raise ShimError(f"{where}: expected an object")
-        unknown = set(entry) - _ENTRY_KEYS
-        if unknown:
-            raise ShimError(f"{where}: unknown field(s) {sorted(unknown)}")
-        names = entry.get("names")
+        names = _object(entry, _ENTRY_KEYS, where).get("names")
         if not isinstance(names, list) or not names or \
                 not all(isinstance(n, str) and n for n in names):
             raise ShimError(f"{where}.names: expected a list of syscall names")

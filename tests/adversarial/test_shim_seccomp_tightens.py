@@ -171,20 +171,25 @@ def _env(tmp_path: Path, plans: dict | None = None) -> dict[str, str]:
 MKDIR = "mkdir /tmp/made 2>/dev/null && echo MADE || echo mkdir-denied"
 
 
-@pytest.mark.runc
-@pytest.mark.root
-@pytest.mark.usefixtures("shim_front_end")
-def test_a_container_keeps_its_stricter_profile_under_the_shim(tmp_path, rootfs_src,
-                                                             container_id) -> None:
+def _strict_bundle(tmp_path: Path, rootfs_src: str, script: str) -> str:
+    """A bundle whose own profile denies mkdir (everything else allowed)."""
     def strict(config: dict) -> dict:
         config["linux"]["seccomp"] = copy.deepcopy(NO_MKDIR)
         config["root"]["readonly"] = False  # so only seccomp can stop mkdir
         return config
 
+    return runc_spec_bundle(str(tmp_path / "b"), rootfs_src, ["/bin/sh", "-c", script], strict)
+
+
+@pytest.mark.runc
+@pytest.mark.root
+@pytest.mark.usefixtures("shim_front_end")
+def test_a_container_keeps_its_stricter_profile_under_the_shim(tmp_path, rootfs_src,
+                                                             container_id) -> None:
     # The policy's own denials hold too: `default` refuses unshare (@namespaces)
     # even where the runtime's profile allows everything but mkdir.
     script = f"{MKDIR}; unshare -U true 2>/dev/null && echo UNSHARED || echo unshare-denied"
-    bundle = runc_spec_bundle(str(tmp_path / "b"), rootfs_src, ["/bin/sh", "-c", script], strict)
+    bundle = _strict_bundle(tmp_path, rootfs_src, script)
     r = run_shim(["--policy", "default", "run", "--bundle", bundle, container_id],
                  env=_env(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -196,12 +201,7 @@ def test_a_container_keeps_its_stricter_profile_under_the_shim(tmp_path, rootfs_
 @pytest.mark.usefixtures("shim_front_end")
 def test_an_allow_all_plan_does_not_lift_the_containers_profile(tmp_path, rootfs_src,
                                                                container_id) -> None:
-    def strict(config: dict) -> dict:
-        config["linux"]["seccomp"] = copy.deepcopy(NO_MKDIR)
-        config["root"]["readonly"] = False  # so only seccomp can stop mkdir
-        return config
-
-    bundle = runc_spec_bundle(str(tmp_path / "b"), rootfs_src, ["/bin/sh", "-c", MKDIR], strict)
+    bundle = _strict_bundle(tmp_path, rootfs_src, MKDIR)
     env = _env(tmp_path, {"allow-all": _plan_with_oci(ALLOW_ALL, policy_name="allow-all")})
     r = run_shim(["--policy", "allow-all", "run", "--bundle", bundle, container_id], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
