@@ -186,7 +186,10 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -
     root = cfg.registry_root()
     # The process that becomes runc owns the staging mounts (staging.sweep).
     stager = Stager(root, container_id,
-                    os.getpid() if runner.proc == "self" else int(runner.proc))
+                    os.getpid() if runner.proc == "self" else int(runner.proc),
+                    lambda: runner.require_own_process(
+                        "the policy's writable paths are staged with mount(2), which needs the "
+                        "privileges of the runtime that asked"))
     try:
         return _start_staged(line, cfg, runc, runner, container_id, bundle, root, stager, flags)
     except BaseException:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
         def warn(self, message: str) -> None: ...
         def new_audit_session(self) -> int | None: ...
+        def require_own_process(self, reason: str) -> None: ...
         def read_stdin(self, limit: int) -> bytes: ...
         def exec_runc(self, runc: str, args: list[str],
                       stdin: bytes | None = None) -> NoReturn: ...
@@ -54,6 +55,9 @@ class LocalRunner:
         from enforcer.audit_session import start_new_session
 
         return start_new_session()
+
+    def require_own_process(self, reason: str) -> None:
+        """Go on only in the process that becomes runc: this one."""
 
     def read_stdin(self, limit: int) -> bytes:
         """All of stdin (what containerd sends with `update -r -`), at most `limit` bytes."""

@@ -49,7 +49,7 @@ import os
 
 TYPE_CHECKING = False  # `typing` costs ms on the start path; only checkers need it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 from enforcer.shim.errors import ShimError
 
@@ -90,9 +90,14 @@ class Stager:
 
     `owner` is the pid whose life the staging belongs to (the process that
     becomes runc): the sweep of other starts' leftovers goes by it.
+    `before_mount` runs once, before the first staging mount: enforcer-shimd
+    hands the request back to the front end there (its unit grants no
+    CAP_SYS_ADMIN: the mounts are made with the privileges of the runtime
+    that asked, in the Python shim run in the front end's place).
     """
 
-    def __init__(self, runtime_root: str, container_id: str, owner: int) -> None:
+    def __init__(self, runtime_root: str, container_id: str, owner: int,
+                 before_mount: "Callable[[], None] | None" = None) -> None:
         if not container_id or "/" in container_id or container_id.startswith("."):
             raise ShimError(f"container id {container_id!r} is not a plain name")
         self.base = os.path.join(runtime_root, STAGING_DIR)
@@ -100,9 +105,12 @@ class Stager:
         self.owner = owner
         self.dir: str | None = None
         self.mounts: list[str] = []
+        self._before_mount = before_mount
 
     def _ensure_dir(self) -> str:
         if self.dir is None:
+            if self._before_mount is not None:
+                self._before_mount()
             os.makedirs(self.base, mode=0o700, exist_ok=True)
             sweep(self.base)
             name = f"{self.container_id}.{self.owner}.{os.urandom(4).hex()}"

@@ -250,3 +250,25 @@ def test_staging_left_by_a_killed_shim_is_swept(tmp_path) -> None:
     finally:
         fresh.release()
     assert session.mounts_under(run) == []
+
+
+def test_staging_asks_the_runner_first_and_leaves_nothing_when_handed_over(tmp_path) -> None:
+    """enforcer-shimd may not mount (its unit grants no CAP_SYS_ADMIN): the
+    stager asks first, and the server hands the request to the front end's
+    Python shim, which makes the mounts with its caller's privileges."""
+    from enforcer.shim.staging import Stager
+
+    class HandedOver(Exception):
+        pass
+
+    def hand_over() -> None:
+        raise HandedOver()
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    run = tmp_path / "run"
+    stager = Stager(str(run), "c1", os.getpid(), before_mount=hand_over)
+    with pytest.raises(HandedOver):
+        stager.stage(str(rootfs), "/data")
+    assert session.mounts_under(str(tmp_path)) == []
+    assert not (run / "mounts").exists()
