@@ -45,3 +45,21 @@ def write_atomic(path: str, data: bytes, *, mode: int = 0o644, fsync: bool = Fal
         except OSError:
             pass
         raise
+
+
+def read_private(path: str, limit: int) -> bytes | None:
+    """The contents of a cache file only this user could have written:
+    owned by us, not group/other-writable, not a symlink, at most `limit`
+    bytes. None when it is missing or fails any of that (then recompute:
+    a cache is never a reason to trust what someone else put there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > limit:
+            return None
+        return os.read(fd, limit + 1)[:limit]
+    finally:
+        os.close(fd)

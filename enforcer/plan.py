@@ -390,10 +390,18 @@ def _mount_from(d: dict[str, Any], i: int) -> MountOp:
     path = _req(d, "path", str, where)
     if not path.startswith("/"):
         raise PlanError(f"plan: {where}.path: {path!r} is not absolute")
+    source = _opt(d, "source", str, where)
+    for field, value in (("path", path), ("source", source)):
+        # A mount path is joined to a container's root or a new rootfs;
+        # `..` would climb out of it on the host. Symlinks are resolved
+        # inside the root where the path is used (enforcer.inroot).
+        if value is not None and ".." in value.split("/"):
+            raise PlanError(f"plan: {where}.{field}: {value!r} has a '..' component; "
+                            "mount paths must stay inside the root they are joined to")
     return MountOp(
         kind=kind,
         path=path,
-        source=_opt(d, "source", str, where),
+        source=source,
         size=_opt(d, "size", int, where),
         mode=_opt(d, "mode", int, where),
         options=tuple(_req(d, "options", list, where)),

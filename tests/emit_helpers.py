@@ -195,3 +195,28 @@ def all_syscalls(arch: str) -> dict[int, str]:
     for nr, name in own.by_number.items():
         table.setdefault(nr, name)
     return dict(sorted(table.items()))
+
+
+U64 = (1 << 64) - 1
+
+
+def candidate_arg_values(entries: list[dict]) -> list[int]:
+    """Argument values that make every condition of `entries` (OCI or Docker
+    seccomp entries) both match and not match: each constant, its
+    neighbours and high-word variants, the 64-bit edges, and for a masked
+    comparison the expected value with each single mask bit flipped."""
+    values = {0, 1, 0xFFFFFFFF, 1 << 32, U64, U64 - 1, 1 << 63}
+    for e in entries:
+        for a in e.get("args") or []:
+            for v in (a.get("value", 0), a.get("valueTwo", 0)):
+                for w in (v - 1, v, v + 1, v | 1 << 32, v + (1 << 32), v ^ U64):
+                    if 0 <= w <= U64:
+                        values.add(w)
+            if a["op"] == "SCMP_CMP_MASKED_EQ":
+                mask, want = a["value"], a.get("valueTwo", 0)
+                # the expected value, and it with each single mask bit flipped
+                for bit in range(64):
+                    if mask >> bit & 1:
+                        values.add(want ^ (1 << bit))
+                values.add(want | ~mask & U64)
+    return sorted(values)

@@ -45,6 +45,7 @@ from enforcer.shim.runner import ACTIVE_ENV, PROG, LocalRunner
 TYPE_CHECKING = False  # `typing` costs ms on the start path; only checkers need it
 if TYPE_CHECKING:
     from enforcer.shim.runner import Runner
+    from enforcer.shim.staging import Stager
 
 APPLY_FAILED = 125  # enforcer.exitcodes.APPLY_FAILED, not imported to stay light
 POLICY_ANNOTATION = "io.enforcer.policy"
@@ -160,10 +161,13 @@ def _read_pid(line: RuncCommandLine, runc: str, flags: dict[str, str],
 
 
 def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_id: str,
-                   bundle: str, runner: "Runner") -> tuple[dict[str, object], dict[str, object] | None]:
+                   bundle: str, runner: "Runner", stager: "Stager"
+                   ) -> tuple[dict[str, object], dict[str, object] | None]:
     """The bundle's config with the selected policy merged in, and the patch used.
 
     Nothing is written here: every refusal happens before the bundle changes.
+    (The writable paths' staging mounts are made here; the caller releases
+    them, on a refusal too.)
     """
     from enforcer.shim.bundle import read_config
     from enforcer.shim.merge import merge_patch
@@ -180,8 +184,13 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
         return config, None
     shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-    merge_patch(config, patch, bundle, proc=runner.proc)
-    seccomp = patch["seccomp"]
+    notes: list[str] = []
+    merge_patch(config, patch, bundle, proc=runner.proc, stager=stager, cache_dir=shim_cache,
+                notes=notes)
+    for note in notes:
+        runner.warn(note)
+    linux = config.get("linux")
+    seccomp = linux.get("seccomp") if isinstance(linux, dict) else None
     if isinstance(seccomp, dict) and seccomp.get("flags"):
         from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
 
@@ -191,17 +200,35 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
 
 def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:
     """create / run: merge, register, write config.json, then runc (exec or child)."""
-    from enforcer.shim.bundle import write_config
-    from enforcer.shim.record import cgroups_from_config, cgroups_of_pid, make_record, \
-        remove_record, write_record
+    from enforcer.shim.staging import Stager
 
     flags, positionals = line.command_flags_and_positionals()
     if not positionals:
         runner.exec_runc(runc, line.runc_args)  # runc prints its own usage error
     container_id = positionals[0]
     bundle = os.path.abspath(flags.get("bundle") or ".")
-    config, patch = _merged_config(line, cfg, runc, container_id, bundle, runner)
     root = cfg.registry_root()
+    # The process that becomes runc owns the staging mounts (staging.sweep).
+    stager = Stager(root, container_id,
+                    os.getpid() if runner.proc == "self" else int(runner.proc),
+                    lambda: runner.require_own_process(
+                        "the policy's writable paths are staged with mount(2), which needs the "
+                        "privileges of the runtime that asked"))
+    try:
+        return _start_staged(line, cfg, runc, runner, container_id, bundle, root, stager, flags)
+    except BaseException:
+        stager.release()  # refused, failed or handed over: runc has made its mounts or never will
+        raise
+
+
+def _start_staged(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner",
+                  container_id: str, bundle: str, root: str, stager: "Stager",
+                  flags: dict[str, str]) -> int:
+    from enforcer.shim.bundle import write_config
+    from enforcer.shim.record import STAGING_KEY, cgroups_from_config, cgroups_of_pid, \
+        make_record, remove_record, write_record
+
+    config, patch = _merged_config(line, cfg, runc, container_id, bundle, runner, stager)
     systemd = "systemd-cgroup" in {a.lstrip("-").split("=")[0] for a in line.global_args}
     # A fresh audit session for runc and so for the container's processes:
     # the monitor then attributes every seccomp record by `ses=` alone.
@@ -222,6 +249,12 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -
             raise
     command_args = line.runc_args[line.command_index + 1:]
     if line.command == "run" and not _has_bool_flag(command_args, ("d", "detach")):
+        if stager.dir is not None:
+            # runc keeps this pid for the whole run: the staging mounts go
+            # with the record when it ends (record.remove_record_if_same).
+            # In memory only: the registry file keeps its own fields.
+            record[STAGING_KEY] = stager.dir
+            stager.dir = None
         runner.remove_record_on_exit(root, record)
         runner.exec_runc(runc, line.runc_args)
     try:
@@ -229,6 +262,7 @@ def start(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -
     except ShimError:
         remove_record(root, container_id)
         raise
+    stager.release()  # runc has made the container's mounts: the staging is not needed
     if status != 0:
         remove_record(root, container_id)
         return status
@@ -301,26 +335,15 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
     return APPLY_FAILED  # not reached
 
 
-def _bytes(value: str) -> int:
-    """runc's --memory syntax: a number with an optional k/m/g/t/p (powers of 1024)."""
-    text = value.strip().lower().removesuffix("b")
-    scale = 1
-    if text and text[-1] in "kmgtp":
-        scale = 1024 ** ("kmgtp".index(text[-1]) + 1)
-        text = text[:-1]
-    try:
-        return int(float(text) * scale)
-    except ValueError:
-        raise ShimError(f"update: cannot read {value!r} as a size") from None
-
-
 def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
                      runner: "Runner") -> int:
-    """`runc update` on a policy container may not raise a limit above the policy's.
+    """`runc update` on a policy container may not raise a limit the policy sets.
 
-    The update is refused (not clamped: runc gets what the caller wrote or
-    nothing) when memory, memory+swap, pids or the CPU quota/period ratio
-    would end up above, or unlimited where, the policy sets a limit.
+    The rule is update.py's. Raising is refused (runc is not run); a
+    memory+swap total above what the policy allows on top of the new memory
+    limit is lowered to it (Docker re-sends its own total with every update).
+    Resources on stdin (`-r -`, containerd's way) are read here and handed
+    to runc on its stdin, exactly as checked.
     """
     flags, positionals = line.command_flags_and_positionals()
     record = _policy_record(cfg, positionals[0] if positionals else None)
@@ -328,56 +351,59 @@ def update_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
         runner.exec_runc(runc, line.runc_args)
     assert record is not None
     from enforcer import fastjson
+    from enforcer.shim import update
     from enforcer.shim.plans import patch_for_policy
 
     limits = patch_for_policy(str(record["policy"]), cfg.plans_dir, cfg.cache_dir,
                               os.path.join(cfg.registry_root(), "shim-cache"))["limits"]
-    asked: dict[str, int | None] = {}
-    if "resources" in flags:
-        source = flags["resources"]
+    source = flags.get("resources")
+    if source is None:  # runc's flags: checked as runc reads them, passed on as they are
+        res, data = update.resources_from_flags(flags), None
+    elif source == "-":
+        data = runner.read_stdin(update.MAX_RESOURCES)
+        res = update.parse_resources(data, source)
+    else:
         try:
-            if source == "-":
-                raise ShimError("update -r - (resources on stdin) is refused for a policy "
-                                "container: pass a file")
             with open(source, "rb") as f:
-                res = fastjson.loads(f.read())
-        except (OSError, ValueError) as e:
-            raise ShimError(f"update --resources {source}: {e}") from None
-        if not isinstance(res, dict):
-            raise ShimError(f"update --resources {source}: expected a JSON object")
-        memory, pids, cpu = (res.get(k) or {} for k in ("memory", "pids", "cpu"))
-        asked.update(memory=memory.get("limit"), swap=memory.get("swap"),
-                     pids=pids.get("limit"), cpu_quota=cpu.get("quota"),
-                     cpu_period=cpu.get("period"))
-    for flag, key in (("memory", "memory"), ("memory-swap", "swap")):
-        if flag in flags:
-            asked[key] = _bytes(flags[flag])
-    for flag, key in (("pids-limit", "pids"), ("cpu-quota", "cpu_quota"),
-                      ("cpu-period", "cpu_period")):
-        if flag in flags:
-            try:
-                asked[key] = int(flags[flag])
-            except ValueError:
-                raise ShimError(f"update --{flag}: {flags[flag]!r} is not a number") from None
-
-    def over(value: int | None, limit: int | None) -> bool:
-        return limit is not None and value is not None and (value <= 0 or value > limit)
-
-    swap_limit = None if limits["memory"] is None or limits["swap"] is None \
-        else limits["memory"] + limits["swap"]
-    problems = [f"{name} {asked[key]}" for name, key, limit in (
-        ("memory", "memory", limits["memory"]), ("memory+swap", "swap", swap_limit),
-        ("pids", "pids", limits["pids"])) if over(asked.get(key), limit)]
-    quota = asked.get("cpu_quota")
-    if limits["cpu_quota"] is not None and quota is not None:
-        period = asked.get("cpu_period") or limits["cpu_period"]
-        if quota <= 0 or quota * limits["cpu_period"] > limits["cpu_quota"] * period:
-            problems.append(f"cpu quota {quota}/{period}")
-    if problems:
-        raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
-                        f"update to {', '.join(problems)} is above the policy's limits")
-    runner.exec_runc(runc, line.runc_args)
+                data = f.read(update.MAX_RESOURCES + 1)
+        except OSError as e:
+            raise ShimError(f"update --resources {source}: {e.strerror}") from None
+        res = update.parse_resources(data, source)
+    cgroups = record.get("cgroups")
+    found = update.check(res, limits, may_change=source is not None,
+                         period=update.current_cpu_period(cgroups)
+                         if isinstance(cgroups, dict) else None)
+    if found.problems:
+        raise ShimError(f"container {record['id']} runs under policy {record['policy']}: update "
+                        f"to {'; '.join(found.problems)} is above the policy's limits")
+    if source is None or source != "-" and not found.changed:
+        runner.exec_runc(runc, line.runc_args)
+    if found.changed:
+        data = fastjson.dumps(res).encode()
+        runner.warn(f"memory+swap set to {res['memory']['swap']}: policy {record['policy']} "
+                    f"allows {limits['swap']} bytes of swap on top of memory")
+    runner.exec_runc(runc, _resources_from_stdin(line), stdin=data)
     return APPLY_FAILED  # not reached
+
+
+def _resources_from_stdin(line: RuncCommandLine) -> list[str]:
+    """runc's arguments with `-r FILE` turned into `-r -` (runc then reads
+    the resources the shim checked from its stdin)."""
+    args = list(line.runc_args)
+    i = line.command_index + 1
+    while i < len(args):
+        if args[i] == "--":
+            break
+        name = args[i].lstrip("-")
+        if args[i].startswith("-") and name in ("r", "resources"):
+            if i + 1 < len(args):
+                args[i + 1] = "-"
+            i += 2
+            continue
+        if args[i].startswith("-") and name.split("=", 1)[0] in ("r", "resources"):
+            args[i] = args[i].split("=", 1)[0] + "=-"
+        i += 1
+    return args
 
 
 def delete(line: RuncCommandLine, cfg: ShimConfig, runc: str, runner: "Runner") -> int:

@@ -5,9 +5,10 @@ written up for users in docs/shim.md and each has a unit test in
 tests/unit/test_shim_merge.py. `merge_patch` mutates and returns `config`.
 
 Rules, in short:
-  seccomp          the policy's filter replaces the config's (runc loads
-                   exactly one filter from config.json)
-  capabilities     each set intersected with the policy's set
+  seccomp          the intersection of the config's profile and the
+                   policy's (seccomp_merge.py): allowed only if both allow
+  capabilities     each set intersected with the policy's set (ambient: with
+                   permitted & inheritable when the policy names no user)
   sysctl           net.ipv4.ip_unprivileged_port_start dropped when the
                    policy removes CAP_NET_BIND_SERVICE
   readonlyPaths    the policy's paths added
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 from enforcer.policy.caps import CAP_LAST_CAP, CAPABILITIES
 from enforcer.shim.errors import ShimError
 
+if TYPE_CHECKING:
+    from enforcer.shim.staging import Stager
+
 UNLIMITED = (1 << 64) - 1  # RLIM_INFINITY as OCI writes it (uint64)
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
@@ -62,16 +66,30 @@ def _list(parent: dict[str, Any], key: str) -> list[Any]:
 # -- seccomp -------------------------------------------------------------
 
 
-def merge_seccomp(config: dict[str, Any], patch: dict[str, Any]) -> None:
-    """The policy's filter replaces the config's.
+def merge_seccomp(config: dict[str, Any], patch: dict[str, Any],
+                  cache_dir: str | None = None) -> list[str]:
+    """The filter handed to runc is the intersection of the container's and
+    the policy's: a call runs only if both allow it (seccomp_merge.py).
 
-    runc installs exactly one filter from config.json, so the two cannot be
-    stacked there; the policy's filter is the one the policy author tested
-    (and the one `enforcer run` loads), so it wins. A policy without a
-    syscall section leaves the config's filter alone.
+    runc loads exactly one filter from config.json, so the two cannot be
+    stacked there; this writes the one profile that decides as the stacked
+    pair would. Without a profile in the config the policy's is used as it
+    is; a policy without a syscall section keeps the container's. Returns
+    the notes on where the intersection had to be stricter than stacking.
     """
-    if patch["seccomp"] is not None:
-        _obj(config, "linux")["seccomp"] = patch["seccomp"]
+    policy = patch["seccomp"]
+    if policy is None:
+        return []
+    linux = _obj(config, "linux")
+    current = linux.get("seccomp")
+    if current is None:
+        linux["seccomp"] = policy
+        return []
+    from enforcer.shim.seccomp_merge import intersect_cached
+
+    linux["seccomp"], notes = intersect_cached(current, policy, str(patch["plan_digest"]),
+                                               cache_dir)
+    return notes
 
 
 # -- capabilities ----------------------------------------------------------
@@ -83,6 +101,14 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
     A relative policy (drop/add) removes its `drop` set from every set; its
     `add` is never applied, because the shim only removes privilege. Names
     the shim does not know are removed too (they cannot be in the policy).
+
+    Ambient: a policy that names a user says which capabilities that user
+    holds as ambient, and the container's ambient set is intersected with
+    that. A policy that names no user leaves the container's user (and so
+    whether it needs ambient capabilities: `podman run --user 1000
+    --cap-add NET_BIND_SERVICE`) to the runtime: its ambient set is then
+    intersected with what the policy lets the process hold at all, its
+    permitted and inheritable sets (the kernel's own bound for ambient).
     """
     caps = patch["caps"]
     if caps is None:
@@ -99,10 +125,13 @@ def merge_capabilities(config: dict[str, Any], patch: dict[str, Any]) -> None:
             continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ShimError(f"config.json: process.capabilities.{set_name} is not a list of names")
+        masks = caps["masks"]
         if caps["relative"]:
             allowed = ~caps["drop"] & ((1 << (CAP_LAST_CAP + 1)) - 1)
+        elif set_name == "ambient" and patch["user"] is None:
+            allowed = masks["permitted"] & masks["inheritable"]
         else:
-            allowed = caps["masks"][set_name]
+            allowed = masks[set_name]
         kept = []
         for name in names:
             number = CAPABILITIES.get(name.upper())
@@ -193,12 +222,15 @@ def merge_tmpfs(config: dict[str, Any], patch: dict[str, Any]) -> None:
             mounts.append(new)
 
 
-def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str) -> None:
+def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str,
+                   stager: Stager | None) -> None:
     """Writable exceptions under a read-only root become read-write binds.
 
     Only when the root ends up read-only; a path that already has a mount
-    (a volume, a tmpfs) is left alone. The bind source is the same path in
-    the container's rootfs, so nothing of the host becomes visible.
+    (a volume, a tmpfs) is left alone. The directory is found inside the
+    container's root (symlinks and `..` cannot leave it) and handed to runc
+    as a staging mount the image cannot redirect: see staging.py for why a
+    path through the rootfs must never be a bind source.
     """
     root = config.get("root") or {}
     if not patch["writable_paths"] or not root.get("readonly"):
@@ -207,14 +239,14 @@ def merge_writable(config: dict[str, Any], patch: dict[str, Any], bundle: str) -
     if not isinstance(rootfs, str) or not rootfs:
         raise ShimError("config.json: root.path is missing")
     rootfs = os.path.join(bundle, rootfs)
+    if stager is None:  # pragma: no cover - every caller that merges writable paths passes one
+        raise ShimError("internal error: writable paths need a staging area")
     mounts = _list(config, "mounts")
     taken = {_norm(m.get("destination", "")) for m in mounts if isinstance(m, dict)}
     for path in patch["writable_paths"]:
         if _norm(path) in taken:
             continue
-        source = os.path.join(rootfs, path.lstrip("/"))
-        if not os.path.exists(source):
-            raise ShimError(f"policy writable path {path}: {source} does not exist in the rootfs")
+        source = stager.stage(rootfs, path)
         mounts.append({"destination": path, "type": "bind", "source": source,
                        "options": ["rbind", "rw"]})
 
@@ -431,23 +463,30 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
-                proc: str = "self") -> dict[str, Any]:
+                proc: str = "self", stager: Stager | None = None,
+                cache_dir: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
 
     What was applied is recorded in the registry (shim/record.py), not in
     the config: annotations are the caller's, and runc hands them to every
     hook as the container's state (docs/shim.md, "OCI conformance").
 
-    `proc`: the process runc will be started from (see inherited_rlimits)."""
+    `proc`: the process runc will be started from (see inherited_rlimits);
+    `stager`: where writable paths get their bind sources (staging.py);
+    `cache_dir`: the shim's cache (the seccomp intersection is kept there);
+    `notes`: gets what the user should hear about (a stricter-than-stacked
+    seccomp rule)."""
     if inherited is None:
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
-    merge_seccomp(config, patch)
+    seccomp_notes = merge_seccomp(config, patch, cache_dir)
+    if notes is not None:
+        notes.extend(seccomp_notes)
     merge_capabilities(config, patch)
     merge_sysctl(config, patch)
     merge_root(config, patch)
     merge_paths(config, patch)
     merge_tmpfs(config, patch)
-    merge_writable(config, patch, bundle)
+    merge_writable(config, patch, bundle, stager)
     merge_resources(config, patch)
     merge_rlimits(config, patch, inherited)
     merge_no_new_privileges(config, patch)

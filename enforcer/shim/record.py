@@ -20,6 +20,10 @@ from enforcer import fastjson
 
 NO_POLICY = "_none"  # policy name of a container started without one
 PASSTHROUGH_MODE = "passthrough"
+# In the in-memory record of a foreground `runc run` only (never written to
+# the registry file): the staging directory of its writable paths, released
+# with the record when the run ends (see staging.py).
+STAGING_KEY = "_staging"
 
 
 def record_path(root: str, container_id: str) -> str:
@@ -134,7 +138,14 @@ def _same_record(path: str, record: dict[str, Any]) -> bool:
 
 
 def remove_record_if_same(root: str, record: dict[str, Any]) -> None:
-    """Remove `record` from the registry unless its id was registered anew since."""
+    """Remove `record` from the registry unless its id was registered anew
+    since; release the run's staging mounts either way (they are its own)."""
+    staging = record.get(STAGING_KEY)
+    if isinstance(staging, str):
+        from enforcer.shim.staging import STAGING_DIR, release_dir
+
+        if os.path.dirname(staging) == os.path.join(root, STAGING_DIR):
+            release_dir(staging)
     try:
         path = record_path(root, record["id"])
         if _same_record(path, record):

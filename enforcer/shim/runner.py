@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
         def warn(self, message: str) -> None: ...
         def new_audit_session(self) -> int | None: ...
-        def exec_runc(self, runc: str, args: list[str]) -> NoReturn: ...
+        def require_own_process(self, reason: str) -> None: ...
+        def read_stdin(self, limit: int) -> bytes: ...
+        def exec_runc(self, runc: str, args: list[str],
+                      stdin: bytes | None = None) -> NoReturn: ...
         def remove_record_on_exit(self, root: str, record: dict[str, Any]) -> None: ...
         def run_child(self, runc: str, args: list[str]) -> int: ...
 
@@ -53,9 +56,30 @@ class LocalRunner:
 
         return start_new_session()
 
-    def exec_runc(self, runc: str, args: list[str]) -> "NoReturn":
+    def require_own_process(self, reason: str) -> None:
+        """Go on only in the process that becomes runc: this one."""
+
+    def read_stdin(self, limit: int) -> bytes:
+        """All of stdin (what containerd sends with `update -r -`), at most `limit` bytes."""
+        chunks, size = [], 0
+        while chunk := os.read(0, 1 << 16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ShimError(f"stdin: too large (more than {limit} bytes); refusing to read on")
+        return b"".join(chunks)
+
+    def exec_runc(self, runc: str, args: list[str], stdin: bytes | None = None) -> "NoReturn":
+        """Become runc; with `stdin`, runc reads exactly those bytes as its stdin
+        (a private memfd: what the shim checked is what runc reads)."""
         os.environ[ACTIVE_ENV] = "1"
         try:
+            if stdin is not None:
+                fd = os.memfd_create("enforcer-runc-stdin", 0)
+                os.write(fd, stdin)  # a memfd takes it all in one write
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.dup2(fd, 0)
+                os.close(fd)
             os.execv(runc, [runc] + args)
         except OSError as e:
             raise ShimError(f"cannot execute {runc}: {e.strerror}") from None

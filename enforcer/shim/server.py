@@ -170,7 +170,22 @@ class RemoteRunner:
     def remove_record_on_exit(self, root: str, record: "dict[str, Any]") -> None:
         self._on_exit = (root, record)
 
-    def exec_runc(self, runc: str, args: list[str]) -> "NoReturn":
+    def require_own_process(self, reason: str) -> None:
+        """What is left to do needs the front end's own process (its stdin,
+        its caller's privileges): the Python shim runs in its place, from
+        the start, with the same checks."""
+        self.fall_back(reason)
+        raise HandedOver()
+
+    def read_stdin(self, limit: int) -> bytes:
+        self.require_own_process("the request reads stdin (update -r -), which only the front "
+                                 "end's own process can read")
+        raise AssertionError("not reached")  # pragma: no cover
+
+    def exec_runc(self, runc: str, args: list[str], stdin: bytes | None = None) -> "NoReturn":
+        if stdin is not None:
+            self.require_own_process("runc must be given a new stdin, which only the front "
+                                     "end's own process can do")
         if self._on_exit is None:
             self._send("X", runc, runc, *args)
             raise HandedOver()

@@ -26,6 +26,7 @@ from tests.emit_helpers import (
     AUDIT_ARCH,
     X32_BIT,
     all_syscalls,
+    candidate_arg_values,
     known_syscalls,
     parse_bpf,
     ref_action,
@@ -62,24 +63,6 @@ CAP_SETS = {
 }
 
 ACTION_MASK = 0xFFFF0000
-
-
-def _candidate_values(entries: list[dict]) -> list[int]:
-    values = {0, 1, 0xFFFFFFFF, 1 << 32, U64, U64 - 1, 1 << 63}
-    for e in entries:
-        for a in e.get("args") or []:
-            for v in (a.get("value", 0), a.get("valueTwo", 0)):
-                for w in (v - 1, v, v + 1, v | 1 << 32, v + (1 << 32), v ^ U64):
-                    if 0 <= w <= U64:
-                        values.add(w)
-            if a["op"] == "SCMP_CMP_MASKED_EQ":
-                mask, want = a["value"], a.get("valueTwo", 0)
-                # the expected value, and it with each single mask bit flipped
-                for bit in range(64):
-                    if mask >> bit & 1:
-                        values.add(want ^ (1 << bit))
-                values.add(want | ~mask & U64)
-    return sorted(values)
 
 
 def _policy_from_yaml(path: Path):  # type: ignore[no-untyped-def]
@@ -130,7 +113,7 @@ def test_imported_profile_decides_like_the_original(tmp_path: Path, profile: str
     entries = resolve_docker_entries(data, caps, "amd64", KERNEL)
     conditional_names = {n for e in entries if e.get("args") for n in e.get("names", [])}
     intended = _intended(data, caps)
-    values = _candidate_values(entries)
+    values = candidate_arg_values(entries)
     arg_indexes = sorted({a["index"] for e in entries for a in e.get("args") or []})
     rng = random.Random(1326)
 
@@ -234,7 +217,7 @@ def test_conditional_rules_really_are_exercised() -> None:
     caps = CAP_SETS["docker-default"]
     ref = parse_bpf(reference_bpf(data, caps, kernel=KERNEL))
     entries = resolve_docker_entries(data, caps, "amd64", KERNEL)
-    values = _candidate_values(entries)
+    values = candidate_arg_values(entries)
     x86_64 = {v: k for k, v in known_syscalls("x86_64").items()}
     checked = 0
     for e in entries:
@@ -279,7 +262,7 @@ def test_round_trip_json_yaml_oci_json_keeps_every_decision(tmp_path: Path, cap_
     ours = parse_bpf(reference_bpf(exported, caps, kernel=KERNEL))
     ref = parse_bpf(reference_bpf(data, caps, kernel=KERNEL))
     entries = resolve_docker_entries(data, caps, "amd64", KERNEL)
-    values = _candidate_values(entries)
+    values = candidate_arg_values(entries)
     differences = []
     compared = 0
     for arch in ("x86_64", "x86", "x32"):

@@ -243,9 +243,11 @@ def test_runc_that_is_the_shim_itself_is_refused(env, tmp_path) -> None:
 def test_plan_file_patch_is_cached_and_invalidated(env) -> None:
     assert _create(env, "--policy", "handmade").returncode == 0
     cache = env["tmp"] / "run" / "shim-cache"
-    entries = [p for p in os.listdir(cache) if p != "runc-features.json"]
+    entries = [p for p in os.listdir(cache) if p not in ("runc-features.json", "seccomp")]
     assert len(entries) == 1
     assert oct(os.stat(cache).st_mode & 0o777) == "0o700"
+    # the intersection of the container's seccomp profile and the policy's
+    assert len(os.listdir(cache / "seccomp")) == 1
     # a changed Plan (same name) must not be served from the cache
     write_plan(str(env["tmp"] / "plans" / "handmade.json"),
                make_plan(no_new_privileges=True, policy_hash="cd" * 32))
@@ -338,20 +340,25 @@ def test_update_cannot_raise_a_limit_above_the_policy(env) -> None:
     resources = env["tmp"] / "res.json"
     for args, message in (
             (["--memory", "1g"], "memory 1073741824"),
-            (["--memory", "-1"], "memory -1"),
+            (["--memory", "-1"], "memory unlimited"),
             (["--pids-limit", "100"], "pids 100"),
-            (["--cpu-quota", "80000"], "cpu quota 80000/100000"),
+            (["--cpu-quota", "80000", "--cpu-period", "100000"], "cpu quota 80000/100000"),
             (["--cpu-quota", "30000", "--cpu-period", "50000"], "cpu quota 30000/50000"),
+            # a quota alone keeps the container's period, which the shim must
+            # read from its cgroup (this fake runc made none): refused
+            (["--cpu-quota", "20000"], "cpu quota 20000 without a period"),
+            (["--cpu-period", "1000"], "cpu quota unlimited"),
             (["-r", str(resources)], "memory 536870912")):
         resources.write_text(json.dumps({"memory": {"limit": 512 << 20}}))
         r = run_shim(["update", *args, "c1"], env=env["env"])
         assert r.returncode == 125 and message in r.stderr, (args, r.stderr)
         assert not env["marker"].exists()
     r = run_shim(["update", "--memory", "128m", "--pids-limit", "32", "--cpu-quota", "20000",
-                  "c1"], env=env["env"])
+                  "--cpu-period", "100000", "c1"], env=env["env"])
     assert r.returncode == 0, r.stderr
     assert env["marker"].read_text().splitlines() == [
-        "update", "--memory", "128m", "--pids-limit", "32", "--cpu-quota", "20000", "c1"]
+        "update", "--memory", "128m", "--pids-limit", "32", "--cpu-quota", "20000",
+        "--cpu-period", "100000", "c1"]
 
 
 def test_fast_launcher_runs_the_shim_without_site(env) -> None:

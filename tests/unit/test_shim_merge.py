@@ -24,11 +24,29 @@ def merged(plan_overrides: dict, config: dict | None = None, bundle: str = "/bun
     return merge_patch(config, patch, bundle, inherited if inherited is not None else NO_INHERIT)
 
 
-def test_seccomp_is_replaced_by_the_policys_filter() -> None:
-    before = fixture_config()
-    assert before["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
-    after = merged({})
-    assert after["linux"]["seccomp"] == OCI_NO_MKDIR
+def _allowed(profile: dict, name: str) -> bool:
+    """Whether `name` is allowed unconditionally by an OCI profile."""
+    for entry in profile["syscalls"]:
+        if name in entry["names"] and not entry.get("args"):
+            return entry["action"] == "SCMP_ACT_ALLOW"
+    return profile["defaultAction"] == "SCMP_ACT_ALLOW"
+
+
+def test_seccomp_is_the_intersection_of_the_containers_and_the_policys() -> None:
+    before = fixture_config()["linux"]["seccomp"]
+    assert before["defaultAction"] == "SCMP_ACT_ERRNO"
+    after = merged({})["linux"]["seccomp"]
+    # Docker's profile denies by default: so does the merge, though the
+    # policy's default is allow; the policy's denial of mkdir holds too.
+    assert after["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert _allowed(before, "mkdir") and not _allowed(after, "mkdir")
+    assert not _allowed(after, "mount") and _allowed(after, "read")
+
+
+def test_without_a_container_profile_the_policys_is_used() -> None:
+    config = fixture_config()
+    del config["linux"]["seccomp"]
+    assert merged({}, config)["linux"]["seccomp"] == OCI_NO_MKDIR
 
 
 def test_policy_without_syscalls_keeps_the_containers_filter() -> None:
@@ -101,22 +119,52 @@ def test_tmpfs_is_added_and_replaces_a_mount_at_the_same_destination() -> None:
                                      f"size={64 << 20}"]}
 
 
-def test_writable_path_under_readonly_root_is_bound_from_the_rootfs(tmp_path) -> None:
+class RecordingStager:
+    """Stands in for staging.Stager: records what it was asked to stage."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def stage(self, rootfs: str, path: str) -> str:
+        self.asked.append((rootfs, path))
+        return f"/run/enforcer/mounts/c.1.x/{len(self.asked) - 1}"
+
+
+def test_writable_path_under_readonly_root_is_bound_from_a_staging_mount(tmp_path) -> None:
     bundle = str(tmp_path)
-    os.makedirs(tmp_path / "rootfs" / "var" / "lib" / "app")
     config = fixture_config()
     config["root"]["path"] = "rootfs"
     mounts = (MountOp(kind="readonly", path="/"), MountOp(kind="writable", path="/var/lib/app"),
               MountOp(kind="writable", path="/dev/shm"))  # already a mount: left alone
-    after = merged({"mounts": mounts}, config, bundle=bundle)
+    stager = RecordingStager()
+    after = merge_patch(config, patch_from_plan(make_plan(mounts=mounts)), bundle, NO_INHERIT,
+                        stager=stager)
     added = [m for m in after["mounts"] if m["destination"] == "/var/lib/app"]
+    # The source is the staging mount, never a path through the image's rootfs.
     assert added == [{"destination": "/var/lib/app", "type": "bind",
-                      "source": os.path.join(bundle, "rootfs", "var/lib/app"),
-                      "options": ["rbind", "rw"]}]
+                      "source": "/run/enforcer/mounts/c.1.x/0", "options": ["rbind", "rw"]}]
+    assert stager.asked == [(os.path.join(bundle, "rootfs"), "/var/lib/app")]
     assert len([m for m in after["mounts"] if m["destination"] == "/dev/shm"]) == 1
-    with pytest.raises(ShimError, match="does not exist in the rootfs"):
-        merged({"mounts": (MountOp(kind="readonly", path="/"),
-                           MountOp(kind="writable", path="/nope"))}, config, bundle=bundle)
+
+
+def test_writable_paths_need_a_readonly_root() -> None:
+    stager = RecordingStager()
+    mounts = (MountOp(kind="writable", path="/var/lib/app"),)
+    merge_patch(fixture_config(), patch_from_plan(make_plan(mounts=mounts)), "/b", NO_INHERIT,
+                stager=stager)
+    assert stager.asked == []
+
+
+def test_a_plan_with_dotdot_in_a_mount_path_is_refused(tmp_path) -> None:
+    from enforcer.errors import PlanError
+    from enforcer.plan import load_plan_file
+    from tests.shim_helpers import write_plan
+
+    for op in (MountOp(kind="writable", path="/var/lib/../../etc"),
+               MountOp(kind="bind", path="/mnt", source="/srv/../etc")):
+        path = write_plan(str(tmp_path / "p.json"), make_plan(mounts=(op,)))
+        with pytest.raises(PlanError, match="'..' component"):
+            load_plan_file(path)
 
 
 def _cg(**v2: str) -> CgroupPlan:
@@ -257,3 +305,30 @@ def test_unprivileged_port_sysctl_goes_with_net_bind_service() -> None:
     keep = CapabilityPlan(bounding=bind, effective=bind, permitted=bind, inheritable=0, ambient=0)
     assert merged({"capabilities": keep})["linux"]["sysctl"] == sysctl
     assert merged({"capabilities": None})["linux"]["sysctl"] == sysctl
+
+
+def test_ambient_is_intersected_with_what_the_policy_lets_the_process_hold() -> None:
+    """A policy without a user leaves the user to the runtime: its ambient
+    capabilities (podman --user 1000 --cap-add NET_BIND_SERVICE) are
+    intersected with the policy's permitted & inheritable, not emptied."""
+    nbs, raw = CAP_NUMBERS["CAP_NET_BIND_SERVICE"], CAP_NUMBERS["CAP_NET_RAW"]
+    config = fixture_config()
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    for s in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+        config["process"]["capabilities"][s] = ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+    keep = cap_mask(nbs, CAP_NUMBERS["CAP_CHOWN"])
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=keep,
+                          ambient=0)
+    after = merged({"capabilities": caps}, copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == ["CAP_NET_BIND_SERVICE"]  # NET_RAW is not the policy's
+    # Not permitted by the policy: not ambient either.
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=cap_mask(raw),
+                          inheritable=keep, ambient=0)
+    after = merged({"capabilities": caps}, copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == []
+    # A policy naming a user says which capabilities it holds as ambient.
+    caps = CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=keep,
+                          ambient=0)
+    after = merged({"capabilities": caps, "user": UserPlan(uid=65534, gid=65534)},
+                   copy.deepcopy(config))["process"]["capabilities"]
+    assert after["ambient"] == []
