@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from tests import session
 
@@ -20,6 +20,7 @@ from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+T = TypeVar("T")
 
 
 def bpf_for(default: str = "allow", kill: Iterable[str] = (), errno_eperm: Iterable[str] = (),
@@ -130,3 +131,58 @@ def read_probe_table() -> dict[str, dict[str, str]]:
             continue
         table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
     return table
+
+
+# -- watching workloads from outside (host pid namespace) ---------------------
+
+
+def pids_with_arg(marker: str) -> list[int]:
+    """Host pids whose command line has `marker` as one of its arguments."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in args:
+            found.append(int(name))
+    return found
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0,
+             what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy (busy machines are slow)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    """(real uid, real gid) of a host process, from /proc/PID/status."""
+    uid = gid = -1
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    return uid, gid
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
