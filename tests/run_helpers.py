@@ -15,7 +15,7 @@ from typing import Callable, Iterable, TypeVar
 
 from tests import session
 
-from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
+from enforcer.plan import (PLAN_FORMAT, CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
                            SeccompPlan, replace)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,7 @@ def seccomp_plan(default: str = "allow", kill: Iterable[str] = (),
 
 
 def make_plan(**kw: object) -> Plan:
-    base = Plan(format=1, enforcer_version="test", policy_name="test-plan",
+    base = Plan(format=PLAN_FORMAT, enforcer_version="test", policy_name="test-plan",
                 policy_hash="0" * 64, mode="enforce", seccomp=None, capabilities=None)
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -136,8 +136,10 @@ def read_probe_table() -> dict[str, dict[str, str]]:
 # -- watching workloads from outside (host pid namespace) ---------------------
 
 
-def pids_with_arg(marker: str) -> list[int]:
-    """Host pids whose command line has `marker` as one of its arguments."""
+def pids_with_arg(marker: str, program: str | None = None) -> list[int]:
+    """Host pids whose command line has `marker` as one of its arguments
+    (and, if given, runs `program`: the supervisor's own command line names
+    the workload's arguments too)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -147,7 +149,8 @@ def pids_with_arg(marker: str) -> list[int]:
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if marker.encode() in args:
+        if marker.encode() in args and (
+                program is None or os.path.basename(args[0]) == program.encode()):
             found.append(int(name))
     return found
 

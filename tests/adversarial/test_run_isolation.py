@@ -77,7 +77,7 @@ class Victim:
         if self.proc.poll() is not None:
             raise AssertionError(f"victim exited {self.proc.returncode}: "
                                  f"{self.proc.stderr.read() if self.proc.stderr else ''}")
-        found = pids_with_arg(self.marker)
+        found = pids_with_arg(self.marker, "sleep")
         return found[0] if found else None
 
     def stop(self) -> None:

@@ -41,6 +41,19 @@ def work() -> Iterator[str]:
     session.remove_tree(d)
 
 
+def in_pid_namespace(ns: str) -> list[int]:
+    """Host pids of the processes in pid namespace `ns` (a readlink text)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns and alive(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def remove_orphaned_cgroup(name: str) -> None:
     for d in v1_cgroup_dirs(name):
         for pid in open(f"{d}/cgroup.procs").read().split():
@@ -81,17 +94,21 @@ def test_workload_dies_with_its_supervisor(work: str, policy: str) -> None:
             if supervisor.poll() is not None:
                 raise AssertionError(f"enforcer run exited {supervisor.returncode}: "
                                      f"{supervisor.stderr.read() if supervisor.stderr else ''}")
-            return pids_with_arg(marker) or None
+            return pids_with_arg(marker, "sleep") or None
 
         workload = wait_for(running, what="the workload to start")
         record = os.path.join(runtime, "workloads", f"{name}.json")
         wait_for(lambda: os.path.exists(record), what="the registry record")
-        init_pid = json.load(open(record))["pid"]
+        assert json.load(open(record))["pid"] == workload[0]
+        pid_ns = os.readlink(f"/proc/{workload[0]}/ns/pid")
+        own_ns = pid_ns == os.readlink("/proc/self/ns/pid")
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait()
         # The kernel delivers the parent-death signal at once; allow a busy
-        # machine a few seconds to tear the processes down.
-        wait_for(lambda: not any(alive(p) for p in [*workload, init_pid]), timeout=10,
+        # machine a few seconds to tear the processes down. In a pid
+        # namespace of its own, nothing may be left in it (its pid 1 too).
+        wait_for(lambda: not any(alive(p) for p in workload)
+                 and (own_ns or not in_pid_namespace(pid_ns)), timeout=10,
                  what="the workload to die with its supervisor")
     finally:
         if supervisor.poll() is None:
