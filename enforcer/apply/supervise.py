@@ -449,8 +449,13 @@ class Supervisor:
             done.add("user")
         else:
             own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
-        self.init, self.init_settled_fd = fork_init(change_uid=not self.unprivileged)
+        try:
+            _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
+            self.init, self.init_settled_fd = fork_init(change_uid=not self.unprivileged)
+        except BaseException:
+            if own >= 0:
+                os.close(own)
+            raise
         return frozenset(done), own
 
     def discard_child(self) -> None:
