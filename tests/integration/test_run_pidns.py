@@ -14,8 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from run_helpers import (PYTHON, REPO, enforcer_run, pids_with_arg, require_root, scratch_dir,
-                         wait_for)
+from enforcer.plan import CapabilityPlan, UserPlan, replace
+from run_helpers import (PYTHON, REPO, enforcer_run, make_plan, pids_with_arg, require_root,
+                         scratch_dir, wait_for, write_plan)
 from tests import session
 
 pytestmark = [pytest.mark.root]
@@ -84,3 +85,20 @@ def test_nothing_of_the_namespace_outlives_the_run(work: str) -> None:
     assert r.returncode == 0, r.stderr
     time.sleep(0.2)
     assert pids_with_arg(marker, "sleep") == []
+
+
+def test_exec_as_pid_1_of_a_container(work: str) -> None:
+    """--exec cannot make a pid namespace, but as a container's entrypoint
+    (pid 1 of one) it is already in its own: the policy applies, and a
+    dynamic user runs as its fallback (the runtime keeps containers apart)."""
+    plan = make_plan(policy_name="exec-pid1", user=UserPlan(65534, 65534, dynamic=True),
+                     capabilities=CapabilityPlan(0, 0, 0, 0, 0), namespaces=("mount", "pid"))
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-m", "enforcer",
+                        "run", "--exec", "--plan", write_plan(plan, work), "--", "sh", "-c",
+                        "echo $$; id -u"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "65534"]
+    # Outside a pid namespace of its own, --exec refuses either.
+    r = enforcer_run(["--exec", "--plan", write_plan(replace(plan, namespaces=("mount",)), work),
+                      "--", "true"])
+    assert r.returncode == 125 and "dynamic user" in r.stderr
