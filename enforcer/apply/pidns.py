@@ -97,8 +97,9 @@ def be_init(supervisor_pidfd: int, settled_w: int, change_uid: bool) -> NoReturn
     if change_uid:
         os.setgroups(())
         os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)  # clears every capability set but bounding
-    # Never executing anything, the bounding set does not matter; the rest go.
+        os.setresuid(NOBODY, NOBODY, NOBODY)  # clears permitted, effective and ambient
+    # Never executing anything, the bounding set does not matter; the rest go
+    # (inheritable too; in a user namespace all of them).
     _sys.capset(0, 0, 0)
     # After the uid change (it clears the parent-death signal); if the
     # supervisor died before this, nobody is left to kill us: go.
