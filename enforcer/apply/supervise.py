@@ -22,7 +22,7 @@ applies the policy and sent after the Plan (enforcer/apply/dynamic_user.py).
 A pid namespace must exist before the fork (unshare(CLONE_NEWPID) moves
 only later children), so the supervisor guesses, before the Plan is
 loaded, whether the Plan asks for one -- from the Plan cache's hint
-(enforcer/compile/hint.py), right on every start but the first of a
+(enforcer/cachehint.py), right on every start but the first of a
 policy -- and forks the namespace's pid 1 (enforcer/apply/pidns.py) and
 then the workload process into it. A wrong guess (no hint yet, a --plan
 file) costs one more fork: the child is discarded and forked again the
@@ -215,11 +215,14 @@ class Supervisor:
                          done_by_parent: frozenset[str]) -> NoReturn:
         """The child, once placed: it imports the sequence while the parent
         loads the Plan, receives the Plan on the sync pipe and applies it."""
+        from enforcer.apply.environ import workload_environment  # noqa: F401 (for context())
         from enforcer.apply.sequence import report_failure, run_child
 
         try:
             from enforcer.plan import plan_from_body_json
 
+            # Everything imported above loads while the parent loads the
+            # Plan; from here on we wait for it.
             data = read_message(sync_r)
             if data is None:
                 os._exit(exitcodes.APPLY_FAILED)  # the parent failed; it reports

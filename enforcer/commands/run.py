@@ -130,7 +130,7 @@ class PlanSource:
 
     The supervisor asks `guess_namespaces()` before its fork (a pid
     namespace must exist before it) and `load()` after it. The guess is the
-    cache's hint for a --policy (enforcer/compile/hint.py), none for a
+    cache's hint for a --policy (enforcer/cachehint.py), none for a
     --plan file; when the loaded Plan says otherwise, the hint is set right
     for the next start."""
 
@@ -141,7 +141,7 @@ class PlanSource:
     def guess_namespaces(self) -> tuple[str, ...] | None:
         guess = None
         if self.args.plan is None:
-            from enforcer.compile.hint import read_namespaces
+            from enforcer.cachehint import read_namespaces
 
             guess = read_namespaces(self.args.policy, self.args.mode)
         self.guessed = guess
@@ -151,7 +151,7 @@ class PlanSource:
         plan = load_plan(self.args)
         if self.args.plan is None and self.guessed is not False \
                 and self.guessed != plan.namespaces:
-            from enforcer.compile.hint import write_namespaces
+            from enforcer.cachehint import write_namespaces
 
             write_namespaces(self.args.policy, self.args.mode, plan.namespaces)
         return plan

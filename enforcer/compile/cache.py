@@ -46,7 +46,7 @@ import os
 import sys
 
 from enforcer import __version__, fastjson
-from enforcer.compile.hint import default_cache_dir
+from enforcer.cachehint import default_cache_dir
 from enforcer.errors import PlanError
 from enforcer.plan import PLAN_FORMAT, Plan, plan_from_json, sha256
 # The syscall table's digest, a constant: importing it reads no table.
