@@ -12,7 +12,9 @@ A Plan is everything the privileged side needs and nothing it must compute:
 * capabilities: the five sets as bitmasks, or a relative drop/add pair;
 * mounts: an ordered list of typed operations;
 * cgroup: the files to write for a v1 and for a v2 hierarchy;
-* rlimits, user, namespaces, no_new_privileges.
+* rlimits, user (fixed ids, or a dynamic one picked at start), namespaces,
+  no_new_privileges;
+* env: how the workload's environment is made from the caller's.
 
 Loading refuses (PlanError) anything it does not fully understand: an
 unknown or newer `format`, a missing field, a wrong type, a hash that does
@@ -47,7 +49,8 @@ except ImportError:  # pragma: no cover - other Pythons / 3.12+
         from hashlib import sha256 as sha256
 
 # Bump when the meaning of any field changes. Readers refuse other versions.
-PLAN_FORMAT = 1
+# 2: `env`, `user.dynamic`, the `devices` mount operation.
+PLAN_FORMAT = 2
 
 
 def sha256_hex(data: bytes) -> str:
@@ -188,6 +191,8 @@ class MountOp(_Record):
       tmpfs          path, size, mode, options
       mask           path            /dev/null over a file; empty ro tmpfs over a dir
       hide           path            inaccessible: mode-000 empty tmpfs / file
+      devices        path            a private /dev: tmpfs with the host's pseudo
+                                     devices bound in and a new devpts
       pivot_root     path            switch to a new root at `path`
     `optional`: a missing path is skipped (and reported), not an error.
     """
@@ -208,7 +213,8 @@ class MountOp(_Record):
 
 
 MOUNT_KINDS = frozenset(
-    {"make_private", "bind", "readonly", "writable", "tmpfs", "mask", "hide", "pivot_root"}
+    {"make_private", "bind", "readonly", "writable", "tmpfs", "mask", "hide", "devices",
+     "pivot_root"}
 )
 
 
@@ -249,19 +255,40 @@ class RlimitPlan(_Record):
 
 
 class UserPlan(_Record):
-    _FIELDS = ("uid", "gid", "groups")
+    """The workload's ids. With `dynamic`, `enforcer run` (as root) picks a
+    uid/gid of its own for each workload when it starts (see
+    enforcer/apply/dynamic_user.py) and uid/gid here are the fallback used
+    where no id can be picked (an unprivileged run, exports, the shim)."""
+
+    _FIELDS = ("uid", "gid", "groups", "dynamic")
     uid: int
     gid: int
     groups: tuple[int, ...]
+    dynamic: bool
 
-    def __init__(self, uid: int, gid: int, groups: tuple[int, ...] = ()) -> None:
-        self._init(uid, gid, groups)
+    def __init__(self, uid: int, gid: int, groups: tuple[int, ...] = (),
+                 dynamic: bool = False) -> None:
+        self._init(uid, gid, groups, dynamic)
+
+
+class EnvPlan(_Record):
+    """The workload's environment: the caller's, cleared but for `keep`
+    (names, or prefixes ending in `*`) when `clear`, then `set` on top."""
+
+    _FIELDS = ("clear", "keep", "set")
+    clear: bool
+    keep: tuple[str, ...]
+    set: dict[str, str]
+
+    def __init__(self, clear: bool = False, keep: tuple[str, ...] = (),
+                 set: dict[str, str] | None = None) -> None:
+        self._init(clear, keep, {} if set is None else set)
 
 
 class Plan(_Record):
     _FIELDS = ("format", "enforcer_version", "policy_name", "policy_hash", "mode",
                            "seccomp", "capabilities", "mounts", "cgroup", "rlimits", "user",
-                           "namespaces", "no_new_privileges", "notes")
+                           "namespaces", "no_new_privileges", "notes", "env")
     format: int
     enforcer_version: str
     policy_name: str
@@ -278,16 +305,20 @@ class Plan(_Record):
     # Free-form notes from the compiler the user should see (degradations
     # the policy asked for, optional paths); printed by `enforcer compile`.
     notes: tuple[str, ...]
+    # The workload's environment. The default passes the caller's on
+    # unchanged (a hand-built Plan); compiled policies reset it.
+    env: EnvPlan
 
     def __init__(self, format: int, enforcer_version: str, policy_name: str, policy_hash: str,
                  mode: str, seccomp: SeccompPlan | None, capabilities: CapabilityPlan | None,
                  mounts: tuple[MountOp, ...] = (), cgroup: CgroupPlan | None = None,
                  rlimits: tuple[RlimitPlan, ...] = (), user: UserPlan | None = None,
                  namespaces: tuple[str, ...] = (), no_new_privileges: bool = True,
-                 notes: tuple[str, ...] = ()) -> None:
+                 notes: tuple[str, ...] = (), env: EnvPlan | None = None) -> None:
         self._init(format, enforcer_version, policy_name, policy_hash, mode, seccomp,
                    capabilities, mounts, CgroupPlan() if cgroup is None else cgroup, rlimits,
-                   user, namespaces, no_new_privileges, notes)
+                   user, namespaces, no_new_privileges, notes,
+                   EnvPlan() if env is None else env)
 
     # -- serialisation -------------------------------------------------
 
@@ -435,7 +466,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         )
     _check_keys(d, {"format", "enforcer_version", "policy_name", "policy_hash", "mode", "seccomp",
                     "capabilities", "mounts", "cgroup", "rlimits", "user", "namespaces",
-                    "no_new_privileges", "notes"}, "plan")
+                    "no_new_privileges", "notes", "env"}, "plan")
     mode = _req(d, "mode", str, "plan")
     if mode not in ("enforce", "audit"):
         raise PlanError(f"plan: mode {mode!r} is not enforce or audit")
@@ -443,7 +474,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
     caps = _opt(d, "capabilities", dict, "plan")
     user = _opt(d, "user", dict, "plan")
     if user is not None:
-        _check_keys(user, {"uid", "gid", "groups"}, "user")
+        _check_keys(user, {"uid", "gid", "groups", "dynamic"}, "user")
     rlimits = []
     for i, r in enumerate(_req(d, "rlimits", list, "plan")):
         _check_keys(r, {"resource", "soft", "hard"}, f"rlimits[{i}]")
@@ -466,11 +497,28 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         cgroup=_cgroup_from(_req(d, "cgroup", dict, "plan")),
         rlimits=tuple(rlimits),
         user=UserPlan(uid=_req(user, "uid", int, "user"), gid=_req(user, "gid", int, "user"),
-                      groups=tuple(_req(user, "groups", list, "user"))) if user else None,
+                      groups=tuple(_req(user, "groups", list, "user")),
+                      dynamic=_req(user, "dynamic", bool, "user")) if user else None,
         namespaces=namespaces,
         no_new_privileges=_req(d, "no_new_privileges", bool, "plan"),
         notes=tuple(_req(d, "notes", list, "plan")),
+        env=_env_from(_req(d, "env", dict, "plan")),
     )
+
+
+def _env_from(d: dict[str, Any]) -> EnvPlan:
+    _check_keys(d, {"clear", "keep", "set"}, "env")
+    keep = _req(d, "keep", list, "env")
+    values = _req(d, "set", dict, "env")
+    if not all(isinstance(k, str) and k for k in keep):
+        raise PlanError("plan: env.keep: expected non-empty names")
+    for name, value in values.items():
+        # execve takes NAME=VALUE strings: a name with `=` or a NUL anywhere
+        # would be a different variable than the one the policy named.
+        if not (isinstance(value, str) and name and "=" not in name
+                and "\0" not in name + value):
+            raise PlanError(f"plan: env.set: {name!r} is not a NAME -> string entry")
+    return EnvPlan(clear=_req(d, "clear", bool, "env"), keep=tuple(keep), set=values)
 
 
 # The body text of the Plan parsed last, when it was in canonical form:

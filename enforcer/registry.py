@@ -45,13 +45,14 @@ class WorkloadRecord:
     latency; it compares by value like the dataclass it was)."""
 
     FIELDS = ("id", "kind", "policy", "policy_hash", "mode", "cgroups", "container_id",
-              "bundle", "pid", "started", "limits", "audit_session", "version")
+              "bundle", "pid", "started", "limits", "audit_session", "uid", "version")
 
     def __init__(self, id: str, kind: str, policy: str, policy_hash: str, mode: str,
                  cgroups: dict[str, str] | None = None, container_id: str | None = None,
                  bundle: str | None = None, pid: int | None = None,
                  started: float | None = None, limits: dict[str, int] | None = None,
-                 audit_session: int | None = None, version: int = RECORD_VERSION) -> None:
+                 audit_session: int | None = None, uid: int | None = None,
+                 version: int = RECORD_VERSION) -> None:
         self.id = id  # workload id: container id for the shim, "run-<pid>-<rand>" for run
         self.kind = kind  # "run" | "container"
         self.policy = policy
@@ -73,6 +74,10 @@ class WorkloadRecord:
         # it attributes every record of the workload, even of processes already gone.
         # None: no session of its own (attribution falls back to pid and cgroup).
         self.audit_session = audit_session
+        # The dynamic uid the workload runs as (held by its supervisor for as
+        # long as this record exists; see enforcer/apply/dynamic_user.py), or
+        # None when the policy has no dynamic user.
+        self.uid = uid
         self.version = version
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,9 +112,11 @@ class WorkloadRecord:
         ses = d.get("audit_session")
         if ses is not None and (not isinstance(ses, int) or isinstance(ses, bool) or ses < 0):
             raise ValueError("field 'audit_session' must be a non-negative integer")
-        pid = d.get("pid")
-        if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
-            raise ValueError("field 'pid' must be a positive integer")
+        for key in ("pid", "uid"):
+            value = d.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value <= 0):
+                raise ValueError(f"field {key!r} must be a positive integer")
         allowed = set(WorkloadRecord.FIELDS)
         return WorkloadRecord(**{k: v for k, v in d.items() if k in allowed})
 

@@ -11,15 +11,16 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from tests import session
 
-from enforcer.plan import (CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
+from enforcer.plan import (PLAN_FORMAT, CapabilityPlan, CgroupPlan, MountOp, Plan, SeccompFilter,
                            SeccompPlan, replace)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+T = TypeVar("T")
 
 
 def bpf_for(default: str = "allow", kill: Iterable[str] = (), errno_eperm: Iterable[str] = (),
@@ -54,7 +55,7 @@ def seccomp_plan(default: str = "allow", kill: Iterable[str] = (),
 
 
 def make_plan(**kw: object) -> Plan:
-    base = Plan(format=1, enforcer_version="test", policy_name="test-plan",
+    base = Plan(format=PLAN_FORMAT, enforcer_version="test", policy_name="test-plan",
                 policy_hash="0" * 64, mode="enforce", seccomp=None, capabilities=None)
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -130,3 +131,61 @@ def read_probe_table() -> dict[str, dict[str, str]]:
             continue
         table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
     return table
+
+
+# -- watching workloads from outside (host pid namespace) ---------------------
+
+
+def pids_with_arg(marker: str, program: str | None = None) -> list[int]:
+    """Host pids whose command line has `marker` as one of its arguments
+    (and, if given, runs `program`: the supervisor's own command line names
+    the workload's arguments too)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in args and (
+                program is None or os.path.basename(args[0]) == program.encode()):
+            found.append(int(name))
+    return found
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0,
+             what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy (busy machines are slow)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    """(real uid, real gid) of a host process, from /proc/PID/status."""
+    uid = gid = -1
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    return uid, gid
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

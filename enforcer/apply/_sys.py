@@ -69,6 +69,7 @@ FSCONFIG_CMD_CREATE = 6
 
 # -- prctl(2) (linux/prctl.h) --------------------------------------------
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -250,6 +251,46 @@ def seccomp_set_filter(bpf: bytes, flags: int) -> None:
     prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
     syscall("seccomp", "seccomp(SECCOMP_SET_MODE_FILTER)", "seccomp",
             ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog))
+
+
+class _PollFd(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+POLLIN = 0x001
+POLLHUP = 0x010
+
+
+def poll_fd(fd: int, events: int, timeout_ms: int, step: str = "supervise") -> int:
+    """poll(2) on one fd: its revents (0 on timeout). Through libc, not the
+    `select` module: the child may no longer be able to read the standard
+    library's extension modules once it runs as the policy's user."""
+    pfd = _PollFd(fd, events, 0)
+    while True:
+        ret = int(libc().poll(ctypes.byref(pfd), ctypes.c_ulong(1), ctypes.c_int(timeout_ms)))
+        if ret >= 0:
+            return int(pfd.revents)
+        if ctypes.get_errno() != 4:  # EINTR: poll again
+            raise _fail(step, f"poll(fd {fd})")
+
+
+def close_fds_from(first: int) -> None:
+    """Close every fd >= first (close_range(2); each fd on older kernels)."""
+    ret = int(libc().syscall(ctypes.c_long(nr("close_range")), ctypes.c_uint(first),
+                             ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(0)))
+    if ret == 0:
+        return
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) >= first:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listdir fd itself, already closed
+
+
+def setns(fd: int, nstype: int, step: str = "namespaces", what: str = "setns") -> None:
+    if libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise _fail(step, what)
 
 
 def close_range_cloexec(first: int) -> bool:

@@ -52,8 +52,11 @@ def target_sets(caps: CapabilityPlan, current: tuple[int, int, int], bounding: i
     return new_bnd, rel(eff) & new_perm, new_perm, rel(inh) & new_bnd, 0
 
 
-def drop_bounding(keep: int) -> None:
-    current = current_bounding()
+def drop_bounding(keep: int, current: int | None = None) -> None:
+    """Drop every capability of the bounding set (`current`, read if not
+    given) that is not in `keep`."""
+    if current is None:
+        current = current_bounding()
     for cap in range(last_cap() + 1):
         bit = 1 << cap
         if current & bit and not keep & bit:
@@ -106,8 +109,9 @@ def apply_creds(caps: CapabilityPlan | None, user: UserPlan | None,
         if user is not None:
             set_identity(user, keep_caps=False, unprivileged_userns=unprivileged_userns)
         return
-    bnd, eff, perm, inh, amb = target_sets(caps, _sys.capget(), current_bounding())
-    drop_bounding(bnd)
+    bounding = current_bounding()
+    bnd, eff, perm, inh, amb = target_sets(caps, _sys.capget(), bounding)
+    drop_bounding(bnd, bounding)
     if user is not None:
         set_identity(user, keep_caps=True, unprivileged_userns=unprivileged_userns)
     _sys.capset(eff, perm, inh)

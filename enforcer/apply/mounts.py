@@ -193,6 +193,62 @@ def hide(op: MountOp) -> None:
     set_readonly(op.path, True, recursive=False)
 
 
+# The devices of a private /dev, bound in from the host's: the pseudo-devices
+# every program may expect (the set runc and bubblewrap's --dev give).
+PSEUDO_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Links every /dev has; they point into the workload's own /proc.
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+             ("ptmx", "pts/ptmx"))
+
+
+def _clone_tree(path: str) -> int:
+    """A detached copy of the mount at `path` (here: one device node)."""
+    return _sys.syscall("mounts", f"devices: open_tree {path}", "open_tree",
+                        _sys.AT_FDCWD, os.fsencode(path),
+                        _sys.OPEN_TREE_CLONE | os.O_CLOEXEC)
+
+
+def devices(op: MountOp) -> None:
+    """A /dev of its own (systemd's PrivateDevices=): a small tmpfs with only
+    the pseudo-devices, a new devpts instance for terminals and the usual
+    links; then read-only. Root keeps owner access to every node of the
+    host's /dev (disks are root's, mode 0660): without this, a root
+    workload without capabilities could still write a disk.
+
+    The nodes are cloned (open_tree) before the tmpfs covers the host's
+    /dev and moved onto empty files in it: the same code works in an
+    unprivileged user namespace, where mknod would not."""
+    if not _exists(op):
+        return
+    trees: list[tuple[str, int]] = []
+    try:
+        for name in PSEUDO_DEVICES:
+            trees.append((name, _clone_tree(f"/dev/{name}")))
+        _sys.mount("tmpfs", op.path, "tmpfs", _sys.MS_NOSUID | _sys.MS_NOEXEC,
+                   "mode=755,size=64k")
+        for name, tree in trees:
+            target = f"{op.path}/{name}"
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            _sys.syscall("mounts", f"devices: move_mount {target}", "move_mount", tree, b"",
+                         _sys.AT_FDCWD, os.fsencode(target), _sys.MOVE_MOUNT_F_EMPTY_PATH)
+        for name in ("pts", "shm", "mqueue"):
+            os.mkdir(f"{op.path}/{name}", 0o755)  # mount points
+        # A new devpts instance: the workload's own ptys, none of the host's
+        # terminals (its inherited stdin/stdout keep working through their fds).
+        _sys.mount("devpts", f"{op.path}/pts", "devpts", _sys.MS_NOSUID | _sys.MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=620")
+        for name, target in DEV_LINKS:
+            os.symlink(target, f"{op.path}/{name}")
+    except OSError as e:
+        raise ApplyError("mounts", f"devices {e.filename or op.path}", e.errno) from None
+    finally:
+        for _name, tree in trees:
+            os.close(tree)
+    # Only the tmpfs itself: the device binds and devpts stay as they are.
+    set_readonly(op.path, True, recursive=False)
+
+
 def pivot_root(op: MountOp) -> None:
     if not os.path.isdir(op.path):
         raise ApplyError("mounts", f"pivot_root {op.path}", errno.ENOENT,
@@ -209,7 +265,7 @@ def pivot_root(op: MountOp) -> None:
 
 _APPLY = {
     "make_private": make_private, "bind": bind, "readonly": readonly, "writable": writable,
-    "tmpfs": tmpfs, "mask": mask, "hide": hide, "pivot_root": pivot_root,
+    "tmpfs": tmpfs, "mask": mask, "hide": hide, "devices": devices, "pivot_root": pivot_root,
 }
 
 

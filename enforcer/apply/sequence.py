@@ -22,7 +22,7 @@ from enforcer.apply.creds import apply_creds
 from enforcer.apply.mounts import apply_mounts
 from enforcer.apply.seccomp import load_filter
 from enforcer.errors import ApplyError
-from enforcer.plan import Plan
+from enforcer.plan import Plan, UserPlan
 
 TYPE_CHECKING = False  # `typing` costs ms on every start; only checkers need it
 if TYPE_CHECKING:
@@ -39,10 +39,11 @@ class ChildContext:
 
     def __init__(self, plan: Plan, argv: list[str], env: dict[str, str], err_fd: int,
                  sync_fd: int | None, done_by_parent: frozenset[str] = frozenset(),
-                 unprivileged: bool = False, outer_uid: int = 0, outer_gid: int = 0) -> None:
+                 unprivileged: bool = False, outer_uid: int = 0, outer_gid: int = 0,
+                 dynamic_uid: int | None = None) -> None:
         self.plan = plan
         self.argv = argv
-        self.env = env
+        self.env = env  # the workload's environment (apply/environ.py made it)
         self.err_fd = err_fd
         self.sync_fd = sync_fd  # None in --exec mode: nobody to wait for
         # Namespaces the supervisor already created before fork (pid, and the
@@ -51,6 +52,11 @@ class ChildContext:
         self.unprivileged = unprivileged  # not root: mounts need our own user namespace
         self.outer_uid = outer_uid
         self.outer_gid = outer_gid
+        # The uid/gid of a dynamic user; None until the supervisor sends it.
+        self.dynamic_uid = dynamic_uid
+        # Our parent as we saw it at the start: still it after the uid change?
+        # (0 in a pid namespace: the supervisor is outside it.)
+        self.expected_parent = os.getppid()
 
     @property
     def audit(self) -> bool:
@@ -181,12 +187,55 @@ def apply_rlimits(ctx: ChildContext) -> None:
                              getattr(e, "errno", None) or errno.EPERM) from None
 
 
+def workload_user(ctx: ChildContext) -> UserPlan | None:
+    """The ids to run as. A dynamic user's uid comes from the supervisor,
+    which picked it while we applied the steps before this one; an
+    unprivileged run keeps the Plan's fallback id, mapped onto the caller
+    in our user namespace (no other uid of the host can be used there)."""
+    user = ctx.plan.user
+    if user is None or not user.dynamic or ctx.unprivileged:
+        return user
+    if ctx.dynamic_uid is None:
+        from enforcer.apply.supervise import read_message
+
+        data = read_message(ctx.sync_fd, b"U") if ctx.sync_fd is not None else None
+        if data is None or not data.isdigit():
+            os._exit(CHILD_FAILED)  # the supervisor failed; it reports
+        ctx.dynamic_uid = int(data)
+    return UserPlan(uid=ctx.dynamic_uid, gid=ctx.dynamic_uid, groups=user.groups)
+
+
 def apply_capabilities_and_user(ctx: ChildContext) -> None:
     """Step 4. After mounts and rlimits (they need the privileges dropped
     here), before no_new_privs and seccomp (capset/setresuid must not be
     filtered by our own policy)."""
-    user = ctx.plan.user
-    apply_creds(ctx.plan.capabilities, user, unprivileged_userns=ctx.unprivileged)
+    apply_creds(ctx.plan.capabilities, workload_user(ctx), unprivileged_userns=ctx.unprivileged)
+
+
+def keep_parent_death_signal(ctx: ChildContext) -> None:
+    """Step 4b. Right after the uid change: the kernel clears
+    PR_SET_PDEATHSIG whenever the credentials change (commit_creds), so the
+    SIGKILL the supervisor asked for at fork is gone once setresuid ran --
+    and a workload with `user:` would outlive a killed supervisor, its
+    record and cgroup orphaned. Set it again, then check that the parent
+    did not die before it was set (runc does both): our parent must still
+    be the one we started with, and the supervisor must still hold its end
+    of the sync pipe (in a pid namespace getppid() is 0 whoever the parent
+    is; the pipe tells)."""
+    if ctx.sync_fd is None:
+        return  # --exec: no supervisor to die with
+    import _signal
+
+    _sys.prctl(_sys.PR_SET_PDEATHSIG, _signal.SIGKILL, step="supervise",
+               what="prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != ctx.expected_parent or supervisor_gone(ctx.sync_fd):
+        os._exit(CHILD_FAILED)  # nobody is left to report to
+
+
+def supervisor_gone(sync_fd: int) -> bool:
+    """True once no process holds the sync pipe's write end: its only
+    holder, the supervisor, has exited."""
+    return bool(_sys.poll_fd(sync_fd, 0, 0) & _sys.POLLHUP)  # POLLHUP needs no asking
 
 
 def set_no_new_privileges(ctx: ChildContext) -> None:
@@ -293,6 +342,7 @@ def apply_and_exec(ctx: ChildContext) -> NoReturn:
         apply_mount_rules(ctx)
         apply_rlimits(ctx)
         apply_capabilities_and_user(ctx)
+        keep_parent_death_signal(ctx)
     set_no_new_privileges(ctx)
     path = resolve_command(ctx)
     mark_fds_close_on_exec(ctx)

@@ -16,9 +16,17 @@ pipe, and imports the sequence while the parent loads the Plan on the
 other CPU; the verified Plan body then goes to it over the sync pipe. The
 parent writes the Plan's limits, checks in cgroup.procs that the child
 really is there, writes the registry record (with the session id), and
-only then sends "G". A policy with a pid namespace takes the plain path
-(Plan, cgroup, unshare, fork, move), since that namespace must exist
-before the fork; its child reports "R" and its session the same way.
+only then sends "G". A dynamic user's uid is picked here while the child
+applies the policy and sent after the Plan (enforcer/apply/dynamic_user.py).
+
+A pid namespace must exist before the fork (unshare(CLONE_NEWPID) moves
+only later children), so the supervisor guesses, before the Plan is
+loaded, whether the Plan asks for one -- from the Plan cache's hint
+(enforcer/cachehint.py), right on every start but the first of a
+policy -- and forks the namespace's pid 1 (enforcer/apply/pidns.py) and
+then the workload process into it. A wrong guess (no hint yet, a --plan
+file) costs one more fork: the child is discarded and forked again the
+right way once the Plan is known.
 
 `exec_in_place` is the --exec mode: no supervisor, the sequence runs in
 this process and execs the workload (as a container entrypoint). The cgroup
@@ -44,6 +52,7 @@ if TYPE_CHECKING:
 
     from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
+    from enforcer.apply.dynamic_user import DynamicId
     from enforcer.apply.sequence import ChildContext
     from enforcer.plan import Plan
 
@@ -103,6 +112,7 @@ class Supervisor:
         self.cgroup_root = cgroup_root
         self.registry_root = registry_root
         self.err = err if err is not None else sys.stderr
+        self._unprivileged = os.geteuid() != 0
         self.plan: Plan | None = None
         self.driver: CgroupDriver | None = None
         self.audit: AuditListener | None = None
@@ -111,17 +121,25 @@ class Supervisor:
         self._last_pid = 0
         self._early_cgroup_error: ApplyError | None = None
         # The child writes "R" and its audit session id on this pipe once it
-        # is in its cgroup (the fast path) or has started (the plain path).
+        # is in its cgroup.
         self.ready_fd = -1
+        # Our ends of the child's error and sync pipes (see `start_child`).
+        self.err_fd = -1
+        self.sync_fd = -1
         self.audit_session: int | None = None
         self.forwarded = 0  # the last signal passed on to the child
+        self.init = 0  # pid 1 of the workload's pid namespace (apply/pidns.py), if any
+        self.init_settled_fd = -1  # EOF once pid 1 holds nothing any more
+        self.dynamic: DynamicId | None = None
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
 
     @property
     def unprivileged(self) -> bool:
-        return os.geteuid() != 0
+        # Decided once: after an unprivileged supervisor made the user
+        # namespace of a pid namespace, its euid there may be 0.
+        return self._unprivileged
 
     @property
     def p(self) -> "Plan":
@@ -167,19 +185,21 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def context(self, plan: "Plan", err_w: int, sync_r: int,
-                done_by_parent: frozenset[str] = frozenset()) -> "ChildContext":
+                done_by_parent: frozenset[str]) -> "ChildContext":
+        from enforcer.apply.environ import workload_environment
         from enforcer.apply.sequence import ChildContext
 
-        return ChildContext(plan=plan, argv=self.argv, env=dict(os.environ), err_fd=err_w,
+        return ChildContext(plan=plan, argv=self.argv,
+                            env=workload_environment(plan.env, os.environ), err_fd=err_w,
                             sync_fd=sync_r, done_by_parent=done_by_parent,
                             unprivileged=self.unprivileged, outer_uid=os.getuid(),
                             outer_gid=os.getgid())
 
     def early_child_place(self, err_w: int, ready_w: int) -> None:
-        """First thing in the fast path's child: a fresh audit session, then
-        into the workload cgroup (by itself: see CgroupV1.add_self), then
-        "R" and the session id to the parent. A failure is reported on the
-        error pipe and ends the child before the ready message."""
+        """First thing in the child: a fresh audit session, then into the
+        workload cgroup (by itself: see CgroupV1.add_self), then "R" and the
+        session id to the parent. A failure is reported on the error pipe
+        and ends the child before the ready message."""
         try:
             session = child_audit_session()
             if self.driver is not None:
@@ -191,22 +211,25 @@ class Supervisor:
             report_failure(err_w, e)
             os._exit(exitcodes.APPLY_FAILED)
 
-    def early_child_main(self, err_w: int, sync_r: int) -> NoReturn:
-        """The child of the fast path, once placed: it imports the sequence
-        while the parent loads the Plan, receives the Plan on the sync pipe
-        and applies it."""
+    def early_child_main(self, err_w: int, sync_r: int,
+                         done_by_parent: frozenset[str]) -> NoReturn:
+        """The child, once placed: it imports the sequence while the parent
+        loads the Plan, receives the Plan on the sync pipe and applies it."""
+        from enforcer.apply.environ import workload_environment  # noqa: F401 (for context())
         from enforcer.apply.sequence import report_failure, run_child
 
         try:
             from enforcer.plan import plan_from_body_json
 
+            # Everything imported above loads while the parent loads the
+            # Plan; from here on we wait for it.
             data = read_message(sync_r)
             if data is None:
                 os._exit(exitcodes.APPLY_FAILED)  # the parent failed; it reports
             # The parent verified the Plan's digest; this pipe is private to
             # the two of us, so the child only parses (as strictly).
             plan = plan_from_body_json(data, source="plan from the supervisor")
-            ctx = self.context(plan, err_w, sync_r)
+            ctx = self.context(plan, err_w, sync_r, done_by_parent)
         except BaseException as e:  # noqa: BLE001 - reported, then exit
             report_failure(err_w, e)
             os._exit(exitcodes.APPLY_FAILED)
@@ -271,14 +294,24 @@ class Supervisor:
             raise ApplyError("cgroup", "cgroup.procs", None, "the workload process failed "
                              "before it was placed in its cgroup")
         self.audit_session = session
+        if self.init_settled_fd >= 0:
+            # Pid 1 runs as our copy (root, our fds) until it has dropped
+            # everything: the workload must not run before.
+            from enforcer.apply.pidns import wait_until_settled
+
+            fd, self.init_settled_fd = self.init_settled_fd, -1
+            if not wait_until_settled(fd, self.init):
+                raise ApplyError("namespaces", "pid 1 of the workload's pid namespace", None,
+                                 "it failed to drop its privileges")
         if self.driver is not None and self.child not in self.driver.procs():
             raise ApplyError("cgroup", "cgroup.procs", None,
                              f"the workload process {self.child} is not in its cgroup")
 
-    def adopt_plan_cgroup(self) -> bool:
-        """Give the early cgroup the Plan's files and limits. False if the
-        Plan needs another hierarchy than the one made (then the plain path
-        is taken)."""
+    def fit_cgroup(self) -> None:
+        """Before the child gets the Plan: the early cgroup must be in the
+        hierarchy the Plan's limits need. When it is not (a controller only
+        the other hierarchy has), make the right one and move the child
+        there -- it has not forked anything yet, so it is the only process."""
         from enforcer.apply.cgroups import choose_driver, same_hierarchy
 
         plan = self.p
@@ -289,65 +322,45 @@ class Supervisor:
             if not self.unprivileged:
                 self.say(f"note: no workload cgroup ({self._early_cgroup_error}); "
                          "its events will not be attributed")
-            return True
-        if plan.cgroup.empty or self.driver is None:
-            return True
-        wanted = choose_driver(plan.cgroup, self.workload_id, root=self.cgroup_root)
-        if not same_hierarchy(self.driver, wanted):
-            return False
-        self.driver.adopt(wanted.files, self.child)  # type: ignore[attr-defined]
-        if plan.mode != "audit":
-            self.driver.apply_limits()
-        return True
-
-    def make_cgroup(self) -> None:
-        """The plain path: the cgroup for a Plan already loaded."""
-        from enforcer.apply.cgroups import choose_driver
-
-        if self.p.cgroup.empty:
             return
-        driver = choose_driver(self.p.cgroup, self.workload_id, root=self.cgroup_root)
-        try:
-            driver.create()
-        except ApplyError as e:
-            driver.remove()
-            if self.p.mode == "audit":
-                # Audit mode enforces no limits; the cgroup was only for
-                # attribution, so its absence is reported, not fatal.
-                self.say(f"note: no workload cgroup ({e}); limit events will not be attributed")
-                return
-            raise
-        self.driver = driver
-        if self.p.mode != "audit":
-            driver.apply_limits()
+        if plan.cgroup.empty or self.driver is None:
+            return
+        wanted = choose_driver(plan.cgroup, self.workload_id, root=self.cgroup_root)
+        if same_hierarchy(self.driver, wanted):
+            self.driver.adopt(wanted.files, self.child)  # type: ignore[attr-defined]
+            return
+        wanted.create()
+        early, self.driver = self.driver, wanted
+        wanted.add(self.child)
+        early.remove()
 
-    def prepare_pid_namespace(self) -> frozenset[str]:
-        """unshare(CLONE_NEWPID) only affects the caller's future children,
-        so the supervisor makes it right before its one fork: the child is
-        then pid 1 of the new namespace, with no extra process in between.
-        Unprivileged, a user namespace must come first to own it."""
-        from enforcer.apply import _sys
-        from enforcer.apply.sequence import write_id_maps
+    def apply_plan_limits(self) -> None:
+        """Write the Plan's limits (the child works on the Plan meanwhile)."""
+        if (self.driver is not None and self._early_cgroup_error is None
+                and not self.p.cgroup.empty and self.p.mode != "audit"):
+            self.driver.apply_limits()
 
-        if not self.unprivileged:
-            _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
-            return frozenset({"pid"})
-        uid, gid = os.getuid(), os.getgid()
-        _sys.unshare(_sys.CLONE_NEWUSER, "namespaces", "unshare(CLONE_NEWUSER)")
+    def pick_dynamic_user(self, sync_w: int) -> None:
+        """A policy with a dynamic user: pick its uid (held until cleanup)
+        and send it to the child, which needs it at its uid change."""
         user = self.p.user
-        write_id_maps(user.uid if user else uid, user.gid if user else gid, uid, gid)
-        _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
-        return frozenset({"user", "pid"})
+        if user is None or not user.dynamic or self.unprivileged or self.p.mode == "audit":
+            return
+        from enforcer.apply.dynamic_user import allocate
 
-    def needs_plain_path(self) -> bool:
-        return "pid" in self.p.namespaces and self.p.mode != "audit"
+        procs = self.driver.procs_files() if self.driver else []
+        self.dynamic = allocate(self.workload_id, procs)
+        send_message(sync_w, b"%d" % self.dynamic.uid, b"U")
 
     # -- the run ---------------------------------------------------------------
 
-    def run(self, load: "Callable[[], Plan]") -> int:
-        """Fast path. `load` raises EnforcerError (PolicyErrors, PlanError,
-        ...) after everything made so far is undone; the caller reports it."""
-        pipes: list[int] = []
+    def run(self, load: "Callable[[], Plan]",
+            guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None) -> int:
+        """`load` raises EnforcerError (PolicyErrors, PlanError, ...) after
+        everything made so far is undone; the caller reports it.
+        `guess_namespaces` cheaply names the namespaces the Plan will ask
+        for (None: unknown), for the pid namespace the child must be forked
+        into (see the module doc)."""
         # No garbage collection while the workload starts: a collection walks
         # (and so writes to) every tracked object, and after the fork each
         # page written costs parent or child a copy-on-write fault. The
@@ -355,38 +368,32 @@ class Supervisor:
         # collector runs again once the workload has the go byte.
         gc.disable()
         try:
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-            pipes = [err_r, err_w, sync_r, sync_w, ready_r, ready_w]
             self.make_early_cgroup()
             # ctypes before the fork: the child needs it at once (prctl, then
             # every step), and importing it there is the longest part of the
             # child's way to the go byte (~2.5 ms after a fork vs ~1.2 ms
             # here), while the parent's own way (the Plan) is shorter.
             from enforcer.apply import _sys  # noqa: F401
-            self.fork_child(lambda: self.early_child_main(err_w, sync_r),
-                            [err_r, sync_w, ready_r],
-                            first=lambda: self.early_child_place(err_w, ready_w))
-            for fd in (err_w, sync_r, ready_w):
-                os.close(fd)
-            pipes = [err_r, sync_w, ready_r]
-            self.ready_fd = ready_r
+            # Unprivileged, a pid namespace needs a user namespace of ours
+            # first, with no way back: only once the Plan asks for it.
+            guess = guess_namespaces() if guess_namespaces and not self.unprivileged else None
+            in_pid_namespace = guess is not None and "pid" in guess
+            self.start_child(in_pid_namespace)
             self.plan = load()
-            if self.needs_plain_path():
-                self._reap_child()
-                self._remove_cgroup()
-                return self._run_plain()
+            if needs_pid_namespace(self.p) != in_pid_namespace:
+                # The guess was wrong (the first start of a policy, a --plan
+                # file): fork again, the right way now that the Plan is known.
+                self.discard_child()
+                self.start_child(needs_pid_namespace(self.p))
+            self.fit_cgroup()
             from enforcer.plan import plan_body_json
 
-            send_message(sync_w, plan_body_json(self.p).encode())
+            send_message(self.sync_fd, plan_body_json(self.p).encode())
             if self.p.mode == "audit":
                 self.say_audit()
-            if not self.adopt_plan_cgroup():
-                self._reap_child()
-                self._remove_cgroup()
-                return self._run_plain()
-            return self._go_and_wait(err_r, sync_w)
+            self.pick_dynamic_user(self.sync_fd)
+            self.apply_plan_limits()
+            return self._go_and_wait(self.err_fd, self.sync_fd)
         except ApplyError as e:
             self.say(str(e))
             return exitcodes.APPLY_FAILED
@@ -397,54 +404,92 @@ class Supervisor:
             return exitcodes.APPLY_FAILED
         finally:
             gc.enable()
-            for fd in pipes:
+            self.close_pipes()
+            self.cleanup()
+
+    def start_child(self, in_pid_namespace: bool) -> None:
+        """Fork the workload process (and, for a pid namespace, the
+        namespace's pid 1 before it), with fresh pipes to it."""
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        self.err_fd, self.sync_fd, self.ready_fd = err_r, sync_w, ready_r
+        done: frozenset[str] = frozenset()
+        own_pid_namespace = -1
+        try:
+            if in_pid_namespace:
+                done, own_pid_namespace = self.make_pid_namespace()
+            self.fork_child(lambda: self.early_child_main(err_w, sync_r, done),
+                            [err_r, sync_w, ready_r],
+                            first=lambda: self.early_child_place(err_w, ready_w))
+        finally:
+            if own_pid_namespace >= 0:
+                # Later children (none is planned) go back to our namespace.
+                from enforcer.apply import _sys
+
+                _sys.setns(own_pid_namespace, _sys.CLONE_NEWPID, what="setns(CLONE_NEWPID)")
+                os.close(own_pid_namespace)
+            for fd in (err_w, sync_r, ready_w):
+                os.close(fd)
+
+    def make_pid_namespace(self) -> tuple[frozenset[str], int]:
+        """unshare(CLONE_NEWPID) for our next children, and fork its pid 1.
+        Returns the namespaces made (for the child) and an fd of our own pid
+        namespace to go back to, or -1 when there is none to go back to
+        (unprivileged: the user namespace that owns the new one is ours now)."""
+        from enforcer.apply import _sys
+        from enforcer.apply.pidns import fork_init
+
+        done = {"pid"}
+        own = -1
+        if self.unprivileged:
+            from enforcer.apply.sequence import write_id_maps
+
+            uid, gid = os.getuid(), os.getgid()
+            _sys.unshare(_sys.CLONE_NEWUSER, "namespaces", "unshare(CLONE_NEWUSER)")
+            user = self.p.user
+            write_id_maps(user.uid if user else uid, user.gid if user else gid, uid, gid)
+            done.add("user")
+        else:
+            own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _sys.unshare(_sys.CLONE_NEWPID, "namespaces", "unshare(CLONE_NEWPID)")
+            self.init, self.init_settled_fd = fork_init(change_uid=not self.unprivileged)
+        except BaseException:
+            if own >= 0:
+                os.close(own)
+            raise
+        return frozenset(done), own
+
+    def discard_child(self) -> None:
+        """Kill and reap the workload process (and pid 1) forked on a wrong
+        guess: nothing of the workload ran in them."""
+        self._reap_child()
+        self._end_init()
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for fd in (self.err_fd, self.sync_fd, self.ready_fd, self.init_settled_fd):
+            if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-            self.cleanup()
+        self.err_fd = self.sync_fd = self.ready_fd = self.init_settled_fd = -1
 
-    def _run_plain(self) -> int:
-        """Plan first, then cgroup, namespaces that must precede the fork,
-        fork, and placement (used for pid namespaces)."""
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        # Here the parent places the child itself; the child only reports
-        # that it started, with its audit session id.
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        self.ready_fd = ready_r
-        try:
-            if self.p.mode == "audit":
-                self.say_audit()
-            self.make_cgroup()
-            done = self.prepare_pid_namespace()
-            ctx = self.context(self.p, err_w, sync_r, done)
-
-            def child_main() -> NoReturn:
-                from enforcer.apply.sequence import report_failure, run_child
-
-                try:
-                    write_ready(ready_w, child_audit_session())
-                except BaseException as e:  # noqa: BLE001 - reported, then exit
-                    report_failure(err_w, e)
-                    os._exit(exitcodes.APPLY_FAILED)
-                run_child(ctx)
-
-            self.fork_child(child_main, [err_r, sync_w, ready_r])
-            # Our copies of the child's ends: EOF on err_r must mean exec.
-            for fd in (err_w, sync_r, ready_w):
-                os.close(fd)
-            err_w = sync_r = ready_w = -1
-            if self.driver is not None:
-                # (No helper thread: after unshare(CLONE_NEWPID) the kernel
-                # refuses to create threads in this process.)
-                self.driver.add(self.child)
-            return self._go_and_wait(err_r, sync_w)
-        finally:
-            self.ready_fd = -1
-            for fd in (err_r, err_w, sync_r, sync_w, ready_r, ready_w):
-                if fd >= 0:
-                    os.close(fd)
+    def _end_init(self, reap: bool = True) -> None:
+        """Kill pid 1 of the workload's pid namespace (the kernel then kills
+        whatever is left in it) and, with `reap`, wait for it; without, the
+        caller reaps it later by calling this again (its exit runs meanwhile)."""
+        if self.init:
+            try:
+                os.kill(self.init, signal.SIGKILL)
+                if reap:
+                    os.waitpid(self.init, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            if reap:
+                self.init = 0
 
     def stopped_by_forwarded_signal(self, status: int) -> bool:
         return bool(self.forwarded and os.WIFSIGNALED(status)
@@ -505,7 +550,8 @@ class Supervisor:
             id=self.workload_id, kind="run", policy=self.p.policy_name,
             policy_hash=self.p.policy_hash, mode=self.p.mode,
             cgroups=self.driver.record_paths() if self.driver else {}, pid=self.child,
-            limits=limits, audit_session=self.audit_session)
+            limits=limits, audit_session=self.audit_session,
+            uid=self.dynamic.uid if self.dynamic else None)
         try:
             registry.write_record(rec, self.registry_root)
             self.record_written = True
@@ -583,19 +629,31 @@ class Supervisor:
             self.driver = None
 
     def cleanup(self) -> None:
-        # A child that never exec'd (or still runs) must not outlive us.
+        # A child that never exec'd (or still runs) must not outlive us; nor
+        # anything left in its pid namespace.
         self._reap_child()
+        self._end_init(reap=False)  # reaped below: its exit overlaps the cgroup's removal
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         self._remove_cgroup()
+        self._end_init()
         if self.record_written:
             from enforcer import registry
 
             registry.remove_record(self.workload_id, self.registry_root)
             self.record_written = False
+        if self.dynamic is not None:
+            # Only now: the cgroup removal above killed whatever the
+            # workload left behind, so nothing runs with this uid any more.
+            self.dynamic.release()
+            self.dynamic = None
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+
+
+def needs_pid_namespace(plan: Plan) -> bool:
+    return "pid" in plan.namespaces and plan.mode != "audit"
 
 
 def write_ready(fd: int, audit_session: int | None) -> None:
@@ -624,17 +682,19 @@ def read_ready(fd: int) -> tuple[bool, int | None]:
     return True, int(rest) if rest.isdigit() else None
 
 
-def send_message(fd: int, data: bytes) -> None:
-    """One length-prefixed message on the sync pipe (the Plan for the child)."""
-    payload = b"P" + len(data).to_bytes(4, "big") + data
+def send_message(fd: int, data: bytes, tag: bytes = b"P") -> None:
+    """One length-prefixed message on the sync pipe: "P", the Plan; "U",
+    the uid of a dynamic user."""
+    payload = tag + len(data).to_bytes(4, "big") + data
     view = memoryview(payload)
     while view:
         n = os.write(fd, view)
         view = view[n:]
 
 
-def read_message(fd: int) -> bytes | None:
-    """The Plan message, or None on EOF (the parent gave up)."""
+def read_message(fd: int, tag: bytes = b"P") -> bytes | None:
+    """The next message, which must be a `tag` one, or None on EOF (the
+    parent gave up)."""
     def read_exact(n: int) -> bytes | None:
         chunks, left = [], n
         while left:
@@ -646,13 +706,14 @@ def read_message(fd: int) -> bytes | None:
         return b"".join(chunks)
 
     head = read_exact(5)
-    if head is None or head[:1] != b"P":
+    if head is None or head[:1] != tag:
         return None
     return read_exact(int.from_bytes(head[1:], "big"))
 
 
-def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None) -> int:
-    return Supervisor(argv, workload_id).run(load)
+def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None,
+              guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None) -> int:
+    return Supervisor(argv, workload_id).run(load, guess_namespaces)
 
 
 def own_cgroups() -> dict[str, str]:
@@ -674,21 +735,36 @@ def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -
     outlives the workload. If the policy cannot be applied we move back to
     where we were and remove the cgroup (best effort: after a user
     namespace was entered the kernel may refuse the move; then it stays,
-    empty). A pid namespace cannot be made without a fork: refused.
-    Returns only on failure (the exit code to use).
+    empty). A pid namespace cannot be made without a fork, and nothing
+    would be left to hold a dynamic user's uid and give it back: both are
+    refused -- unless this process already is pid 1 of a pid namespace (a
+    container's entrypoint), which is then the workload's own namespace
+    and whose runtime keeps containers apart (a dynamic user runs as its
+    fallback uid there). Returns only on failure (the exit code to use).
     """
     from enforcer.apply.cgroups import CgroupV1, choose_driver
     from enforcer.apply.cgroups.base import write_file
+    from enforcer.apply.environ import workload_environment
     from enforcer.apply.sequence import ChildContext, apply_and_exec
 
     wid = workload_id or new_workload_id()
     driver = None
     before: dict[str, str] = {}
     try:
-        if "pid" in plan.namespaces and plan.mode != "audit":
+        in_own_pid_namespace = os.getpid() == 1
+        if needs_pid_namespace(plan) and not in_own_pid_namespace:
             raise ApplyError("namespaces", "unshare(CLONE_NEWPID)", errno.EINVAL,
                              "--exec cannot enter a new pid namespace (only children of the "
                              "caller would); run without --exec or start enforcer in one")
+        dynamic_uid = None
+        if (plan.user is not None and plan.user.dynamic and plan.mode != "audit"
+                and os.geteuid() == 0):
+            if not in_own_pid_namespace:
+                raise ApplyError("user", "dynamic user", errno.EINVAL,
+                                 "--exec leaves nothing to hold a dynamic user's uid for the "
+                                 "workload's life; run without --exec, or as pid 1 of a "
+                                 "container, where the fallback uid is used")
+            dynamic_uid = plan.user.uid
         if plan.mode == "audit":
             print(f"enforcer run: audit mode: nothing is blocked; every would-be violation of "
                   f"policy {plan.policy_name!r} is logged", file=sys.stderr, flush=True)
@@ -700,9 +776,12 @@ def exec_in_place(plan: Plan, argv: list[str], workload_id: str | None = None) -
             driver.add(os.getpid())
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        ctx = ChildContext(plan=plan, argv=argv, env=dict(os.environ), err_fd=-1, sync_fd=None,
+        ctx = ChildContext(plan=plan, argv=argv, env=workload_environment(plan.env, os.environ),
+                           err_fd=-1, sync_fd=None,
+                           done_by_parent=frozenset({"pid"}) if in_own_pid_namespace else
+                           frozenset(),
                            unprivileged=os.geteuid() != 0, outer_uid=os.getuid(),
-                           outer_gid=os.getgid())
+                           outer_gid=os.getgid(), dynamic_uid=dynamic_uid)
         apply_and_exec(ctx)
     except ApplyError as e:
         print(f"enforcer run: {e}", file=sys.stderr, flush=True)

@@ -31,7 +31,8 @@ USAGE = ("usage: enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode aud
 HELP_TEXT = """Run CMD under a policy (see docs/run.md).
 
 options:
-  --policy, -p NAME|FILE  shipped policy name or YAML file (default: default)
+  --policy, -p NAME|FILE  shipped policy name or YAML file (default: sandbox, a
+                          sandbox on the host; see policies/README.md)
   --plan PLANFILE         a compiled Plan (enforcer compile -o) instead of --policy
   --mode audit|enforce    audit: block nothing, log every would-be violation
   --exec                  no supervisor: apply and exec in place (container entrypoint)
@@ -42,8 +43,14 @@ exit status: the workload's own; 128+N if it was killed by signal N;
 127 command not found; 2 bad command line."""
 
 
+# The policy applied when none is named: a sandbox on the host, also for a
+# root caller. (`default` is the container policy: it assumes a container
+# runtime's own root file system and pid namespace; see policies/README.md.)
+DEFAULT_POLICY = "sandbox"
+
+
 class RunArgs:
-    def __init__(self, policy: str = "default", plan: str | None = None,
+    def __init__(self, policy: str = DEFAULT_POLICY, plan: str | None = None,
                  mode: str | None = None, exec_: bool = False, name: str | None = None,
                  command: list[str] | None = None) -> None:
         self.policy = policy
@@ -106,8 +113,9 @@ def parse_argv(argv: list[str]) -> RunArgs:
 
 
 def add_arguments(p: Any) -> None:
-    p.add_argument("--policy", "-p", default="default",
-                   help="shipped policy name or YAML file (default: default)")
+    p.add_argument("--policy", "-p", default=DEFAULT_POLICY,
+                   help=f"shipped policy name or YAML file (default: {DEFAULT_POLICY}, a "
+                        "sandbox on the host)")
     p.add_argument("--plan", help="a compiled Plan file (enforcer compile -o) instead of --policy")
     p.add_argument("--mode", choices=["audit", "enforce"],
                    help="audit: block nothing, log every would-be violation")
@@ -115,6 +123,38 @@ def add_arguments(p: Any) -> None:
                    help="no supervisor: apply and exec in place (container entrypoint)")
     p.add_argument("--name", help="workload id in the registry (default run-PID-RANDOM)")
     p.add_argument("argv", nargs="+", help="-- CMD [ARGS...]")
+
+
+class PlanSource:
+    """The Plan for `args`, and beforehand a guess of its namespaces.
+
+    The supervisor asks `guess_namespaces()` before its fork (a pid
+    namespace must exist before it) and `load()` after it. The guess is the
+    cache's hint for a --policy (enforcer/cachehint.py), none for a
+    --plan file; when the loaded Plan says otherwise, the hint is set right
+    for the next start."""
+
+    def __init__(self, args: RunArgs) -> None:
+        self.args = args
+        self.guessed: tuple[str, ...] | None | bool = False  # False: not asked
+
+    def guess_namespaces(self) -> tuple[str, ...] | None:
+        guess = None
+        if self.args.plan is None:
+            from enforcer.cachehint import read_namespaces
+
+            guess = read_namespaces(self.args.policy, self.args.mode)
+        self.guessed = guess
+        return guess
+
+    def load(self) -> Any:
+        plan = load_plan(self.args)
+        if self.args.plan is None and self.guessed is not False \
+                and self.guessed != plan.namespaces:
+            from enforcer.cachehint import write_namespaces
+
+            write_namespaces(self.args.policy, self.args.mode, plan.namespaces)
+        return plan
 
 
 def load_plan(args: RunArgs) -> Any:
@@ -146,9 +186,13 @@ def run(args: RunArgs) -> int:
             return exec_in_place(load_plan(args), args.command, args.name)
         from enforcer.apply.supervise import supervise
 
-        # The supervisor forks the child before it calls load_plan, so that
-        # loading the Plan overlaps with the kernel's cgroup work.
-        return supervise(lambda: load_plan(args), args.command, args.name)
+        # The supervisor forks the child before it loads the Plan, so that
+        # loading the Plan overlaps with the kernel's cgroup work; the
+        # cache's hint says beforehand whether that fork must go into a pid
+        # namespace.
+        source = PlanSource(args)
+        return supervise(source.load, args.command, args.name,
+                         guess_namespaces=source.guess_namespaces)
     except PolicyErrors as e:
         for err in e.errors:
             print(err, file=sys.stderr)

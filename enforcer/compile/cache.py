@@ -46,8 +46,9 @@ import os
 import sys
 
 from enforcer import __version__, fastjson
+from enforcer.cachehint import default_cache_dir
 from enforcer.errors import PlanError
-from enforcer.plan import Plan, plan_from_json, sha256
+from enforcer.plan import PLAN_FORMAT, Plan, plan_from_json, sha256
 # The syscall table's digest, a constant: importing it reads no table.
 from enforcer.policy.systable import TABLE_DIGEST
 
@@ -140,16 +141,6 @@ def libseccomp_identity() -> str:
     return _libseccomp_identity
 
 
-def default_cache_dir() -> str:
-    env = os.environ.get("ENFORCER_CACHE_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/cache/enforcer"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "enforcer")
-
-
 def resolve_spec(spec: str) -> str:
     """A policy file path, or the name of a shipped policy -> absolute path.
 
@@ -170,8 +161,10 @@ def resolve_spec(spec: str) -> str:
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
     h = sha256(_TAG)
-    for part in (__version__, libseccomp_identity(), TABLE_DIGEST, os.uname().machine,
-                 mode or "policy", top_path):
+    # The Plan format is in the key: an entry written in another format is
+    # never read (it would be refused); the policy is compiled afresh.
+    for part in (__version__, str(PLAN_FORMAT), libseccomp_identity(), TABLE_DIGEST,
+                 os.uname().machine, mode or "policy", top_path):
         h.update(b"\0" + part.encode())
     h.update(b"\0" + top_bytes)
     return str(h.hexdigest())

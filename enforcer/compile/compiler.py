@@ -23,7 +23,7 @@ import resource
 
 from enforcer import __version__
 from enforcer.errors import CompileError
-from enforcer.plan import PLAN_FORMAT, CgroupPlan, Plan, RlimitPlan, UserPlan
+from enforcer.plan import PLAN_FORMAT, CgroupPlan, EnvPlan, Plan, RlimitPlan, UserPlan
 from enforcer.plan import replace as plan_replace
 from enforcer.policy.model import Mode, Policy, UserPolicy
 
@@ -69,6 +69,10 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
                      "ambient capabilities do); use `keep` to give a non-root workload "
                      "capabilities")
     mounts = compile_mounts(policy.filesystem)
+    if user is not None and user.dynamic and policy.filesystem.writable_paths:
+        notes.append("user: files the workload creates in writable_paths are owned by its "
+                     "dynamic uid, which a later workload may be given; keep data that must "
+                     "persist or stay private out of them, or give the policy a fixed uid")
     cgroup = compile_cgroups(policy.resources, notes)
     rlimits = compile_rlimits(policy)
 
@@ -110,6 +114,7 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
         namespaces=tuple(namespaces),
         no_new_privileges=policy.no_new_privileges,
         notes=tuple(notes),
+        env=EnvPlan(clear=policy.env.clear, keep=policy.env.keep, set=dict(policy.env.set)),
     )
 
 
@@ -143,6 +148,10 @@ def resolve_user(user: UserPolicy | None, rootfs: str | None) -> UserPlan | None
     root the workload will see (the rootfs when one is given)."""
     if user is None:
         return None
+    if user.dynamic:
+        # Picked when the workload starts; the loader gave the fallback ids.
+        assert user.uid is not None and user.gid is not None
+        return UserPlan(uid=user.uid, gid=user.gid, groups=tuple(user.groups), dynamic=True)
     etc = (rootfs.rstrip("/") if rootfs else "") + "/etc"
     uid, gid = user.uid, user.gid
     if uid is None:

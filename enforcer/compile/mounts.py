@@ -43,7 +43,7 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = _validate.DEFAULT_MASKED_PATHS
 
 # Order of kinds at one depth: a read-only parent, then its writable
 # exceptions, then new mounts, then what covers paths up.
-_KIND_ORDER = {"readonly": 0, "writable": 1, "tmpfs": 2, "mask": 3, "hide": 4}
+_KIND_ORDER = {"readonly": 0, "writable": 1, "devices": 2, "tmpfs": 2, "mask": 3, "hide": 4}
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,10 @@ def _entries(fs: FilesystemPolicy) -> list[_Entry]:
         add("mask", p, "masked_paths", optional=optional)
     for p in fs.hidden_paths:
         add("hide", p, "hidden_paths")
+    if fs.private_devices:
+        # A depth-1 mount like /tmp: after the read-only root, before
+        # anything below it (a tmpfs on /dev/shm lands on the new /dev).
+        add("devices", "/dev", "private_devices")
     return entries
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from enforcer.policy import caps
 from enforcer.policy.model import (
+    DEFAULT_ENV_KEEP,
     Action,
     ActionKind,
     CapabilityPolicy,
@@ -176,6 +177,39 @@ def size_text(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor}{suffix}"
     return str(n)
+
+
+def env_set_entries(policy: Policy) -> list[tuple[str, str]]:
+    """The (name, value) pairs a target sets in the workload's environment."""
+    return list(policy.env.set)
+
+
+def extra_env_keep(policy: Policy) -> list[str]:
+    """Names or patterns the policy keeps from the caller beyond the defaults."""
+    return [k for k in policy.env.keep if k not in DEFAULT_ENV_KEEP]
+
+
+def report_container_env_and_user(policy: Policy, un: Unexpressed) -> None:
+    """What a container target (OCI, Docker, Kubernetes) cannot say about a
+    dynamic user or the caller's environment.
+
+    A container's environment is built from its image and the runtime's
+    settings, never from the environment of whoever started it: the
+    default (`env.clear` with the harmless names kept) holds as it is, and
+    only `env.set` is emitted. Keeping more of the caller's variables, or
+    all of them, has no container form."""
+    if policy.user is not None and policy.user.dynamic:
+        un.add("a dynamic user (a uid of its own per workload)",
+               f"a container needs a fixed uid: {policy.user.uid} is emitted; containers are "
+               "kept apart by their own pid namespaces")
+    if not policy.env.clear:
+        un.add("env.clear: false (the caller's whole environment)",
+               "a container's environment comes from its image and runtime; only env.set is "
+               "emitted")
+    elif extra_env_keep(policy):
+        un.add(f"env.keep {', '.join(extra_env_keep(policy))} (from the caller's environment)",
+               "a container's environment comes from its image and runtime; only env.set is "
+               "emitted")
 
 
 def audit_stripped(policy: Policy, un: Unexpressed) -> Policy:

@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcer.emit.common import Unexpressed, audit_stripped, cap_name, runs_as_non_root
+from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name, env_set_entries,
+                                  report_container_env_and_user, runs_as_non_root)
 from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
 from enforcer.plan import Plan
 from enforcer.policy.model import IoDeviceLimit, Policy
@@ -191,6 +192,9 @@ def docker_export(policy: Policy, plan: Plan | None = None, machine: str | None 
     if policy.no_new_privileges:
         flags += ["--security-opt", "no-new-privileges"]
     flags += _user_flags(policy, plan, un)
+    report_container_env_and_user(policy, un)
+    for name, value in env_set_entries(policy):
+        flags += ["--env", f"{name}={value}"]
     if "net" in policy.namespaces:
         flags += ["--network", "none"]
     if "cgroup" in policy.namespaces:

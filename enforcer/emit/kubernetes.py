@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from enforcer.emit.common import Unexpressed, audit_stripped, cap_name, size_text
+from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name, env_set_entries,
+                                  report_container_env_and_user, size_text)
 from enforcer.emit.docker import DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS
 from enforcer.emit.oci import oci_seccomp_checked
 from enforcer.plan import Plan
@@ -185,6 +186,7 @@ def kubernetes_export(policy: Policy, plan: Plan | None = None, machine: str | N
         un.add(f"rlimit {r.resource}", "Kubernetes has no per-pod resource limits (ulimits)")
     if "net" in policy.namespaces:
         un.add("an isolated network namespace", "every pod has a network; use a NetworkPolicy")
+    report_container_env_and_user(policy, un)
 
     container: dict[str, Any] = {"name": "app", "image": image,
                                  "securityContext": container_sc}
@@ -193,6 +195,8 @@ def kubernetes_export(policy: Policy, plan: Plan | None = None, machine: str | N
         container["resources"] = {"limits": limits}
     if mounts:
         container["volumeMounts"] = mounts
+    if policy.env.set:
+        container["env"] = [{"name": k, "value": v} for k, v in env_set_entries(policy)]
     spec: dict[str, Any] = {"securityContext": pod_sc, "containers": [container]}
     if "user" in policy.namespaces:
         spec["hostUsers"] = False

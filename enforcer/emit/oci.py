@@ -37,7 +37,9 @@ from enforcer.emit.common import (
     cap_number,
     caps_of_mask,
     effective_action,
+    env_set_entries,
     policy_arches,
+    report_container_env_and_user,
     runs_as_non_root,
 )
 from enforcer.plan import Plan
@@ -331,9 +333,10 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
     """A partial config.json for `policy`, and what OCI cannot express.
 
     Merge rule for consumers: objects merge key by key, lists replace,
-    except `mounts` (append; replace an entry with the same destination)
-    and `linux.namespaces` (add a type that is missing; keep an existing
-    entry and its path).
+    except `mounts` (append; replace an entry with the same destination),
+    `linux.namespaces` (add a type that is missing; keep an existing
+    entry and its path) and `process.env` (a NAME=VALUE replaces the
+    bundle's entry of that name, others are appended).
     """
     un = Unexpressed("oci")
     policy = audit_stripped(policy, un)
@@ -357,6 +360,9 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
     user = _user(policy, plan, un)
     if user is not None:
         process["user"] = user
+    report_container_env_and_user(policy, un)
+    if policy.env.set:
+        process["env"] = [f"{k}={v}" for k, v in env_set_entries(policy)]
 
     linux: dict[str, Any] = {}
     seccomp = _seccomp(policy, un, machine, with_flags)
@@ -403,8 +409,10 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
     """Apply an oci_patch() result to a config.json dict (returns a new dict).
 
     Objects merge key by key; lists replace, except `mounts` (an entry with
-    the same destination is replaced, others appended) and
-    `linux.namespaces` (missing types are added, existing ones kept).
+    the same destination is replaced, others appended),
+    `linux.namespaces` (missing types are added, existing ones kept) and
+    `process.env` (an entry replaces the one of the same name, others are
+    appended).
     """
     merged: dict[str, Any] = _merge(config, patch, ())
     return merged
@@ -419,6 +427,9 @@ def _merge(base: Any, patch: Any, path: tuple[str, ...]) -> Any:
     if path == ("mounts",) and isinstance(base, list):
         dests = {m["destination"] for m in patch}
         return [m for m in base if m.get("destination") not in dests] + list(patch)
+    if path == ("process", "env") and isinstance(base, list):
+        names = {e.split("=", 1)[0] for e in patch}
+        return [e for e in base if str(e).split("=", 1)[0] not in names] + list(patch)
     if path == ("linux", "namespaces") and isinstance(base, list):
         have = {n.get("type") for n in base}
         return list(base) + [n for n in patch if n["type"] not in have]

@@ -28,6 +28,8 @@ from enforcer.emit.common import (
     audit_stripped,
     cap_name,
     effective_action,
+    env_set_entries,
+    extra_env_keep,
     native_arch,
 )
 from enforcer.emit.oci import device_numbers
@@ -250,6 +252,8 @@ def _filesystem_lines(policy: Policy, un: Unexpressed) -> list[str]:
         lines.append(f"RootDirectory={fs.rootfs}")
     if fs.read_only_root:
         lines.append("ProtectSystem=strict")
+    if fs.private_devices:
+        lines.append("PrivateDevices=yes")
     if fs.read_only_paths:
         lines.append("ReadOnlyPaths=" + " ".join(_optional(p) for p in fs.read_only_paths))
     if fs.writable_paths:
@@ -324,6 +328,11 @@ def _rlimit_lines(policy: Policy, un: Unexpressed) -> list[str]:
 
 
 def _user_lines(policy: Policy, plan: Plan | None) -> list[str]:
+    if policy.user is not None and policy.user.dynamic:
+        # systemd's own dynamic users: allocated per start, like enforcer's.
+        groups = policy.user.groups
+        return ["DynamicUser=yes"] + (
+            ["SupplementaryGroups=" + " ".join(str(g) for g in groups)] if groups else [])
     if plan is not None and plan.user is not None:
         lines = [f"User={plan.user.uid}", f"Group={plan.user.gid}"]
         groups = plan.user.groups
@@ -339,6 +348,28 @@ def _user_lines(policy: Policy, plan: Plan | None) -> list[str]:
         return []
     if groups:
         lines.append("SupplementaryGroups=" + " ".join(str(g) for g in groups))
+    return lines
+
+
+def _env_lines(policy: Policy, un: Unexpressed) -> list[str]:
+    """A service never inherits the manager's environment (systemd.exec(5)):
+    `env.clear` is what systemd does anyway. Extra names to keep become
+    PassEnvironment= (names only); `set` becomes Environment=."""
+    lines: list[str] = []
+    if not policy.env.clear:
+        un.add("env.clear: false (the caller's whole environment)",
+               "a service gets only what the unit passes or sets")
+    names = [k for k in extra_env_keep(policy) if not k.endswith("*")]
+    patterns = [k for k in extra_env_keep(policy) if k.endswith("*")]
+    if patterns:
+        un.add(f"env.keep {', '.join(patterns)}", "PassEnvironment= takes names, not prefixes")
+    if names:
+        lines.append("PassEnvironment=" + " ".join(names))
+    for name, value in env_set_entries(policy):
+        # Quoted, with backslash and quote escaped and % doubled (a specifier
+        # otherwise), as systemd.syntax(7) and systemd.unit(5) read it.
+        text = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        lines.append(f'Environment="{name}={text}"')
     return lines
 
 
@@ -380,6 +411,7 @@ def systemd_export(policy: Policy, plan: Plan | None = None,
     lines += _resource_lines(policy, un)
     lines += _rlimit_lines(policy, un)
     lines += _user_lines(policy, plan)
+    lines += _env_lines(policy, un)
     lines += _namespace_lines(policy, un)
     if policy.capabilities.keep is not None and 16 not in policy.capabilities.keep:
         # CAP_SYS_MODULE is gone anyway; this also hides the module tree.

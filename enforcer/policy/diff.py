@@ -153,6 +153,9 @@ def diff_filesystem(old: Policy, new: Policy) -> list[Difference]:
                               _plain(fo.read_only_root), _plain(fn.read_only_root)))
     if fo.rootfs != fn.rootfs:
         out.append(Difference("filesystem", "rootfs", _plain(fo.rootfs), _plain(fn.rootfs)))
+    if fo.private_devices != fn.private_devices:
+        out.append(Difference("filesystem", "private_devices", _plain(fo.private_devices),
+                              _plain(fn.private_devices)))
     for item in ("read_only_paths", "writable_paths", "masked_paths", "hidden_paths"):
         out += _set_diff("filesystem", item, getattr(fo, item), getattr(fn, item))
     tmp_old = {t.path: t for t in fo.tmpfs}
@@ -205,11 +208,24 @@ def diff_process(old: Policy, new: Policy) -> list[Difference]:
     def user(p: Policy) -> str:
         if p.user is None:
             return "unchanged (launcher's)"
+        if p.user.dynamic:
+            return f"dynamic groups {_plain(p.user.groups)}"
         return f"uid {_plain(p.user.uid)} gid {_plain(p.user.gid)} groups {_plain(p.user.groups)}"
 
     if user(old) != user(new):
         out.append(Difference("user", "identity", user(old), user(new)))
     out += _set_diff("namespaces", "namespaces", old.namespaces, new.namespaces)
+    if old.scope != new.scope:
+        out.append(Difference("scope", "scope", old.scope, new.scope))
+    eo, en = old.env, new.env
+    if eo.clear != en.clear:
+        out.append(Difference("env", "clear", _plain(eo.clear), _plain(en.clear)))
+    out += _set_diff("env", "keep", eo.keep, en.keep)
+    set_old, set_new = dict(eo.set), dict(en.set)
+    for name in sorted(set(set_old) | set(set_new)):
+        if set_old.get(name) != set_new.get(name):
+            out.append(Difference("env", f"set {name}", _plain(set_old.get(name)),
+                                  _plain(set_new.get(name))))
     return out
 
 

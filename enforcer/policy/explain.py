@@ -10,7 +10,7 @@ from typing import Any
 
 from enforcer.errors import Location
 from enforcer.policy import caps as caps_mod
-from enforcer.policy.model import ArgCondition, ArgOp, Policy
+from enforcer.policy.model import DEFAULT_ENV_KEEP, ArgCondition, ArgOp, Policy
 
 BUILTIN = "(built-in default)"
 
@@ -54,6 +54,7 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
     s, fs, r = policy.syscalls, policy.filesystem, policy.resources
     rows = [
         row("name", policy.name),
+        row("scope", policy.scope),
         row("mode", policy.mode.value),
         row("no_new_privileges", str(policy.no_new_privileges).lower()),
         row("syscalls.default", s.default_action),
@@ -81,6 +82,8 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
                         f"size={_size(t.size) if t.size else 'unset'} mode={t.mode:o} {','.join(t.options)}"))
     if fs.rootfs:
         rows.append(row("filesystem.rootfs", fs.rootfs))
+    if fs.private_devices:
+        rows.append(row("filesystem.private_devices", "true"))
     rows += [
         row("resources.memory.max", _size(r.memory_max)),
         row("resources.memory.swap", _size(r.memory_swap_max), "resources.memory.swap"),
@@ -97,7 +100,10 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
         rows.append(row(f"resources.io.devices[{d.device}]", vals))
     for lim in policy.rlimits:
         rows.append(row(f"rlimits.{lim.resource.lower()}", f"soft={_rlim(lim.soft)} hard={_rlim(lim.hard)}"))
-    if policy.user is not None:
+    if policy.user is not None and policy.user.dynamic:
+        rows.append(row("user", f"dynamic (a uid/gid of its own per workload; fallback "
+                                f"{policy.user.uid}) groups={list(policy.user.groups)}"))
+    elif policy.user is not None:
         u = policy.user
         name = f" ({u.user_name})" if u.user_name else ""
         rows.append(row("user", f"uid={u.uid}{name} gid={u.gid} groups={list(u.groups)}"))
@@ -105,6 +111,15 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
         rows.append(row("user", "(unchanged: the launching user)"))
     for ns in policy.namespaces:
         rows.append(row(f"namespaces[{ns}]", ns))
+    e = policy.env
+    rows.append(row("env.clear", str(e.clear).lower()))
+    if e.clear:
+        # The default names are long and always there: name only the extra ones.
+        extra = [k for k in e.keep if k not in DEFAULT_ENV_KEEP]
+        rows.append(row("env.keep", "the defaults" + (" + " + ", ".join(extra) if extra else ""),
+                        "env.keep"))
+    for name, value in e.set:
+        rows.append(row(f"env.set.{name}", value))
     return rows
 
 

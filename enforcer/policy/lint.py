@@ -184,6 +184,15 @@ def lint(policy: Policy) -> LintReport:
             "(root under a container runtime): no `user:`", "user")
     if not policy.filesystem.read_only_root:
         add("writable-root", 0.2, "the root file system is writable", "filesystem.read_only_root")
+    if (policy.scope == "host" and (policy.user is None or policy.user.uid == 0)
+            and not policy.filesystem.read_only_root and policy.filesystem.rootfs is None):
+        # On the host (`enforcer run`) that root is the host's: root owns
+        # most of its files, and nothing but a read-only mount stops it.
+        add("host-root-writable", 0.5,
+            "keeps root with the host's root file system writable: under `enforcer run` the "
+            "workload can change any host file root owns; set filesystem.read_only_root (and "
+            "writable_paths for what it must write), give it a user, or mark a policy written "
+            "for containers `scope: container`", "filesystem.read_only_root")
     if not policy.filesystem.masked_paths:
         add("no-masked-paths", 0.1, "no masked paths: /proc/kcore, /proc/keys, /sys/firmware are visible")
     if policy.resources.memory_max is None:

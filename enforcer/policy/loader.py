@@ -25,7 +25,10 @@ from enforcer.policy import groups, syscalls
 from enforcer.policy.model import (
     Action,
     ActionKind,
+    DEFAULT_ENV_KEEP,
+    DYNAMIC_FALLBACK_ID,
     CapabilityPolicy,
+    EnvPolicy,
     FilesystemPolicy,
     IoDeviceLimit,
     Mode,
@@ -252,6 +255,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         masked_paths=union("filesystem.masked_paths"),
         hidden_paths=union("filesystem.hidden_paths"),
         rootfs=scalar("filesystem.rootfs", None),
+        private_devices=scalar("filesystem.private_devices", False),
     )
     ro = set(filesystem.read_only_paths)
     for p in filesystem.writable_paths:
@@ -291,6 +295,12 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         user = _resolve_user(user_layer.user[0], filesystem.rootfs, errors)
 
     namespaces = union("namespaces")
+    env = _merge_env(layers, scalar("env.clear", True), union("env.keep"), origins)
+    # `scope` is what this file says about itself: a policy that extends a
+    # container policy is judged as a host sandbox unless it says otherwise.
+    scope = child.scope[0] if child.scope else "host"
+    if child.scope:
+        origins["scope"] = child.scope[1]
 
     if errors:
         raise PolicyErrors(_capped(errors))
@@ -313,6 +323,8 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         rlimits=tuple(rlimits.values()),
         user=user,
         namespaces=namespaces,
+        env=env,
+        scope=scope,
         sources=tuple(chain.sources),
         origins=origins,
     )
@@ -459,6 +471,20 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
     return [e for e in mine if id(e) not in dropped]
 
 
+def _merge_env(layers: list[Layer], clear: bool, keep: tuple[str, ...],
+               origins: dict[str, Location]) -> EnvPolicy:
+    """`keep` adds to the default list (a policy can keep more, not less:
+    the defaults are what programs need to behave); `set` merges by name,
+    the child's value wins."""
+    values: dict[str, str] = {}
+    for layer in layers:
+        for name, (value, loc) in layer.env_set.items():
+            values[name] = value
+            origins[f"env.set.{name}"] = loc
+    kept = tuple(dict.fromkeys(DEFAULT_ENV_KEEP + keep))
+    return EnvPolicy(clear=clear, keep=kept, set=tuple(values.items()))
+
+
 def _merge_caps(layers: list[Layer], origins: dict[str, Location]) -> CapabilityPolicy:
     keep: set[int] | None = None
     drop: set[int] = set()
@@ -516,6 +542,14 @@ def _passwd_lookup(rootfs: str | None, kind: str, name: str) -> tuple[int, int] 
 
 def _resolve_user(fields: dict[str, tuple[Any, Location]], rootfs: str | None,
                   errors: list[PolicyError]) -> UserPolicy | None:
+    if "dynamic" in fields and fields["dynamic"][0] is True:
+        # The ids are picked when the workload starts; until then (and where
+        # nothing can pick one) the policy stands for the fallback id.
+        groups_only = {k: v for k, v in fields.items() if k == "groups"}
+        base = _resolve_user({"uid": (DYNAMIC_FALLBACK_ID, fields["dynamic"][1]),
+                              **groups_only}, rootfs, errors)
+        return None if base is None else UserPolicy(uid=base.uid, gid=base.gid,
+                                                    groups=base.groups, dynamic=True)
     where = f"{rootfs}/etc" if rootfs else "this host"
     uid = gid = None
     user_name = group_name = None

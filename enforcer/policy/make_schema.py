@@ -17,8 +17,8 @@ from typing import Any
 
 def build() -> dict[str, Any]:
     from enforcer.policy import caps, constants, groups
-    from enforcer.policy.model import NAMESPACES
-    from enforcer.policy.validate import ARCH_WORDS, TMPFS_OPTIONS
+    from enforcer.policy.model import NAMESPACES, SCOPES
+    from enforcer.policy.validate import ARCH_WORDS, ENV_NAME_RE, ENV_PATTERN_RE, TMPFS_OPTIONS
 
     size: dict[str, Any] = {"description": "bytes: a number, or with a unit K M G T (1000s) or Ki Mi Gi Ti (1024s)",
             "oneOf": [{"type": "integer", "minimum": 0},
@@ -65,6 +65,10 @@ def build() -> dict[str, Any]:
             "description": {"type": "string"},
             "extends": words({"type": "string", "minLength": 1}),
             "mode": {"enum": ["enforce", "audit"]},
+            "scope": {"enum": list(SCOPES),
+                      "description": "host (default): a sandbox on the host; container: assumes "
+                                     "a container runtime's own root, /dev and pid namespace. "
+                                     "Never inherited."},
             "syscalls": obj({
                 "default": action, "unknown": action, "deny_action": action,
                 "log_denials": {"type": "boolean"}, "inherit": {"type": "boolean"},
@@ -90,6 +94,7 @@ def build() -> dict[str, Any]:
                     "mode": {"oneOf": [{"type": "string", "pattern": "^(0o)?[0-7]{1,5}$"}, {"type": "integer", "minimum": 0}]},
                     "options": words({"enum": list(TMPFS_OPTIONS)})}, ("path",))]}},
                 "rootfs": path,
+                "private_devices": {"type": "boolean"},
             }),
             "resources": obj({
                 "memory": obj({"max": size_or_max, "swap": size_or_max}),
@@ -105,7 +110,17 @@ def build() -> dict[str, Any]:
             "rlimits": {"type": "object",
                         "propertyNames": {"pattern": "^(?:[Rr][Ll][Ii][Mm][Ii][Tt]_)?(" + "|".join(n.lower() + "|" + n for n in constants.RLIMITS) + ")$"},
                         "additionalProperties": {"oneOf": [rl_value, obj({"soft": rl_value, "hard": rl_value}, ("soft", "hard"))]}},
-            "user": obj({"uid": id_, "gid": id_, "groups": {"type": "array", "items": id_}}, ("uid",)),
+            "user": {**obj({"uid": id_, "gid": id_, "groups": {"type": "array", "items": id_},
+                            "dynamic": {"type": "boolean"}}),
+                     "oneOf": [{"required": ["uid"], "not": {"properties": {"dynamic": {"const": True}}, "required": ["dynamic"]}},
+                               {"required": ["dynamic"], "properties": {"dynamic": {"const": True}},
+                                "not": {"anyOf": [{"required": ["uid"]}, {"required": ["gid"]}]}}]},
+            "env": obj({
+                "clear": {"type": "boolean"},
+                "keep": words({"type": "string", "pattern": ENV_PATTERN_RE.pattern}),
+                "set": {"type": "object", "propertyNames": {"pattern": ENV_NAME_RE.pattern},
+                        "additionalProperties": {"type": "string"}},
+            }),
             "namespaces": words({"enum": list(NAMESPACES)}),
         }, ("name",)),
     }

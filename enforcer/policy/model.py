@@ -142,6 +142,11 @@ class FilesystemPolicy:
     masked_paths: tuple[str, ...] = ()  # files: bind /dev/null; dirs: empty ro tmpfs
     hidden_paths: tuple[str, ...] = ()  # made inaccessible (empty, mode 000)
     rootfs: str | None = None  # optional new root directory (absolute)
+    # A /dev of its own with only the pseudo-devices (null, zero, full,
+    # random, urandom, tty, a new devpts): no disks, no /dev/mem, no input
+    # devices -- what a root workload without capabilities could otherwise
+    # still open, since root owns the host's device nodes.
+    private_devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,9 +194,43 @@ class UserPolicy:
     groups: tuple[int, ...] = ()
     user_name: str | None = None
     group_name: str | None = None
+    # A uid/gid of its own per workload, allocated when it starts and
+    # released when it ends (systemd's DynamicUser=). uid/gid then hold
+    # DYNAMIC_FALLBACK_ID: what is used where no id can be allocated (an
+    # unprivileged run maps it in its user namespace; exports and the shim,
+    # whose runtime isolates containers by their pid namespaces).
+    dynamic: bool = False
+
+
+# The id a dynamic user falls back to where none can be allocated: nobody.
+DYNAMIC_FALLBACK_ID = 65534
+
+# The environment a workload keeps from its caller when a policy says no
+# more (`env.clear` defaults to true): the names a program needs to behave
+# as it did for the caller -- locale, terminal, time zone, search path --
+# and nothing that grants access (tokens, agent sockets, LD_PRELOAD, proxy
+# credentials). A name ending in `*` keeps every name with that prefix.
+DEFAULT_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*",
+                    "TERM", "COLORTERM", "NO_COLOR", "TZ", "COLUMNS", "LINES", "TMPDIR")
+
+
+@dataclass(frozen=True)
+class EnvPolicy:
+    """The workload's environment: the caller's, filtered (`clear` with
+    `keep`), plus `set` (which wins over a kept value)."""
+
+    clear: bool = True
+    keep: tuple[str, ...] = DEFAULT_ENV_KEEP
+    set: tuple[tuple[str, str], ...] = ()  # (name, value), in the order written
 
 
 NAMESPACES = ("mount", "pid", "ipc", "uts", "net", "user", "cgroup")
+
+# Where a policy is meant to confine (`scope:`): `host` (the default) means
+# it must hold as a sandbox on the host under `enforcer run`; `container`
+# means it assumes what a container runtime adds (its own root file system,
+# /dev and pid namespace) and is not a sandbox on the host by itself.
+SCOPES = ("host", "container")
 
 
 @dataclass(frozen=True)
@@ -209,6 +248,8 @@ class Policy:
     rlimits: tuple[Rlimit, ...] = ()
     user: UserPolicy | None = None
     namespaces: tuple[str, ...] = ()  # subset of NAMESPACES
+    env: EnvPolicy = field(default_factory=EnvPolicy)
+    scope: str = "host"  # one of SCOPES; never inherited
     # The files this policy was built from, child last, with their sha256;
     # used for the Plan's hash and the cache key.
     sources: tuple[tuple[str, str], ...] = ()

@@ -23,6 +23,7 @@ from enforcer.policy import caps as caps_mod
 from enforcer.policy import constants, groups
 from enforcer.policy.model import (
     NAMESPACES,
+    SCOPES,
     Action,
     ActionKind,
     ArgCondition,
@@ -94,6 +95,10 @@ class Layer:
     # `syscalls.inherit: false`: this file's syscall rules replace those of
     # the files it extends (set by `enforcer record`; default true).
     syscalls_inherit: Located | None = None
+    # `scope:` is this file's own statement, never inherited (loader._build).
+    scope: Located | None = None
+    # `env.set`: name -> (value, where), in the order written.
+    env_set: dict[str, Located] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -348,18 +353,23 @@ def _errno_action(chk: Checker, arg: str, loc: Location, what: str) -> Action | 
 
 # --------------------------------------------------------------------------- sections
 
-TOP_KEYS = ("version", "name", "description", "extends", "mode", "syscalls", "capabilities",
-            "no_new_privileges", "filesystem", "resources", "rlimits", "user", "namespaces")
+TOP_KEYS = ("version", "name", "description", "extends", "mode", "scope", "syscalls",
+            "capabilities", "no_new_privileges", "filesystem", "resources", "rlimits", "user",
+            "namespaces", "env")
 SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "deny",
                 "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
 ARG_KEYS = ("index", "op", "value", "mask")
 CAP_KEYS = ("keep", "drop", "add")
 FS_KEYS = ("read_only_root", "read_only_paths", "writable_paths", "tmpfs", "masked_paths",
-           "hidden_paths", "rootfs")
+           "hidden_paths", "rootfs", "private_devices")
 TMPFS_KEYS = ("path", "size", "mode", "options")
 RES_KEYS = ("memory", "pids", "cpu", "io")
-USER_KEYS = ("uid", "gid", "groups")
+USER_KEYS = ("uid", "gid", "groups", "dynamic")
+ENV_KEYS = ("clear", "keep", "set")
+# An environment variable name, and a `keep` entry: a name or a prefix and `*`.
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_PATTERN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 
 
 def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyError]]:
@@ -372,7 +382,8 @@ def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyE
         "version": _version, "name": _name, "description": _description, "extends": _extends,
         "mode": _mode, "syscalls": _syscalls, "capabilities": _capabilities,
         "no_new_privileges": _nnp, "filesystem": _filesystem, "resources": _resources,
-        "rlimits": _rlimits, "user": _user, "namespaces": _namespaces,
+        "rlimits": _rlimits, "user": _user, "namespaces": _namespaces, "env": _env,
+        "scope": _scope,
     }
     for key, value in top.items:
         handler = sections.get(key.text)
@@ -422,6 +433,17 @@ def _mode(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
         chk.error(node.loc, f"mode must be `enforce` or `audit`, not {text!r}{_did_you_mean(text, ('enforce', 'audit'))}")
         return
     layer.scalars["mode"] = (text, node.loc)
+
+
+def _scope(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
+    text = chk.string(node, "scope")
+    if text is None:
+        return
+    if text not in SCOPES:
+        chk.error(node.loc, f"scope must be {' or '.join(f'`{s}`' for s in SCOPES)}, not {text!r}"
+                            f"{_did_you_mean(text, SCOPES)}")
+        return
+    layer.scope = (text, node.loc)
 
 
 def _nnp(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
@@ -684,6 +706,10 @@ def _filesystem(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
             b = chk.boolean(v, "filesystem.read_only_root")
             if b is not None:
                 layer.scalars["filesystem.read_only_root"] = (b, v.loc)
+        elif k.text == "private_devices":
+            b = chk.boolean(v, "filesystem.private_devices")
+            if b is not None:
+                layer.scalars["filesystem.private_devices"] = (b, v.loc)
         elif k.text == "rootfs":
             p = chk.path(v, "filesystem.rootfs")
             if p is not None:
@@ -952,10 +978,66 @@ def _user(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
                 else:
                     chk.error(item.loc, f"user.groups entries must be numbers or group names, not {_describe(item)}")
             fields["groups"] = (out, v.loc)
-    if "uid" not in m.keys():
-        chk.error(m.loc, "user needs `uid:` (a number or a user name)")
+        elif k.text == "dynamic":
+            b = chk.boolean(v, "user.dynamic")
+            if b is not None:
+                fields["dynamic"] = (b, v.loc)
+    dynamic = "dynamic" in fields and fields["dynamic"][0] is True
+    if dynamic:
+        for id_key in ("uid", "gid"):
+            if id_key in fields:
+                chk.error(fields[id_key][1], f"user.{id_key} cannot go with `dynamic: true` "
+                                             "(the workload gets an id of its own when it starts)")
+                return
+    elif "uid" not in m.keys():
+        chk.error(m.loc, "user needs `uid:` (a number or a user name) or `dynamic: true`")
         return
     layer.user = (fields, node.loc)
+
+
+def _env(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
+    m = chk.mapping(node, "env", ENV_KEYS)
+    if m is None:
+        return
+    for k, v in m.items:
+        if k.text == "clear":
+            b = chk.boolean(v, "env.clear")
+            if b is not None:
+                layer.scalars["env.clear"] = (b, v.loc)
+        elif k.text == "keep":
+            out = layer.lists.setdefault("env.keep", [])
+            for word, loc in chk.word_list(v, "env.keep"):
+                if ENV_PATTERN_RE.match(word):
+                    out.append((word, loc))
+                elif word == "*":
+                    chk.error(loc, "env.keep: `*` would keep everything; write `clear: false`")
+                else:
+                    chk.error(loc, f"env.keep: {word!r} is not a variable name (letters, digits, "
+                                   "`_`, not starting with a digit), optionally ending in `*` "
+                                   "for a prefix")
+        elif k.text == "set":
+            _env_set(chk, layer, v)
+
+
+def _env_set(chk: Checker, layer: Layer, node: Node) -> None:
+    if not isinstance(node, Map):
+        chk.error(node.loc, f"env.set must be a mapping of names to values such as "
+                            f"{{LANG: C.UTF-8}}, not a {_kind(node)}")
+        return
+    for k, v in node.items:
+        if not ENV_NAME_RE.match(k.text):
+            chk.error(k.loc, f"env.set: {k.text!r} is not a variable name (letters, digits, `_`, "
+                             "not starting with a digit)")
+            continue
+        if not (isinstance(v, Scalar) and isinstance(v.value, str)):
+            # yes/no/1.0 would turn into True/False/1: say what to write.
+            hint = f"; quote it: \"{v.text}\"" if isinstance(v, Scalar) else ""
+            chk.error(v.loc, f"env.set.{k.text} must be a string, not {_describe(v)}{hint}")
+            continue
+        if "\0" in v.value:
+            chk.error(v.loc, f"env.set.{k.text} must not contain NUL")
+            continue
+        layer.env_set[k.text] = (v.value, v.loc)
 
 
 def _namespaces(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from typing import Iterator
 
 import pytest
 
 from tests import session
 
-from enforcer.plan import replace
-from enforcer.plan import MountOp
-from run_helpers import REPO, make_plan, require_root, scratch_dir, seccomp_plan, write_plan
+from enforcer.plan import MountOp, UserPlan, replace
+from run_helpers import (REPO, alive, make_plan, pids_with_arg, require_root, scratch_dir,
+                         seccomp_plan, wait_for, write_plan)
 
 pytestmark = pytest.mark.root  # root is needed to become nobody
 
@@ -83,7 +84,8 @@ def test_mount_rules_and_pid_namespace_as_nobody(home: str) -> None:
                          f"echo $$; ls -A /tmp | wc -l; touch {home}/x 2>/dev/null || echo RO; "
                          "touch /tmp/ok && echo TMP-WRITABLE"])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["1", "0", "RO", "TMP-WRITABLE"]
+    # $$ is 2: pid 1 of the namespace is its init (enforcer/apply/pidns.py).
+    assert r.stdout.split() == ["2", "0", "RO", "TMP-WRITABLE"]
     assert not os.path.exists(os.path.join(home, "x"))
 
 
@@ -107,3 +109,59 @@ def test_filter_kill_as_nobody(home: str) -> None:
     assert r.returncode == 128 + 31
     # Without CAP_AUDIT_READ the syscall cannot be named; the message says so.
     assert "SIGSYS" in r.stderr and "CAP_AUDIT_READ" in r.stderr
+
+
+# -- a host sandbox without root -------------------------------------------------
+#
+# Without root `enforcer run` cannot pick host uids (only the caller's own
+# uid can be mapped into a user namespace), so a dynamic user runs as its
+# fallback id (nobody) inside the workload's user namespace, mapped onto the
+# caller. What keeps two of one user's workloads apart is then the rest of
+# the sandbox: each has a user and a pid namespace of its own, so neither
+# can name (nor, across user namespaces, ptrace) the other's processes.
+
+
+def test_default_sandbox_as_nobody(home: str) -> None:
+    plan = shipped_plan(home, "sandbox")  # what `enforcer run` applies with no --policy
+    r = as_nobody(home, ["--plan", plan, "--", "sh", "-c",
+                         f"id -u; echo $$; ls /dev; touch {home}/x 2>/dev/null || echo RO; "
+                         "ls /proc | grep -c '^[0-9]'"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[:2] == ["65534", "2"]  # the caller's uid; pid 1 is the namespace's init
+    assert {"null", "zero", "urandom", "tty", "pts"} <= set(lines)
+    assert not any(d.startswith(("vd", "sd", "loop", "nvme")) for d in lines)
+    assert "RO" in lines and not os.path.exists(os.path.join(home, "x"))
+    assert int(lines[-1]) <= 4
+
+
+def test_dynamic_user_as_nobody_runs_as_the_fallback(home: str) -> None:
+    plan = make_plan(policy_name="nobody-dynamic", seccomp=seccomp_plan(kill=["ptrace"]),
+                     user=UserPlan(uid=65534, gid=65534, dynamic=True),
+                     namespaces=("mount", "pid"))
+    path = write_plan(plan, home)
+    os.chmod(path, 0o644)
+    r = as_nobody(home, ["--plan", path, "--", "sh", "-c", "id -u; cat /proc/self/uid_map"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["65534", "65534", "65534", "1"]
+
+
+def test_two_unprivileged_workloads_cannot_reach_each_other(home: str) -> None:
+    plan = shipped_plan(home, "sandbox")
+    marker = f"600.{uuid.uuid4().int % 10**9:09d}"
+    victim = subprocess.Popen(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", SYSTEM_PYTHON,
+         "-m", "enforcer", "run", "--plan", plan, "--", "sleep", marker],
+        env={"PATH": "/usr/bin:/bin", "HOME": home, "PYTHONPATH": REPO}, cwd=home,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid = wait_for(lambda: (pids_with_arg(marker, "sleep") or [None])[0], what="the victim")
+        r = as_nobody(home, ["--plan", plan, "--", "sh", "-c",
+                             f"cat /proc/{pid}/environ >/dev/null 2>&1 && echo READ; "
+                             f"kill -9 {pid} 2>/dev/null && echo KILLED; true"])
+        assert r.returncode == 0, r.stderr
+        assert "READ" not in r.stdout and "KILLED" not in r.stdout
+        assert alive(pid)
+    finally:
+        victim.terminate()
+        victim.wait(timeout=20)

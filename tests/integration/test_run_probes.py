@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
 EXPECTED = PROBE_TABLE
-POLICIES = ("default", "restricted", "web-server", "batch-job")
+POLICIES = ("sandbox", "default", "restricted", "web-server", "batch-job")
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,15 @@ def run_probes(exe: str, cache: str, policy: str) -> dict[str, tuple[str, str]]:
     plan = load_or_compile(policy, cache_dir=cache)
     mem = plan.cgroup.memory_max
     pids = plan.cgroup.pids_max
-    env = {"ENFORCER_CACHE_DIR": cache, "PROBE_SCRATCH": "/tmp",
-           # bounded abuse: twice the policy's limit, or a fixed harmless size
-           "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
-           "PROBE_FORKS": str(2 * pids if pids else 256)}
-    r = enforcer_run(["--policy", policy, "--", exe], env=env, timeout=300)
+    probe_env = {"PROBE_SCRATCH": "/tmp",
+                 # bounded abuse: twice the policy's limit, or a fixed harmless size
+                 "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
+                 "PROBE_FORKS": str(2 * pids if pids else 256)}
+    # The policies reset the workload's environment (env.clear): the probe's
+    # settings go in through env(1), as the workload's own.
+    r = enforcer_run(["--policy", policy, "--", "env",
+                      *(f"{k}={v}" for k, v in probe_env.items()), exe],
+                     env={"ENFORCER_CACHE_DIR": cache}, timeout=300)
     assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
     results = {}
     for line in r.stdout.splitlines():

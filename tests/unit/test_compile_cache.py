@@ -15,7 +15,7 @@ import pytest
 
 from enforcer.compile import cache, compile_policy
 from enforcer.errors import PlanError
-from enforcer.plan import Plan
+from enforcer.plan import PLAN_FORMAT, Plan
 
 from tests.compile_helpers import rule, syscall_policy
 
@@ -124,11 +124,12 @@ def test_unknown_plan_format_is_refused(chain: tuple[Path, Path], plan: Plan,
     entry = _store(child, [parent, child], plan, tmp_path / "c")
     header, body = Path(entry).read_text().split("\n", 1)
     outer = json.loads(body)
-    outer["plan"]["format"] = 2
+    newer = PLAN_FORMAT + 1
+    outer["plan"]["format"] = newer
     canon = json.dumps(outer["plan"], sort_keys=True, separators=(",", ":"))
     outer["sha256"] = hashlib.sha256(canon.encode()).hexdigest()  # a well-formed newer Plan
     Path(entry).write_text(header + "\n" + json.dumps(outer))
-    with pytest.raises(PlanError, match="format 2 is not the one this enforcer applies"):
+    with pytest.raises(PlanError, match=f"format {newer} is not the one this enforcer applies"):
         cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
 
 

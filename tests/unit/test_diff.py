@@ -97,7 +97,9 @@ SHIPPED_EXPECTED = [
     "resources: cpu_quota_us: unset -> 200000",
     "rlimits: CORE: unset -> soft 0 hard 0",
     "rlimits: NOFILE: unset -> soft 16384 hard 16384",
-    "user: identity: unchanged (launcher's) -> uid 65534 gid 65534 groups []",
+    "user: identity: unchanged (launcher's) -> dynamic groups []",
+    "namespaces: namespaces only in NEW: pid",
+    "scope: scope: container -> host",
 ]
 
 

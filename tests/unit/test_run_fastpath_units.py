@@ -11,12 +11,12 @@ import pytest
 from enforcer import fastjson, registry
 from enforcer.errors import PlanError
 from enforcer.launcher import launcher_text
-from enforcer.plan import (CgroupPlan, MountOp, Plan, canonical_json, plan_body_json,
+from enforcer.plan import (PLAN_FORMAT, CgroupPlan, MountOp, Plan, canonical_json, plan_body_json,
                            plan_from_body_json, plan_from_json, replace, sha256_hex)
 
 
 def a_plan() -> Plan:
-    return Plan(format=1, enforcer_version="t", policy_name="fast", policy_hash="ab" * 32,
+    return Plan(format=PLAN_FORMAT, enforcer_version="t", policy_name="fast", policy_hash="ab" * 32,
                 mode="enforce", seccomp=None, capabilities=None,
                 mounts=(MountOp("make_private", "/"), MountOp("readonly", "/")),
                 cgroup=CgroupPlan(v1={"pids": {"pids.max": "64"}}, v2={"pids.max": "64"},

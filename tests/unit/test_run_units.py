@@ -40,6 +40,7 @@ HEADER_CONSTANTS = {
     "OPEN_TREE_CLONE": "linux/mount.h", "MOVE_MOUNT_F_EMPTY_PATH": "linux/mount.h",
     "FSCONFIG_SET_STRING": "linux/mount.h", "FSCONFIG_CMD_CREATE": "linux/mount.h",
     "PR_SET_PDEATHSIG": "linux/prctl.h", "PR_SET_KEEPCAPS": "linux/prctl.h",
+    "PR_SET_DUMPABLE": "linux/prctl.h", "POLLIN": "poll.h", "POLLHUP": "poll.h",
     "PR_CAPBSET_READ": "linux/prctl.h", "PR_CAPBSET_DROP": "linux/prctl.h",
     "PR_SET_NO_NEW_PRIVS": "linux/prctl.h", "PR_CAP_AMBIENT": "linux/prctl.h",
     "PR_CAP_AMBIENT_RAISE": "linux/prctl.h", "PR_CAP_AMBIENT_CLEAR_ALL": "linux/prctl.h",
@@ -210,7 +211,7 @@ def test_parse_argv() -> None:
                     "ls", "-l", "--", "x"])
     assert (a.policy, a.mode, a.exec_, a.name, a.command) == ("web-server", "audit", True, "w",
                                                              ["ls", "-l", "--", "x"])
-    assert parse_argv(["true"]).policy == "default"
+    assert parse_argv(["true"]).policy == "sandbox"  # the host sandbox, see policies/README.md
     for bad in ([], ["--policy"], ["--bogus", "--", "x"], ["--mode", "lax", "--", "x"],
                 ["--name", "../x", "--", "x"]):
         with pytest.raises(UsageError):

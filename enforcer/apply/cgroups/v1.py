@@ -82,6 +82,9 @@ class CgroupV1:
             seen.update(read_pids(f"{self.dir(ctrl)}/cgroup.procs"))
         return sorted(seen)
 
+    def procs_files(self) -> list[str]:
+        return [f"{self.dir(ctrl)}/cgroup.procs" for ctrl in self.controllers]
+
     def events(self) -> CgroupEvents:
         oom = 0
         if "memory" in self.controllers:

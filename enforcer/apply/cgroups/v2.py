@@ -85,6 +85,9 @@ class CgroupV2:
     def procs(self) -> list[int]:
         return read_pids(f"{self.path}/cgroup.procs")
 
+    def procs_files(self) -> list[str]:
+        return [f"{self.path}/cgroup.procs"]
+
     def events(self) -> CgroupEvents:
         return CgroupEvents(
             oom_kills=read_keyed(f"{self.path}/memory.events").get("oom_kill", 0),
