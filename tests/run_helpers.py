@@ -130,3 +130,44 @@ def read_probe_table() -> dict[str, dict[str, str]]:
             continue
         table[cells[0]] = dict(zip(header, (c.split()[0] for c in cells[1:])))
     return table
+
+
+PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
+
+
+def build_probe(directory: str) -> str:
+    """Compile tests/probes/probe.c into `directory` (world-executable, so a
+    workload running as nobody can run it); returns the program's path."""
+    exe = os.path.join(directory, "probe")
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", exe, PROBE_SRC], check=True)
+    os.chmod(exe, 0o755)
+    return exe
+
+
+def probe_env(plan: Plan, cache: str) -> dict[str, str]:
+    """The probe's bounds for one policy: twice the policy's own limits (so
+    "beyond the limit" is what is tried), or fixed harmless sizes."""
+    mem = plan.cgroup.memory_max
+    pids = plan.cgroup.pids_max
+    memlock = next((r.soft for r in plan.rlimits if r.resource == "MEMLOCK" and r.soft >= 0), None)
+    return {"ENFORCER_CACHE_DIR": cache, "PROBE_SCRATCH": "/tmp",
+            "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
+            "PROBE_FORKS": str(2 * pids if pids else 256),
+            "PROBE_MEMLOCK_BYTES": str(2 * memlock if memlock else 32 << 10)}
+
+
+def run_probes(exe: str, cache: str, policy: str,
+               names: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+    """Run probes (all, or `names`) under `policy` with `enforcer run`:
+    probe name -> (verdict, detail)."""
+    from enforcer.compile.cache import load_or_compile
+
+    plan = load_or_compile(policy, cache_dir=cache)
+    r = enforcer_run(["--policy", policy, "--", exe, *names], env=probe_env(plan, cache),
+                     timeout=300)
+    assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
+    results = {}
+    for line in r.stdout.splitlines():
+        name, verdict, *detail = line.split(" ", 2)
+        results[name] = (verdict, " ".join(detail))
+    return results

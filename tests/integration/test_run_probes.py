@@ -22,11 +22,11 @@ import pytest
 
 from tests import session
 
-from run_helpers import PROBE_TABLE, REPO, enforcer_run, read_probe_table, require_root, scratch_dir
+from run_helpers import (PROBE_TABLE, build_probe, enforcer_run, read_probe_table, require_root,
+                         run_probes, scratch_dir)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
 EXPECTED = PROBE_TABLE
 POLICIES = ("default", "restricted", "web-server", "batch-job")
 
@@ -37,9 +37,7 @@ def probe_env() -> Iterator[tuple[str, str]]:
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     d = scratch_dir("enforcer-probe-")
-    exe = os.path.join(d, "probe")
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", exe, PROBE_SRC], check=True)
-    os.chmod(exe, 0o755)
+    exe = build_probe(d)
     cache = os.path.join(d, "cache")
     yield exe, cache
     session.remove_tree(d)
@@ -51,25 +49,6 @@ def probe_names(exe: str) -> list[str]:
     if out.returncode == 2:  # refuses outside seccomp: list via enforcer
         out = enforcer_run(["--policy", "default", "--", exe, "--list"])
     return out.stdout.split()
-
-
-def run_probes(exe: str, cache: str, policy: str) -> dict[str, tuple[str, str]]:
-    from enforcer.compile.cache import load_or_compile
-
-    plan = load_or_compile(policy, cache_dir=cache)
-    mem = plan.cgroup.memory_max
-    pids = plan.cgroup.pids_max
-    env = {"ENFORCER_CACHE_DIR": cache, "PROBE_SCRATCH": "/tmp",
-           # bounded abuse: twice the policy's limit, or a fixed harmless size
-           "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
-           "PROBE_FORKS": str(2 * pids if pids else 256)}
-    r = enforcer_run(["--policy", policy, "--", exe], env=env, timeout=300)
-    assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
-    results = {}
-    for line in r.stdout.splitlines():
-        name, verdict, *detail = line.split(" ", 2)
-        results[name] = (verdict, " ".join(detail))
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +92,7 @@ def test_probe_list_is_complete(probe_env: tuple[str, str]) -> None:
     exe, cache = probe_env
     names = enforcer_run(["--policy", "default", "--", exe, "--list"],
                          env={"ENFORCER_CACHE_DIR": cache}).stdout.split()
-    assert len(names) == 37 and len(set(names)) == 37
+    assert len(names) == 56 and len(set(names)) == 56
 
 
 def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:
