@@ -47,7 +47,9 @@ import sys
 
 from enforcer import __version__, fastjson
 from enforcer.errors import PlanError
+from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.plan import Plan, plan_from_json, sha256
+from enforcer.policy import names
 # The syscall table's digest, a constant: importing it reads no table.
 from enforcer.policy.systable import TABLE_DIGEST
 
@@ -57,11 +59,6 @@ from enforcer.policy.systable import TABLE_DIGEST
 
 CACHE_FORMAT = 1
 _TAG = b"enforcer-plan-cache-v1"
-# Where shipped policies live: the same directory as
-# enforcer.policy.loader.policies_dir() (which we cannot import here: the
-# loader imports PyYAML). A test checks the two agree.
-_SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "policies")
 
 
 class Lookup:
@@ -151,21 +148,17 @@ def default_cache_dir() -> str:
 
 
 def resolve_spec(spec: str) -> str:
-    """A policy file path, or the name of a shipped policy -> absolute path.
+    """A policy file path, or a policy name -> absolute path.
 
     The same rules as enforcer.policy.loader.resolve_policy_source: a spec
     with a `/`, a leading `.` or a .yaml/.yml suffix is a path; otherwise a
-    shipped policy's name, else a file in the working directory. When
-    nothing matches, the spec comes back unchanged and the loader reports.
+    name (enforcer/policy/names.py: shipped, then the admin's directory;
+    never the working directory). When nothing matches, the spec comes back
+    unchanged and the loader reports.
     """
-    if "/" in spec or spec.startswith(".") or spec.endswith((".yaml", ".yml")):
+    if names.looks_like_path(spec):
         return os.path.abspath(os.path.expanduser(spec))
-    shipped = os.path.join(_SHIPPED_DIR, spec + ".yaml")
-    if os.path.isfile(shipped):
-        return os.path.realpath(shipped)
-    if os.path.isfile(spec):
-        return os.path.abspath(spec)
-    return spec
+    return names.find_named(spec) or spec
 
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
@@ -178,10 +171,12 @@ def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
 
 
 def _sha256_file(path: str) -> str | None:
+    """The digest of a policy file the loader would trust; None if it would
+    not (or cannot be read): the entry is then stale, and recompiling lets
+    the loader say why."""
     try:
-        with open(path, "rb") as f:
-            return str(sha256(f.read()).hexdigest())
-    except OSError:
+        return str(sha256(read_trusted(path)).hexdigest())
+    except (OSError, UntrustedFile):
         return None
 
 
@@ -290,10 +285,11 @@ def lookup(spec: str, *, mode: str | None = None,
     top = resolve_spec(spec)
     directory = cache_dir or default_cache_dir()
     try:
-        with open(top, "rb") as f:
-            top_bytes = f.read()
-    except OSError:
-        # Unreadable or a name we could not resolve: the loader reports it.
+        # Only the bytes of a file the loader would trust make a cache key: a
+        # policy that became writable by others is never served from here.
+        top_bytes = read_trusted(top)
+    except (OSError, UntrustedFile):
+        # Unreadable, untrusted or a name we could not resolve: the loader reports it.
         return Lookup(path="", hit=False, reason=f"miss: cannot read {top}"), None
     entry = os.path.join(directory, cache_key(top, top_bytes, mode) + ".plan")
     _check_dir_trust(directory)
@@ -336,9 +332,11 @@ def compile_and_store(spec: str, *, mode: str | None = None, cache_dir: str | No
         if digest:
             sources.append((top, digest))
     if entry is None and os.path.exists(top):
-        with open(top, "rb") as f:
+        try:
             entry = os.path.join(cache_dir or default_cache_dir(),
-                                 cache_key(top, f.read(), mode) + ".plan")
+                                 cache_key(top, read_trusted(top), mode) + ".plan")
+        except (OSError, UntrustedFile):
+            entry = None  # changed since the loader read it: not worth caching
     if entry is not None:
         try:
             write_entry(entry, sources, plan, top=top, mode=mode)

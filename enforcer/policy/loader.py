@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from enforcer.errors import Location, PolicyError, PolicyErrors
+from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import groups, syscalls
+from enforcer.policy import groups, names, syscalls
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -37,7 +38,7 @@ from enforcer.policy.model import (
     TmpfsMount,
     UserPolicy,
 )
-from enforcer.policy.validate import NAME_RE, Layer, read_layer
+from enforcer.policy.validate import Layer, read_layer
 from enforcer.policy.yamlsafe import MAX_FILE_BYTES, parse_yaml_collect
 
 MAX_EXTENDS_DEPTH = 16
@@ -45,16 +46,15 @@ MAX_EXTENDS_DEPTH = 16
 
 def policies_dir() -> Path:
     """The shipped policies (the repo's policies/, `enforcer/policies` in the package)."""
-    return Path(__file__).resolve().parent.parent / "policies"
+    return Path(names.SHIPPED_DIR).resolve()
 
 
 def shipped_names() -> list[str]:
-    d = policies_dir()
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    return names.shipped_names()
 
 
 def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith((".yaml", ".yml")) or spec.startswith(".")
+    return names.looks_like_path(spec)
 
 
 def _display(path: str) -> str:
@@ -66,31 +66,70 @@ def _display(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _not_found(message: str) -> PolicyErrors:
+    return PolicyErrors([PolicyError(None, message)])
+
+
 def resolve_policy_source(spec: str, *, base_dir: str | None = None) -> str:
-    """Absolute path of the file a spec names (a shipped name or a file path).
+    """Absolute path of the file a command-line spec names.
 
     A spec with a `/`, a leading `.` or a .yaml/.yml suffix is a path
-    (relative to `base_dir`, default the working directory); otherwise it is
-    a shipped policy name, and failing that a file in the working directory.
-    Raises PolicyErrors when nothing matches.
+    (relative to `base_dir`, default the working directory): the user named
+    that file. Anything else is a policy *name*: a shipped policy or one in
+    the administrator's policy directory (enforcer/policy/names.py) -- never
+    a file of that name in the working directory. Raises PolicyErrors when
+    nothing matches.
     """
-    base = base_dir or os.getcwd()
     if _looks_like_path(spec):
-        path = os.path.abspath(os.path.join(base, os.path.expanduser(spec)))
+        path = os.path.abspath(os.path.join(base_dir or os.getcwd(), os.path.expanduser(spec)))
         if os.path.isfile(path):
             # One file, one name: symlinks resolved, so the cache key is stable.
             return os.path.realpath(path)
         what = "is a directory" if os.path.isdir(path) else "does not exist"
-        raise PolicyErrors([PolicyError(None, f"policy file {spec} {what}")])
-    shipped = policies_dir() / f"{spec}.yaml"
-    if NAME_RE.match(spec) and shipped.is_file():
-        return str(shipped.resolve())
-    local = os.path.abspath(os.path.join(base, spec))
-    if os.path.isfile(local):
-        return os.path.realpath(local)
-    names = ", ".join(shipped_names()) or "none found"
-    raise PolicyErrors([PolicyError(None, f"no shipped policy named {spec!r} (shipped: {names}) "
-                                          f"and no file {spec!r}")])
+        raise _not_found(f"policy file {spec} {what}")
+    found = names.find_named(spec)
+    if found is None:
+        raise _not_found(f"no policy named {spec!r}: a name means {names.where_names_are_looked_up()}, "
+                         f"never a file in the working directory (for a file, write ./{spec})")
+    return found
+
+
+def resolve_extends(spec: str, naming_file: str) -> str:
+    """Absolute path of the parent an `extends:` entry of `naming_file` names.
+
+    Allowed: a policy name (as for resolve_policy_source); an absolute path
+    to a .yaml/.yml file; a relative path to a .yaml/.yml file that stays in
+    the naming file's directory -- no `..`, and no symlink that leads out of
+    it. The file itself then passes enforcer.filetrust's checks when read.
+    Raises PolicyErrors (without a location: the caller adds the line).
+    """
+    if not _looks_like_path(spec):
+        return resolve_policy_source(spec)
+    allowed = ("write a policy name, an absolute path to a .yaml file, or a path to a .yaml "
+               "file in this policy's directory or below it")
+    if not spec.endswith((".yaml", ".yml")):
+        raise _not_found(f"{spec!r} is not a policy file (no .yaml or .yml suffix); {allowed}")
+    if os.path.isabs(spec):
+        return resolve_policy_source(spec)
+    if ".." in spec.split("/"):
+        raise _not_found(f"{spec!r} climbs out of this policy's directory with '..'; {allowed}")
+    base = os.path.realpath(os.path.dirname(naming_file))
+    path = resolve_policy_source(spec, base_dir=base)
+    if os.path.commonpath([base, path]) != base:
+        raise _not_found(f"{spec!r} leads outside this policy's directory (to {path}, through a "
+                         f"symlink); {allowed}")
+    return path
+
+
+def extends_spec_for(parent: str, naming_file: str) -> str:
+    """How `naming_file` should write `extends:` for the policy file `parent`:
+    relative when it sits in naming_file's directory or below, else absolute
+    (resolve_extends refuses relative paths that climb out)."""
+    base = os.path.realpath(os.path.dirname(os.path.abspath(naming_file)))
+    parent = os.path.realpath(parent)
+    if os.path.commonpath([base, parent]) == base:
+        return os.path.relpath(parent, base)
+    return parent
 
 
 # --------------------------------------------------------------------------- reading the chain
@@ -104,12 +143,13 @@ class _Chain:
 
 def _read_file(path: str, display: str) -> tuple[Layer, str]:
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:  # never read a huge file into memory
-                raise PolicyErrors([PolicyError(Location(display, 1, 1), (
-                    f"file is {size} bytes; a policy may be at most {MAX_FILE_BYTES} bytes (1 MiB)"))])
-            data = f.read(MAX_FILE_BYTES + 1)
+        # Trusted or refused, and never a huge file read into memory.
+        data = read_trusted(path, "policy file", limit=MAX_FILE_BYTES)
+    except UntrustedFile as e:
+        raise PolicyErrors([PolicyError(Location(display, 1, 1), str(e))]) from None
+    except ValueError as e:
+        raise PolicyErrors([PolicyError(Location(display, 1, 1), (
+            f"{e}; a policy may be at most {MAX_FILE_BYTES} bytes (1 MiB)"))]) from None
     except OSError as e:
         raise PolicyErrors([PolicyError(Location(display, 1, 1), f"cannot read: {e.strerror}")]) from None
     root, errors = parse_yaml_collect(data, display)
@@ -140,7 +180,7 @@ def _read_chain(top: str) -> _Chain:
             return
         for spec, loc in layer.extends:
             try:
-                parent = resolve_policy_source(spec, base_dir=os.path.dirname(path))
+                parent = resolve_extends(spec, path)
             except PolicyErrors as e:
                 errors.append(PolicyError(loc, f"extends: {e.errors[0].message}"))
                 continue
@@ -351,7 +391,7 @@ def _ancestors(layers: list[Layer], index: int) -> set[int]:
         layer = layers[todo.pop()]
         for spec, _loc in layer.extends:
             try:
-                parent = resolve_policy_source(spec, base_dir=os.path.dirname(layer.path))
+                parent = resolve_extends(spec, layer.path)
             except PolicyErrors:
                 continue  # already reported by _read_chain
             i = by_path.get(parent)

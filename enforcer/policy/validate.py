@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from enforcer.errors import Location, PolicyError
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import constants, groups
+from enforcer.policy import constants, groups, names
 from enforcer.policy.model import (
     NAMESPACES,
     Action,
@@ -33,7 +33,6 @@ from enforcer.policy.model import (
 )
 from enforcer.policy.yamlsafe import Map, Node, Scalar, Seq
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 # The safe default set for `masked_paths: default`: kernel interfaces a
 # workload has no business reading (host memory, keys, timers, firmware).
@@ -392,9 +391,8 @@ def _name(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
     name = chk.string(node, "name")
     if name is None:
         return
-    if not NAME_RE.match(name):
-        chk.error(node.loc, f"name {name!r} is not allowed: use 1-63 characters, lowercase letters, "
-                            "digits, '.', '_' or '-', starting with a letter or digit")
+    if not names.is_policy_name(name):
+        chk.error(node.loc, f"name {name!r} is not allowed: use {names.NAME_RULE}")
         return
     layer.name = (name, node.loc)
 

@@ -182,7 +182,7 @@ def test_bare_name_does_not_fall_back_to_the_working_directory(scratch: str) -> 
     # An attacker who controls the directory root runs enforcer from.
     write(os.path.join(scratch, "sandbox"), PERMISSIVE.format(name="sandbox"))
     r, marker = run_policy("sandbox", scratch, cwd=scratch)
-    assert_refused(r, marker, "sandbox", "no shipped policy")
+    assert_refused(r, marker, "sandbox", "no policy named")
 
 
 # -- the Plan cache must not remember a trust that is gone ---------------------------
