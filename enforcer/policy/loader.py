@@ -267,7 +267,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
     rules = _merge_syscalls(layers, arches, deny_action, errors)
 
     # -- capabilities
-    capabilities = _merge_caps(layers, origins)
+    capabilities = _merge_caps(layers, origins, errors)
 
     # -- filesystem
     def union(key: str) -> tuple[str, ...]:
@@ -499,31 +499,58 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
     return [e for e in mine if id(e) not in dropped]
 
 
-def _merge_caps(layers: list[Layer], origins: dict[str, Location]) -> CapabilityPolicy:
+def _merge_caps(layers: list[Layer], origins: dict[str, Location],
+                errors: list[PolicyError]) -> CapabilityPolicy:
+    """docs/policy-reference.md "Merge rules": a `keep` replaces everything
+    inherited (ambient included), drop/add apply on top; `ambient` replaces
+    the inherited ambient list, and a dropped capability leaves it too."""
     keep: set[int] | None = None
     drop: set[int] = set()
     add: set[int] = set()
+    ambient: dict[int, Location] = {}
     for layer in layers:
         if "capabilities" not in layer.scalars:
             continue
         origins["capabilities"] = layer.scalars["capabilities"][1]
         if layer.caps_keep is not None:
-            keep, drop, add = {n for n, _ in layer.caps_keep}, set(), set()
+            keep, drop, add, ambient = {n for n, _ in layer.caps_keep}, set(), set(), {}
             for n, loc in layer.caps_keep:
                 origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
-            continue
-        d = {n for n, _ in layer.caps_drop}
-        a = {n for n, _ in layer.caps_add}
-        for n, loc in layer.caps_drop + layer.caps_add:
-            origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
-        if keep is not None:
-            keep = (keep - d) | a
         else:
-            drop = (drop | d) - a
-            add = (add - d) | a
+            d = {n for n, _ in layer.caps_drop}
+            a = {n for n, _ in layer.caps_add}
+            for n, loc in layer.caps_drop + layer.caps_add:
+                origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
+            if keep is not None:
+                keep = (keep - d) | a
+            else:
+                drop = (drop | d) - a
+                add = (add - d) | a
+            ambient = {n: loc for n, loc in ambient.items() if n not in d}
+        if layer.caps_ambient is not None:
+            ambient = dict(layer.caps_ambient)
+            origins["capabilities.ambient"] = (layer.caps_ambient[0][1] if layer.caps_ambient
+                                               else layer.scalars["capabilities"][1])
+    _check_ambient(ambient, keep, errors)
     if keep is not None:
-        return CapabilityPolicy(keep=frozenset(keep))
+        return CapabilityPolicy(keep=frozenset(keep), ambient=frozenset(ambient))
     return CapabilityPolicy(drop=frozenset(drop), add=frozenset(add))
+
+
+def _check_ambient(ambient: dict[int, Location], keep: set[int] | None,
+                   errors: list[PolicyError]) -> None:
+    """Ambient capabilities must be held: a subset of an absolute `keep`."""
+    for n, loc in ambient.items():
+        name = caps_mod.name_of(n)
+        if keep is None:
+            errors.append(PolicyError(loc, (
+                f"capabilities.ambient: {name} needs an absolute capability set: write `keep:` here "
+                "or in a policy this one extends (with only drop/add the launcher decides what is held)")))
+            return
+        if n not in keep:
+            errors.append(PolicyError(loc, (
+                f"capabilities.ambient: {name} is not kept; ambient capabilities must also be "
+                "listed in `keep:`")))
 
 
 # --------------------------------------------------------------------------- user names

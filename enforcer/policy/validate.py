@@ -86,6 +86,8 @@ class Layer:
     caps_keep: list[tuple[int, Location]] | None = None
     caps_drop: list[tuple[int, Location]] = field(default_factory=list)
     caps_add: list[tuple[int, Location]] = field(default_factory=list)
+    # `capabilities.ambient`: None when the file does not say it.
+    caps_ambient: list[tuple[int, Location]] | None = None
     tmpfs: dict[str, tuple[TmpfsMount, Location]] = field(default_factory=dict)
     io_devices: dict[str, tuple[IoDeviceLimit, Location]] = field(default_factory=dict)
     rlimits: dict[str, tuple[Rlimit, Location]] = field(default_factory=dict)
@@ -353,7 +355,7 @@ SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "
                 "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
 ARG_KEYS = ("index", "op", "value", "mask")
-CAP_KEYS = ("keep", "drop", "add")
+CAP_KEYS = ("keep", "drop", "add", "ambient")
 FS_KEYS = ("read_only_root", "read_only_paths", "writable_paths", "tmpfs", "masked_paths",
            "hidden_paths", "rootfs")
 TMPFS_KEYS = ("path", "size", "mode", "options")
@@ -640,6 +642,8 @@ def _capabilities(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
             layer.caps_drop = caps
         elif k.text == "add":
             layer.caps_add = caps
+        elif k.text == "ambient":
+            layer.caps_ambient = caps
     # `drop: [ALL], add: [CHOWN]` is the usual idiom (add wins); naming the
     # same capability in both lists is a mistake.
     drop_node, add_node = m.get("drop"), m.get("add")

@@ -364,3 +364,32 @@ def test_extends_spec_for_is_relative_inside_and_absolute_outside(tmp_path: Path
     out = tmp_path / "out" / "learned.yaml"
     assert extends_spec_for(str(tmp_path / "out" / "bases" / "b.yaml"), str(out)) == "bases/b.yaml"
     assert extends_spec_for(str(tmp_path / "b.yaml"), str(out)) == str(tmp_path / "b.yaml")
+
+
+def test_ambient_capabilities_are_explicit_and_inherited_with_care(tmp_path: Path) -> None:
+    """`ambient` must be kept; a child's keep resets it; a drop removes from it."""
+    base = write_policy(tmp_path, "base.yaml", "name: base\ncapabilities:\n"
+                                               "  keep: [NET_BIND_SERVICE, KILL]\n"
+                                               "  ambient: [NET_BIND_SERVICE, KILL]\n")
+    assert load_policy(str(base)).capabilities.ambient == {10, 5}
+    dropped = write_policy(tmp_path, "dropped.yaml", "name: d\nextends: base.yaml\n"
+                                                     "capabilities: {drop: [KILL]}\n")
+    assert load_policy(str(dropped)).capabilities.ambient == {10}
+    rekept = write_policy(tmp_path, "rekept.yaml", "name: r\nextends: base.yaml\n"
+                                                   "capabilities: {keep: [NET_BIND_SERVICE]}\n")
+    assert load_policy(str(rekept)).capabilities.ambient == frozenset()
+    web = load_policy("web-server").capabilities
+    assert web.keep == web.ambient == {10}
+    assert load_policy("default").capabilities.ambient == frozenset()
+
+
+@pytest.mark.parametrize("text, why", [
+    ("capabilities:\n  keep: [KILL]\n  ambient: [SETUID]\n", "CAP_SETUID is not kept"),
+    ("capabilities:\n  drop: [ALL]\n  add: [KILL]\n  ambient: [KILL]\n", "needs an absolute"),
+])
+def test_ambient_errors_name_the_line(tmp_path: Path, text: str, why: str) -> None:
+    p = write_policy(tmp_path, "p.yaml", "name: p\n" + text)
+    with pytest.raises(PolicyErrors) as info:
+        load_policy(str(p))
+    err = info.value.errors[0]
+    assert why in err.message and err.location is not None and err.location.line >= 3, err
