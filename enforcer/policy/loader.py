@@ -22,7 +22,7 @@ from typing import Any
 from enforcer.errors import Location, PolicyError, PolicyErrors
 from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import groups, names, syscalls
+from enforcer.policy import carveouts, groups, names, syscalls
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -264,7 +264,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         if "syscalls.default" in scalars:
             origins["syscalls.deny_action"] = scalars["syscalls.default"][1]
     unknown_action: Action = scalar("syscalls.unknown", Action(ActionKind.ERRNO, 38))
-    rules = _merge_syscalls(layers, arches, deny_action, errors)
+    rules = _merge_syscalls(layers, arches, deny_action, default_action, errors)
 
     # -- capabilities
     capabilities = _merge_caps(layers, origins, errors)
@@ -402,7 +402,7 @@ def _ancestors(layers: list[Layer], index: int) -> set[int]:
 
 
 def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: Action,
-                    errors: list[PolicyError]) -> list[SyscallRule]:
+                    default_action: Action, errors: list[PolicyError]) -> list[SyscallRule]:
     allow = Action(ActionKind.ALLOW)
     entries: list[_Entry] = []
     for index, layer in enumerate(layers):
@@ -423,13 +423,15 @@ def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: A
             ancestors = _ancestors(layers, index)
             entries = [e for e in entries if e.layer not in ancestors]
         # The child decides: a syscall it names unconditionally replaces every
-        # inherited entry for it; one it names only with conditions replaces
+        # inherited entry for it; one it allows only with conditions replaces
         # the inherited unconditional entry (so a child can narrow `socket`).
+        # Conditional *blocking* rules are exceptions: they keep an inherited
+        # unconditional allow and are carved out of it (carveouts.py).
         unconditional = {e.syscall for e in mine if not e.args}
-        conditional = {e.syscall for e in mine if e.args}
+        narrowed = {e.syscall for e in mine if e.args and not e.action.blocks}
         entries = [
             e for e in entries
-            if e.syscall not in unconditional and not (e.syscall in conditional and not e.args)
+            if e.syscall not in unconditional and not (e.syscall in narrowed and not e.args)
         ]
         entries.extend(mine)
     seen: set[tuple[str, Action, tuple[Any, ...]]] = set()
@@ -440,7 +442,7 @@ def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: A
             continue  # the same rule twice (e.g. via two groups): once is enough
         seen.add(rule_key)
         rules.append(SyscallRule(syscall=e.syscall, action=e.action, args=e.args, via=e.via, origin=e.origin))
-    return rules
+    return carveouts.carve(rules, default_action, errors)
 
 
 def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry]:
@@ -465,8 +467,8 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
         if explicit_uncond:
             dropped.update(id(e) for e in uncond if e.via != name)
             uncond = explicit_uncond
-        elif any(e.via == name for e in cond):
-            # `allow: [@system-service]` plus a conditional rule naming
+        elif any(e.via == name and not e.action.blocks for e in cond):
+            # `allow: [@system-service]` plus a conditional allow naming
             # `clone`: the rule narrows what the group allowed.
             dropped.update(id(e) for e in uncond)
             uncond = []
@@ -476,7 +478,10 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
         clash = next((e for e in uncond[1:] if e.action != first.action), None)
         conditional = False
         if clash is None:
-            clash = next((e for e in cond if e.action != first.action), None)
+            # A blocking rule with conditions beside an unconditional allow is
+            # an exception to it (carveouts.py checks that it can be one).
+            clash = next((e for e in cond if e.action != first.action
+                          and not (e.action.blocks and not first.action.blocks)), None)
             conditional = True
         if clash is not None:
             key = (first.via, first.origin, first.action, clash.via, clash.origin, clash.action, conditional)
