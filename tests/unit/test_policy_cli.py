@@ -183,7 +183,8 @@ def test_explain_syscall_table() -> None:
     assert re.search(r"^ptrace\s+errno EPERM\s+-\s+@debug\s+policies/default.yaml:", out, re.M)
     every = run_cli("explain", "--all-syscalls", "restricted").stdout
     assert re.search(r"^ptrace\s+denied$", every, re.M) and re.search(r"^read\s+allowed$", every, re.M)
-    assert re.search(r"^socket\s+allowed$", every, re.M)
+    assert re.search(r"^getpid\s+allowed$", every, re.M)
+    assert re.search(r"^socket\s+conditional$", every, re.M)  # the family allow-list
 
 
 def test_explain_json_lists_rules() -> None:
