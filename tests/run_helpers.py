@@ -7,11 +7,12 @@ never imports pyseccomp.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from tests import session
 
@@ -133,6 +134,24 @@ def read_probe_table() -> dict[str, dict[str, str]]:
 
 
 PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
+
+
+@contextlib.contextmanager
+def built_probe(prefix: str) -> Iterator[tuple[str, str]]:
+    """(probe program, Plan cache directory) in a fresh scratch directory,
+    removed afterwards; skips without root or gcc."""
+    import shutil
+
+    import pytest
+
+    require_root()
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    d = scratch_dir(prefix)
+    try:
+        yield build_probe(d), os.path.join(d, "cache")
+    finally:
+        session.remove_tree(d)
 
 
 def build_probe(directory: str) -> str:

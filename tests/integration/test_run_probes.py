@@ -14,16 +14,12 @@ and review the diff before committing it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from typing import Iterator
 
 import pytest
 
-from tests import session
-
-from run_helpers import (PROBE_TABLE, build_probe, enforcer_run, read_probe_table, require_root,
-                         run_probes, scratch_dir)
+from run_helpers import PROBE_TABLE, built_probe, enforcer_run, read_probe_table, run_probes
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -33,14 +29,8 @@ POLICIES = ("default", "restricted", "web-server", "batch-job")
 
 @pytest.fixture(scope="module")
 def probe_env() -> Iterator[tuple[str, str]]:
-    require_root()
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    d = scratch_dir("enforcer-probe-")
-    exe = build_probe(d)
-    cache = os.path.join(d, "cache")
-    yield exe, cache
-    session.remove_tree(d)
+    with built_probe("enforcer-probe-") as probe:
+        yield probe
 
 
 def probe_names(exe: str) -> list[str]:

@@ -451,104 +451,15 @@ static int p_memory_hog(void) {
  * set-id file now existed; a call that succeeded without the bit sticking
  * is reported as blocked "(bit not set)". */
 
-enum { MADE_FILE, MADE_DIR };
-
-static int setid_result(const char *call, int r, const char *path, int kind, mode_t bit) {
+static int setid_result(const char *call, long r, const char *path) {
     int e = errno;
     struct stat st;
-    int stuck = r == 0 && lstat(path, &st) == 0 && (st.st_mode & bit);
-    if (r == 0) { if (kind == MADE_DIR) rmdir(path); else unlink(path); }
+    int stuck = r == 0 && lstat(path, &st) == 0 && (st.st_mode & S_ISUID);
+    if (r == 0) unlink(path);
     errno = e;
     if (stuck) return allowed(call);
     if (r == 0) { errno = EPERM; return blocked("(bit not set)"); }
     return blocked(call);
-}
-
-static int with_scratch(char *dir, size_t n, char *path, size_t pn, const char *name) {
-    if (make_scratch(dir, n, "setid")) return -1;
-    snprintf(path, pn, "%s/%s", dir, name);
-    return 0;
-}
-
-static int fd_result(const char *call, long fd, const char *path, mode_t bit) {
-    int r = fd >= 0 ? 0 : -1;
-    if (fd >= 0) close(fd);
-    return setid_result(call, r, path, MADE_FILE, bit);
-}
-
-static int p_open_creat_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    long fd = syscall(SYS_open, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 04755);
-    int v = fd_result("open(O_CREAT, 04755)", fd, path, S_ISUID);
-    rmdir(dir);
-    return v;
-}
-
-static int p_openat_creat_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    long fd = syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 04755);
-    int v = fd_result("openat(O_CREAT, 04755)", fd, path, S_ISUID);
-    rmdir(dir);
-    return v;
-}
-
-static int p_creat_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    long fd = syscall(SYS_creat, path, 04755);
-    int v = fd_result("creat(04755)", fd, path, S_ISUID);
-    rmdir(dir);
-    return v;
-}
-
-static int p_open_tmpfile_suid(void) {
-    /* An unnamed file: it vanishes on close; fstat shows its mode. */
-    char dir[256];
-    if (make_scratch(dir, sizeof dir, "setid")) return SETUP;
-    long fd = syscall(SYS_openat, AT_FDCWD, dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 04755);
-    int e = errno;
-    struct stat st;
-    int stuck = fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & S_ISUID);
-    if (fd >= 0) close(fd);
-    rmdir(dir);
-    errno = e;
-    if (stuck) return allowed("openat(O_TMPFILE, 04755)");
-    if (fd >= 0) { errno = EPERM; return blocked("(bit not set)"); }
-    if (e == EOPNOTSUPP || e == EISDIR) { snprintf(detail, sizeof detail, "O_TMPFILE unsupported here (%s)", strerrorname_np(e)); return SETUP; }
-    return blocked("openat(O_TMPFILE)");
-}
-
-static int p_openat2_creat_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-    how.mode = 04755;
-    long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
-    int v = fd_result("openat2(O_CREAT, 04755)", fd, path, S_ISUID);
-    rmdir(dir);
-    return v;
-}
-
-static int p_mknod_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    long r = syscall(SYS_mknod, path, S_IFREG | 04755, 0);
-    int v = setid_result("mknod(S_IFREG|04755)", (int)r, path, MADE_FILE, S_ISUID);
-    rmdir(dir);
-    return v;
-}
-
-static int p_mknodat_suid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "f")) return SETUP;
-    long r = syscall(SYS_mknodat, AT_FDCWD, path, S_IFREG | 04755, 0);
-    int v = setid_result("mknodat(S_IFREG|04755)", (int)r, path, MADE_FILE, S_ISUID);
-    rmdir(dir);
-    return v;
 }
 
 /* mkdir: Linux keeps only S_ISVTX of the requested bits (a set-group-id
@@ -565,20 +476,61 @@ static int mkdir_result(const char *call, long r, const char *path) {
     return ALLOWED;
 }
 
-static int p_mkdir_sgid(void) {
+enum { RETURNS_FD = 1, MAKES_DIR = 2 };
+
+/* One set-id request: `make` creates PATH in a fresh scratch directory. */
+static int setid_probe(long (*make)(const char *path), int kind, const char *call) {
     char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "d")) return SETUP;
-    int v = mkdir_result("mkdir(02755)", syscall(SYS_mkdir, path, 02755), path);
+    if (make_scratch(dir, sizeof dir, "setid")) return SETUP;
+    snprintf(path, sizeof path, "%s/x", dir);
+    long r = make(path);
+    if ((kind & RETURNS_FD) && r >= 0) { close((int)r); r = 0; }
+    int v = (kind & MAKES_DIR) ? mkdir_result(call, r, path) : setid_result(call, r, path);
     rmdir(dir);
     return v;
 }
 
-static int p_mkdirat_sgid(void) {
-    char dir[256], path[300];
-    if (with_scratch(dir, sizeof dir, path, sizeof path, "d")) return SETUP;
-    int v = mkdir_result("mkdirat(02755)", syscall(SYS_mkdirat, AT_FDCWD, path, 02755), path);
+#define NEW_FILE (O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC)
+
+static long make_open(const char *p) { return syscall(SYS_open, p, NEW_FILE, 04755); }
+static long make_openat(const char *p) { return syscall(SYS_openat, AT_FDCWD, p, NEW_FILE, 04755); }
+static long make_creat(const char *p) { return syscall(SYS_creat, p, 04755); }
+static long make_openat2(const char *p) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = NEW_FILE;
+    how.mode = 04755;
+    return syscall(SYS_openat2, AT_FDCWD, p, &how, sizeof how);
+}
+static long make_mknod(const char *p) { return syscall(SYS_mknod, p, S_IFREG | 04755, 0); }
+static long make_mknodat(const char *p) { return syscall(SYS_mknodat, AT_FDCWD, p, S_IFREG | 04755, 0); }
+static long make_mkdir(const char *p) { return syscall(SYS_mkdir, p, 02755); }
+static long make_mkdirat(const char *p) { return syscall(SYS_mkdirat, AT_FDCWD, p, 02755); }
+
+static int p_open_creat_suid(void) { return setid_probe(make_open, RETURNS_FD, "open(O_CREAT, 04755)"); }
+static int p_openat_creat_suid(void) { return setid_probe(make_openat, RETURNS_FD, "openat(O_CREAT, 04755)"); }
+static int p_creat_suid(void) { return setid_probe(make_creat, RETURNS_FD, "creat(04755)"); }
+static int p_openat2_creat_suid(void) { return setid_probe(make_openat2, RETURNS_FD, "openat2(O_CREAT, 04755)"); }
+static int p_mknod_suid(void) { return setid_probe(make_mknod, 0, "mknod(S_IFREG|04755)"); }
+static int p_mknodat_suid(void) { return setid_probe(make_mknodat, 0, "mknodat(S_IFREG|04755)"); }
+static int p_mkdir_sgid(void) { return setid_probe(make_mkdir, MAKES_DIR, "mkdir(02755)"); }
+static int p_mkdirat_sgid(void) { return setid_probe(make_mkdirat, MAKES_DIR, "mkdirat(02755)"); }
+
+static int p_open_tmpfile_suid(void) {
+    /* An unnamed file: it vanishes on close; fstat shows its mode. */
+    char dir[256];
+    if (make_scratch(dir, sizeof dir, "setid")) return SETUP;
+    long fd = syscall(SYS_openat, AT_FDCWD, dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 04755);
+    int e = errno;
+    struct stat st;
+    int stuck = fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & S_ISUID);
+    if (fd >= 0) close(fd);
     rmdir(dir);
-    return v;
+    errno = e;
+    if (stuck) return allowed("openat(O_TMPFILE, 04755)");
+    if (fd >= 0) { errno = EPERM; return blocked("(bit not set)"); }
+    if (e == EOPNOTSUPP || e == EISDIR) { snprintf(detail, sizeof detail, "O_TMPFILE unsupported here (%s)", strerrorname_np(e)); return SETUP; }
+    return blocked("openat(O_TMPFILE)");
 }
 
 /* ---- defence in depth (hole 11) ------------------------------------------ */
@@ -680,31 +632,24 @@ static size_t memlock_bytes(void) {
     return s && *s ? strtoull(s, NULL, 10) : (32UL << 10);
 }
 
-static int p_mlock_beyond_limit(void) {
+static long lock_with_mlock(void *p, size_t n) { return mlock(p, n); }
+static long lock_with_mlock2(void *p, size_t n) { return syscall(SYS_mlock2, p, n, 0); }
+
+static int lock_beyond_limit(long (*lock)(void *, size_t), const char *call) {
     size_t n = memlock_bytes();
     char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return SETUP;
-    int r = mlock(p, n);
+    long r = lock(p, n);
     int e = errno;
     if (r == 0) munlock(p, n);
     munmap(p, n);
     errno = e;
-    if (r == 0) { snprintf(detail, sizeof detail, "mlock of %zu KiB succeeded", n >> 10); return ALLOWED; }
-    return blocked("mlock");
+    if (r == 0) { snprintf(detail, sizeof detail, "%s of %zu KiB succeeded", call, n >> 10); return ALLOWED; }
+    return blocked(call);
 }
 
-static int p_mlock2_beyond_limit(void) {
-    size_t n = memlock_bytes();
-    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return SETUP;
-    long r = syscall(SYS_mlock2, p, n, 0);
-    int e = errno;
-    if (r == 0) munlock(p, n);
-    munmap(p, n);
-    errno = e;
-    if (r == 0) { snprintf(detail, sizeof detail, "mlock2 of %zu KiB succeeded", n >> 10); return ALLOWED; }
-    return blocked("mlock2");
-}
+static int p_mlock_beyond_limit(void) { return lock_beyond_limit(lock_with_mlock, "mlock"); }
+static int p_mlock2_beyond_limit(void) { return lock_beyond_limit(lock_with_mlock2, "mlock2"); }
 
 static int p_mlockall_beyond_limit(void) {
     /* MCL_FUTURE: every later mapping is locked, so mapping the probe size
