@@ -14,7 +14,7 @@ sshd for authorized_keys:
   and the next component is checked for ownership anyway.
 
 The check is made on what is actually opened, not on the path: symlinks
-are resolved once (os.path.realpath), then the resolved path is walked one
+are resolved once (resolved_path), then the resolved path is walked one
 component at a time from `/` with O_PATH|O_NOFOLLOW, each directory
 checked through its file descriptor, and the file is opened relative to
 the last checked directory with O_NOFOLLOW and checked with fstat. A
@@ -113,6 +113,26 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def resolved_path(path: str) -> str:
+    """`path` with every symlink resolved (like os.path.realpath).
+
+    Asked of the kernel -- open with O_PATH, read /proc/self/fd/N back: two
+    system calls instead of an lstat per component (this runs on every
+    start). Falls back to os.path.realpath without /proc.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)  # missing: let the open below report it
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = ""
+    finally:
+        os.close(fd)
+    return real if real.startswith("/") and not real.endswith(" (deleted)") else os.path.realpath(path)
+
+
 def open_trusted(path: str, what: str = "policy file", *, privileged: bool | None = None) -> int:
     """An O_RDONLY descriptor of the regular file `path`, after the checks above.
 
@@ -120,30 +140,27 @@ def open_trusted(path: str, what: str = "policy file", *, privileged: bool | Non
     OSError (FileNotFoundError, IsADirectoryError, ...) when it cannot be
     opened at all. `what` names the file in messages ("policy file", "Plan").
     """
-    real = os.path.realpath(path)
+    real = resolved_path(path)
     if privileged is None:
         privileged = loader_is_privileged()
     if not privileged:
-        fd = os.open(real, _FILE_FLAGS & ~os.O_NOFOLLOW)
-        return _checked_file(fd, what, real, None)
+        return _checked_file(os.open(real, _FILE_FLAGS & ~os.O_NOFOLLOW), what, real, None)
     owners = trusted_owners()
-    parts = [p for p in real.split("/") if p]
-    if not parts:
+    parts = real.split("/")[1:]
+    if not parts or not parts[-1]:
         raise IsADirectoryError(21, "is a directory", path)
     dir_fd = os.open("/", _DIR_FLAGS)
-    where = "/"
     try:
         problem = directory_problem(os.fstat(dir_fd), owners)
-        if problem:
-            raise _refuse(what, real, where, problem)
-        for name in parts[:-1]:
+        for depth, name in enumerate(parts[:-1]):
+            if problem:
+                raise _refuse(what, real, "/" + "/".join(parts[:depth]), problem)
             next_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             os.close(dir_fd)
             dir_fd = next_fd
-            where = os.path.join(where, name)
             problem = directory_problem(os.fstat(dir_fd), owners)
-            if problem:
-                raise _refuse(what, real, where, problem)
+        if problem:
+            raise _refuse(what, real, "/" + "/".join(parts[:-1]), problem)
         fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
@@ -151,6 +168,8 @@ def open_trusted(path: str, what: str = "policy file", *, privileged: bool | Non
 
 
 def _checked_file(fd: int, what: str, real: str, owners: frozenset[int] | None) -> int:
+    # O_NONBLOCK only kept a FIFO from blocking the open; a regular file
+    # (the only kind accepted) reads the same either way.
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -159,8 +178,6 @@ def _checked_file(fd: int, what: str, real: str, owners: frozenset[int] | None) 
             None if stat.S_ISREG(st.st_mode) else "not a regular file")
         if problem:
             raise _refuse(what, real, real, problem)
-        # O_NONBLOCK only kept a FIFO from blocking the open; reads are normal.
-        os.set_blocking(fd, True)
         return fd
     except BaseException:
         os.close(fd)
@@ -173,10 +190,20 @@ def read_trusted(path: str, what: str = "policy file", *, limit: int | None = No
     larger than that raises ValueError ("file is N bytes") before anything
     is read into memory."""
     fd = open_trusted(path, what, privileged=privileged)
-    with open(fd, "rb") as f:
-        if limit is not None:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise ValueError(f"file is {size} bytes")
-            return f.read(limit + 1)
-        return f.read()
+    try:
+        size = os.fstat(fd).st_size
+        if limit is not None and size > limit:
+            raise ValueError(f"file is {size} bytes")
+        # Never more than limit + 1 bytes, even if the file grows meanwhile.
+        budget = limit + 1 if limit is not None else None
+        chunks: list[bytes] = []
+        total = 0
+        while budget is None or total < budget:
+            chunk = os.read(fd, max(size + 1, 65536) if budget is None else budget - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -267,9 +267,12 @@ def prune(directory: str, keep: str, top: str, mode: str | None) -> int:
     return removed
 
 
-def _stale_reason(sources: list[tuple[str, str]]) -> str | None:
+def _stale_reason(sources: list[tuple[str, str]], top: str, top_bytes: bytes) -> str | None:
+    """Which source differs now; the top file was just read (and checked):
+    its bytes are not read a second time."""
     for path, digest in sources:
-        if _sha256_file(path) != digest:
+        now = str(sha256(top_bytes).hexdigest()) if path == top else _sha256_file(path)
+        if now != digest:
             return f"stale: {path} changed"
     return None
 
@@ -297,7 +300,7 @@ def lookup(spec: str, *, mode: str | None = None,
     if found is None:
         return Lookup(entry, False, "miss"), None
     sources, plan = found
-    stale = _stale_reason(sources)
+    stale = _stale_reason(sources, top, top_bytes)
     if stale:
         return Lookup(entry, False, stale), None
     return Lookup(entry, True, "hit"), plan

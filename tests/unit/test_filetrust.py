@@ -105,15 +105,27 @@ def test_a_component_swapped_for_a_symlink_is_not_followed(root_dir: Path,
     elsewhere = root_dir / "elsewhere"
     elsewhere.mkdir()
     policy(elsewhere, 0o666)
-    real_realpath = os.path.realpath
+    from enforcer import filetrust
+
+    real_resolve = filetrust.resolved_path
 
     def swap_after_resolving(path: str) -> str:
-        resolved = real_realpath(path)
+        resolved = real_resolve(path)
         os.rename(sub, root_dir / "old-sub")
         os.symlink(elsewhere, sub)
         return resolved
 
-    monkeypatch.setattr(os.path, "realpath", swap_after_resolving)
+    monkeypatch.setattr(filetrust, "resolved_path", swap_after_resolving)
     with pytest.raises(OSError) as info:
         open_trusted(str(p), privileged=True)
     assert info.value.errno in (40, 20)  # ELOOP, ENOTDIR
+
+
+def test_resolved_path_matches_realpath(root_dir: Path) -> None:
+    from enforcer.filetrust import resolved_path
+
+    p = policy(root_dir)
+    (root_dir / "l1.yaml").symlink_to(p)
+    (root_dir / "sub").symlink_to(root_dir)
+    for path in (p, root_dir / "l1.yaml", root_dir / "sub" / "sub" / "l1.yaml", root_dir / "missing"):
+        assert resolved_path(str(path)) == os.path.realpath(path)
