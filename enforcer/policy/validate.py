@@ -409,7 +409,7 @@ def _extends(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
     entries = chk.word_list(node, "extends")
     for text, loc in entries:
         if not text.strip():
-            chk.error(loc, "extends: an empty name; write a shipped policy name or a relative file")
+            chk.error(loc, "extends: an empty name; write a policy name or a path to a .yaml file")
         else:
             layer.extends.append((text, loc))
 
