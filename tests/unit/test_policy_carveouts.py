@@ -165,3 +165,18 @@ def test_restricted_openat2_ldt_and_handles(restricted_bpf: bytes) -> None:
     assert decide(restricted_bpf, "openat2", 3, 0, 0, 24) == RET_ERRNO | errno.ENOSYS
     for name in ("modify_ldt", "name_to_handle_at", "open_by_handle_at"):
         assert decide(restricted_bpf, name, 0, 0, 0) == EPERM, name
+
+
+def test_a_policy_extending_restricted_names_another_socket_family(tmp_path: Path) -> None:
+    """The family allow-list is extended the way policies/README.md shows."""
+    if platform.machine() != "x86_64":
+        pytest.skip("syscall numbers below are x86_64's")
+    from enforcer.compile.seccomp import export_bpf
+
+    child = write_policy(tmp_path, "dhcp.yaml", (
+        "name: dhcp\nextends: restricted\nsyscalls:\n  rules:\n"
+        "    - {syscalls: [socket], action: allow, args: [{index: 0, op: eq, value: AF_PACKET}]}\n"))
+    bpf = export_bpf(load_policy(str(child)))
+    for family, want in ((1, RET_ALLOW), (2, RET_ALLOW), (17, RET_ALLOW), (40, EPERM), (38, EPERM)):
+        assert decide(bpf, "socket", family, 3, 0) == want, family
+    assert decide(bpf, "socketpair", 17, 3, 0) == EPERM  # only what the child named
