@@ -104,7 +104,9 @@ def plan_for_policy_file(path: str, *, cache_dir: str | None = None,
         sources, plan = parse_entry(data, f"the compiler's output for {path}")
     except PlanError as e:
         raise ConfinedCompileError(str(e)) from None
-    store(found.path or entry_path(path, mode, cache_dir), sources, plan, top=path, mode=mode)
+    entry = found.path or entry_path(path, mode, cache_dir)
+    if entry:
+        store(entry, sources, plan, top=path, mode=mode)
     return plan
 
 

@@ -604,9 +604,15 @@ def plan_from_body_json(text: str | bytes, source: str = "plan") -> Plan:
 
 
 def load_plan_file(path: str) -> Plan:
+    """A Plan file, opened under the same trust rules as a policy file
+    (enforcer/filetrust.py): a privileged enforcer refuses one that anyone
+    else could have written."""
+    from enforcer.filetrust import UntrustedFile, read_trusted
+
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_trusted(path, "Plan")
+    except UntrustedFile as e:
+        raise PlanError(str(e)) from None
     except OSError as e:
         raise PlanError(f"{path}: cannot read Plan: {e.strerror}") from None
     return plan_from_json(data, source=path)

@@ -7,11 +7,12 @@ never imports pyseccomp.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from tests import session
 
@@ -189,3 +190,66 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
+
+
+@contextlib.contextmanager
+def built_probe(prefix: str) -> Iterator[tuple[str, str]]:
+    """(probe program, Plan cache directory) in a fresh scratch directory,
+    removed afterwards; skips without root or gcc."""
+    import shutil
+
+    import pytest
+
+    require_root()
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    d = scratch_dir(prefix)
+    try:
+        yield build_probe(d), os.path.join(d, "cache")
+    finally:
+        session.remove_tree(d)
+
+
+def build_probe(directory: str) -> str:
+    """Compile tests/probes/probe.c into `directory` (world-executable, so a
+    workload running as nobody can run it); returns the program's path."""
+    exe = os.path.join(directory, "probe")
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", exe, PROBE_SRC], check=True)
+    os.chmod(exe, 0o755)
+    return exe
+
+
+def probe_env(plan: Plan, cache: str) -> dict[str, str]:
+    """The probe's bounds for one policy: twice the policy's own limits (so
+    "beyond the limit" is what is tried), or fixed harmless sizes."""
+    mem = plan.cgroup.memory_max
+    pids = plan.cgroup.pids_max
+    memlock = next((r.soft for r in plan.rlimits if r.resource == "MEMLOCK" and r.soft >= 0), None)
+    return {"ENFORCER_CACHE_DIR": cache, "PROBE_SCRATCH": "/tmp",
+            "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
+            "PROBE_FORKS": str(2 * pids if pids else 256),
+            "PROBE_MEMLOCK_BYTES": str(2 * memlock if memlock else 32 << 10)}
+
+
+def run_probes(exe: str, cache: str, policy: str,
+               names: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+    """Run probes (all, or `names`) under `policy` with `enforcer run`:
+    probe name -> (verdict, detail)."""
+    from enforcer.compile.cache import load_or_compile
+
+    plan = load_or_compile(policy, cache_dir=cache)
+    bounds = probe_env(plan, cache)
+    cache_env = {"ENFORCER_CACHE_DIR": bounds.pop("ENFORCER_CACHE_DIR")}
+    # The policies reset the workload's environment (env.clear): the probe's
+    # bounds go in through env(1), as the workload's own.
+    r = enforcer_run(["--policy", policy, "--", "env", *(f"{k}={v}" for k, v in bounds.items()),
+                      exe, *names], env=cache_env, timeout=300)
+    assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
+    results = {}
+    for line in r.stdout.splitlines():
+        name, verdict, *detail = line.split(" ", 2)
+        results[name] = (verdict, " ".join(detail))
+    return results

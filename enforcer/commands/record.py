@@ -96,11 +96,10 @@ def main(args: argparse.Namespace) -> int:
 
     default_action = _check_action(args.default_action) if args.default_action else None
     if args.name is not None:
-        from enforcer.record.render import NAME_RE
+        from enforcer.policy.names import NAME_RULE, is_policy_name
 
-        if not NAME_RE.match(args.name):
-            raise RecordError(f"--name {args.name!r}: use 1-63 lowercase letters, digits, "
-                              "'.', '_' or '-', starting with a letter or digit")
+        if not is_policy_name(args.name):
+            raise RecordError(f"--name {args.name!r}: use {NAME_RULE}")
     if args.merge:
         if args.argv:
             raise RecordError("--merge takes recordings, not a command")
@@ -113,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace, default_action: str) -> int:
     from enforcer import exitcodes
-    from enforcer.policy.loader import _looks_like_path, load_policy, resolve_policy_source
+    from enforcer.policy.loader import (_looks_like_path, extends_spec_for, load_policy,
+                                        resolve_policy_source)
     from enforcer.record.learn import learn, target_arches
     from enforcer.record.recorder import APPLY_EXIT_CODES, RecordError, command_text, record_run
     from enforcer.record.render import Provenance, policy_name_for, render
@@ -121,9 +121,9 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
     base = load_policy(args.base)
     base_spec = args.base
     if _looks_like_path(base_spec):
-        # `extends` is relative to the file that says it: the output file.
-        base_spec = os.path.relpath(resolve_policy_source(args.base),
-                                    os.path.dirname(os.path.abspath(args.output)))
+        # `extends` is relative to the file that says it (the output file),
+        # or absolute when the base lies outside that file's directory.
+        base_spec = extends_spec_for(resolve_policy_source(args.base), args.output)
     if args.rcvbuf is not None and args.rcvbuf <= 0:
         raise RecordError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
     result = record_run(base, list(args.argv), timeout=args.timeout, rcvbuf=args.rcvbuf)
@@ -168,14 +168,13 @@ def _merge(args: argparse.Namespace, default_action: str | None) -> int:
     import time
 
     from enforcer import exitcodes
-    from enforcer.policy.loader import load_policy, resolve_policy_source
+    from enforcer.policy.loader import load_policy, resolve_extends
     from enforcer.record.learn import target_arches
     from enforcer.record.merge import merge
     from enforcer.record.render import policy_name_for, render
 
     learned, prov = merge(list(args.merge), args.output, default_action)
-    base = load_policy(resolve_policy_source(
-        prov.base, base_dir=os.path.dirname(os.path.abspath(args.output))))
+    base = load_policy(resolve_extends(prov.base, os.path.abspath(args.output)))
     name = args.name or policy_name_for(args.output)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = render(learned, prov, name=name, arches=target_arches(base), when=when)

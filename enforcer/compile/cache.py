@@ -48,7 +48,9 @@ import sys
 from enforcer import __version__, fastjson
 from enforcer.cachehint import default_cache_dir
 from enforcer.errors import PlanError
+from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.plan import PLAN_FORMAT, Plan, plan_from_json, sha256
+from enforcer.policy import names
 # The syscall table's digest, a constant: importing it reads no table.
 from enforcer.policy.systable import TABLE_DIGEST
 
@@ -58,11 +60,6 @@ from enforcer.policy.systable import TABLE_DIGEST
 
 CACHE_FORMAT = 1
 _TAG = b"enforcer-plan-cache-v1"
-# Where shipped policies live: the same directory as
-# enforcer.policy.loader.policies_dir() (which we cannot import here: the
-# loader imports PyYAML). A test checks the two agree.
-_SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "policies")
 
 
 class Lookup:
@@ -142,21 +139,17 @@ def libseccomp_identity() -> str:
 
 
 def resolve_spec(spec: str) -> str:
-    """A policy file path, or the name of a shipped policy -> absolute path.
+    """A policy file path, or a policy name -> absolute path.
 
     The same rules as enforcer.policy.loader.resolve_policy_source: a spec
     with a `/`, a leading `.` or a .yaml/.yml suffix is a path; otherwise a
-    shipped policy's name, else a file in the working directory. When
-    nothing matches, the spec comes back unchanged and the loader reports.
+    name (enforcer/policy/names.py: shipped, then the admin's directory;
+    never the working directory). When nothing matches, the spec comes back
+    unchanged and the loader reports.
     """
-    if "/" in spec or spec.startswith(".") or spec.endswith((".yaml", ".yml")):
+    if names.looks_like_path(spec):
         return os.path.abspath(os.path.expanduser(spec))
-    shipped = os.path.join(_SHIPPED_DIR, spec + ".yaml")
-    if os.path.isfile(shipped):
-        return os.path.realpath(shipped)
-    if os.path.isfile(spec):
-        return os.path.abspath(spec)
-    return spec
+    return names.find_named(spec) or spec
 
 
 def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
@@ -171,10 +164,12 @@ def cache_key(top_path: str, top_bytes: bytes, mode: str | None) -> str:
 
 
 def _sha256_file(path: str) -> str | None:
+    """The digest of a policy file the loader would trust; None if it would
+    not (or cannot be read): the entry is then stale, and recompiling lets
+    the loader say why."""
     try:
-        with open(path, "rb") as f:
-            return str(sha256(f.read()).hexdigest())
-    except OSError:
+        return str(sha256(read_trusted(path)).hexdigest())
+    except (OSError, UntrustedFile):
         return None
 
 
@@ -277,9 +272,12 @@ def prune(directory: str, keep: str, top: str, mode: str | None) -> int:
     return removed
 
 
-def _stale_reason(sources: list[tuple[str, str]]) -> str | None:
+def _stale_reason(sources: list[tuple[str, str]], top: str, top_bytes: bytes) -> str | None:
+    """Which source differs now; the top file was just read (and checked):
+    its bytes are not read a second time."""
     for path, digest in sources:
-        if _sha256_file(path) != digest:
+        now = str(sha256(top_bytes).hexdigest()) if path == top else _sha256_file(path)
+        if now != digest:
             return f"stale: {path} changed"
     return None
 
@@ -295,10 +293,11 @@ def lookup(spec: str, *, mode: str | None = None,
     top = resolve_spec(spec)
     directory = cache_dir or default_cache_dir()
     try:
-        with open(top, "rb") as f:
-            top_bytes = f.read()
-    except OSError:
-        # Unreadable or a name we could not resolve: the loader reports it.
+        # Only the bytes of a file the loader would trust make a cache key: a
+        # policy that became writable by others is never served from here.
+        top_bytes = read_trusted(top)
+    except (OSError, UntrustedFile):
+        # Unreadable, untrusted or a name we could not resolve: the loader reports it.
         return Lookup(path="", hit=False, reason=f"miss: cannot read {top}"), None
     entry = os.path.join(directory, cache_key(top, top_bytes, mode) + ".plan")
     _check_dir_trust(directory)
@@ -306,7 +305,7 @@ def lookup(spec: str, *, mode: str | None = None,
     if found is None:
         return Lookup(entry, False, "miss"), None
     sources, plan = found
-    stale = _stale_reason(sources)
+    stale = _stale_reason(sources, top, top_bytes)
     if stale:
         return Lookup(entry, False, stale), None
     return Lookup(entry, True, "hit"), plan
@@ -354,11 +353,16 @@ def compile_with_sources(spec: str, *, mode: str | None = None
     return top, sources, plan
 
 
-def entry_path(top: str, mode: str | None, cache_dir: str | None) -> str:
-    """The cache entry for the policy file `top` as it is now."""
-    with open(top, "rb") as f:
-        return os.path.join(cache_dir or default_cache_dir(), cache_key(top, f.read(), mode)
-                            + ".plan")
+def entry_path(top: str, mode: str | None, cache_dir: str | None) -> str | None:
+    """The cache entry for the policy file `top` as it is now; None when the
+    file is no longer one the loader would trust (changed since it was read:
+    not worth caching)."""
+    try:
+        top_bytes = read_trusted(top)
+    except (OSError, UntrustedFile):
+        return None
+    return os.path.join(cache_dir or default_cache_dir(), cache_key(top, top_bytes, mode)
+                        + ".plan")
 
 
 def store(entry: str, sources: list[tuple[str, str]], plan: Plan, *, top: str,

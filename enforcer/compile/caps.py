@@ -1,12 +1,11 @@
 """Capabilities: the policy's keep or drop/add as five bitmasks.
 
-`keep` is absolute: the kept capabilities go in the bounding, permitted,
-effective and inheritable sets, and nothing else is anywhere. Ambient gets
-them too when the workload runs as a non-root uid: without ambient, execve
-of an ordinary (non-setcap) program by a non-root uid clears permitted and
-effective, so the workload would lose exactly what the policy keeps. As
-root (or with no user switch) ambient stays empty: root regains
-permitted/effective from the bounding set at execve anyway.
+`keep` is absolute: enforcer.policy.caps.absolute_sets says what each set
+holds. As root (or with no user switch) the kept capabilities are held;
+a non-root uid holds only what `capabilities.ambient` lists, never the
+whole kept set. (Before, every kept capability became ambient for a
+non-root uid: `extends: default` plus a `user:` handed a database server
+default's 14 capabilities, CAP_SETUID and CAP_DAC_OVERRIDE included.)
 
 `drop`/`add` are relative to whatever the parent has, so the Plan carries
 them as masks and the apply step computes the sets at start time. The five
@@ -17,7 +16,7 @@ absolute masks of a relative plan assume Docker's default set as the parent
 from __future__ import annotations
 
 from enforcer.plan import CapabilityPlan
-from enforcer.policy.caps import CAPABILITIES
+from enforcer.policy.caps import CAPABILITIES, absolute_sets
 from enforcer.policy.model import CapabilityPolicy, UserPolicy
 
 # The capabilities Docker and containerd's CRI give a container by default.
@@ -39,10 +38,10 @@ def mask_of(caps: frozenset[int] | set[int]) -> int:
 def compile_caps(caps: CapabilityPolicy, uid: int | None) -> CapabilityPlan | None:
     """None when the policy says nothing about capabilities (nothing to apply)."""
     if caps.keep is not None:
-        keep = mask_of(caps.keep)
-        non_root = uid is not None and uid != 0
-        return CapabilityPlan(bounding=keep, effective=keep, permitted=keep, inheritable=keep,
-                              ambient=keep if non_root else 0)
+        sets = absolute_sets(caps.keep, caps.ambient, non_root=uid is not None and uid != 0)
+        bounding, effective, permitted, inheritable, ambient = (mask_of(s) for s in sets)
+        return CapabilityPlan(bounding=bounding, effective=effective, permitted=permitted,
+                              inheritable=inheritable, ambient=ambient)
     if not caps.drop and not caps.add:
         return None
     drop, add = mask_of(caps.drop), mask_of(caps.add)

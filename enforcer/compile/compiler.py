@@ -66,8 +66,8 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
         # execve by a non-root uid keeps only ambient capabilities, and a
         # relative plan raises none: the added ones would be gone.
         notes.append("capabilities: `add` with a non-root user does not survive execve (only "
-                     "ambient capabilities do); use `keep` to give a non-root workload "
-                     "capabilities")
+                     "ambient capabilities do); use `keep` and list them under "
+                     "`capabilities.ambient` to give a non-root workload capabilities")
     mounts = compile_mounts(policy.filesystem)
     if user is not None and user.dynamic and policy.filesystem.writable_paths:
         notes.append("user: files the workload creates in writable_paths are owned by its "

@@ -145,30 +145,55 @@ class CapSets:
 
 def runs_as_non_root(policy: Policy) -> bool:
     """True when the policy switches to a uid other than 0."""
-    u = policy.user
-    if u is None:
-        return False
-    if u.uid is not None:
-        return u.uid != 0
-    return u.user_name not in (None, "root")
+    return policy.user is not None and policy.user.non_root
 
 
 def absolute_caps(policy_caps: CapabilityPolicy, parent: frozenset[int],
                   non_root: bool = False) -> CapSets:
     """The sets a workload ends up with, given what its parent would give it.
 
-    `keep` is absolute: the kept capabilities are in the bounding,
-    effective, permitted and inheritable sets, and in ambient too when the
-    workload runs as a non-root uid (so they survive execve of an ordinary
-    program), as enforcer.compile.caps does. `drop`/`add` apply to the
-    parent's sets.
+    `keep` is absolute (enforcer.policy.caps.absolute_sets, as the compiler
+    does): a non-root uid holds only the policy's ambient list. `drop`/`add`
+    apply to the parent's sets.
     """
     if policy_caps.keep is not None:
-        kept = frozenset(policy_caps.keep)
-        return CapSets(kept, kept, kept, kept, kept if non_root else frozenset())
+        return CapSets(*caps.absolute_sets(frozenset(policy_caps.keep), policy_caps.ambient,
+                                           non_root))
     result = (parent - policy_caps.drop) | policy_caps.add
     # Container runtimes give a process empty inheritable and ambient sets.
     return CapSets(result, result, result, frozenset(), frozenset())
+
+
+def caps_for_a_runtime_without_ambient(policy: Policy, un: Unexpressed, runtime: str
+                                       ) -> frozenset[int] | None:
+    """What to add for Docker or Kubernetes, which put added capabilities in
+    the bounding, permitted and effective sets but never in ambient (so a
+    non-root user loses them at execve, unless the program carries them as
+    file capabilities). None for a drop/add policy (the caller renders it).
+
+    Root gets the kept set. A non-root user gets only its ambient list, as
+    under `enforcer run`: the kept capabilities it does not hold are left
+    out -- in the runtime's permitted set, a program with file capabilities
+    could take them even under no_new_privileges.
+    """
+    c = policy.capabilities
+    if c.keep is None:
+        return None
+    if not runs_as_non_root(policy):
+        return frozenset(c.keep)
+    held = frozenset(c.ambient & c.keep)
+    if held:
+        un.add(f"ambient capabilities for a non-root user ({', '.join(caps.names(held))})",
+               f"{runtime} adds them to the bounding, permitted and effective sets, never to "
+               "ambient: the user loses them at execve unless the program carries them as file "
+               "capabilities (setcap)")
+    unheld = frozenset(c.keep) - held
+    if unheld:
+        un.add(f"kept capabilities a non-root user does not hold ({', '.join(caps.names(unheld))})",
+               "left out: under the policy a non-root user holds only its ambient "
+               f"capabilities, and {runtime} would put these in the permitted set, where a "
+               "program with file capabilities could take them")
+    return held
 
 
 def size_text(n: int) -> str:

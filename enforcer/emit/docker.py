@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name, env_set_entries,
+from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name,
+                                  caps_for_a_runtime_without_ambient, env_set_entries,
                                   report_container_env_and_user, runs_as_non_root)
 from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
 from enforcer.plan import Plan
@@ -51,12 +52,13 @@ class DockerExport:
         return " ".join(shlex.quote(a) for a in self.run_flags(profile_path))
 
 
-def _cap_flags(policy: Policy) -> list[str]:
+def _cap_flags(policy: Policy, un: Unexpressed) -> list[str]:
     caps = policy.capabilities
     flags: list[str] = []
-    if caps.keep is not None:
+    added = caps_for_a_runtime_without_ambient(policy, un, "Docker")
+    if added is not None:
         flags += ["--cap-drop", "ALL"]
-        for c in sorted(caps.keep):
+        for c in sorted(added):
             flags += ["--cap-add", cap_name(c, prefix="")]
         return flags
     for c in sorted(caps.drop):
@@ -177,12 +179,7 @@ def docker_export(policy: Policy, plan: Plan | None = None, machine: str | None 
     un = Unexpressed("docker")
     un.lines.extend(seccomp_lines)
     policy = audit_stripped(policy, un)
-    flags = _cap_flags(policy)
-    caps = policy.capabilities
-    if caps.keep and runs_as_non_root(policy):
-        un.add("ambient capabilities for a non-root --user",
-               "Docker puts added capabilities in the bounding set only; a non-root "
-               "process does not get them unless its binary has file capabilities")
+    flags = _cap_flags(policy, un)
     flags += _filesystem_flags(policy, un)
     flags += _resource_flags(policy, un)
     for r in policy.rlimits:

@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name, env_set_entries,
+from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name,
+                                  caps_for_a_runtime_without_ambient, env_set_entries,
                                   report_container_env_and_user, size_text)
 from enforcer.emit.docker import DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS
 from enforcer.emit.oci import oci_seccomp_checked
@@ -64,11 +65,15 @@ def k8s_name(name: str) -> str:
     return out or "enforcer"
 
 
-def _capabilities(policy: Policy) -> dict[str, Any] | None:
+def _capabilities(policy: Policy, un: Unexpressed) -> dict[str, Any] | None:
     caps = policy.capabilities
-    if caps.keep is not None:
-        return {"drop": ["ALL"], "add": [cap_name(c, "") for c in sorted(caps.keep)]}
-    out: dict[str, Any] = {}
+    added = caps_for_a_runtime_without_ambient(policy, un, "Kubernetes")
+    if added is not None:
+        out: dict[str, Any] = {"drop": ["ALL"]}
+        if added:
+            out["add"] = [cap_name(c, "") for c in sorted(added)]
+        return out
+    out = {}
     if caps.drop:
         out["drop"] = [cap_name(c, "") for c in sorted(caps.drop)]
     if caps.add:
@@ -161,7 +166,7 @@ def _security_context(policy: Policy, plan: Plan | None, un: Unexpressed,
         "readOnlyRootFilesystem": policy.filesystem.read_only_root,
         "seccompProfile": dict(seccomp),
     }
-    caps = _capabilities(policy)
+    caps = _capabilities(policy, un)
     if caps:
         container["capabilities"] = caps
     return pod, container

@@ -226,18 +226,20 @@ def _seccomp_lines(policy: Policy, machine: str | None, un: Unexpressed) -> list
 
 
 def _caps_lines(policy: Policy) -> list[str]:
+    """systemd says exactly what enforcer does: the kept capabilities bound
+    the service, and a service with a non-root User= holds only its
+    AmbientCapabilities= -- the policy's ambient list, nothing more. (`add`
+    of a drop/add policy is not made ambient, as under `enforcer run`.)"""
     caps = policy.capabilities
     if caps.keep is not None:
-        names = " ".join(cap_name(c) for c in sorted(caps.keep))
-        # Ambient too: a service with User= keeps the capabilities across execve.
-        return [f"CapabilityBoundingSet={names}"] + (
-            [f"AmbientCapabilities={names}"] if caps.keep else [])
-    lines = []
+        lines = ["CapabilityBoundingSet=" + " ".join(cap_name(c) for c in sorted(caps.keep))]
+        if caps.ambient:
+            lines.append("AmbientCapabilities="
+                         + " ".join(cap_name(c) for c in sorted(caps.ambient & caps.keep)))
+        return lines
     if caps.drop:
-        lines.append("CapabilityBoundingSet=~" + " ".join(cap_name(c) for c in sorted(caps.drop)))
-    if caps.add:
-        lines.append("AmbientCapabilities=" + " ".join(cap_name(c) for c in sorted(caps.add)))
-    return lines
+        return ["CapabilityBoundingSet=~" + " ".join(cap_name(c) for c in sorted(caps.drop))]
+    return []
 
 
 def _optional(path: str) -> str:

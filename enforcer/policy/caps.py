@@ -72,3 +72,24 @@ def name_of(number: int) -> str:
 
 def names(numbers: frozenset[int] | set[int]) -> list[str]:
     return [name_of(n) for n in sorted(numbers)]
+
+
+Sets = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
+
+
+def absolute_sets(keep: frozenset[int], ambient: frozenset[int], non_root: bool) -> Sets:
+    """(bounding, effective, permitted, inheritable, ambient) for a `keep` policy.
+
+    The one place that says what a workload holds (the compiler, exporters
+    and lint all ask here). Root keeps `keep` in the first four sets; its
+    ambient set stays empty (root regains permitted and effective from the
+    bounding set at execve anyway). A non-root uid holds only `ambient`:
+    `keep` stays its bounding set, the ceiling for programs with file
+    capabilities, and permitted, effective, inheritable and ambient are
+    the ambient list, so execve keeps exactly that and no_new_privs caps
+    any file capability at it.
+    """
+    if non_root:
+        held = frozenset(ambient & keep)
+        return keep, held, held, held, held
+    return keep, keep, keep, keep, frozenset()

@@ -109,6 +109,9 @@ CONSTANTS: dict[str, int] = {
     "O_CLOEXEC": 0o2000000,
     "O_SYNC": 0o4010000,
     "O_PATH": 0o10000000,
+    # The bit that makes O_TMPFILE create an unnamed file (O_TMPFILE itself
+    # adds O_DIRECTORY, whose number differs between x86_64 and aarch64).
+    "__O_TMPFILE": 0o20000000,
     # personality(2) (include/uapi/linux/personality.h)
     "PER_LINUX": 0x0000,
     "PER_LINUX32": 0x0008,

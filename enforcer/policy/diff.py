@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 from enforcer.policy import caps as caps_mod
 from enforcer.policy.explain import describe_condition
-from enforcer.policy.lint import effective_caps, syscall_state
+from enforcer.policy.lint import cap_view, syscall_state
 from enforcer.policy.model import Policy, SyscallRule
 
 
@@ -115,16 +115,31 @@ def diff_syscalls(old: Policy, new: Policy) -> list[Difference]:
     return out + cond_changed
 
 
+def _cap_names(caps: frozenset[int]) -> str:
+    return _names(caps_mod.name_of(c) for c in caps)
+
+
 def diff_capabilities(old: Policy, new: Policy) -> list[Difference]:
+    """What the workload holds after execve (root: what it keeps; a non-root
+    user: its ambient list), the ambient list itself, and what is kept but
+    not held (a non-root user's bounding set): a `user:` change alone can
+    change all three."""
     out: list[Difference] = []
-    held_old, guess_old = effective_caps(old)
-    held_new, guess_new = effective_caps(new)
-    gained = {caps_mod.name_of(c) for c in held_new - held_old}
-    lost = {caps_mod.name_of(c) for c in held_old - held_new}
+    view_old, view_new = cap_view(old), cap_view(new)
+    gained = view_new.held - view_old.held
+    lost = view_old.held - view_new.held
     if gained:
-        out.append(Difference("capabilities", "held by NEW only", "", _names(gained)))
+        out.append(Difference("capabilities", "held by NEW only", "", _cap_names(gained)))
     if lost:
-        out.append(Difference("capabilities", "held by OLD only", _names(lost), ""))
+        out.append(Difference("capabilities", "held by OLD only", _cap_names(lost), ""))
+    if view_old.ambient != view_new.ambient:
+        out.append(Difference("capabilities", "ambient", _cap_names(view_old.ambient),
+                              _cap_names(view_new.ambient)))
+    unheld_old = view_old.bounding - view_old.held
+    unheld_new = view_new.bounding - view_new.held
+    if unheld_old != unheld_new:
+        out.append(Difference("capabilities", "kept but not held (bounding set only)",
+                              _cap_names(unheld_old), _cap_names(unheld_new)))
     style_old = "keep" if old.capabilities.keep is not None else "drop/add"
     style_new = "keep" if new.capabilities.keep is not None else "drop/add"
     if style_old != style_new:

@@ -69,6 +69,9 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
         for n in sorted(c.keep):
             name = caps_mod.name_of(n)
             rows.append(row(f"capabilities.keep[{name}]", "kept", f"capabilities.{name}"))
+        # What a non-root user holds after execve; root holds what it keeps.
+        rows.append(row("capabilities.ambient", ", ".join(caps_mod.names(c.ambient)) or "(none)",
+                        "capabilities.ambient"))
     else:
         rows.append(row("capabilities.drop", ", ".join(caps_mod.names(c.drop)) or "-", "capabilities"))
         rows.append(row("capabilities.add", ", ".join(caps_mod.names(c.add)) or "-", "capabilities"))

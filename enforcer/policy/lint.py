@@ -127,15 +127,85 @@ def syscall_state(policy: Policy, name: str) -> tuple[str, list[SyscallRule]]:
 
 
 def effective_caps(policy: Policy) -> tuple[set[int], bool]:
-    """(capabilities the workload may hold, whether that is a worst-case guess).
+    """(capabilities the workload may reach, whether that is a worst-case guess).
 
-    With drop/add only, the result depends on who launches the workload; we
-    assume the worst (root with every capability).
+    The kept set: what root holds, and a non-root user's bounding set (the
+    ceiling for set-user-id and file-capability programs). With drop/add
+    only, the result depends on who launches the workload; we assume the
+    worst (root with every capability).
     """
     c = policy.capabilities
     if c.keep is not None:
         return set(c.keep), False
     return (set(caps_mod.ALL_CAPS) - set(c.drop)) | set(c.add), True
+
+
+@dataclass(frozen=True)
+class CapView:
+    """A policy's capabilities as the workload sees them after execve."""
+
+    bounding: frozenset[int]  # the ceiling: effective_caps()
+    held: frozenset[int]  # permitted/effective after execve
+    ambient: frozenset[int]
+    non_root: bool
+    guessed: bool  # drop/add: the launcher decides; worst case assumed
+
+
+def cap_view(policy: Policy) -> CapView:
+    """Root holds what it keeps; a non-root user holds only its ambient list
+    (enforcer.policy.caps.absolute_sets, as compiled and exported). With
+    drop/add a non-root user holds nothing after execve (nothing is ambient)."""
+    reach, guessed = effective_caps(policy)
+    bounding = frozenset(reach)
+    non_root = policy.user is not None and policy.user.non_root
+    c = policy.capabilities
+    if c.keep is not None:
+        sets = caps_mod.absolute_sets(frozenset(c.keep), c.ambient, non_root)
+        return CapView(bounding, sets[1], sets[4], non_root, guessed)
+    return CapView(bounding, frozenset() if non_root else bounding, frozenset(), non_root, guessed)
+
+
+# Capabilities that undo a switch to a non-root user: each lets it become
+# root, or read, write or take over what root owns.
+ROOT_EQUIVALENT: tuple[str, ...] = (
+    "CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+    "CAP_CHOWN", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+)
+
+
+def _non_root_findings(policy: Policy, view: CapView) -> list[Finding]:
+    """Heavy findings for root-equivalent capabilities of a non-root user.
+
+    Held (ambient), they make the user switch worthless. Kept but not held,
+    they still sit in its bounding set, from which a set-user-id or
+    file-capability program hands them back whenever no_new_privileges is
+    off -- one flag, in this file or any policy that extends it.
+    """
+    if not view.non_root or view.guessed:
+        return []
+    assert policy.user is not None
+    who = f"non-root user {policy.user.user_name or policy.user.uid}"
+    origin = policy.origins.get("capabilities")
+    danger = {caps_mod.from_name(n) for n in ROOT_EQUIVALENT}
+    out = []
+    held = sorted(view.held & danger)
+    if held:
+        out.append(Finding("non-root-holds-root-capabilities", 0.7, (
+            f"{who} holds {', '.join(caps_mod.name_of(n) for n in held)} (ambient): it can make "
+            "itself root or read and write what root owns; the user switch buys nothing"),
+            policy.origins.get("capabilities.ambient", origin)))
+    kept = sorted((view.bounding - view.held) & danger)
+    if kept:
+        nnp = policy.no_new_privileges
+        out.append(Finding("non-root-keeps-root-capabilities", 0.4 if nnp else 0.7, (
+            f"{who} keeps {', '.join(caps_mod.name_of(n) for n in kept)} in its bounding set: "
+            "not held (not ambient), but a set-user-id or file-capability program hands them "
+            + ("back as soon as no_new_privileges is turned off" if nnp else
+               "back now (no_new_privileges is off)")
+            + "; keep only what the user needs (`keep: []`) or name it under capabilities.ambient"),
+            origin))
+    return out
 
 
 def lint(policy: Policy) -> LintReport:
@@ -179,6 +249,7 @@ def lint(policy: Policy) -> LintReport:
     if not policy.no_new_privileges:
         add("no-new-privileges-off", 0.3, "no_new_privileges is off: setuid binaries can gain privileges",
             "no_new_privileges")
+    findings.extend(_non_root_findings(policy, cap_view(policy)))
     if policy.user is None or policy.user.uid == 0:
         add("runs-as-root", 0.25, "runs as root (uid 0)" if policy.user else "runs as the launching user "
             "(root under a container runtime): no `user:`", "user")
@@ -232,6 +303,13 @@ def _contradictions(policy: Policy, held: set[int], guessed: bool) -> list[Findi
             out.append(Finding("cap-unusable", 0.0,
                                f"keeps {name} but denies every syscall that uses it ({', '.join(needs)})",
                                policy.origins.get(f"capabilities.{name}", policy.origins.get("capabilities"))))
+    view = cap_view(policy)
+    unheld = sorted(view.bounding - view.held) if view.non_root else []
+    if unheld and policy.user is not None:
+        out.append(Finding("cap-not-held", 0.0, (
+            f"keeps {', '.join(caps_mod.name_of(n) for n in unheld)}, but non-root user "
+            f"{policy.user.user_name or policy.user.uid} never holds them (not listed under "
+            "capabilities.ambient)"), policy.origins.get("capabilities")))
     for path in policy.filesystem.writable_paths:
         if not policy.filesystem.read_only_root and not any(
             path == p or path.startswith(p + "/") for p in policy.filesystem.read_only_paths

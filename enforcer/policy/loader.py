@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from enforcer.errors import Location, PolicyError, PolicyErrors
+from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import groups, syscalls
+from enforcer.policy import carveouts, groups, names, syscalls
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -40,7 +41,7 @@ from enforcer.policy.model import (
     TmpfsMount,
     UserPolicy,
 )
-from enforcer.policy.validate import NAME_RE, Layer, read_layer
+from enforcer.policy.validate import Layer, read_layer
 from enforcer.policy.yamlsafe import MAX_FILE_BYTES, parse_yaml_collect
 
 MAX_EXTENDS_DEPTH = 16
@@ -48,16 +49,15 @@ MAX_EXTENDS_DEPTH = 16
 
 def policies_dir() -> Path:
     """The shipped policies (the repo's policies/, `enforcer/policies` in the package)."""
-    return Path(__file__).resolve().parent.parent / "policies"
+    return Path(names.SHIPPED_DIR).resolve()
 
 
 def shipped_names() -> list[str]:
-    d = policies_dir()
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    return names.shipped_names()
 
 
 def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith((".yaml", ".yml")) or spec.startswith(".")
+    return names.looks_like_path(spec)
 
 
 def _display(path: str) -> str:
@@ -69,31 +69,70 @@ def _display(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _not_found(message: str) -> PolicyErrors:
+    return PolicyErrors([PolicyError(None, message)])
+
+
 def resolve_policy_source(spec: str, *, base_dir: str | None = None) -> str:
-    """Absolute path of the file a spec names (a shipped name or a file path).
+    """Absolute path of the file a command-line spec names.
 
     A spec with a `/`, a leading `.` or a .yaml/.yml suffix is a path
-    (relative to `base_dir`, default the working directory); otherwise it is
-    a shipped policy name, and failing that a file in the working directory.
-    Raises PolicyErrors when nothing matches.
+    (relative to `base_dir`, default the working directory): the user named
+    that file. Anything else is a policy *name*: a shipped policy or one in
+    the administrator's policy directory (enforcer/policy/names.py) -- never
+    a file of that name in the working directory. Raises PolicyErrors when
+    nothing matches.
     """
-    base = base_dir or os.getcwd()
     if _looks_like_path(spec):
-        path = os.path.abspath(os.path.join(base, os.path.expanduser(spec)))
+        path = os.path.abspath(os.path.join(base_dir or os.getcwd(), os.path.expanduser(spec)))
         if os.path.isfile(path):
             # One file, one name: symlinks resolved, so the cache key is stable.
             return os.path.realpath(path)
         what = "is a directory" if os.path.isdir(path) else "does not exist"
-        raise PolicyErrors([PolicyError(None, f"policy file {spec} {what}")])
-    shipped = policies_dir() / f"{spec}.yaml"
-    if NAME_RE.match(spec) and shipped.is_file():
-        return str(shipped.resolve())
-    local = os.path.abspath(os.path.join(base, spec))
-    if os.path.isfile(local):
-        return os.path.realpath(local)
-    names = ", ".join(shipped_names()) or "none found"
-    raise PolicyErrors([PolicyError(None, f"no shipped policy named {spec!r} (shipped: {names}) "
-                                          f"and no file {spec!r}")])
+        raise _not_found(f"policy file {spec} {what}")
+    found = names.find_named(spec)
+    if found is None:
+        raise _not_found(f"no policy named {spec!r}: a name means {names.where_names_are_looked_up()}, "
+                         f"never a file in the working directory (for a file, write ./{spec})")
+    return found
+
+
+def resolve_extends(spec: str, naming_file: str) -> str:
+    """Absolute path of the parent an `extends:` entry of `naming_file` names.
+
+    Allowed: a policy name (as for resolve_policy_source); an absolute path
+    to a .yaml/.yml file; a relative path to a .yaml/.yml file that stays in
+    the naming file's directory -- no `..`, and no symlink that leads out of
+    it. The file itself then passes enforcer.filetrust's checks when read.
+    Raises PolicyErrors (without a location: the caller adds the line).
+    """
+    if not _looks_like_path(spec):
+        return resolve_policy_source(spec)
+    allowed = ("write a policy name, an absolute path to a .yaml file, or a path to a .yaml "
+               "file in this policy's directory or below it")
+    if not spec.endswith((".yaml", ".yml")):
+        raise _not_found(f"{spec!r} is not a policy file (no .yaml or .yml suffix); {allowed}")
+    if os.path.isabs(spec):
+        return resolve_policy_source(spec)
+    if ".." in spec.split("/"):
+        raise _not_found(f"{spec!r} climbs out of this policy's directory with '..'; {allowed}")
+    base = os.path.realpath(os.path.dirname(naming_file))
+    path = resolve_policy_source(spec, base_dir=base)
+    if os.path.commonpath([base, path]) != base:
+        raise _not_found(f"{spec!r} leads outside this policy's directory (to {path}, through a "
+                         f"symlink); {allowed}")
+    return path
+
+
+def extends_spec_for(parent: str, naming_file: str) -> str:
+    """How `naming_file` should write `extends:` for the policy file `parent`:
+    relative when it sits in naming_file's directory or below, else absolute
+    (resolve_extends refuses relative paths that climb out)."""
+    base = os.path.realpath(os.path.dirname(os.path.abspath(naming_file)))
+    parent = os.path.realpath(parent)
+    if os.path.commonpath([base, parent]) == base:
+        return os.path.relpath(parent, base)
+    return parent
 
 
 # --------------------------------------------------------------------------- reading the chain
@@ -107,12 +146,13 @@ class _Chain:
 
 def _read_file(path: str, display: str) -> tuple[Layer, str]:
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:  # never read a huge file into memory
-                raise PolicyErrors([PolicyError(Location(display, 1, 1), (
-                    f"file is {size} bytes; a policy may be at most {MAX_FILE_BYTES} bytes (1 MiB)"))])
-            data = f.read(MAX_FILE_BYTES + 1)
+        # Trusted or refused, and never a huge file read into memory.
+        data = read_trusted(path, "policy file", limit=MAX_FILE_BYTES)
+    except UntrustedFile as e:
+        raise PolicyErrors([PolicyError(Location(display, 1, 1), str(e))]) from None
+    except ValueError as e:
+        raise PolicyErrors([PolicyError(Location(display, 1, 1), (
+            f"{e}; a policy may be at most {MAX_FILE_BYTES} bytes (1 MiB)"))]) from None
     except OSError as e:
         raise PolicyErrors([PolicyError(Location(display, 1, 1), f"cannot read: {e.strerror}")]) from None
     root, errors = parse_yaml_collect(data, display)
@@ -143,7 +183,7 @@ def _read_chain(top: str) -> _Chain:
             return
         for spec, loc in layer.extends:
             try:
-                parent = resolve_policy_source(spec, base_dir=os.path.dirname(path))
+                parent = resolve_extends(spec, path)
             except PolicyErrors as e:
                 errors.append(PolicyError(loc, f"extends: {e.errors[0].message}"))
                 continue
@@ -227,10 +267,10 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         if "syscalls.default" in scalars:
             origins["syscalls.deny_action"] = scalars["syscalls.default"][1]
     unknown_action: Action = scalar("syscalls.unknown", Action(ActionKind.ERRNO, 38))
-    rules = _merge_syscalls(layers, arches, deny_action, errors)
+    rules = _merge_syscalls(layers, arches, deny_action, default_action, errors)
 
     # -- capabilities
-    capabilities = _merge_caps(layers, origins)
+    capabilities = _merge_caps(layers, origins, errors)
 
     # -- filesystem
     def union(key: str) -> tuple[str, ...]:
@@ -363,7 +403,7 @@ def _ancestors(layers: list[Layer], index: int) -> set[int]:
         layer = layers[todo.pop()]
         for spec, _loc in layer.extends:
             try:
-                parent = resolve_policy_source(spec, base_dir=os.path.dirname(layer.path))
+                parent = resolve_extends(spec, layer.path)
             except PolicyErrors:
                 continue  # already reported by _read_chain
             i = by_path.get(parent)
@@ -374,7 +414,7 @@ def _ancestors(layers: list[Layer], index: int) -> set[int]:
 
 
 def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: Action,
-                    errors: list[PolicyError]) -> list[SyscallRule]:
+                    default_action: Action, errors: list[PolicyError]) -> list[SyscallRule]:
     allow = Action(ActionKind.ALLOW)
     entries: list[_Entry] = []
     for index, layer in enumerate(layers):
@@ -395,13 +435,15 @@ def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: A
             ancestors = _ancestors(layers, index)
             entries = [e for e in entries if e.layer not in ancestors]
         # The child decides: a syscall it names unconditionally replaces every
-        # inherited entry for it; one it names only with conditions replaces
+        # inherited entry for it; one it allows only with conditions replaces
         # the inherited unconditional entry (so a child can narrow `socket`).
+        # Conditional *blocking* rules are exceptions: they keep an inherited
+        # unconditional allow and are carved out of it (carveouts.py).
         unconditional = {e.syscall for e in mine if not e.args}
-        conditional = {e.syscall for e in mine if e.args}
+        narrowed = {e.syscall for e in mine if e.args and not e.action.blocks}
         entries = [
             e for e in entries
-            if e.syscall not in unconditional and not (e.syscall in conditional and not e.args)
+            if e.syscall not in unconditional and not (e.syscall in narrowed and not e.args)
         ]
         entries.extend(mine)
     seen: set[tuple[str, Action, tuple[Any, ...]]] = set()
@@ -412,7 +454,7 @@ def _merge_syscalls(layers: list[Layer], arches: tuple[str, ...], deny_action: A
             continue  # the same rule twice (e.g. via two groups): once is enough
         seen.add(rule_key)
         rules.append(SyscallRule(syscall=e.syscall, action=e.action, args=e.args, via=e.via, origin=e.origin))
-    return rules
+    return carveouts.carve(rules, default_action, errors)
 
 
 def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry]:
@@ -437,8 +479,8 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
         if explicit_uncond:
             dropped.update(id(e) for e in uncond if e.via != name)
             uncond = explicit_uncond
-        elif any(e.via == name for e in cond):
-            # `allow: [@system-service]` plus a conditional rule naming
+        elif any(e.via == name and not e.action.blocks for e in cond):
+            # `allow: [@system-service]` plus a conditional allow naming
             # `clone`: the rule narrows what the group allowed.
             dropped.update(id(e) for e in uncond)
             uncond = []
@@ -448,7 +490,10 @@ def _resolve_layer(mine: list[_Entry], errors: list[PolicyError]) -> list[_Entry
         clash = next((e for e in uncond[1:] if e.action != first.action), None)
         conditional = False
         if clash is None:
-            clash = next((e for e in cond if e.action != first.action), None)
+            # A blocking rule with conditions beside an unconditional allow is
+            # an exception to it (carveouts.py checks that it can be one).
+            clash = next((e for e in cond if e.action != first.action
+                          and not (e.action.blocks and not first.action.blocks)), None)
             conditional = True
         if clash is not None:
             key = (first.via, first.origin, first.action, clash.via, clash.origin, clash.action, conditional)
@@ -485,31 +530,58 @@ def _merge_env(layers: list[Layer], clear: bool, keep: tuple[str, ...],
     return EnvPolicy(clear=clear, keep=kept, set=tuple(values.items()))
 
 
-def _merge_caps(layers: list[Layer], origins: dict[str, Location]) -> CapabilityPolicy:
+def _merge_caps(layers: list[Layer], origins: dict[str, Location],
+                errors: list[PolicyError]) -> CapabilityPolicy:
+    """docs/policy-reference.md "Merge rules": a `keep` replaces everything
+    inherited (ambient included), drop/add apply on top; `ambient` replaces
+    the inherited ambient list, and a dropped capability leaves it too."""
     keep: set[int] | None = None
     drop: set[int] = set()
     add: set[int] = set()
+    ambient: dict[int, Location] = {}
     for layer in layers:
         if "capabilities" not in layer.scalars:
             continue
         origins["capabilities"] = layer.scalars["capabilities"][1]
         if layer.caps_keep is not None:
-            keep, drop, add = {n for n, _ in layer.caps_keep}, set(), set()
+            keep, drop, add, ambient = {n for n, _ in layer.caps_keep}, set(), set(), {}
             for n, loc in layer.caps_keep:
                 origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
-            continue
-        d = {n for n, _ in layer.caps_drop}
-        a = {n for n, _ in layer.caps_add}
-        for n, loc in layer.caps_drop + layer.caps_add:
-            origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
-        if keep is not None:
-            keep = (keep - d) | a
         else:
-            drop = (drop | d) - a
-            add = (add - d) | a
+            d = {n for n, _ in layer.caps_drop}
+            a = {n for n, _ in layer.caps_add}
+            for n, loc in layer.caps_drop + layer.caps_add:
+                origins[f"capabilities.{caps_mod.name_of(n)}"] = loc
+            if keep is not None:
+                keep = (keep - d) | a
+            else:
+                drop = (drop | d) - a
+                add = (add - d) | a
+            ambient = {n: loc for n, loc in ambient.items() if n not in d}
+        if layer.caps_ambient is not None:
+            ambient = dict(layer.caps_ambient)
+            origins["capabilities.ambient"] = (layer.caps_ambient[0][1] if layer.caps_ambient
+                                               else layer.scalars["capabilities"][1])
+    _check_ambient(ambient, keep, errors)
     if keep is not None:
-        return CapabilityPolicy(keep=frozenset(keep))
+        return CapabilityPolicy(keep=frozenset(keep), ambient=frozenset(ambient))
     return CapabilityPolicy(drop=frozenset(drop), add=frozenset(add))
+
+
+def _check_ambient(ambient: dict[int, Location], keep: set[int] | None,
+                   errors: list[PolicyError]) -> None:
+    """Ambient capabilities must be held: a subset of an absolute `keep`."""
+    for n, loc in ambient.items():
+        name = caps_mod.name_of(n)
+        if keep is None:
+            errors.append(PolicyError(loc, (
+                f"capabilities.ambient: {name} needs an absolute capability set: write `keep:` here "
+                "or in a policy this one extends (with only drop/add the launcher decides what is held)")))
+            return
+        if n not in keep:
+            errors.append(PolicyError(loc, (
+                f"capabilities.ambient: {name} is not kept; ambient capabilities must also be "
+                "listed in `keep:`")))
 
 
 # --------------------------------------------------------------------------- user names

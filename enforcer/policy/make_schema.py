@@ -82,7 +82,8 @@ def build() -> dict[str, Any]:
                         "value": argval, "mask": argval}, ("index", "op", "value"))},
                 }, ("syscalls", "action"))},
             }),
-            "capabilities": {**obj({"keep": words(cap), "drop": words(cap), "add": words(cap)}),
+            "capabilities": {**obj({"keep": words(cap), "drop": words(cap), "add": words(cap),
+                                    "ambient": words(cap)}),
                              "not": {"anyOf": [{"required": ["keep", "drop"]}, {"required": ["keep", "add"]}]}},
             "no_new_privileges": {"type": "boolean"},
             "filesystem": obj({

@@ -118,11 +118,17 @@ class CapabilityPolicy:
 
     Either `keep` is set (everything else dropped from all five sets,
     bounding included), or `drop`/`add` are relative to the parent's sets.
+
+    `ambient` is what a non-root user holds after execve: only the
+    capabilities listed there, never the whole kept set (a kept capability
+    a non-root user does not hold is only its bounding set's ceiling). It
+    is a subset of `keep` and empty with drop/add (the loader checks both).
     """
 
     keep: frozenset[int] | None = None
     drop: frozenset[int] = frozenset()
     add: frozenset[int] = frozenset()
+    ambient: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,13 @@ class UserPolicy:
     # unprivileged run maps it in its user namespace; exports and the shim,
     # whose runtime isolates containers by their pid namespaces).
     dynamic: bool = False
+
+    @property
+    def non_root(self) -> bool:
+        """True when the workload switches to a uid other than 0."""
+        if self.uid is not None:
+            return self.uid != 0
+        return self.user_name not in (None, "root")
 
 
 # The id a dynamic user falls back to where none can be allocated: nobody.

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from enforcer.errors import Location, PolicyError
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import constants, groups
+from enforcer.policy import constants, groups, names
 from enforcer.policy.model import (
     NAMESPACES,
     SCOPES,
@@ -34,7 +34,6 @@ from enforcer.policy.model import (
 )
 from enforcer.policy.yamlsafe import Map, Node, Scalar, Seq
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 # The safe default set for `masked_paths: default`: kernel interfaces a
 # workload has no business reading (host memory, keys, timers, firmware).
@@ -88,6 +87,8 @@ class Layer:
     caps_keep: list[tuple[int, Location]] | None = None
     caps_drop: list[tuple[int, Location]] = field(default_factory=list)
     caps_add: list[tuple[int, Location]] = field(default_factory=list)
+    # `capabilities.ambient`: None when the file does not say it.
+    caps_ambient: list[tuple[int, Location]] | None = None
     tmpfs: dict[str, tuple[TmpfsMount, Location]] = field(default_factory=dict)
     io_devices: dict[str, tuple[IoDeviceLimit, Location]] = field(default_factory=dict)
     rlimits: dict[str, tuple[Rlimit, Location]] = field(default_factory=dict)
@@ -360,7 +361,7 @@ SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "
                 "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
 ARG_KEYS = ("index", "op", "value", "mask")
-CAP_KEYS = ("keep", "drop", "add")
+CAP_KEYS = ("keep", "drop", "add", "ambient")
 FS_KEYS = ("read_only_root", "read_only_paths", "writable_paths", "tmpfs", "masked_paths",
            "hidden_paths", "rootfs", "private_devices")
 TMPFS_KEYS = ("path", "size", "mode", "options")
@@ -403,9 +404,8 @@ def _name(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
     name = chk.string(node, "name")
     if name is None:
         return
-    if not NAME_RE.match(name):
-        chk.error(node.loc, f"name {name!r} is not allowed: use 1-63 characters, lowercase letters, "
-                            "digits, '.', '_' or '-', starting with a letter or digit")
+    if not names.is_policy_name(name):
+        chk.error(node.loc, f"name {name!r} is not allowed: use {names.NAME_RULE}")
         return
     layer.name = (name, node.loc)
 
@@ -420,7 +420,7 @@ def _extends(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
     entries = chk.word_list(node, "extends")
     for text, loc in entries:
         if not text.strip():
-            chk.error(loc, "extends: an empty name; write a shipped policy name or a relative file")
+            chk.error(loc, "extends: an empty name; write a policy name or a path to a .yaml file")
         else:
             layer.extends.append((text, loc))
 
@@ -664,6 +664,8 @@ def _capabilities(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
             layer.caps_drop = caps
         elif k.text == "add":
             layer.caps_add = caps
+        elif k.text == "ambient":
+            layer.caps_ambient = caps
     # `drop: [ALL], add: [CHOWN]` is the usual idiom (add wins); naming the
     # same capability in both lists is a mistake.
     drop_node, add_node = m.get("drop"), m.get("add")

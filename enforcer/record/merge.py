@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from enforcer.policy.loader import _looks_like_path, load_policy, resolve_policy_source
+from enforcer.policy.loader import _looks_like_path, extends_spec_for, load_policy, resolve_extends
 from enforcer.policy.model import Policy, SyscallRule
 from enforcer.record.learn import Learned
 from enforcer.record.recorder import RecordError
@@ -46,7 +46,7 @@ def read_recording(path: str) -> Recording:
     if not isinstance(base, str):
         raise RecordError(f"{path}: recording metadata names no base")
     try:
-        base_path = resolve_policy_source(base, base_dir=os.path.dirname(os.path.abspath(path)))
+        base_path = resolve_extends(base, os.path.abspath(path))
     except Exception as e:  # PolicyErrors: say which recording
         raise RecordError(f"{path}: its base {base!r} cannot be found: {e}") from None
     return Recording(path=path, policy=policy, meta=meta, base_path=base_path)
@@ -121,8 +121,7 @@ def merge(paths: list[str], out_path: str, default_action: str | None = None
 
     base_spec = recs[0].meta["base"]
     if _looks_like_path(base_spec):
-        base_spec = os.path.relpath(recs[0].base_path,
-                                    os.path.dirname(os.path.abspath(out_path)) or ".")
+        base_spec = extends_spec_for(recs[0].base_path, out_path)
     prov = Provenance(base=base_spec, host_arch=str(recs[0].meta.get("host_arch")),
                       arches_seen=tuple(sorted({a for r in recs for a in r.meta.get("arches_seen") or ()})),
                       default_action=default_action, records=records, runs=runs,

@@ -16,12 +16,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from enforcer.policy import names
 from enforcer.policy.model import ArgCondition, SyscallRule
 from enforcer.record.learn import Learned, choose_groups
 
 METADATA_PREFIX = "# enforcer-record: "
 METADATA_VERSION = 1
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # Wrap the per-group comment lines at about this width.
 COMMENT_WIDTH = 96
 
@@ -59,7 +59,7 @@ def policy_name_for(out_path: str) -> str:
     """A valid policy name from the output file's name (`web.yaml` -> `web`)."""
     stem = os.path.basename(out_path).rsplit(".", 1)[0].lower()
     stem = re.sub(r"[^a-z0-9._-]+", "-", stem).strip("-._")[:63]
-    return stem if stem and NAME_RE.match(stem) else "recorded"
+    return stem if names.is_policy_name(stem) else "recorded"
 
 
 def one_line(text: object) -> str:

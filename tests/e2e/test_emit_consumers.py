@@ -49,6 +49,7 @@ syscalls:
   deny_action: errno EACCES
 capabilities:
   keep: [NET_BIND_SERVICE]
+  ambient: [NET_BIND_SERVICE]
 no_new_privileges: true
 filesystem:
   read_only_root: true

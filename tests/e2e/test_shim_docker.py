@@ -30,6 +30,7 @@ import pytest
 from tests import session
 
 from tests.shim_fixtures import start_server, stop_server
+from tests.run_helpers import probe_env
 from tests.shim_helpers import REPO, RUNC, expected_probe_table
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -149,9 +150,15 @@ def _table(output: str) -> dict[str, str]:
 
 
 def test_restricted_runtime_blocks_the_probes_plain_docker_does_not(dockerd, runtimes,
-                                                                    probe_image, names):
-    hog = ["-e", f"PROBE_HOG_BYTES={2 * 512 << 20}"]  # twice restricted's memory limit
-    enforced = dockerd("run", "--name", names(), "--rm", "--network", "none", *hog,
+                                                                    probe_image, names,
+                                                                    tmp_path):
+    # The same bounds as the probe table: twice restricted's own limits.
+    from enforcer.compile.cache import load_or_compile
+
+    plan = load_or_compile("restricted", cache_dir=str(tmp_path / "cache"))
+    bounds = [arg for k, v in probe_env(plan, "").items() if k.startswith("PROBE_")
+              for arg in ("-e", f"{k}={v}")]
+    enforced = dockerd("run", "--name", names(), "--rm", "--network", "none", *bounds,
                        "--runtime", "enforcer-restricted", probe_image, "/probe", timeout=300)
     table = _table(enforced.stdout)
     # the same table as `enforcer run --policy restricted` (tests/probes/expected.md)

@@ -21,6 +21,7 @@ import pytest
 from tests import session
 
 from tests.e2e.rootfs import build_busybox_rootfs, runc_spec_bundle
+from tests.run_helpers import probe_env
 from tests.shim_helpers import (
     REPO,
     RUNC,
@@ -250,10 +251,14 @@ def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_
         probe = os.path.join(work, "probe")
         subprocess.run(["gcc", "-static", "-O2", "-o", probe, PROBE_SRC], check=True,
                        timeout=120)
-        hog = str(2 * 512 * 1024 * 1024)  # twice restricted's memory limit
+        # The same bounds as the probe table (twice restricted's own limits).
+        from enforcer.compile.cache import load_or_compile
+
+        plan = load_or_compile("restricted", cache_dir=shim_env_ok["ENFORCER_CACHE_DIR"])
+        bounds = [f"{k}={v}" for k, v in probe_env(plan, "").items() if k.startswith("PROBE_")]
 
         def with_probe_env(config):
-            config["process"]["env"].append("PROBE_HOG_BYTES=" + hog)
+            config["process"]["env"].extend(bounds)
             return config
 
         bundle = runc_spec_bundle(str(tmp_path / "b"), rootfs_src, ["/probe"], with_probe_env)
@@ -261,8 +266,7 @@ def test_restricted_probe_table_matches_enforcer_run(tmp_path, rootfs_src, shim_
         in_container = run_shim(["--policy", "restricted", "run", "-b", bundle, container_id],
                                 env=shim_env_ok, timeout=300)
         under_run = subprocess.run(
-            [ENFORCER, "run", "--policy", "restricted", "--", "/usr/bin/env",
-             "PROBE_HOG_BYTES=" + hog, probe],
+            [ENFORCER, "run", "--policy", "restricted", "--", "/usr/bin/env", *bounds, probe],
             capture_output=True, text=True, timeout=300, cwd="/",
             env={**os.environ, "ENFORCER_CACHE_DIR": shim_env_ok["ENFORCER_CACHE_DIR"]})
     finally:

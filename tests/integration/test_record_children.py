@@ -82,7 +82,7 @@ def test_merge_of_recordings_with_different_bases_is_refused(workdir: str) -> No
     assert r.returncode != 0 and "different bases" in r.stderr and not os.path.exists(out)
 
 
-def test_base_given_as_a_path_is_extended_relative_to_the_output(workdir: str) -> None:
+def test_base_given_as_a_path_outside_the_output_dir_is_extended_by_absolute_path(workdir: str) -> None:
     import subprocess
     import sys
 
@@ -97,7 +97,9 @@ def test_base_given_as_a_path_is_extended_relative_to_the_output(workdir: str) -
                         "-o", out, "--", "/bin/true"], cwd=workdir, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "extends: ../bases/mine.yaml" in open(out).read()
+    # Outside the output's directory: written absolute (a relative `..` is refused).
+    base = os.path.realpath(os.path.join(bases, "mine.yaml"))
+    assert f"extends: {base}" in open(out).read()
     policy = load_policy(out)
     assert any(lim.resource == "NOFILE" and lim.soft == 512 for lim in policy.rlimits)
     assert enforcer(["run", "--policy", out, "--", "/bin/true"]).returncode == 0

@@ -14,35 +14,23 @@ and review the diff before committing it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from typing import Iterator
 
 import pytest
 
-from tests import session
-
-from run_helpers import PROBE_TABLE, REPO, enforcer_run, read_probe_table, require_root, scratch_dir
+from run_helpers import PROBE_TABLE, built_probe, enforcer_run, read_probe_table, run_probes
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-PROBE_SRC = os.path.join(REPO, "tests", "probes", "probe.c")
 EXPECTED = PROBE_TABLE
 POLICIES = ("sandbox", "default", "restricted", "web-server", "batch-job")
 
 
 @pytest.fixture(scope="module")
 def probe_env() -> Iterator[tuple[str, str]]:
-    require_root()
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    d = scratch_dir("enforcer-probe-")
-    exe = os.path.join(d, "probe")
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", exe, PROBE_SRC], check=True)
-    os.chmod(exe, 0o755)
-    cache = os.path.join(d, "cache")
-    yield exe, cache
-    session.remove_tree(d)
+    with built_probe("enforcer-probe-") as probe:
+        yield probe
 
 
 def probe_names(exe: str) -> list[str]:
@@ -51,29 +39,6 @@ def probe_names(exe: str) -> list[str]:
     if out.returncode == 2:  # refuses outside seccomp: list via enforcer
         out = enforcer_run(["--policy", "default", "--", exe, "--list"])
     return out.stdout.split()
-
-
-def run_probes(exe: str, cache: str, policy: str) -> dict[str, tuple[str, str]]:
-    from enforcer.compile.cache import load_or_compile
-
-    plan = load_or_compile(policy, cache_dir=cache)
-    mem = plan.cgroup.memory_max
-    pids = plan.cgroup.pids_max
-    probe_env = {"PROBE_SCRATCH": "/tmp",
-                 # bounded abuse: twice the policy's limit, or a fixed harmless size
-                 "PROBE_HOG_BYTES": str(2 * mem if mem else 512 << 20),
-                 "PROBE_FORKS": str(2 * pids if pids else 256)}
-    # The policies reset the workload's environment (env.clear): the probe's
-    # settings go in through env(1), as the workload's own.
-    r = enforcer_run(["--policy", policy, "--", "env",
-                      *(f"{k}={v}" for k, v in probe_env.items()), exe],
-                     env={"ENFORCER_CACHE_DIR": cache}, timeout=300)
-    assert r.returncode == 0, f"probe under {policy}: exit {r.returncode}: {r.stderr}"
-    results = {}
-    for line in r.stdout.splitlines():
-        name, verdict, *detail = line.split(" ", 2)
-        results[name] = (verdict, " ".join(detail))
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +82,7 @@ def test_probe_list_is_complete(probe_env: tuple[str, str]) -> None:
     exe, cache = probe_env
     names = enforcer_run(["--policy", "default", "--", exe, "--list"],
                          env={"ENFORCER_CACHE_DIR": cache}).stdout.split()
-    assert len(names) == 37 and len(set(names)) == 37
+    assert len(names) == 56 and len(set(names)) == 56
 
 
 def test_probes_match_expected_table(observed: dict[str, dict[str, tuple[str, str]]]) -> None:

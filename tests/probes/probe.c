@@ -11,14 +11,20 @@
  * invalid arguments (past the permission check, nothing is loaded), mounts
  * only on a fresh scratch directory and undone at once, nothing written to
  * /proc/sys or /sys (open for writing only), settimeofday(NULL, NULL),
- * swapon/acct of a path that does not exist, sockets created and closed.
+ * swapon/acct of a path that does not exist, sockets created and closed,
+ * set-id files and directories only in a fresh scratch directory (removed
+ * at once), TIOCSTI/TIOCLINUX only on a pseudo-terminal the probe opened
+ * itself (never the terminal it was started from), memory locked only in
+ * a small buffer and unlocked at once.
  *
  * The probe refuses to run at all unless it is under a seccomp filter
  * (/proc/self/status "Seccomp: 2"): it is not meant to be run bare.
  *
  * Environment: PROBE_SCRATCH (dir for scratch files, default /tmp),
  * PROBE_FORKS (fork bomb bound, default 256), PROBE_HOG_BYTES (memory hog
- * bound, default 512 MiB; the test passes 2x the policy's memory limit).
+ * bound, default 512 MiB; the test passes 2x the policy's memory limit),
+ * PROBE_MEMLOCK_BYTES (how much the memory-locking probes try to lock,
+ * default 32 KiB; the test passes 2x the policy's memlock rlimit).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
@@ -45,6 +52,7 @@
 #include <arpa/inet.h>
 #include <linux/perf_event.h>
 #include <linux/bpf.h>
+#include <linux/openat2.h>
 #include <unistd.h>
 
 /* An attempt returns ALLOWED when the kernel let it through (the call
@@ -437,6 +445,254 @@ static int p_memory_hog(void) {
     return ALLOWED;
 }
 
+/* ---- set-id bits through every call that sets a mode (hole 10) ----------
+ * Each makes one file or directory in a fresh scratch directory, asks for a
+ * set-id bit, checks whether it stuck, and removes it. `allowed` means a
+ * set-id file now existed; a call that succeeded without the bit sticking
+ * is reported as blocked "(bit not set)". */
+
+static int setid_result(const char *call, long r, const char *path) {
+    int e = errno;
+    struct stat st;
+    int stuck = r == 0 && lstat(path, &st) == 0 && (st.st_mode & S_ISUID);
+    if (r == 0) unlink(path);
+    errno = e;
+    if (stuck) return allowed(call);
+    if (r == 0) { errno = EPERM; return blocked("(bit not set)"); }
+    return blocked(call);
+}
+
+/* mkdir: Linux keeps only S_ISVTX of the requested bits (a set-group-id
+ * directory comes from its parent), so the filter is what is probed here:
+ * `allowed` when mkdir with S_ISGID requested went through at all. */
+static int mkdir_result(const char *call, long r, const char *path) {
+    int e = errno;
+    struct stat st;
+    int stuck = r == 0 && stat(path, &st) == 0 && (st.st_mode & S_ISGID);
+    if (r == 0) rmdir(path);
+    errno = e;
+    if (r != 0) return blocked(call);
+    snprintf(detail, sizeof detail, "%s succeeded (S_ISGID %s)", call, stuck ? "set" : "dropped by the kernel");
+    return ALLOWED;
+}
+
+enum { RETURNS_FD = 1, MAKES_DIR = 2 };
+
+/* One set-id request: `make` creates PATH in a fresh scratch directory. */
+static int setid_probe(long (*make)(const char *path), int kind, const char *call) {
+    char dir[256], path[300];
+    if (make_scratch(dir, sizeof dir, "setid")) return SETUP;
+    snprintf(path, sizeof path, "%s/x", dir);
+    long r = make(path);
+    if ((kind & RETURNS_FD) && r >= 0) { close((int)r); r = 0; }
+    int v = (kind & MAKES_DIR) ? mkdir_result(call, r, path) : setid_result(call, r, path);
+    rmdir(dir);
+    return v;
+}
+
+#define NEW_FILE (O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC)
+
+static long make_open(const char *p) { return syscall(SYS_open, p, NEW_FILE, 04755); }
+static long make_openat(const char *p) { return syscall(SYS_openat, AT_FDCWD, p, NEW_FILE, 04755); }
+static long make_creat(const char *p) { return syscall(SYS_creat, p, 04755); }
+static long make_openat2(const char *p) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = NEW_FILE;
+    how.mode = 04755;
+    return syscall(SYS_openat2, AT_FDCWD, p, &how, sizeof how);
+}
+static long make_mknod(const char *p) { return syscall(SYS_mknod, p, S_IFREG | 04755, 0); }
+static long make_mknodat(const char *p) { return syscall(SYS_mknodat, AT_FDCWD, p, S_IFREG | 04755, 0); }
+static long make_mkdir(const char *p) { return syscall(SYS_mkdir, p, 02755); }
+static long make_mkdirat(const char *p) { return syscall(SYS_mkdirat, AT_FDCWD, p, 02755); }
+
+static int p_open_creat_suid(void) { return setid_probe(make_open, RETURNS_FD, "open(O_CREAT, 04755)"); }
+static int p_openat_creat_suid(void) { return setid_probe(make_openat, RETURNS_FD, "openat(O_CREAT, 04755)"); }
+static int p_creat_suid(void) { return setid_probe(make_creat, RETURNS_FD, "creat(04755)"); }
+static int p_openat2_creat_suid(void) { return setid_probe(make_openat2, RETURNS_FD, "openat2(O_CREAT, 04755)"); }
+static int p_mknod_suid(void) { return setid_probe(make_mknod, 0, "mknod(S_IFREG|04755)"); }
+static int p_mknodat_suid(void) { return setid_probe(make_mknodat, 0, "mknodat(S_IFREG|04755)"); }
+static int p_mkdir_sgid(void) { return setid_probe(make_mkdir, MAKES_DIR, "mkdir(02755)"); }
+static int p_mkdirat_sgid(void) { return setid_probe(make_mkdirat, MAKES_DIR, "mkdirat(02755)"); }
+
+static int p_open_tmpfile_suid(void) {
+    /* An unnamed file: it vanishes on close; fstat shows its mode. */
+    char dir[256];
+    if (make_scratch(dir, sizeof dir, "setid")) return SETUP;
+    long fd = syscall(SYS_openat, AT_FDCWD, dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 04755);
+    int e = errno;
+    struct stat st;
+    int stuck = fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & S_ISUID);
+    if (fd >= 0) close(fd);
+    rmdir(dir);
+    errno = e;
+    if (stuck) return allowed("openat(O_TMPFILE, 04755)");
+    if (fd >= 0) { errno = EPERM; return blocked("(bit not set)"); }
+    if (e == EOPNOTSUPP || e == EISDIR) { snprintf(detail, sizeof detail, "O_TMPFILE unsupported here (%s)", strerrorname_np(e)); return SETUP; }
+    return blocked("openat(O_TMPFILE)");
+}
+
+/* ---- defence in depth (hole 11) ------------------------------------------ */
+
+static int open_own_pty(int *master, int *slave) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    char *name = (grantpt(m) == 0 && unlockpt(m) == 0) ? ptsname(m) : NULL;
+    int s = name ? open(name, O_RDWR | O_NOCTTY | O_CLOEXEC) : -1;
+    if (s < 0) { close(m); return -1; }
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+/* TIOCSTI pushes a byte into a terminal's input as if typed. Only into a
+ * pseudo-terminal made here, which a grandchild in a new session takes as
+ * its controlling terminal (the kernel's condition for TIOCSTI without
+ * CAP_SYS_ADMIN). `request` may carry bits above 32, which the kernel
+ * ignores: a filter comparing all 64 bits would miss it. */
+static int tiocsti(unsigned long request, const char *call) {
+    int m, s, pfd[2];
+    if (open_own_pty(&m, &s)) { snprintf(detail, sizeof detail, "cannot open a pty: %s", strerrorname_np(errno)); return SETUP; }
+    if (pipe2(pfd, O_CLOEXEC)) return SETUP;
+    pid_t pid = fork();
+    if (pid < 0) return SETUP;
+    if (pid == 0) {
+        int e = 0;
+        char c = 'x';
+        if (setsid() < 0 || ioctl(s, TIOCSCTTY, 0) < 0) e = -errno;
+        else if (ioctl(s, request, &c) < 0) e = errno;
+        ssize_t w = write(pfd[1], &e, sizeof e);
+        (void)w;
+        _exit(0);
+    }
+    close(pfd[1]);
+    int e = 0, st;
+    ssize_t n = read(pfd[0], &e, sizeof e);
+    waitpid(pid, &st, 0);
+    close(pfd[0]); close(s); close(m);
+    if (WIFSIGNALED(st)) { errno = EPERM; return blocked("(killed)"); }
+    if (n != sizeof e) { snprintf(detail, sizeof detail, "no report from the pty child"); return SETUP; }
+    if (e < 0) { errno = -e; snprintf(detail, sizeof detail, "cannot take the pty as controlling terminal: %s", strerrorname_np(-e)); return SETUP; }
+    if (e == 0) { snprintf(detail, sizeof detail, "%s injected a byte into its own pty", call); return ALLOWED; }
+    errno = e;
+    return blocked(call);
+}
+
+static int p_tiocsti(void) { return tiocsti(TIOCSTI, "ioctl(TIOCSTI)"); }
+static int p_tiocsti_high_bits(void) { return tiocsti((1UL << 32) | TIOCSTI, "ioctl(1<<32|TIOCSTI)"); }
+
+static int p_tioclinux(void) {
+    /* Read-only subcode (shift state) on our own pty: a pty has no console,
+     * so past the filter the kernel answers ENOTTY and nothing happens. */
+    int m, s;
+    if (open_own_pty(&m, &s)) return SETUP;
+    char sub = 6; /* TIOCL_GETSHIFTSTATE */
+    int r = ioctl(s, TIOCLINUX, &sub);
+    int e = errno;
+    close(s); close(m);
+    if (r == 0) return allowed("ioctl(TIOCLINUX)");
+    errno = e;
+    return past_permission("ioctl(TIOCLINUX)");
+}
+
+static int p_socket_families(void) {
+    /* Families outside restricted's allow-list (unix, inet, inet6,
+     * netlink); AF_PACKET has its own probe. Created and closed at once. */
+    static const struct { int family; const char *name; } fams[] = {
+        {AF_VSOCK, "AF_VSOCK"}, {AF_ALG, "AF_ALG"}, {AF_KEY, "AF_KEY"}, {AF_XDP, "AF_XDP"},
+    };
+    static const int types[] = {SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_RAW};
+    char got[256] = "";
+    int e = 0;
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++)
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            int fd = socket(fams[i].family, types[t] | SOCK_CLOEXEC, 0);
+            if (fd >= 0) {
+                close(fd);
+                if (!strstr(got, fams[i].name)) { strcat(got, " "); strcat(got, fams[i].name); }
+            } else if (e == 0 || errno == EPERM) {
+                e = errno;
+            }
+        }
+    if (got[0]) { snprintf(detail, sizeof detail, "socket() succeeded for%s", got); return ALLOWED; }
+    errno = e;
+    return blocked("socket(AF_VSOCK|AF_ALG|AF_KEY|AF_XDP)");
+}
+
+static int p_modify_ldt(void) {
+    /* func 0 reads the LDT: nothing changes even when it gets through. */
+    char buf[16];
+    long r = syscall(SYS_modify_ldt, 0, buf, sizeof buf);
+    return r >= 0 ? allowed("modify_ldt(read)") : blocked("modify_ldt");
+}
+
+static size_t memlock_bytes(void) {
+    const char *s = getenv("PROBE_MEMLOCK_BYTES");
+    return s && *s ? strtoull(s, NULL, 10) : (32UL << 10);
+}
+
+static long lock_with_mlock(void *p, size_t n) { return mlock(p, n); }
+static long lock_with_mlock2(void *p, size_t n) { return syscall(SYS_mlock2, p, n, 0); }
+
+static int lock_beyond_limit(long (*lock)(void *, size_t), const char *call) {
+    size_t n = memlock_bytes();
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return SETUP;
+    long r = lock(p, n);
+    int e = errno;
+    if (r == 0) munlock(p, n);
+    munmap(p, n);
+    errno = e;
+    if (r == 0) { snprintf(detail, sizeof detail, "%s of %zu KiB succeeded", call, n >> 10); return ALLOWED; }
+    return blocked(call);
+}
+
+static int p_mlock_beyond_limit(void) { return lock_beyond_limit(lock_with_mlock, "mlock"); }
+static int p_mlock2_beyond_limit(void) { return lock_beyond_limit(lock_with_mlock2, "mlock2"); }
+
+static int p_mlockall_beyond_limit(void) {
+    /* MCL_FUTURE: every later mapping is locked, so mapping the probe size
+     * afterwards is what the limit must refuse. */
+    size_t n = memlock_bytes();
+    if (mlockall(MCL_FUTURE) != 0) return blocked("mlockall(MCL_FUTURE)");
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int e = errno;
+    munlockall();
+    if (p != MAP_FAILED) { munmap(p, n); snprintf(detail, sizeof detail, "%zu KiB locked through mlockall", n >> 10); return ALLOWED; }
+    errno = e;
+    return blocked("mmap under mlockall(MCL_FUTURE)");
+}
+
+static int p_mmap_locked_beyond_limit(void) {
+    size_t n = memlock_bytes();
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
+    if (p == MAP_FAILED) return blocked("mmap(MAP_LOCKED)");
+    /* The kernel refuses a MAP_LOCKED mapping beyond the limit (EAGAIN);
+     * if it is granted, VmLck says how much was locked. */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long locked_kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmLck:", 6) == 0) locked_kb = atol(line + 6);
+    if (f) fclose(f);
+    munmap(p, n);
+    if (locked_kb >= (long)(n >> 10)) { snprintf(detail, sizeof detail, "mmap(MAP_LOCKED) locked %ld KiB", locked_kb); return ALLOWED; }
+    errno = EAGAIN;
+    return blocked("mmap(MAP_LOCKED) (not locked)");
+}
+
+static int p_name_to_handle_at(void) {
+    /* Turns a path into a handle that open_by_handle_at accepts later. */
+    struct { unsigned int bytes; int type; unsigned char h[128]; } fh;
+    fh.bytes = sizeof fh.h;
+    int mount_id;
+    long r = syscall(SYS_name_to_handle_at, AT_FDCWD, "/", &fh, &mount_id, 0);
+    if (r == 0) return allowed("name_to_handle_at(/)");
+    if (errno == EOPNOTSUPP) { snprintf(detail, sizeof detail, "name_to_handle_at passed the filter (EOPNOTSUPP)"); return ALLOWED; }
+    return blocked("name_to_handle_at");
+}
+
 struct probe { const char *name; int (*fn)(void); };
 
 static const struct probe PROBES[] = {
@@ -477,6 +733,25 @@ static const struct probe PROBES[] = {
     {"setxattrat", p_setxattrat},
     {"fork_bomb", p_fork_bomb},
     {"memory_hog", p_memory_hog},
+    {"open_creat_suid", p_open_creat_suid},
+    {"openat_creat_suid", p_openat_creat_suid},
+    {"creat_suid", p_creat_suid},
+    {"open_tmpfile_suid", p_open_tmpfile_suid},
+    {"openat2_creat_suid", p_openat2_creat_suid},
+    {"mknod_suid", p_mknod_suid},
+    {"mknodat_suid", p_mknodat_suid},
+    {"mkdir_sgid", p_mkdir_sgid},
+    {"mkdirat_sgid", p_mkdirat_sgid},
+    {"tiocsti", p_tiocsti},
+    {"tiocsti_high_bits", p_tiocsti_high_bits},
+    {"tioclinux", p_tioclinux},
+    {"socket_families", p_socket_families},
+    {"modify_ldt", p_modify_ldt},
+    {"mlock_beyond_limit", p_mlock_beyond_limit},
+    {"mlock2_beyond_limit", p_mlock2_beyond_limit},
+    {"mlockall_beyond_limit", p_mlockall_beyond_limit},
+    {"mmap_locked_beyond_limit", p_mmap_locked_beyond_limit},
+    {"name_to_handle_at", p_name_to_handle_at},
 };
 
 static int under_seccomp_filter(void) {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.compile import cache, compile_policy
-from enforcer.errors import PlanError
+from enforcer.errors import PlanError, PolicyErrors
 from enforcer.plan import PLAN_FORMAT, Plan
 
 from tests.compile_helpers import rule, syscall_policy
@@ -283,13 +283,19 @@ def test_corrupt_entry_through_load_or_compile(yaml_chain: tuple[Path, Path, Pat
 
 def test_resolve_spec_agrees_with_the_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loader = pytest.importorskip("enforcer.policy.loader")
-    assert os.path.realpath(cache._SHIPPED_DIR) == os.path.realpath(str(loader.policies_dir()))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENFORCER_POLICY_DIR", str(tmp_path / "admin"))
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "team.yaml").write_text("name: team\n")
     (tmp_path / "local").write_text("name: local\n")
     (tmp_path / "p.yml").write_text("name: p\n")
-    specs = ["p.yml", "./p.yml", "local"] + loader.shipped_names()
+    specs = ["p.yml", "./p.yml", "./local", "team"] + loader.shipped_names()
     for spec in specs:
         assert cache.resolve_spec(spec) == loader.resolve_policy_source(spec), spec
+    # A bare name is never a file in the working directory, for either of them.
+    assert cache.resolve_spec("local") == "local"
+    with pytest.raises(PolicyErrors):
+        loader.resolve_policy_source("local")
 
 
 def test_old_entries_of_an_edited_policy_are_pruned(yaml_chain: tuple[Path, Path, Path]) -> None:

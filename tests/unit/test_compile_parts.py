@@ -41,9 +41,20 @@ def test_keep_as_root_has_no_ambient() -> None:
     assert compile_caps(CapabilityPolicy(keep=frozenset({10})), uid=0).ambient == 0  # type: ignore[union-attr]
 
 
-def test_keep_as_non_root_raises_ambient() -> None:
-    p = compile_caps(CapabilityPolicy(keep=frozenset({NET_BIND_SERVICE, CHOWN})), uid=1000)
-    assert p is not None and p.ambient == (1 << 10) | 1
+def test_non_root_holds_only_the_explicit_ambient_list() -> None:
+    """Hole 14: kept capabilities are a non-root user's ceiling (bounding),
+    not what it holds; only `ambient` is raised, and permitted, effective and
+    inheritable are exactly that (no_new_privs then caps file capabilities)."""
+    p = compile_caps(CapabilityPolicy(keep=frozenset({NET_BIND_SERVICE, CHOWN}),
+                                      ambient=frozenset({NET_BIND_SERVICE})), uid=1000)
+    assert p is not None and p.bounding == (1 << 10) | 1
+    assert p.ambient == p.permitted == p.effective == p.inheritable == 1 << 10
+
+
+def test_non_root_without_ambient_holds_nothing() -> None:
+    p = compile_caps(CapabilityPolicy(keep=frozenset({CHOWN, 6, 7})), uid=1000)
+    assert p is not None and p.bounding == 1 | 1 << 6 | 1 << 7
+    assert (p.ambient, p.permitted, p.effective, p.inheritable) == (0, 0, 0, 0)
 
 
 def test_keep_nothing_drops_everything() -> None:
@@ -273,7 +284,8 @@ def full_policy(mode: Mode = Mode.ENFORCE) -> Policy:
     base = syscall_policy(rule("read"), rule("write"), name="full")
     return Policy(
         name="full", mode=mode, syscalls=base.syscalls,
-        capabilities=CapabilityPolicy(keep=frozenset({NET_BIND_SERVICE})),
+        capabilities=CapabilityPolicy(keep=frozenset({NET_BIND_SERVICE}),
+                                      ambient=frozenset({NET_BIND_SERVICE})),
         filesystem=FilesystemPolicy(read_only_root=True, tmpfs=(TmpfsMount("/tmp"),),
                                     masked_paths=("default",)),
         resources=ResourcePolicy(memory_max=1 << 28, pids_max=64),

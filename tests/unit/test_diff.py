@@ -88,6 +88,7 @@ SHIPPED_EXPECTED = [
     "capabilities: held by OLD only: CAP_AUDIT_WRITE, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, "
     "CAP_FSETID, CAP_KILL, CAP_MKNOD, CAP_NET_RAW, CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, "
     "CAP_SETUID, CAP_SYS_CHROOT",
+    "capabilities: ambient: (none) -> CAP_NET_BIND_SERVICE",
     "filesystem: read_only_root: false -> true",
     "filesystem: hidden_paths only in NEW: /root",
     "filesystem: tmpfs only in NEW: /dev/shm, /tmp",
@@ -116,3 +117,26 @@ def test_diff_of_two_shipped_policies() -> None:
     assert lines[0].startswith("--- OLD default (default): exposure ")
     assert lines[1].startswith("+++ NEW web-server (web-server): exposure ")
     assert lines[2:] == SHIPPED_EXPECTED
+
+
+# Hole 14: a `user:` alone changes what is held. Written by hand: default
+# keeps Docker's 14 capabilities (policies/default.yaml) and lists none as
+# ambient, so a non-root user holds none of them and keeps all 14 in its
+# bounding set only.
+DEFAULT_14 = ("CAP_AUDIT_WRITE, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, "
+              "CAP_MKNOD, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SETFCAP, CAP_SETGID, "
+              "CAP_SETPCAP, CAP_SETUID, CAP_SYS_CHROOT")
+
+
+def test_diff_shows_what_a_user_switch_does_to_capabilities(tmp_path: object) -> None:
+    child = os.path.join(str(tmp_path), "server.yaml")
+    with open(child, "w") as f:
+        f.write("name: server\nextends: default\nuser: {uid: 999, gid: 999}\n")
+    lines = run_diff("default", child).stdout.splitlines()[2:]
+    assert lines == [
+        f"capabilities: held by OLD only: {DEFAULT_14}",
+        f"capabilities: kept but not held (bounding set only): (none) -> {DEFAULT_14}",
+        "user: identity: unchanged (launcher's) -> uid 999 gid 999 groups []",
+        # scope is never inherited: a child of `default` is a host policy
+        "scope: scope: container -> host",
+    ]

@@ -117,7 +117,7 @@ def test_unknown_action_other_than_enosys_is_reported() -> None:
 def test_patch_full_policy() -> None:
     p = make_policy(
         [rule("read")],
-        capabilities=CapabilityPolicy(keep=frozenset({10, 0})),
+        capabilities=CapabilityPolicy(keep=frozenset({10, 0}), ambient=frozenset({10})),
         no_new_privileges=True,
         filesystem=FilesystemPolicy(
             read_only_root=True, read_only_paths=("/etc",),
@@ -132,8 +132,10 @@ def test_patch_full_policy() -> None:
     )
     patch, lines = oci_patch(p)
     caps = patch["process"]["capabilities"]
-    for key in ("bounding", "effective", "permitted", "inheritable", "ambient"):
-        assert caps[key] == ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
+    # A non-root user holds only its ambient list; the kept set bounds it.
+    assert caps["bounding"] == ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
+    for key in ("effective", "permitted", "inheritable", "ambient"):
+        assert caps[key] == ["CAP_NET_BIND_SERVICE"]
     assert patch["process"]["noNewPrivileges"] is True
     assert patch["process"]["rlimits"] == [
         {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096},

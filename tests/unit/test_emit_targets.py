@@ -26,7 +26,7 @@ from enforcer.policy.syscalls import ARCHITECTURES
 from tests.emit_helpers import ALLOW, ENOSYS, EPERM, KILL, arg, errno, make_policy, rule
 
 FULL = dict(
-    capabilities=CapabilityPolicy(keep=frozenset({10})),
+    capabilities=CapabilityPolicy(keep=frozenset({10}), ambient=frozenset({10})),
     filesystem=FilesystemPolicy(
         read_only_root=True, read_only_paths=("/etc",), writable_paths=("/var/lib/app",),
         tmpfs=(TmpfsMount("/tmp", size=64 << 20, mode=0o1777,
@@ -247,3 +247,49 @@ def test_systemd_clone_namespace_guard_becomes_restrict_namespaces() -> None:
     text, lines = systemd_export(p)
     assert "RestrictNamespaces" not in text
     assert any("argument conditions of clone" in line for line in lines)
+
+
+# -- hole 14: a non-root user holds only its ambient capabilities ------------
+
+DEFAULT_LIKE = CapabilityPolicy(keep=frozenset({0, 1, 6, 7, 10}))  # CHOWN DAC_OVERRIDE SETGID SETUID NBS
+
+
+def test_every_target_says_a_non_root_user_holds_only_ambient_capabilities() -> None:
+    """`extends: default` plus a non-root user: the Kubernetes export used to
+    add all 14 kept capabilities with no warning. Now no target gives the
+    user a capability the policy does not list as ambient, and those that
+    cannot say `ambient` (Docker, Kubernetes) say so."""
+    from enforcer.emit.oci import oci_patch
+
+    p = make_policy([rule("read")], capabilities=DEFAULT_LIKE, user=UserPolicy(uid=999, gid=999))
+    kube, lines = kubernetes_export(p)
+    caps = kube.pod["spec"]["containers"][0]["securityContext"]["capabilities"]
+    assert caps == {"drop": ["ALL"]}
+    assert any("kept capabilities a non-root user does not hold (CAP_CHOWN" in line for line in lines)
+    docker, lines = docker_export(p)
+    assert "--cap-add" not in docker.flags and "ALL" in docker.flags
+    assert any("left out" in line and "CAP_SETUID" in line for line in lines)
+    oci, _ = oci_patch(p)
+    sets = oci["process"]["capabilities"]
+    assert sets["bounding"] == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID",
+                                "CAP_NET_BIND_SERVICE"]
+    assert sets["effective"] == sets["permitted"] == sets["inheritable"] == sets["ambient"] == []
+    text, _ = systemd_export(p)
+    assert "AmbientCapabilities" not in text and "CapabilityBoundingSet=CAP_CHOWN" in text
+
+
+def test_explicit_ambient_is_exported_and_warned_where_it_cannot_be() -> None:
+    caps = CapabilityPolicy(keep=DEFAULT_LIKE.keep, ambient=frozenset({10}))
+    p = make_policy([rule("read")], capabilities=caps, user=UserPolicy(uid=999, gid=999))
+    kube, lines = kubernetes_export(p)
+    assert kube.pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == [
+        "NET_BIND_SERVICE"]
+    assert any("ambient capabilities for a non-root user (CAP_NET_BIND_SERVICE)" in line
+               and "never to ambient" in line for line in lines)
+    text, _ = systemd_export(p)
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in text
+    # As root nothing changes: the kept set is held, nothing is ambient.
+    root = make_policy([rule("read")], capabilities=caps)
+    kube, lines = kubernetes_export(root)
+    assert len(kube.pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]) == 5
+    assert not any("ambient" in line for line in lines)

@@ -87,6 +87,33 @@ syscalls:
     assert f"{path.name}:3:" in proc.stdout  # the finding names where it was written
 
 
+def test_lint_ranks_a_non_root_user_keeping_defaults_capabilities_worse_than_default(
+        tmp_path: Path) -> None:
+    """Hole 14: `extends: default` plus a non-root user kept CAP_SETUID,
+    CAP_DAC_OVERRIDE & co. and scored *better* than default (no runs-as-root
+    finding). Root-equivalent capabilities of a non-root user weigh heavily:
+    kept but not held (bounding only) 0.4, held (ambient) 0.7."""
+    kept = write_policy(tmp_path, "kept.yaml", "name: kept\nextends: default\n"
+                                               "user: {uid: 999, gid: 999}\n")
+    held = write_policy(tmp_path, "held.yaml", "name: held\nextends: default\n"
+                                               "user: {uid: 999, gid: 999}\n"
+                                               "capabilities:\n  ambient: [SETUID, NET_RAW]\n")
+    none = write_policy(tmp_path, "none.yaml", "name: none\nextends: default\n"
+                                               "user: {uid: 999, gid: 999}\ncapabilities: {keep: []}\n")
+    default = lint_score("default")
+    assert lint_score(str(kept)) > default
+    assert lint_score(str(held)) > lint_score(str(kept))
+    assert lint_score(str(none)) < default
+    report = lint_mod.lint(load_policy(str(kept)))
+    finding = next(f for f in report.findings if f.id == "non-root-keeps-root-capabilities")
+    assert finding.weight == 0.4 and "CAP_SETUID" in finding.message and "CAP_KILL" not in finding.message
+    assert any("never holds them" in f.message for f in report.contradictions)
+    report = lint_mod.lint(load_policy(str(held)))
+    finding = next(f for f in report.findings if f.id == "non-root-holds-root-capabilities")
+    assert finding.weight == 0.7 and "CAP_SETUID" in finding.message and "NET_RAW" not in finding.message
+    assert finding.origin is not None and finding.origin.line == 5
+
+
 def test_lint_fail_above(tmp_path: Path) -> None:
     assert run_cli("lint", "--fail-above", "2", "restricted").returncode == 0
     proc = run_cli("lint", "--fail-above", "2", "default")
@@ -156,7 +183,8 @@ def test_explain_syscall_table() -> None:
     assert re.search(r"^ptrace\s+errno EPERM\s+-\s+@debug\s+policies/default.yaml:", out, re.M)
     every = run_cli("explain", "--all-syscalls", "restricted").stdout
     assert re.search(r"^ptrace\s+denied$", every, re.M) and re.search(r"^read\s+allowed$", every, re.M)
-    assert re.search(r"^socket\s+allowed$", every, re.M)
+    assert re.search(r"^getpid\s+allowed$", every, re.M)
+    assert re.search(r"^socket\s+conditional$", every, re.M)  # the family allow-list
 
 
 def test_explain_json_lists_rules() -> None:

@@ -307,9 +307,89 @@ def test_minimal_policy_defaults(tmp_path: Path) -> None:
 
 
 def test_spec_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare name is a shipped or admin policy, never a file in the working
+    directory (hole 9); a path names its file."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENFORCER_POLICY_DIR", str(tmp_path / "admin"))
     write_policy(tmp_path, "mine", "name: mine\n")
-    assert resolve_policy_source("mine") == str(tmp_path / "mine")
+    with pytest.raises(PolicyErrors) as info:
+        resolve_policy_source("mine")
+    assert "never a file in the working directory" in str(info.value) and "./mine" in str(info.value)
+    assert resolve_policy_source("./mine") == str(tmp_path / "mine")
     with pytest.raises(PolicyErrors) as info:
         resolve_policy_source("nothing-here")
-    assert "shipped:" in str(info.value) and "default" in str(info.value)
+    assert "default" in str(info.value) and str(tmp_path / "admin") in str(info.value)
+
+
+def test_admin_policy_directory_resolves_names_but_never_shadows_shipped_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = tmp_path / "admin"
+    admin.mkdir()
+    monkeypatch.setenv("ENFORCER_POLICY_DIR", str(admin))
+    write_policy(admin, "team.yaml", "name: team\nextends: restricted\n")
+    write_policy(admin, "restricted.yaml", "name: restricted\nsyscalls: {default: allow}\n")
+    assert resolve_policy_source("team") == str(admin / "team.yaml")
+    assert resolve_policy_source("restricted") == str(policies_dir() / "restricted.yaml")
+    assert load_policy("team").syscalls.default_action.blocks
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("../up.yaml", "climbs out"),
+    ("sub/../../up.yaml", "climbs out"),
+    ("/etc/shadow", "not a policy file"),
+    ("notes/todo.txt", "not a policy file"),
+    ("notes.txt", "no policy named"),
+    ("sibling", "no policy named"),
+    ("link/x.yaml", "leads outside"),
+])
+def test_extends_refuses_what_is_not_a_policy_in_reach(tmp_path: Path, spec: str, why: str) -> None:
+    (tmp_path / "outside").mkdir()
+    write_policy(tmp_path / "outside", "x.yaml", "name: x\n")
+    team = tmp_path / "team"
+    team.mkdir()
+    write_policy(tmp_path, "up.yaml", "name: up\n")
+    write_policy(team, "sibling", "name: sibling\n")
+    (team / "link").symlink_to(tmp_path / "outside")
+    top = write_policy(team, "top.yaml", f"name: top\nextends: {spec}\n")
+    with pytest.raises(PolicyErrors) as info:
+        load_policy(str(top))
+    assert len(info.value.errors) == 1
+    err = info.value.errors[0]
+    assert err.location is not None and err.location.line == 2 and why in err.message, err
+
+
+def test_extends_spec_for_is_relative_inside_and_absolute_outside(tmp_path: Path) -> None:
+    from enforcer.policy.loader import extends_spec_for
+
+    out = tmp_path / "out" / "learned.yaml"
+    assert extends_spec_for(str(tmp_path / "out" / "bases" / "b.yaml"), str(out)) == "bases/b.yaml"
+    assert extends_spec_for(str(tmp_path / "b.yaml"), str(out)) == str(tmp_path / "b.yaml")
+
+
+def test_ambient_capabilities_are_explicit_and_inherited_with_care(tmp_path: Path) -> None:
+    """`ambient` must be kept; a child's keep resets it; a drop removes from it."""
+    base = write_policy(tmp_path, "base.yaml", "name: base\ncapabilities:\n"
+                                               "  keep: [NET_BIND_SERVICE, KILL]\n"
+                                               "  ambient: [NET_BIND_SERVICE, KILL]\n")
+    assert load_policy(str(base)).capabilities.ambient == {10, 5}
+    dropped = write_policy(tmp_path, "dropped.yaml", "name: d\nextends: base.yaml\n"
+                                                     "capabilities: {drop: [KILL]}\n")
+    assert load_policy(str(dropped)).capabilities.ambient == {10}
+    rekept = write_policy(tmp_path, "rekept.yaml", "name: r\nextends: base.yaml\n"
+                                                   "capabilities: {keep: [NET_BIND_SERVICE]}\n")
+    assert load_policy(str(rekept)).capabilities.ambient == frozenset()
+    web = load_policy("web-server").capabilities
+    assert web.keep == web.ambient == {10}
+    assert load_policy("default").capabilities.ambient == frozenset()
+
+
+@pytest.mark.parametrize("text, why", [
+    ("capabilities:\n  keep: [KILL]\n  ambient: [SETUID]\n", "CAP_SETUID is not kept"),
+    ("capabilities:\n  drop: [ALL]\n  add: [KILL]\n  ambient: [KILL]\n", "needs an absolute"),
+])
+def test_ambient_errors_name_the_line(tmp_path: Path, text: str, why: str) -> None:
+    p = write_policy(tmp_path, "p.yaml", "name: p\n" + text)
+    with pytest.raises(PolicyErrors) as info:
+        load_policy(str(p))
+    err = info.value.errors[0]
+    assert why in err.message and err.location is not None and err.location.line >= 3, err

@@ -59,6 +59,10 @@ def test_constants_match_python_where_python_has_them() -> None:
     assert checked >= 50, checked
 
 
+def test_tmpfile_bit_is_o_tmpfile_without_o_directory() -> None:
+    assert constants.CONSTANTS["__O_TMPFILE"] == os.O_TMPFILE & ~os.O_DIRECTORY
+
+
 def test_clone_flags_against_kernel_header() -> None:
     header = Path("/usr/include/linux/sched.h")
     if not header.exists():
