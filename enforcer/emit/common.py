@@ -178,14 +178,40 @@ def size_text(n: int) -> str:
     return str(n)
 
 
+# Where Landlock rules can come from instead, per export target.
+_LANDLOCK_INSTEAD = {
+    "docker": "run the container with the enforcer-runc runtime, whose helper applies them",
+    "kubernetes": "use a RuntimeClass whose handler is enforcer-runc, whose helper applies them",
+    "oci": "runc has no Landlock support; start the bundle with enforcer-runc, which adds "
+           "its helper",
+    "systemd": "start the service through `enforcer run --policy POLICY -- ...`",
+}
+
+
+def landlock_unexpressed(policy: Policy, un: Unexpressed) -> None:
+    """No export format can say Landlock: one line naming what is lost."""
+    lp = policy.landlock
+    if lp is None:
+        return
+    parts = [f"{grant} {', '.join(e.path for e in paths)}" for grant, paths in lp.grants() if paths]
+    for kind in ("bind", "connect"):
+        ports = getattr(lp, kind)
+        if ports is not None:
+            parts.append(f"{kind} ports {', '.join(map(str, ports)) or 'none'}")
+    if lp.scope:
+        parts.append(f"scope {', '.join(lp.scope)}")
+    un.add(f"landlock ({'; '.join(parts) or 'deny everything'})",
+           _LANDLOCK_INSTEAD.get(un.target, "the rules are left out"))
+
+
 def audit_stripped(policy: Policy, un: Unexpressed) -> Policy:
     """In audit mode only the (logging) seccomp filter is exported, as in the
     compiled Plan: capabilities, mounts and limits cannot "log instead"."""
     if policy.mode is not Mode.AUDIT:
         return policy
     un.lines.append(f"export {un.target}: audit mode: capabilities, filesystem, resource "
-                    "limits, rlimits, user and namespaces are left out, as in the compiled "
-                    "Plan; blocked syscalls are only logged")
+                    "limits, rlimits, user, namespaces and landlock are left out, as in the "
+                    "compiled Plan; blocked syscalls are only logged")
     return dataclasses.replace(policy, capabilities=CapabilityPolicy(),
                                filesystem=FilesystemPolicy(), resources=ResourcePolicy(),
-                               rlimits=(), user=None, namespaces=())
+                               rlimits=(), user=None, namespaces=(), landlock=None)

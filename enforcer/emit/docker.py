@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcer.emit.common import Unexpressed, audit_stripped, cap_name, runs_as_non_root
+from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name, landlock_unexpressed,
+                                   runs_as_non_root)
 from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
 from enforcer.plan import Plan
 from enforcer.policy.model import IoDeviceLimit, Policy
@@ -176,6 +177,7 @@ def docker_export(policy: Policy, plan: Plan | None = None, machine: str | None 
     un = Unexpressed("docker")
     un.lines.extend(seccomp_lines)
     policy = audit_stripped(policy, un)
+    landlock_unexpressed(policy, un)
     flags = _cap_flags(policy)
     caps = policy.capabilities
     if caps.keep and runs_as_non_root(policy):

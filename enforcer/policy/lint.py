@@ -182,8 +182,11 @@ def lint(policy: Policy) -> LintReport:
     if policy.user is None or policy.user.uid == 0:
         add("runs-as-root", 0.25, "runs as root (uid 0)" if policy.user else "runs as the launching user "
             "(root under a container runtime): no `user:`", "user")
-    if not policy.filesystem.read_only_root:
-        add("writable-root", 0.2, "the root file system is writable", "filesystem.read_only_root")
+    if not policy.filesystem.read_only_root and not landlock_confines_writes(policy):
+        add("writable-root", 0.2, "the root file system is writable"
+            + (" (Landlock grants write to /)" if policy.landlock is not None else ""),
+            "filesystem.read_only_root")
+    findings += _landlock_findings(policy)
     if not policy.filesystem.masked_paths:
         add("no-masked-paths", 0.1, "no masked paths: /proc/kcore, /proc/keys, /sys/firmware are visible")
     if policy.resources.memory_max is None:
@@ -203,6 +206,60 @@ def lint(policy: Policy) -> LintReport:
     report.contradictions = _contradictions(policy, held, guessed)
     report.shadowed = _shadowed(policy)
     return report
+
+
+# Directories whose whole tree a workload has no business writing.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+               "/root", "/proc", "/sys", "/dev")
+
+
+def _under(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def landlock_confines_writes(policy: Policy) -> bool:
+    """True when a Landlock section allows writes only below some paths (not /)."""
+    lp = policy.landlock
+    return lp is not None and all(e.path != "/" for e in lp.write)
+
+
+def _landlock_findings(policy: Policy) -> list[Finding]:
+    """Broad Landlock grants: write to system directories, and execute
+    everywhere -- which counts in full only when the workload can also run
+    what it writes (a written path under an execute grant, not a noexec
+    tmpfs)."""
+    lp = policy.landlock
+    if lp is None:
+        return []
+    o = policy.origins
+    out: list[Finding] = []
+    ro = policy.filesystem.read_only_root
+    system = sorted({e.path for e in lp.write for top in SYSTEM_DIRS
+                     if e.path == top or (e.path != "/" and _under(top, e.path))})
+    if system and not ro:
+        out.append(Finding("landlock-write-system", 0.1,
+                           f"Landlock grants write to system directories: {', '.join(system)}",
+                           o.get(f"landlock.filesystem.write[{system[0]}]")))
+    if any(e.path == "/" for e in lp.execute):
+        noexec = {t.path for t in policy.filesystem.tmpfs if "noexec" in t.options}
+        runnable = sorted(e.path for e in lp.write
+                          if e.path not in noexec and not (ro and e.path == "/"))
+        if runnable:
+            out.append(Finding("landlock-execute-everywhere", 0.1,
+                               "Landlock grants execute on /, so the workload can run what it "
+                               f"writes ({', '.join(runnable)})",
+                               o.get("landlock.filesystem.execute[/]")))
+        else:
+            out.append(Finding("landlock-execute-everywhere", 0.0,
+                               "Landlock grants execute on / (nothing it may write is "
+                               "executable: a read-only root and noexec tmpfs)",
+                               o.get("landlock.filesystem.execute[/]")))
+    for kind in ("bind", "connect"):
+        if getattr(lp, kind) is None:
+            out.append(Finding(f"landlock-{kind}-any", 0.0,
+                               f"Landlock leaves TCP {kind} unrestricted (network.{kind}: any)",
+                               o.get(f"landlock.network.{kind}")))
+    return out
 
 
 def _origin_of(policy: Policy, names: list[str]) -> Location | None:

@@ -22,6 +22,7 @@ from typing import Any
 from enforcer.errors import Location, PolicyError, PolicyErrors
 from enforcer.policy import caps as caps_mod
 from enforcer.policy import groups, syscalls
+from enforcer.policy import landlock as landlock_section
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -291,6 +292,8 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         user = _resolve_user(user_layer.user[0], filesystem.rootfs, errors)
 
     namespaces = union("namespaces")
+    landlock = landlock_section.merge(layers, lambda i: _ancestors(layers, i), origins,
+                                      scalar("no_new_privileges", True), errors)
 
     if errors:
         raise PolicyErrors(_capped(errors))
@@ -313,6 +316,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         rlimits=tuple(rlimits.values()),
         user=user,
         namespaces=namespaces,
+        landlock=landlock,
         sources=tuple(chain.sources),
         origins=origins,
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 
 def build() -> dict[str, Any]:
-    from enforcer.policy import caps, constants, groups
+    from enforcer.policy import caps, constants, groups, landlock
     from enforcer.policy.model import NAMESPACES
     from enforcer.policy.validate import ARCH_WORDS, TMPFS_OPTIONS
 
@@ -107,6 +107,7 @@ def build() -> dict[str, Any]:
                         "additionalProperties": {"oneOf": [rl_value, obj({"soft": rl_value, "hard": rl_value}, ("soft", "hard"))]}},
             "user": obj({"uid": id_, "gid": id_, "groups": {"type": "array", "items": id_}}, ("uid",)),
             "namespaces": words({"enum": list(NAMESPACES)}),
+            "landlock": landlock.schema(path, obj),
         }, ("name",)),
     }
     return schema

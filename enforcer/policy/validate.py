@@ -349,7 +349,8 @@ def _errno_action(chk: Checker, arg: str, loc: Location, what: str) -> Action | 
 # --------------------------------------------------------------------------- sections
 
 TOP_KEYS = ("version", "name", "description", "extends", "mode", "syscalls", "capabilities",
-            "no_new_privileges", "filesystem", "resources", "rlimits", "user", "namespaces")
+            "no_new_privileges", "filesystem", "resources", "rlimits", "user", "namespaces",
+            "landlock")
 SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "deny",
                 "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
@@ -363,6 +364,8 @@ USER_KEYS = ("uid", "gid", "groups")
 
 
 def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyError]]:
+    from enforcer.policy import landlock  # its own module; it uses the helpers above
+
     chk = Checker()
     layer = Layer(path=path, display=display)
     top = chk.mapping(root, "a policy", TOP_KEYS)
@@ -373,6 +376,7 @@ def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyE
         "mode": _mode, "syscalls": _syscalls, "capabilities": _capabilities,
         "no_new_privileges": _nnp, "filesystem": _filesystem, "resources": _resources,
         "rlimits": _rlimits, "user": _user, "namespaces": _namespaces,
+        "landlock": landlock.read_section,
     }
     for key, value in top.items:
         handler = sections.get(key.text)
