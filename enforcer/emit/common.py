@@ -190,17 +190,11 @@ _LANDLOCK_INSTEAD = {
 
 def landlock_unexpressed(policy: Policy, un: Unexpressed) -> None:
     """No export format can say Landlock: one line naming what is lost."""
-    lp = policy.landlock
-    if lp is None:
+    if policy.landlock is None:
         return
-    parts = [f"{grant} {', '.join(e.path for e in paths)}" for grant, paths in lp.grants() if paths]
-    for kind in ("bind", "connect"):
-        ports = getattr(lp, kind)
-        if ports is not None:
-            parts.append(f"{kind} ports {', '.join(map(str, ports)) or 'none'}")
-    if lp.scope:
-        parts.append(f"scope {', '.join(lp.scope)}")
-    un.add(f"landlock ({'; '.join(parts) or 'deny everything'})",
+    from enforcer.policy.landlock import describe
+
+    un.add(f"landlock ({describe(policy.landlock)})",
            _LANDLOCK_INSTEAD.get(un.target, "the rules are left out"))
 
 

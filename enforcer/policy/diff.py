@@ -220,9 +220,12 @@ def diff_landlock(old: Policy, new: Policy) -> list[Difference]:
     if lo is None and ln is None:
         return []
     if lo is None or ln is None:
-        return [Difference("landlock", "section", "none (nothing restricted)" if lo is None
-                           else "present", "none (nothing restricted)" if ln is None
-                           else "present")]
+        from enforcer.policy.landlock import describe
+
+        side = "NEW" if lo is None else "OLD"
+        text = describe(ln if lo is None else lo)  # type: ignore[arg-type]
+        return [Difference("landlock", f"only in {side} (nothing restricted without it)",
+                           "" if lo is None else text, text if lo is None else "")]
     out: list[Difference] = []
     if lo.abi != ln.abi:
         out.append(Difference("landlock", "abi", _plain(lo.abi or "best effort"),

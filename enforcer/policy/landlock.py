@@ -266,6 +266,21 @@ def _merge_ports(layers: list[Layer], counted: set[int], kind: str,
     return tuple(sorted(ports))
 
 
+# -- for people --------------------------------------------------------------------
+
+
+def describe(lp: LandlockPolicy) -> str:
+    """One line: "read /usr, /etc; write /var/lib/app; bind 8080; connect any;
+    scope signal" (what `diff` and the exporters' warnings show)."""
+    parts = [f"{grant} {', '.join(e.path for e in paths)}" for grant, paths in lp.grants() if paths]
+    for kind in NET_KEYS:
+        ports = getattr(lp, kind)
+        parts.append(f"{kind} {ANY if ports is None else ', '.join(map(str, ports)) or 'none'}")
+    if lp.scope:
+        parts.append(f"scope {', '.join(lp.scope)}")
+    return "; ".join(parts)
+
+
 # -- JSON Schema ---------------------------------------------------------------
 
 

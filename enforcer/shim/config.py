@@ -10,8 +10,10 @@
       "cache_dir": null,                # the compiler's Plan cache (compile/cache.py)
       "runtime_dir": null,              # registry root (default: $ENFORCER_RUNTIME_DIR
                                         #   or /run/enforcer)
-      "require_seccomp_flags": false    # refuse when runc cannot take the filter's
+      "require_seccomp_flags": false,   # refuse when runc cannot take the filter's
                                         #   flags (e.g. LOG) instead of dropping them
+      "landlock_helper": null           # enforcer-landlock (default: next to the shim's
+                                        #   program); see enforcer/shim/landlock.py
     }
 
 Found at `--config FILE`, else $ENFORCER_SHIM_CONFIG, else the default path
@@ -31,12 +33,13 @@ DEFAULT_CONFIG_PATH = "/etc/enforcer/shim.json"
 DEFAULT_PLANS_DIR = "/etc/enforcer/plans"
 
 _KEYS = {"default_policy": str, "on_no_policy": str, "runc": str, "plans_dir": str,
-         "cache_dir": str, "runtime_dir": str, "require_seccomp_flags": bool}
+         "cache_dir": str, "runtime_dir": str, "require_seccomp_flags": bool,
+         "landlock_helper": str}
 
 
 class ShimConfig:
     __slots__ = ("path", "default_policy", "on_no_policy", "runc", "plans_dir", "cache_dir",
-                 "runtime_dir", "require_seccomp_flags")
+                 "runtime_dir", "require_seccomp_flags", "landlock_helper")
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
@@ -47,6 +50,7 @@ class ShimConfig:
         self.cache_dir: str | None = None
         self.runtime_dir: str | None = None
         self.require_seccomp_flags = False
+        self.landlock_helper: str | None = None
 
     def registry_root(self) -> str:
         return os.environ.get("ENFORCER_RUNTIME_DIR") or self.runtime_dir or "/run/enforcer"

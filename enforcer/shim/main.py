@@ -156,7 +156,7 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
         return config, None
     shim_cache = os.path.join(cfg.registry_root(), "shim-cache")
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
-    merge_patch(config, patch, bundle, proc=runner.proc)
+    merge_patch(config, patch, bundle, proc=runner.proc, landlock_helper=cfg.landlock_helper)
     seccomp = patch["seccomp"]
     if isinstance(seccomp, dict) and seccomp.get("flags"):
         from enforcer.shim.runcfeatures import fit_seccomp_to_runc, runc_features
@@ -266,6 +266,9 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
 
         rewrite_process_file(process_file, patch, runner.proc)
     else:
+        from enforcer.shim.landlock import exec_arguments
+
+        line.runc_args = exec_arguments(line.runc_args, positionals, patch)
         if line.repeated("cap"):
             raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
                             "exec --cap cannot add capabilities")
@@ -388,6 +391,10 @@ def run_shim(argv: list[str], self_path: str | None, runner: "Runner | None" = N
                         "is this shim; point --runc or \"runc\" in the shim config at the real runc")
     line = parse(argv)
     cfg = load_config(line.shim.get("config"))
+    if cfg.landlock_helper is None:
+        from enforcer.shim.landlock import default_helper
+
+        cfg.landlock_helper = default_helper(self_path)
     runc = find_runc(line.shim.get("runc") or cfg.runc, self_path)
     if line.command in ("create", "run"):
         return start(line, cfg, runc, runner)

@@ -22,6 +22,8 @@ Rules, in short:
   noNewPrivileges  forced true when the policy says so
   user             the policy's user replaces root (uid 0) only
   namespaces       the policy's namespaces added (user: refused, see below)
+  landlock         the process starts through the Landlock helper
+                   (enforcer/shim/landlock.py)
 """
 
 from __future__ import annotations
@@ -423,6 +425,10 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
     merge_rlimits(wrapper, patch, inherited_rlimits([r[0] for r in patch["rlimits"]], proc))
     merge_no_new_privileges(wrapper, patch)
     merge_user(wrapper, patch)
+    if patch.get("landlock"):
+        from enforcer.shim.landlock import wrap_process
+
+        wrap_process(process, patch)
     return process
 
 
@@ -431,14 +437,15 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
-                proc: str = "self") -> dict[str, Any]:
+                proc: str = "self", landlock_helper: str | None = None) -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
 
     What was applied is recorded in the registry (shim/record.py), not in
     the config: annotations are the caller's, and runc hands them to every
     hook as the container's state (docs/shim.md, "OCI conformance").
 
-    `proc`: the process runc will be started from (see inherited_rlimits)."""
+    `proc`: the process runc will be started from (see inherited_rlimits);
+    `landlock_helper`: the host path of enforcer-landlock."""
     if inherited is None:
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
     merge_seccomp(config, patch)
@@ -453,4 +460,8 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     merge_no_new_privileges(config, patch)
     merge_user(config, patch)
     merge_namespaces(config, patch)
+    if patch.get("landlock"):
+        from enforcer.shim.landlock import merge_landlock
+
+        merge_landlock(config, patch, landlock_helper)
     return config

@@ -98,6 +98,8 @@ SHIPPED_EXPECTED = [
     "rlimits: CORE: unset -> soft 0 hard 0",
     "rlimits: NOFILE: unset -> soft 16384 hard 16384",
     "user: identity: unchanged (launcher's) -> uid 65534 gid 65534 groups []",
+    "landlock: only in NEW (nothing restricted without it): read /; write /tmp, /dev/shm, "
+    "/dev/null; execute /; bind any; connect any; scope signal, abstract-unix-socket",
 ]
 
 
