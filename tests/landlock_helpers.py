@@ -90,10 +90,9 @@ def parse_results(stdout: str) -> dict[str, str]:
     return out
 
 
-def elf_interpreter(path: str) -> str:
-    """The program interpreter (PT_INTERP, the dynamic loader) of an ELF
-    binary, resolved: executing a dynamically linked program needs the
-    execute right on it too."""
+def pt_interp(path: str) -> str | None:
+    """The program interpreter (PT_INTERP) an ELF binary names, or None for a
+    static binary."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:4] == b"\x7fELF" and data[4] == 2, f"{path}: not a 64-bit ELF file"
@@ -104,8 +103,16 @@ def elf_interpreter(path: str) -> str:
         p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = struct.unpack_from(
             endian + "IIQQQQ", data, phoff + i * phentsize)
         if p_type == 3:  # PT_INTERP
-            return os.path.realpath(data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode())
-    raise AssertionError(f"{path} has no PT_INTERP (statically linked?)")
+            return data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+    return None
+
+
+def elf_interpreter(path: str) -> str:
+    """The dynamic loader of a binary, resolved: executing a dynamically
+    linked program needs the execute right on it too."""
+    interp = pt_interp(path)
+    assert interp is not None, f"{path} has no PT_INTERP (statically linked?)"
+    return os.path.realpath(interp)
 
 
 def make_tree(root: str, owner: int | None = None) -> None:
