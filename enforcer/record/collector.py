@@ -40,16 +40,13 @@ from enforcer.monitor.sources.audit import (
     NETLINK_AUDIT,
     SO_RCVBUFFORCE,
     MalformedRecord,
+    audit_status,
     iter_netlink_messages,
     parse_seccomp_record,
 )
 
 # Large enough for a burst of ~500,000 records while the thread is busy.
 DEFAULT_RCVBUF = 256 << 20
-AUDIT_GET = 1000  # netlink request: struct audit_status
-_NLMSG_HDR = struct.Struct("=IHHII")
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 1
 SECCOMP_RET_LOG = 0x7FFC0000
 ACTIONS_LOGGED = "/proc/sys/kernel/seccomp/actions_logged"
 
@@ -88,30 +85,8 @@ def check_log_action_enabled(path: str = ACTIONS_LOGGED) -> None:
 def kernel_lost_count() -> int | None:
     """The kernel's count of audit records it dropped (AUDIT_GET `lost`);
     None where it cannot be asked (needs CAP_AUDIT_CONTROL)."""
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
-    except OSError:
-        return None
-    try:
-        sock.settimeout(2.0)
-        sock.bind((0, 0))
-        sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size, AUDIT_GET, NLM_F_REQUEST, 1, 0))
-        for _ in range(8):
-            data = sock.recv(8192)
-            length, mtype, _f, _seq, _pid = _NLMSG_HDR.unpack_from(data)
-            if mtype == AUDIT_GET and len(data) >= _NLMSG_HDR.size + 28:
-                # struct audit_status: mask, enabled, failure, pid, rate_limit,
-                # backlog_limit, lost, ... (all u32)
-                return int(struct.unpack_from("=7I", data, _NLMSG_HDR.size)[6])
-            if mtype == NLMSG_ERROR:
-                (err,) = struct.unpack_from("=i", data, _NLMSG_HDR.size)
-                if err != 0:
-                    return None
-        return None
-    except OSError:
-        return None
-    finally:
-        sock.close()
+    status = audit_status()
+    return None if status is None else status["lost"]
 
 
 class SessionCollector:

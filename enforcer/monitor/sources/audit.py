@@ -231,6 +231,13 @@ class AuditSource:
         self.sock: socket.socket | None = None
         self._last_serial: int | None = None
         self._overrun = False
+        # Other record types and who wants them (Landlock: monitor/landlock.py).
+        self._handlers: dict[int, Callable[[int, bytes], None]] = {}
+
+    def add_handler(self, types: frozenset[int], handler: Callable[[int, bytes], None]) -> None:
+        """Pass records of `types` to handler(type, payload) as they arrive."""
+        for mtype in types:
+            self._handlers[mtype] = handler
 
     def open(self) -> None:
         try:
@@ -302,12 +309,16 @@ class AuditSource:
                     self._account(payload, on_lost)
                     if mtype == AUDIT_SECCOMP:
                         handle(payload)
+                    elif mtype in self._handlers:
+                        self._handlers[mtype](mtype, payload)
                     continue
             try:
                 for mtype, payload in iter_netlink_messages(data):
                     self._account(payload, on_lost)
                     if mtype == AUDIT_SECCOMP:
                         handle(payload)
+                    elif mtype in self._handlers:
+                        self._handlers[mtype](mtype, payload)
             except MalformedRecord:
                 on_malformed("netlink_message")
         return count
@@ -330,3 +341,59 @@ def native_audit_arch() -> int:
     """AUDIT_ARCH of this kernel (only x86_64 and aarch64 hosts are expected)."""
     machine = os.uname().machine
     return {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(machine, 0)
+
+
+# -- the kernel's audit settings (AUDIT_GET / AUDIT_SET) ---------------------------
+
+AUDIT_GET = 1000  # netlink request: struct audit_status
+AUDIT_SET = 1001
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+# struct audit_status (linux/audit.h): the u32 fields we read, in order.
+_STATUS_FIELDS = ("mask", "enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost",
+                  "backlog")
+_STATUS = struct.Struct("=8I")
+
+
+def _audit_request(mtype: int, body: bytes) -> bytes | None:
+    """Send one request on a fresh NETLINK_AUDIT socket; the reply's payload
+    (AUDIT_GET) or b"" (an ACK). OSError for a refusal (an NLMSG_ERROR)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+    try:
+        sock.settimeout(2.0)
+        sock.bind((0, 0))
+        flags = NLM_F_REQUEST | (NLM_F_ACK if mtype == AUDIT_SET else 0)
+        sock.send(_NLMSG_HDR.pack(NLMSG_HDRLEN + len(body), mtype, flags, 1, 0) + body)
+        for _ in range(8):
+            data = sock.recv(8192)
+            _length, reply, _f, _seq, _pid = _NLMSG_HDR.unpack_from(data)
+            if reply == NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", data, NLMSG_HDRLEN)
+                if err != 0:
+                    raise OSError(-err, os.strerror(-err))
+                if mtype == AUDIT_SET:
+                    return b""
+            elif reply == mtype:
+                return data[NLMSG_HDRLEN:]
+        return None
+    finally:
+        sock.close()
+
+
+def audit_status() -> dict[str, int] | None:
+    """The kernel's audit status (enabled, backlog_limit, lost, ...); None
+    where it cannot be asked (AUDIT_GET needs CAP_AUDIT_CONTROL)."""
+    try:
+        payload = _audit_request(AUDIT_GET, b"")
+    except OSError:
+        return None
+    if payload is None or len(payload) < _STATUS.size:
+        return None
+    return dict(zip(_STATUS_FIELDS, _STATUS.unpack_from(payload)))
+
+
+def set_audit_status(mask: int, enabled: int = 0, backlog_limit: int = 0) -> None:
+    """AUDIT_SET the fields named by `mask` (AUDIT_STATUS_*); raises OSError."""
+    body = struct.pack("=9I", mask, enabled, 0, 0, 0, backlog_limit, 0, 0, 0) + bytes(8)
+    _audit_request(AUDIT_SET, body)
