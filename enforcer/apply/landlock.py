@@ -87,22 +87,39 @@ def prepare(plan: LandlockPlan, report: Callable[[str], None]) -> tuple[int, int
     fd = _sys.syscall("landlock", "landlock_create_ruleset", "landlock_create_ruleset",
                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
     try:
+        add_rule = _add_rule_function()
         root = os.stat("/")
         for access, path, optional in eff.rules:
-            add_path_rule(fd, access, path, optional, root)
+            add_path_rule(add_rule, fd, access, path, optional, root)
+        port_rule = _NetPortAttr()
         for right, port in eff.ports:
-            rule = _NetPortAttr(right, port)
-            _sys.syscall("landlock", f"landlock_add_rule(port {port}, {ll.NET_NAMES[right]})",
-                         "landlock_add_rule", ctypes.c_int(fd), ctypes.c_int(ll.RULE_NET_PORT),
-                         ctypes.byref(rule), ctypes.c_uint32(0))
+            port_rule.allowed_access, port_rule.port = right, port
+            if add_rule(fd, ll.RULE_NET_PORT, ctypes.byref(port_rule), 0) != 0:
+                raise ApplyError("landlock", f"landlock_add_rule(port {port}, "
+                                             f"{ll.NET_NAMES[right]})", ctypes.get_errno())
     except BaseException:
         os.close(fd)
         raise
     return fd, eff.restrict_flags
 
 
-def add_path_rule(ruleset: int, access: int, path: str, optional: bool,
-                  root: os.stat_result) -> None:
+def _add_rule_function() -> Callable[..., int]:
+    """syscall(landlock_add_rule, ...) with its argument types declared once:
+    one rule is then one plain call (this runs per path on every start)."""
+    nr = _sys.nr("landlock_add_rule")
+    syscall = _sys.libc()["syscall"]  # a fresh function object: its own argtypes
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                        ctypes.c_uint32]
+
+    def add_rule(ruleset: int, rule_type: int, attr: object, flags: int) -> int:
+        return int(syscall(nr, ruleset, rule_type, attr, flags))
+
+    return add_rule
+
+
+def add_path_rule(add_rule: Callable[..., int], ruleset: int, access: int, path: str,
+                  optional: bool, root: os.stat_result) -> None:
     """Allow `access` beneath `path`, opened (following symlinks, as the
     workload would) where this process stands now."""
     try:
@@ -117,7 +134,7 @@ def add_path_rule(ruleset: int, access: int, path: str, optional: bool,
         raise ApplyError("landlock", path, e.errno) from None
     try:
         st = os.fstat(fd)
-        if path != "/" and (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino):
+        if path != "/" and st.st_ino == root.st_ino and st.st_dev == root.st_dev:
             # A symlink (e.g. planted by an image) must not turn a grant for
             # one directory into a grant for the whole tree.
             raise ApplyError("landlock", path, None,
@@ -125,12 +142,10 @@ def add_path_rule(ruleset: int, access: int, path: str, optional: bool,
                              "is meant")
         if not stat.S_ISDIR(st.st_mode):
             access &= ll.FS_FILE_RIGHTS  # the kernel refuses directory rights on a file
-        if not access:
-            return
-        rule = _PathBeneathAttr(access, fd)
-        _sys.syscall("landlock", f"landlock_add_rule({path}, {ll.describe_fs(access)})",
-                     "landlock_add_rule", ctypes.c_int(ruleset),
-                     ctypes.c_int(ll.RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+        if access and add_rule(ruleset, ll.RULE_PATH_BENEATH,
+                               ctypes.byref(_PathBeneathAttr(access, fd)), 0) != 0:
+            raise ApplyError("landlock", f"landlock_add_rule({path}, {ll.describe_fs(access)})",
+                             ctypes.get_errno())
     finally:
         os.close(fd)
 
