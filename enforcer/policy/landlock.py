@@ -84,7 +84,6 @@ def read_section(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
                 _ports(chk, layer, nv, nk.text)
         elif k.text == "scope":
             _scope(chk, layer, v)
-    _check_abi(chk, layer)
 
 
 def _paths(chk: Checker, layer: Layer, node: Node, grant: str) -> None:
@@ -168,24 +167,6 @@ def _scope(chk: Checker, layer: Layer, node: Node) -> None:
             chk.error(loc, f"landlock scope {word!r} is listed twice")
         else:
             out.append((word, loc))
-
-
-def _check_abi(chk: Checker, layer: Layer) -> None:
-    """With `abi:` the policy promises every rule it writes is enforced:
-    a rule that needs a newer ABI than the one named is an error."""
-    if ABI not in layer.scalars:
-        return
-    abi, loc = layer.scalars[ABI]
-    # A network key written without `any` (even an empty list: no TCP at all).
-    uses_network = any(net_key(kind) in layer.lists
-                       and all(text != ANY for text, _ in layer.lists[net_key(kind)])
-                       for kind in NET_KEYS)
-    if uses_network and abi < ll.NETWORK_ABI:
-        chk.error(loc, f"landlock.abi {abi} has no network rules (they need ABI {ll.NETWORK_ABI}); "
-                       f"raise abi to {ll.NETWORK_ABI} or leave it out (best effort)")
-    if layer.lists.get(SCOPE) and abi < ll.SCOPE_ABI:
-        chk.error(loc, f"landlock.abi {abi} has no scopes (they need ABI {ll.SCOPE_ABI}); "
-                       f"raise abi to {ll.SCOPE_ABI} or leave it out (best effort)")
 
 
 # -- the extends chain -------------------------------------------------------------

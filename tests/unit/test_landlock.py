@@ -30,8 +30,9 @@ landlock:
     write:   [/var/lib/app]
     execute: [/usr/bin]
   network:
-    bind:    [8080]
+    bind:    [8080]               # TCP ports (ABI >= 4)
     connect: [5432, 443]
+  scope: [signal, abstract-unix-socket]   # ABI >= 6: no signals or abstract sockets outside the domain
 """
 
 
@@ -53,7 +54,7 @@ def test_issue_example_reads_as_written(tmp_path: Path) -> None:
     assert lp == LandlockPolicy(
         abi=4, read=(LandlockPath("/usr"), LandlockPath("/etc/app")),
         write=(LandlockPath("/var/lib/app"),), execute=(LandlockPath("/usr/bin"),),
-        bind=(8080,), connect=(443, 5432), scope=())
+        bind=(8080,), connect=(443, 5432), scope=("signal", "abstract-unix-socket"))
 
 
 def test_no_section_means_no_landlock(tmp_path: Path) -> None:
@@ -87,8 +88,6 @@ def test_optional_paths_and_single_strings(tmp_path: Path) -> None:
     ("landlock:\n  network: {connect: anything}\n", 3, "list of TCP port numbers (0-65535) or `any`"),
     ("landlock:\n  scope: [signals]\n", 3, "unknown landlock scope 'signals'; did you mean 'signal'?"),
     ("landlock:\n  abi: 0\n", 3, "landlock.abi must be between 1 and 99"),
-    ("landlock:\n  abi: 3\n  network: {bind: [80]}\n", 3, "landlock.abi 3 has no network rules"),
-    ("landlock:\n  abi: 5\n  scope: [signal]\n", 3, "landlock.abi 5 has no scopes"),
     ("landlock:\n  filesystem: {write: [{optional: true}]}\n", 3, "needs `path:`"),
     ("landlock:\n  filesystem: {read: [/a, /a]}\n", 3, "/a is listed twice"),
     ("no_new_privileges: false\nlandlock: {filesystem: {read: [/]}}\n", 2,
@@ -104,14 +103,14 @@ def test_errors_name_file_line_and_what_is_allowed(tmp_path: Path, text: str, li
 
 
 def test_extends_unions_grants_keeps_the_highest_abi_and_required_wins(tmp_path: Path) -> None:
-    write_policy(tmp_path, "parent.yaml", "name: parent\nlandlock:\n  abi: 7\n"
+    write_policy(tmp_path, "parent.yaml", "name: parent\nlandlock:\n  abi: 6\n"
                  "  filesystem: {read: [/usr, {path: /opt, optional: true}]}\n"
                  "  network: {bind: [80]}\n  scope: [signal]\n")
-    lp = load(tmp_path, "extends: ./parent.yaml\nlandlock:\n  abi: 6\n"
+    lp = load(tmp_path, "extends: ./parent.yaml\nlandlock:\n  abi: 4\n"
                         "  filesystem: {read: [/opt, /etc]}\n  network: {bind: [443]}\n"
                         "  scope: [abstract-unix-socket]\n", "child")
     assert lp is not None
-    assert lp.abi == 7
+    assert lp.abi == 6
     assert lp.read == (LandlockPath("/usr"), LandlockPath("/opt"), LandlockPath("/etc"))
     assert lp.bind == (80, 443) and lp.connect == ()
     assert lp.scope == ("signal", "abstract-unix-socket")
@@ -232,6 +231,16 @@ def test_best_effort_names_what_an_older_kernel_cannot_enforce() -> None:
     assert none.handled_fs == 0 and ll.best_effort_line(none) == (
         "landlock: best effort: this kernel has no Landlock; not enforced: everything "
         "(no Landlock on this kernel)")
+
+
+def test_rights_above_the_required_abi_are_best_effort() -> None:
+    """The issue's example: `abi: 4` with scopes (ABI 6). A kernel with ABI
+    5 meets the minimum: it starts, and the scopes are reported dropped."""
+    plan = replace(sample_plan().landlock, scopes=3)  # type: ignore[type-var]
+    eff = ll.effective(plan, 5)
+    assert eff.scoped == 0 and eff.handled_net == 3
+    assert ll.best_effort_line(eff) == ("landlock: best effort: this kernel has Landlock ABI 5; "
+                                        "not enforced: scope abstract_unix_socket, signal (ABI 6)")
 
 
 def test_abi_above_the_kernel_is_refused() -> None:
@@ -365,4 +374,5 @@ def test_explain_diff_and_export_show_the_section(tmp_path: Path) -> None:
         _, lines = export(old)
         assert any(line.startswith(f"export {target}: cannot express landlock (read /usr, "
                                    "/etc/app; write /var/lib/app; execute /usr/bin; bind 8080; "
-                                   "connect 443, 5432)") for line in lines), lines
+                                   "connect 443, 5432; scope signal, abstract-unix-socket)")
+                   for line in lines), lines
