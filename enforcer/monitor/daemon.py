@@ -168,12 +168,11 @@ class Monitor:
         audit session of its SYSCALL record), else by the process that made
         its Landlock domain, else by an earlier denial of the same domain."""
         self._batch_events += 1
+        workload = UNMANAGED
         if denial.pid is not None:
             workload = self.index.attribute(denial.pid, denial.ses)
-        elif denial.domain_pid is not None:
+        if not workload.managed and denial.domain_pid is not None:
             workload = self.index.attribute(denial.domain_pid)
-        else:
-            workload = UNMANAGED
         if not workload.managed:
             workload = self._landlock_domains.get(denial.domain, workload)
         elif denial.domain not in self._landlock_domains:

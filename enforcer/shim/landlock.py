@@ -126,21 +126,31 @@ def helper_arguments(patch: dict[str, Any]) -> list[str]:
 
 def check_helper(path: str) -> None:
     """The helper must be a regular root-owned file that only root can
-    change, in a directory only root can change: what the bind mount hands
-    every container must not be swappable on the host either."""
+    change, reached through directories only root can change (a sticky
+    directory such as /tmp is fine: no one else can rename root's entries
+    there): what the bind mount hands every container must not be
+    swappable on the host either."""
     try:
-        st = os.stat(path)
-        dir_st = os.stat(os.path.dirname(path) or ".")
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise ShimError(f"landlock helper {path}: its file must be owned by root and "
+                            "writable by no one else")
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            raise ShimError(f"landlock helper {path}: not an executable file")
+        directory = os.path.dirname(real)
+        while True:
+            d = os.stat(directory)
+            if d.st_uid != 0 or (d.st_mode & 0o022 and not d.st_mode & stat.S_ISVTX):
+                raise ShimError(f"landlock helper {path}: its directory {directory} must be "
+                                "owned by root and writable by no one else")
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
     except OSError as e:
         raise ShimError(f"landlock helper {path}: {e.strerror} (build it with `python -m "
                         f"enforcer.launcher DIR`, or set \"landlock_helper\" in the shim "
                         "config)") from None
-    for what, s in (("file", st), ("directory", dir_st)):
-        if s.st_uid != 0 or s.st_mode & 0o022:
-            raise ShimError(f"landlock helper {path}: its {what} must be owned by root and "
-                            "writable by no one else")
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        raise ShimError(f"landlock helper {path}: not an executable file")
 
 
 def _wrapped(args: Any, patch: dict[str, Any], what: str) -> list[str]:

@@ -104,8 +104,8 @@ def test_refusals_are_one_line(tmp_path: Any, rootfs_src: str, env: dict[str, st
                  env={**env, "ENFORCER_SHIM_CONFIG": str(tmp_path / "loose.json")})
     assert r.returncode == 125
     assert r.stderr.strip().splitlines() == [
-        f"enforcer-runc: landlock helper {loose}/enforcer-landlock: its directory must be "
-        "owned by root and writable by no one else"]
+        f"enforcer-runc: landlock helper {loose}/enforcer-landlock: its directory {loose} must "
+        "be owned by root and writable by no one else"]
     assert stat.S_IMODE(os.stat(loose).st_mode) == 0o777
     # a policy asking for a newer ABI than the kernel's
     from enforcer.apply.landlock import kernel_abi

@@ -102,8 +102,18 @@ def test_a_helper_others_could_replace_is_refused(helper: str) -> None:
         shim_ll.check_helper(helper)
     os.chmod(helper, 0o755)
     os.chmod(os.path.dirname(helper), 0o757)
-    with pytest.raises(ShimError, match="its directory must be owned by root"):
+    with pytest.raises(ShimError, match="its directory .*/bin must be owned by root"):
         shim_ll.check_helper(helper)
+    os.chmod(os.path.dirname(helper), 0o755)
+    # an ancestor someone else can write: they could rename the directory away
+    parent = os.path.dirname(os.path.dirname(helper))
+    mode = os.stat(parent).st_mode
+    os.chmod(parent, 0o777)
+    try:
+        with pytest.raises(ShimError, match=f"its directory {parent} must be owned by root"):
+            shim_ll.check_helper(helper)
+    finally:
+        os.chmod(parent, mode)
     with pytest.raises(ShimError, match="No such file"):
         shim_ll.check_helper(helper + "-missing")
 
