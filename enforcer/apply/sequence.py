@@ -18,6 +18,7 @@ import resource
 import stat
 
 from enforcer.apply import _sys
+from enforcer.apply import landlock
 from enforcer.apply.creds import apply_creds
 from enforcer.apply.mounts import apply_mounts
 from enforcer.apply.seccomp import load_filter
@@ -177,8 +178,6 @@ def prepare_landlock(ctx: ChildContext) -> None:
     narrows: the kernel's permission checks still apply to the workload)."""
     if ctx.plan.landlock is None:
         return
-    from enforcer.apply import landlock
-
     ctx.landlock = landlock.prepare(ctx.plan.landlock, say_to_stderr)
 
 
@@ -235,8 +234,6 @@ def restrict_landlock(ctx: ChildContext) -> None:
     workload and all its children stay inside."""
     if ctx.landlock is None:
         return
-    from enforcer.apply import landlock
-
     fd, flags = ctx.landlock
     ctx.landlock = None
     landlock.restrict(fd, flags)
