@@ -39,6 +39,7 @@ OTHERS = (
     ("shim", "Shim overhead (runc vs enforcer shim)", "shim_bench.*"),
     ("compile", "Compile time", "compile_bench.py"),
     ("monitor", "Monitor throughput", "monitor_bench.py"),
+    ("landlock", "Start latency with a Landlock section", "landlock_latency.py"),
 )
 
 

@@ -285,10 +285,46 @@ class EnvPlan(_Record):
         self._init(clear, keep, {} if set is None else set)
 
 
+class LandlockRule(_Record):
+    """One path beneath which `access` (Landlock filesystem bits) is allowed."""
+
+    _FIELDS = ("path", "access", "optional")
+    path: str  # absolute; resolved where the workload runs (after mounts and new root)
+    access: int  # LANDLOCK_ACCESS_FS_* bits, every right the policy grants (any ABI)
+    optional: bool  # a missing path is skipped instead of refused
+
+    def __init__(self, path: str, access: int, optional: bool = False) -> None:
+        self._init(path, access, optional)
+
+
+class LandlockPlan(_Record):
+    """A Landlock ruleset, for every ABI: the apply step (and the shim) fit
+    it to the running kernel (enforcer/landlock.py `effective`), because a
+    Plan may be cached across kernel upgrades.
+
+    handled_net: the network rights restricted (a policy's `any` leaves one
+    out); bind/connect: the TCP ports allowed; scopes: LANDLOCK_SCOPE_* bits;
+    min_abi: the policy's `landlock.abi` (0: best effort).
+    """
+
+    _FIELDS = ("min_abi", "rules", "handled_net", "bind", "connect", "scopes")
+    min_abi: int
+    rules: tuple[LandlockRule, ...]
+    handled_net: int
+    bind: tuple[int, ...]
+    connect: tuple[int, ...]
+    scopes: int
+
+    def __init__(self, min_abi: int = 0, rules: tuple[LandlockRule, ...] = (),
+                 handled_net: int = 0, bind: tuple[int, ...] = (),
+                 connect: tuple[int, ...] = (), scopes: int = 0) -> None:
+        self._init(min_abi, rules, handled_net, bind, connect, scopes)
+
+
 class Plan(_Record):
     _FIELDS = ("format", "enforcer_version", "policy_name", "policy_hash", "mode",
                            "seccomp", "capabilities", "mounts", "cgroup", "rlimits", "user",
-                           "namespaces", "no_new_privileges", "notes", "env")
+                           "namespaces", "no_new_privileges", "notes", "env", "landlock")
     format: int
     enforcer_version: str
     policy_name: str
@@ -308,17 +344,19 @@ class Plan(_Record):
     # The workload's environment. The default passes the caller's on
     # unchanged (a hand-built Plan); compiled policies reset it.
     env: EnvPlan
+    landlock: LandlockPlan | None  # None: no Landlock (also in audit mode)
 
     def __init__(self, format: int, enforcer_version: str, policy_name: str, policy_hash: str,
                  mode: str, seccomp: SeccompPlan | None, capabilities: CapabilityPlan | None,
                  mounts: tuple[MountOp, ...] = (), cgroup: CgroupPlan | None = None,
                  rlimits: tuple[RlimitPlan, ...] = (), user: UserPlan | None = None,
                  namespaces: tuple[str, ...] = (), no_new_privileges: bool = True,
-                 notes: tuple[str, ...] = (), env: EnvPlan | None = None) -> None:
+                 notes: tuple[str, ...] = (), env: EnvPlan | None = None,
+                 landlock: LandlockPlan | None = None) -> None:
         self._init(format, enforcer_version, policy_name, policy_hash, mode, seccomp,
                    capabilities, mounts, CgroupPlan() if cgroup is None else cgroup, rlimits,
                    user, namespaces, no_new_privileges, notes,
-                   EnvPlan() if env is None else env)
+                   EnvPlan() if env is None else env, landlock)
 
     # -- serialisation -------------------------------------------------
 
@@ -455,6 +493,43 @@ def _cgroup_from(d: dict[str, Any]) -> CgroupPlan:
                       pids_max=_opt(d, "pids_max", int, "cgroup"))
 
 
+def _u64(d: dict[str, Any], key: str, where: str) -> int:
+    value = _req(d, key, int, where)
+    if value < 0 or value >= 1 << 64:
+        raise PlanError(f"plan: {where}.{key}: {value} is not a 64-bit mask")
+    return int(value)
+
+
+def _ports_from(d: dict[str, Any], key: str) -> tuple[int, ...]:
+    ports = _req(d, key, list, "landlock")
+    for port in ports:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise PlanError(f"plan: landlock.{key}: {port!r} is not a TCP port")
+    return tuple(ports)
+
+
+def _landlock_from(d: dict[str, Any]) -> LandlockPlan:
+    _check_keys(d, {"min_abi", "rules", "handled_net", "bind", "connect", "scopes"}, "landlock")
+    rules = []
+    for i, r in enumerate(_req(d, "rules", list, "landlock")):
+        where = f"landlock.rules[{i}]"
+        if not isinstance(r, dict):
+            raise PlanError(f"plan: {where}: expected an object")
+        _check_keys(r, {"path", "access", "optional"}, where)
+        path = _req(r, "path", str, where)
+        if not path.startswith("/") or "\0" in path:
+            raise PlanError(f"plan: {where}.path: {path!r} is not absolute")
+        rules.append(LandlockRule(path=path, access=_u64(r, "access", where),
+                                  optional=bool(_req(r, "optional", bool, where))))
+    min_abi = _req(d, "min_abi", int, "landlock")
+    if min_abi < 0:
+        raise PlanError(f"plan: landlock.min_abi: {min_abi} is negative")
+    return LandlockPlan(min_abi=min_abi, rules=tuple(rules),
+                        handled_net=_u64(d, "handled_net", "landlock"),
+                        bind=_ports_from(d, "bind"), connect=_ports_from(d, "connect"),
+                        scopes=_u64(d, "scopes", "landlock"))
+
+
 def plan_from_dict(d: dict[str, Any]) -> Plan:
     if not isinstance(d, dict):
         raise PlanError("plan: not a JSON object")
@@ -466,7 +541,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         )
     _check_keys(d, {"format", "enforcer_version", "policy_name", "policy_hash", "mode", "seccomp",
                     "capabilities", "mounts", "cgroup", "rlimits", "user", "namespaces",
-                    "no_new_privileges", "notes", "env"}, "plan")
+                    "no_new_privileges", "notes", "env", "landlock"}, "plan")
     mode = _req(d, "mode", str, "plan")
     if mode not in ("enforce", "audit"):
         raise PlanError(f"plan: mode {mode!r} is not enforce or audit")
@@ -503,6 +578,9 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         no_new_privileges=_req(d, "no_new_privileges", bool, "plan"),
         notes=tuple(_req(d, "notes", list, "plan")),
         env=_env_from(_req(d, "env", dict, "plan")),
+        # Optional in the JSON: Plans written before Landlock have no such key.
+        landlock=(_landlock_from(ll) if (ll := _opt(d, "landlock", dict, "plan")) is not None
+                  else None),
     )
 
 

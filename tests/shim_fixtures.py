@@ -38,10 +38,14 @@ class ShimServer:
 
 
 def build_front_end(directory: str) -> str:
-    """The compiled front end, with the Python shim next to it as its fallback."""
+    """The compiled front end, with the Python shim next to it as its
+    fallback and the Landlock helper (what a node has: setup.sh builds all)."""
     binary = os.path.join(directory, "enforcer-runc")
     subprocess.run([PYTHON, "-m", "enforcer.shim.frontend", binary], check=True,
                    capture_output=True, cwd=REPO)
+    subprocess.run([PYTHON, "-m", "enforcer.shim.frontend", "--landlock",
+                    os.path.join(directory, "enforcer-landlock")],
+                   check=True, capture_output=True, cwd=REPO)
     subprocess.run([PYTHON, "-m", "enforcer.shim.launcher",
                     os.path.join(directory, "enforcer-runc-py")],
                    check=True, capture_output=True, cwd=REPO)

@@ -107,6 +107,9 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
     },
     "aarch64": {
         "seccomp": 277,
@@ -120,6 +123,10 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
+        # The unified (asm-generic) numbers, which x86_64 shares for these.
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
     },
 }
 

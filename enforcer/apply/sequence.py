@@ -18,6 +18,7 @@ import resource
 import stat
 
 from enforcer.apply import _sys
+from enforcer.apply import landlock
 from enforcer.apply.creds import apply_creds
 from enforcer.apply.mounts import apply_mounts
 from enforcer.apply.seccomp import load_filter
@@ -57,6 +58,9 @@ class ChildContext:
         # Our parent as we saw it at the start: still it after the uid change?
         # (0 in a pid namespace: the supervisor is outside it.)
         self.expected_parent = os.getppid()
+        # The Landlock ruleset built before the uid change, enforced after
+        # no_new_privs: (fd, landlock_restrict_self flags).
+        self.landlock: tuple[int, int] | None = None
 
     @property
     def audit(self) -> bool:
@@ -170,6 +174,28 @@ def apply_mount_rules(ctx: ChildContext) -> None:
     apply_mounts(ctx.plan.mounts)
 
 
+def prepare_landlock(ctx: ChildContext) -> None:
+    """Step 2b: build the Landlock ruleset (not yet enforced). After the
+    mounts and the new root, so every path names what the workload will
+    see -- the tmpfs mounted at /tmp, not the directory beneath it; inside a
+    new root, a symlink resolves within it (a rule binds to the inode found
+    when the path is opened). Before the uid change, so the launcher can
+    still open a path that the final user cannot traverse (Landlock only
+    narrows: the kernel's permission checks still apply to the workload)."""
+    if ctx.plan.landlock is None:
+        return
+    ctx.landlock = landlock.prepare(ctx.plan.landlock, say_to_stderr)
+
+
+def say_to_stderr(line: str) -> None:
+    """One line for the user from the child (the best-effort report): its
+    stderr is the supervisor's."""
+    try:
+        os.write(2, f"enforcer run: {line}\n".encode())
+    except OSError:
+        pass
+
+
 def apply_rlimits(ctx: ChildContext) -> None:
     """Step 3. Before the uid change: raising a hard limit needs
     CAP_SYS_RESOURCE, which the capability step may drop."""
@@ -247,6 +273,21 @@ def set_no_new_privileges(ctx: ChildContext) -> None:
                    what="prctl(PR_SET_NO_NEW_PRIVS, 1)")
 
 
+def restrict_landlock(ctx: ChildContext) -> None:
+    """Step 5b: enforce the Landlock ruleset. After no_new_privs, because the
+    kernel lets a process without CAP_SYS_ADMIN restrict itself only then
+    (so a setuid program cannot be confused by a sandbox it did not ask
+    for) -- with no_new_privs this works for any user, no user namespace
+    needed. Before seccomp, so the policy's filter need not allow the
+    landlock syscalls. The domain is inherited across execve and fork: the
+    workload and all its children stay inside."""
+    if ctx.landlock is None:
+        return
+    fd, flags = ctx.landlock
+    ctx.landlock = None
+    landlock.restrict(fd, flags)
+
+
 def resolve_command(ctx: ChildContext) -> str:
     """Find CMD on PATH now: after mounts (the new root is what counts) and
     the uid change (access checks as the final user), before seccomp (the
@@ -312,7 +353,11 @@ def execute(ctx: ChildContext, path: str) -> NoReturn:
     try:
         os.execve(path, ctx.argv, ctx.env)
     except OSError as e:
-        raise ApplyError("exec", path, e.errno) from None
+        hint = ""
+        if e.errno == errno.EACCES and ctx.plan.landlock is not None:
+            hint = ("Landlock allows executing only beneath landlock.filesystem.execute "
+                    "(a dynamically linked program needs its loader, ld-linux, there too)")
+        raise ApplyError("exec", path, e.errno, hint) from None
     raise AssertionError("unreachable")
 
 
@@ -340,10 +385,12 @@ def apply_and_exec(ctx: ChildContext) -> NoReturn:
         # changes; only the filter (compiled with LOG actions) is loaded.
         enter_namespaces(ctx)
         apply_mount_rules(ctx)
+        prepare_landlock(ctx)
         apply_rlimits(ctx)
         apply_capabilities_and_user(ctx)
         keep_parent_death_signal(ctx)
     set_no_new_privileges(ctx)
+    restrict_landlock(ctx)
     path = resolve_command(ctx)
     mark_fds_close_on_exec(ctx)
     wait_for_placement(ctx)

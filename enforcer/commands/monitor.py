@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how often to read the registry and cgroup counters (default 1)")
     p.add_argument("--procs-interval", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="how often to measure processes, memory and CPU (default 5)")
+    p.add_argument("--enable-audit", action="store_true",
+                   help="turn the kernel's audit on (and its backlog limit up to 8192) so it "
+                        "logs Landlock denials; a host setting that stays after the monitor")
     p.add_argument("--rcvbuf", type=_positive_int, default=32 << 20, metavar="BYTES",
                    help="audit socket receive buffer (default 32 MiB; doubled on overrun)")
     p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
@@ -109,6 +112,33 @@ def _hash_password(user: str) -> int:
         raise MonitorError("--hash-password: empty password")
     print(f"{user}:{hash_password(password)}")
     return exitcodes.OK
+
+
+def _landlock_audit(enable: bool) -> None:
+    """Landlock denials reach the audit stream only while the kernel's audit
+    is on: turn it on when asked, else say what is missing (one line)."""
+    from enforcer.monitor.landlock import BACKLOG_FOR_LANDLOCK, audit_notice
+    from enforcer.monitor.sources import audit_control as ac
+
+    def status_now() -> ac.AuditStatus | None:
+        try:
+            return ac.read_status()
+        except OSError:
+            return None
+
+    status = status_now()
+    if enable:
+        mask = ac.AUDIT_STATUS_ENABLED
+        if status is None or status.backlog_limit < BACKLOG_FOR_LANDLOCK:
+            mask |= ac.AUDIT_STATUS_BACKLOG_LIMIT
+        try:
+            ac.set_fields(mask, enabled=1, backlog_limit=BACKLOG_FOR_LANDLOCK)
+        except OSError as e:
+            raise MonitorError(f"--enable-audit: {e.strerror} (needs CAP_AUDIT_CONTROL)") from None
+        status = status_now()
+    notice = audit_notice(status)
+    if notice is not None:
+        print(f"enforcer monitor: note: {notice}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -182,6 +212,8 @@ def main(args: argparse.Namespace) -> int:
         monitor.close()
         hint = "; try --source kmsg (lossy)" if args.source == "audit" else ""
         raise MonitorError(f"{args.source}: {e.strerror or e}{hint}") from None
+    if args.source == "audit":
+        _landlock_audit(args.enable_audit)
 
     from prometheus_client.registry import CollectorRegistry
 

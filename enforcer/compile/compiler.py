@@ -9,7 +9,7 @@ parts (pyseccomp is imported lazily, only when a filter is built).
 
 Audit mode: the seccomp filter logs instead of blocking, and everything
 that cannot "log instead" -- capabilities, mounts, cgroup limits, rlimits,
-the user switch and namespaces -- is left out of the Plan, with a note. The
+the user switch, namespaces and Landlock -- is left out of the Plan, with a note. The
 Plan holds exactly what is applied, so `enforcer run` and the shim agree on
 what audit mode does (run still creates a cgroup without limits for
 attribution).
@@ -49,6 +49,7 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
     """
     from enforcer.compile.caps import compile_caps
     from enforcer.compile.cgroups import compile_cgroups
+    from enforcer.compile.landlock import compile_landlock
     from enforcer.compile.mounts import compile_mounts
     from enforcer.compile.seccomp import compile_seccomp
 
@@ -75,6 +76,7 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
                      "persist or stay private out of them, or give the policy a fixed uid")
     cgroup = compile_cgroups(policy.resources, notes)
     rlimits = compile_rlimits(policy)
+    landlock = compile_landlock(policy.landlock, notes)
 
     namespaces = list(policy.namespaces)
     if mounts and "mount" not in namespaces:
@@ -90,7 +92,8 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
         skipped = [what for what, present in (
             ("capabilities", caps is not None), ("mounts", bool(mounts)),
             ("cgroup limits", not cgroup.empty), ("rlimits", bool(rlimits)),
-            ("user", user is not None), ("namespaces", bool(namespaces))) if present]
+            ("user", user is not None), ("namespaces", bool(namespaces)),
+            ("landlock", landlock is not None)) if present]
         if skipped:
             notes = [n for n in notes if not n.startswith("namespaces: added")]
             notes.append(f"audit mode: {', '.join(skipped)} are not applied; syscalls that "
@@ -98,6 +101,9 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
         else:
             notes.append("audit mode: syscalls the policy blocks are logged and allowed")
         caps, mounts, cgroup, rlimits, user, namespaces = None, [], CgroupPlan(), [], None, []
+        # Landlock has no "log instead": it is left out like the mounts.
+        notes = [n for n in notes if not n.startswith("landlock:")]
+        landlock = None
 
     return Plan(
         format=PLAN_FORMAT,
@@ -115,6 +121,7 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
         no_new_privileges=policy.no_new_privileges,
         notes=tuple(notes),
         env=EnvPlan(clear=policy.env.clear, keep=policy.env.keep, set=dict(policy.env.set)),
+        landlock=landlock,
     )
 
 

@@ -237,14 +237,34 @@ def report_container_env_and_user(policy: Policy, un: Unexpressed) -> None:
                "emitted")
 
 
+# Where Landlock rules can come from instead, per export target.
+_LANDLOCK_INSTEAD = {
+    "docker": "run the container with the enforcer-runc runtime, whose helper applies them",
+    "kubernetes": "use a RuntimeClass whose handler is enforcer-runc, whose helper applies them",
+    "oci": "runc has no Landlock support; start the bundle with enforcer-runc, which adds "
+           "its helper",
+    "systemd": "start the service through `enforcer run --policy POLICY -- ...`",
+}
+
+
+def landlock_unexpressed(policy: Policy, un: Unexpressed) -> None:
+    """No export format can say Landlock: one line naming what is lost."""
+    if policy.landlock is None:
+        return
+    from enforcer.policy.landlock import describe
+
+    un.add(f"landlock ({describe(policy.landlock)})",
+           _LANDLOCK_INSTEAD.get(un.target, "the rules are left out"))
+
+
 def audit_stripped(policy: Policy, un: Unexpressed) -> Policy:
     """In audit mode only the (logging) seccomp filter is exported, as in the
     compiled Plan: capabilities, mounts and limits cannot "log instead"."""
     if policy.mode is not Mode.AUDIT:
         return policy
     un.lines.append(f"export {un.target}: audit mode: capabilities, filesystem, resource "
-                    "limits, rlimits, user and namespaces are left out, as in the compiled "
-                    "Plan; blocked syscalls are only logged")
+                    "limits, rlimits, user, namespaces and landlock are left out, as in the "
+                    "compiled Plan; blocked syscalls are only logged")
     return dataclasses.replace(policy, capabilities=CapabilityPolicy(),
                                filesystem=FilesystemPolicy(), resources=ResourcePolicy(),
-                               rlimits=(), user=None, namespaces=())
+                               rlimits=(), user=None, namespaces=(), landlock=None)

@@ -20,7 +20,8 @@ from typing import Any
 
 from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name,
                                   caps_for_a_runtime_without_ambient, env_set_entries,
-                                  report_container_env_and_user, runs_as_non_root)
+                                  landlock_unexpressed, report_container_env_and_user,
+                                  runs_as_non_root)
 from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
 from enforcer.plan import Plan
 from enforcer.policy.model import IoDeviceLimit, Policy
@@ -179,6 +180,7 @@ def docker_export(policy: Policy, plan: Plan | None = None, machine: str | None 
     un = Unexpressed("docker")
     un.lines.extend(seccomp_lines)
     policy = audit_stripped(policy, un)
+    landlock_unexpressed(policy, un)
     flags = _cap_flags(policy, un)
     flags += _filesystem_flags(policy, un)
     flags += _resource_flags(policy, un)

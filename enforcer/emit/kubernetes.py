@@ -25,7 +25,7 @@ from typing import Any
 
 from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name,
                                   caps_for_a_runtime_without_ambient, env_set_entries,
-                                  report_container_env_and_user, size_text)
+                                  landlock_unexpressed, report_container_env_and_user, size_text)
 from enforcer.emit.docker import DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS
 from enforcer.emit.oci import oci_seccomp_checked
 from enforcer.plan import Plan
@@ -181,6 +181,7 @@ def kubernetes_export(policy: Policy, plan: Plan | None = None, machine: str | N
     un = Unexpressed("kubernetes")
     un.lines.extend(seccomp_lines)
     policy = audit_stripped(policy, un)
+    landlock_unexpressed(policy, un)
     name = k8s_name(policy.name)
     profile_path = f"profiles/{name}.json"
     pod_sc, container_sc = _security_context(policy, plan, un, profile_path)

@@ -33,6 +33,7 @@ from enforcer.emit.common import (
     Unexpressed,
     absolute_caps,
     audit_stripped,
+    landlock_unexpressed,
     cap_name,
     cap_number,
     caps_of_mask,
@@ -340,6 +341,7 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
     """
     un = Unexpressed("oci")
     policy = audit_stripped(policy, un)
+    landlock_unexpressed(policy, un)
     fs = policy.filesystem
     process: dict[str, Any] = {"noNewPrivileges": policy.no_new_privileges}
     caps = policy.capabilities

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from enforcer.monitor.events import EventLog, iso_time, json_value
+from enforcer.monitor.landlock import RECORD_TYPES as LANDLOCK_RECORD_TYPES
+from enforcer.monitor.landlock import LandlockDenial, LandlockRecords
 from enforcer.monitor.metrics import MonitorMetrics
 from enforcer.monitor.registry import OVERFLOW_LABEL, UNMANAGED, Workload, WorkloadIndex
 from enforcer.monitor.sources.audit import MalformedRecord, parse_seccomp_record
@@ -119,6 +121,7 @@ class Monitor:
         self._process_json: dict[tuple[str | None, str | None], str] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.stopping = threading.Event()
+        self._init_landlock()
 
     # -- the hot path --------------------------------------------------------------
 
@@ -193,7 +196,59 @@ class Monitor:
                 f'{who},"syscall":{syscall},"syscall_nr":{record.syscall},'
                 f'"arch":"{arch_name(record.arch)}","action":"{action}","serial":{record.serial}}}\n')
 
+    # -- Landlock denials (monitor/landlock.py) ------------------------------------
+
+    def _init_landlock(self) -> None:
+        """Landlock's audit records come through the same source, when it
+        can hand on record types other than seccomp's."""
+        self.landlock = LandlockRecords(self._landlock_denial, self.metrics.count_malformed)
+        self._landlock_batch: dict[tuple[str, str, str], int] = {}
+        # domain -> the workload its first attributed denial belonged to
+        self._landlock_domains: dict[str, Workload] = {}
+        add_handler = getattr(self.source, "add_handler", None)
+        if add_handler is not None:
+            add_handler(LANDLOCK_RECORD_TYPES, self.landlock.handle)
+
+    def _landlock_denial(self, denial: LandlockDenial) -> None:
+        """Attributed like a seccomp violation: by the denied process (pid and
+        audit session of its SYSCALL record), else by the process that made
+        its Landlock domain, else by an earlier denial of the same domain."""
+        self._batch_events += 1
+        workload = UNMANAGED
+        if denial.pid is not None:
+            workload = self.index.attribute(denial.pid, denial.ses)
+        if not workload.managed and denial.domain_pid is not None:
+            workload = self.index.attribute(denial.domain_pid)
+        if not workload.managed:
+            workload = self._landlock_domains.get(denial.domain, workload)
+        elif denial.domain not in self._landlock_domains:
+            if len(self._landlock_domains) > 4 * self.config.max_workloads:
+                self._landlock_domains.clear()
+            self._landlock_domains[denial.domain] = workload
+        for access in denial.blockers:
+            key = (workload.label, workload.policy, access)
+            self._landlock_batch[key] = self._landlock_batch.get(key, 0) + 1
+        if self.events is not None:
+            self.events.write_line(self._landlock_line(denial, workload))
+
+    def _landlock_line(self, denial: LandlockDenial, workload: Workload) -> str:
+        what: dict[str, Any] = {"access": list(denial.blockers), "domain": denial.domain}
+        for name in ("path", "port", "address", "target_pid", "target_comm", "domain_pid"):
+            value = getattr(denial, name)
+            if value is not None:
+                what[name] = value
+        syscall = (self.names.name(denial.arch, denial.syscall)
+                   if denial.arch is not None and denial.syscall is not None else None)
+        return json_value({
+            "time": iso_time(denial.time), "workload": workload.id, "policy": workload.policy,
+            "mode": workload.mode or None, "container_id": workload.container_id,
+            "pid": denial.pid, "uid": denial.uid, "comm": denial.comm, "exe": denial.exe,
+            "syscall": syscall, "landlock": what, "serial": denial.serial}) + "\n"
+
     def flush_batch(self) -> None:
+        landlock, self._landlock_batch = self._landlock_batch, {}
+        if landlock:
+            self.metrics.count_landlock_denials(landlock)
         batch, self._batch = self._batch, {}
         recorded, self._recorded_batch = self._recorded_batch, {}
         n, self._batch_events = self._batch_events, 0
@@ -285,6 +340,7 @@ class Monitor:
             self.watcher.watch_parent(os.path.dirname(directory))
 
     def poll(self) -> None:
+        self.landlock.flush()  # denials whose SYSCALL record never came
         self._watch_registry()
         self.index.refresh()
         self.index.expire()
@@ -483,6 +539,7 @@ class Monitor:
             except (OSError, AssertionError):
                 pass
             finally:
+                self.landlock.flush(older_than=0.0)
                 self.source.close()  # unregisters, if detach could not
             self.flush_batch()
             self.account_losses(final=True)

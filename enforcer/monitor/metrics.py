@@ -28,6 +28,7 @@ VIOLATION_LABELS = ("workload", "policy", "syscall", "action")
 RECORDED_LABELS = ("workload", "policy")
 LIMIT_LABELS = ("workload", "policy", "resource", "event")
 FACT_LABELS = ("workload", "policy")
+LANDLOCK_LABELS = ("workload", "policy", "access")
 
 
 class MonitorMetrics(Collector):
@@ -37,6 +38,8 @@ class MonitorMetrics(Collector):
         self.limit_events: dict[tuple[str, str, str, str], int] = {}
         # (recording id, base policy) -> syscalls an `enforcer record` logged
         self.recorded: dict[tuple[str, str], int] = {}
+        # (workload, policy, access) -> Landlock denials (monitor/landlock.py)
+        self.landlock_denials: dict[tuple[str, str, str], int] = {}
         self.workloads_by_policy: dict[str, int] = {}
         # workload label -> (policy, processes, rss bytes, cpu seconds)
         self.facts: dict[str, tuple[str, int, int, float]] = {}
@@ -67,6 +70,14 @@ class MonitorMetrics(Collector):
         key = (workload, policy, resource, event)
         with self.lock:
             self.limit_events[key] = self.limit_events.get(key, 0) + n
+            self.version += 1
+
+    def count_landlock_denials(self, batch: dict[tuple[str, str, str], int]) -> None:
+        """Add a batch of (workload, policy, access) -> denials."""
+        with self.lock:
+            table = self.landlock_denials
+            for key, n in batch.items():
+                table[key] = table.get(key, 0) + n
             self.version += 1
 
     def count_event(self, source: str, n: int = 1) -> None:
@@ -115,6 +126,8 @@ class MonitorMetrics(Collector):
             for table in tables:
                 for key in [k for k in table if k[0] == label]:
                     del table[key]
+            for key3 in [k for k in self.landlock_denials if k[0] == label]:
+                del self.landlock_denials[key3]
             self.facts.pop(label, None)
             self._prefixes = {k: v for k, v in self._prefixes.items() if k[1][:1] != (label,)}
             self.version += 1
@@ -143,7 +156,8 @@ class MonitorMetrics(Collector):
                 (name, labels, list(table.items())) for name, labels, table in (
                     ("enforcer_seccomp_violations_total", VIOLATION_LABELS, self.violations),
                     ("enforcer_limit_events_total", LIMIT_LABELS, self.limit_events),
-                    ("enforcer_recorded_syscalls_total", RECORDED_LABELS, self.recorded))]
+                    ("enforcer_recorded_syscalls_total", RECORDED_LABELS, self.recorded),
+                    ("enforcer_landlock_denials_total", LANDLOCK_LABELS, self.landlock_denials))]
             facts = list(self.facts.items())
             rest = (list(self.workloads_by_policy.items()), list(self.events.items()),
                     list(self.lost.items()), list(self.lost_estimated.items()),
@@ -205,6 +219,7 @@ class MonitorMetrics(Collector):
             violations = list(self.violations.items())
             limits = list(self.limit_events.items())
             recorded = list(self.recorded.items())
+            landlock = list(self.landlock_denials.items())
             by_policy = list(self.workloads_by_policy.items())
             facts = list(self.facts.items())
             events = list(self.events.items())
@@ -225,6 +240,14 @@ class MonitorMetrics(Collector):
         yield _counter("enforcer_recorded_syscalls",
                        "Syscalls logged by an `enforcer record` session (learning a policy: "
                        "counted apart, never as violations).", RECORDED_LABELS, recorded)
+
+        c = CounterMetricFamily("enforcer_landlock_denials",
+                                "Landlock denials the kernel logged for a workload, per denied "
+                                "access (fs.write_file, net.bind_tcp, scope.signal, ...).",
+                                labels=LANDLOCK_LABELS)
+        for key3, value in landlock:
+            c.add_metric(key3, value)
+        yield c
 
         g = GaugeMetricFamily("enforcer_workloads", "Running workloads known from the registry.",
                               labels=("policy",))

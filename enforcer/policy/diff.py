@@ -244,7 +244,43 @@ def diff_process(old: Policy, new: Policy) -> list[Difference]:
     return out
 
 
+def diff_landlock(old: Policy, new: Policy) -> list[Difference]:
+    """Grants, ports and scopes; a grant or port only in NEW is looser, a
+    scope only in NEW is tighter (the lines say which side has it)."""
+    lo, ln = old.landlock, new.landlock
+    if lo is None and ln is None:
+        return []
+    if lo is None or ln is None:
+        from enforcer.policy.landlock import describe
+
+        side = "NEW" if lo is None else "OLD"
+        text = describe(ln if lo is None else lo)  # type: ignore[arg-type]
+        return [Difference("landlock", f"only in {side} (nothing restricted without it)",
+                           "" if lo is None else text, text if lo is None else "")]
+    out: list[Difference] = []
+    if lo.abi != ln.abi:
+        out.append(Difference("landlock", "abi", _plain(lo.abi or "best effort"),
+                              _plain(ln.abi or "best effort")))
+
+    def paths(entries: Iterable[Any]) -> list[str]:
+        return [e.path + (" (optional)" if e.optional else "") for e in entries]
+
+    for (grant, a), (_, b) in zip(lo.grants(), ln.grants()):
+        out += _set_diff("landlock", f"{grant} paths", paths(a), paths(b))
+    for kind in ("bind", "connect"):
+        a_ports, b_ports = getattr(lo, kind), getattr(ln, kind)
+        if a_ports is None or b_ports is None:
+            if a_ports != b_ports:
+                out.append(Difference("landlock", f"{kind} ports",
+                                      "any" if a_ports is None else _plain(a_ports),
+                                      "any" if b_ports is None else _plain(b_ports)))
+            continue
+        out += _set_diff("landlock", f"{kind} ports", map(str, a_ports), map(str, b_ports))
+    out += _set_diff("landlock", "scopes", lo.scope, ln.scope)
+    return out
+
+
 def diff_policies(old: Policy, new: Policy) -> list[Difference]:
     """Every difference between two effective policies, in a stable order."""
     return (diff_syscalls(old, new) + diff_capabilities(old, new) + diff_filesystem(old, new)
-            + diff_resources(old, new) + diff_process(old, new))
+            + diff_resources(old, new) + diff_process(old, new) + diff_landlock(old, new))

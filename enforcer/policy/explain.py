@@ -123,6 +123,38 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
                         "env.keep"))
     for name, value in e.set:
         rows.append(row(f"env.set.{name}", value))
+    rows += landlock_rows(policy, row)
+    return rows
+
+
+def landlock_rows(policy: Policy, row: Any) -> list[tuple[str, str, str]]:
+    """One row per Landlock grant, port list and scope; what each grant
+    means in kernel rights is in docs/policy-reference.md."""
+    from enforcer import landlock as ll
+
+    lp = policy.landlock
+    if lp is None:
+        return [row("landlock", "(none: no Landlock rules)")]
+    rows = [row("landlock.abi", lp.abi if lp.abi is not None else
+                f"(none: best effort below ABI {ll.KNOWN_ABI})")]
+    for grant, paths in lp.grants():
+        key = f"landlock.filesystem.{grant}"
+        if not paths:
+            rows.append(row(key, "(none)", "landlock"))
+        for entry in paths:
+            rows.append(row(f"{key}[{entry.path}]",
+                            f"{entry.path}{' (optional)' if entry.optional else ''}"))
+    for kind in ("bind", "connect"):
+        key = f"landlock.network.{kind}"
+        ports = getattr(lp, kind)
+        if ports is None:
+            rows.append(row(key, "any (TCP not restricted)"))
+        elif not ports:
+            rows.append(row(key, "(none: every TCP port denied)", "landlock"))
+        else:
+            rows.append(row(key, ", ".join(str(p) for p in ports), f"{key}[{ports[0]}]"))
+    for word in lp.scope:
+        rows.append(row(f"landlock.scope[{word}]", word))
     return rows
 
 

@@ -253,17 +253,29 @@ def lint(policy: Policy) -> LintReport:
     if policy.user is None or policy.user.uid == 0:
         add("runs-as-root", 0.25, "runs as root (uid 0)" if policy.user else "runs as the launching user "
             "(root under a container runtime): no `user:`", "user")
-    if not policy.filesystem.read_only_root:
-        add("writable-root", 0.2, "the root file system is writable", "filesystem.read_only_root")
-    if (policy.scope == "host" and (policy.user is None or policy.user.uid == 0)
-            and not policy.filesystem.read_only_root and policy.filesystem.rootfs is None):
-        # On the host (`enforcer run`) that root is the host's: root owns
-        # most of its files, and nothing but a read-only mount stops it.
-        add("host-root-writable", 0.5,
-            "keeps root with the host's root file system writable: under `enforcer run` the "
-            "workload can change any host file root owns; set filesystem.read_only_root (and "
-            "writable_paths for what it must write), give it a user, or mark a policy written "
-            "for containers `scope: container`", "filesystem.read_only_root")
+    if not policy.filesystem.read_only_root and not landlock_confines_writes(policy):
+        add("writable-root", 0.2, "the root file system is writable"
+            + (" (Landlock grants write to /)" if policy.landlock is not None else ""),
+            "filesystem.read_only_root")
+        if (policy.scope == "host" and (policy.user is None or policy.user.uid == 0)
+                and policy.filesystem.rootfs is None):
+            # On the host (`enforcer run`) that root is the host's: root owns
+            # most of its files, and nothing but a read-only mount (or a
+            # Landlock ruleset) stops it.
+            add("host-root-writable", 0.5,
+                "keeps root with the host's root file system writable: under `enforcer run` the "
+                "workload can change any host file root owns; set filesystem.read_only_root (and "
+                "writable_paths for what it must write), give it a user, or mark a policy written "
+                "for containers `scope: container`", "filesystem.read_only_root")
+    # A writable root is its own finding (writable-root) already.
+    root_finding = any(f.id == "writable-root" for f in findings)
+    runnable = [p for p in runnable_writes(policy) if not (p == "/" and root_finding)]
+    if runnable:
+        add("runs-what-it-writes", 0.1, "can execute files it writes itself (downloaded tools, "
+            f"dropped payloads) in {', '.join(runnable)}"
+            + ("" if policy.landlock is None else " (Landlock grants write and execute there)"),
+            "landlock.filesystem.execute[/]" if policy.landlock is not None else None)
+    findings += _landlock_findings(policy)
     if not policy.filesystem.masked_paths:
         add("no-masked-paths", 0.1, "no masked paths: /proc/kcore, /proc/keys, /sys/firmware are visible")
     if policy.resources.memory_max is None:
@@ -283,6 +295,74 @@ def lint(policy: Policy) -> LintReport:
     report.contradictions = _contradictions(policy, held, guessed)
     report.shadowed = _shadowed(policy)
     return report
+
+
+# Directories whose whole tree a workload has no business writing.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+               "/root", "/proc", "/sys", "/dev")
+
+
+def _under(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def landlock_confines_writes(policy: Policy) -> bool:
+    """True when a Landlock section allows writes only below some paths (not /)."""
+    lp = policy.landlock
+    return lp is not None and all(e.path != "/" for e in lp.write)
+
+
+def runnable_writes(policy: Policy) -> list[str]:
+    """Where the workload can write files and then execute them: writable
+    mounts (a writable root, tmpfs, writable paths) that are not noexec,
+    narrowed by Landlock to its write grants that lie under an execute
+    grant. Device nodes (/dev/null) cannot be executed."""
+    fs, lp = policy.filesystem, policy.landlock
+    places = ["/"] if not fs.read_only_root else []
+    places += [t.path for t in fs.tmpfs if "ro" not in t.options]
+    places += list(fs.writable_paths)
+    noexec = [t.path for t in fs.tmpfs if "noexec" in t.options]
+    spots: set[str] = set()
+    for place in places:
+        if lp is None:
+            spots.add(place)
+            continue
+        for grant in lp.write:
+            if _under(grant.path, place):
+                spots.add(grant.path)  # a grant inside the writable mount
+            elif _under(place, grant.path):
+                spots.add(place)  # a writable mount inside the grant
+    return sorted(s for s in spots
+                  if not any(_under(s, n) for n in noexec)
+                  and not (s.startswith("/dev/") and s != "/dev/shm")
+                  and (lp is None or any(_under(s, e.path) for e in lp.execute)))
+
+
+def _landlock_findings(policy: Policy) -> list[Finding]:
+    """Broad Landlock grants: write to system directories, execute
+    everywhere, TCP left open. Whether the workload can run what it writes
+    is the finding `runs-what-it-writes` (with or without Landlock)."""
+    lp = policy.landlock
+    if lp is None:
+        return []
+    o = policy.origins
+    out: list[Finding] = []
+    system = sorted({e.path for e in lp.write for top in SYSTEM_DIRS
+                     if e.path == top or (e.path != "/" and _under(top, e.path))})
+    if system and not policy.filesystem.read_only_root:
+        out.append(Finding("landlock-write-system", 0.1,
+                           f"Landlock grants write to system directories: {', '.join(system)}",
+                           o.get(f"landlock.filesystem.write[{system[0]}]")))
+    if any(e.path == "/" for e in lp.execute):
+        out.append(Finding("landlock-execute-everywhere", 0.0,
+                           "Landlock grants execute on /: any program on the file system runs",
+                           o.get("landlock.filesystem.execute[/]")))
+    for kind in ("bind", "connect"):
+        if getattr(lp, kind) is None:
+            out.append(Finding(f"landlock-{kind}-any", 0.0,
+                               f"Landlock leaves TCP {kind} unrestricted (network.{kind}: any)",
+                               o.get(f"landlock.network.{kind}")))
+    return out
 
 
 def _origin_of(policy: Policy, names: list[str]) -> Location | None:

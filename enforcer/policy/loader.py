@@ -23,6 +23,7 @@ from enforcer.errors import Location, PolicyError, PolicyErrors
 from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.policy import caps as caps_mod
 from enforcer.policy import carveouts, groups, names, syscalls
+from enforcer.policy import landlock as landlock_section
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -341,6 +342,8 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
     scope = child.scope[0] if child.scope else "host"
     if child.scope:
         origins["scope"] = child.scope[1]
+    landlock = landlock_section.merge(layers, lambda i: _ancestors(layers, i), origins,
+                                      scalar("no_new_privileges", True), errors)
 
     if errors:
         raise PolicyErrors(_capped(errors))
@@ -365,6 +368,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         namespaces=namespaces,
         env=env,
         scope=scope,
+        landlock=landlock,
         sources=tuple(chain.sources),
         origins=origins,
     )

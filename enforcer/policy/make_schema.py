@@ -16,7 +16,7 @@ from typing import Any
 
 
 def build() -> dict[str, Any]:
-    from enforcer.policy import caps, constants, groups
+    from enforcer.policy import caps, constants, groups, landlock
     from enforcer.policy.model import NAMESPACES, SCOPES
     from enforcer.policy.validate import ARCH_WORDS, ENV_NAME_RE, ENV_PATTERN_RE, TMPFS_OPTIONS
 
@@ -123,6 +123,7 @@ def build() -> dict[str, Any]:
                         "additionalProperties": {"type": "string"}},
             }),
             "namespaces": words({"enum": list(NAMESPACES)}),
+            "landlock": landlock.schema(path, obj),
         }, ("name",)),
     }
     return schema

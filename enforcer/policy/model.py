@@ -247,6 +247,37 @@ SCOPES = ("host", "container")
 
 
 @dataclass(frozen=True)
+class LandlockPath:
+    """A path a Landlock grant names. `optional`: skipped when it does not
+    exist where the workload runs (otherwise that is an error naming it)."""
+
+    path: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class LandlockPolicy:
+    """The `landlock` section: what the workload may do; everything else
+    that Landlock can restrict is denied (enforcer/landlock.py has the
+    rights each word grants).
+
+    `bind`/`connect` None means `any`: that kind of TCP access is left
+    unrestricted; an empty tuple means none is allowed.
+    """
+
+    abi: int | None = None  # the minimum ABI; None: best effort on older kernels
+    read: tuple[LandlockPath, ...] = ()
+    write: tuple[LandlockPath, ...] = ()
+    execute: tuple[LandlockPath, ...] = ()
+    bind: tuple[int, ...] | None = ()
+    connect: tuple[int, ...] | None = ()
+    scope: tuple[str, ...] = ()  # "signal", "abstract-unix-socket"
+
+    def grants(self) -> tuple[tuple[str, tuple[LandlockPath, ...]], ...]:
+        return (("read", self.read), ("write", self.write), ("execute", self.execute))
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     description: str = ""
@@ -263,6 +294,7 @@ class Policy:
     namespaces: tuple[str, ...] = ()  # subset of NAMESPACES
     env: EnvPolicy = field(default_factory=EnvPolicy)
     scope: str = "host"  # one of SCOPES; never inherited
+    landlock: LandlockPolicy | None = None  # no `landlock` section: no Landlock at all
     # The files this policy was built from, child last, with their sha256;
     # used for the Plan's hash and the cache key.
     sources: tuple[tuple[str, str], ...] = ()

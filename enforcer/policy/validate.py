@@ -356,7 +356,7 @@ def _errno_action(chk: Checker, arg: str, loc: Location, what: str) -> Action | 
 
 TOP_KEYS = ("version", "name", "description", "extends", "mode", "scope", "syscalls",
             "capabilities", "no_new_privileges", "filesystem", "resources", "rlimits", "user",
-            "namespaces", "env")
+            "namespaces", "env", "landlock")
 SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "deny",
                 "deny_action", "rules", "inherit")
 RULE_KEYS = ("syscalls", "action", "args", "comment")
@@ -374,6 +374,8 @@ ENV_PATTERN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 
 
 def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyError]]:
+    from enforcer.policy import landlock  # its own module; it uses the helpers above
+
     chk = Checker()
     layer = Layer(path=path, display=display)
     top = chk.mapping(root, "a policy", TOP_KEYS)
@@ -384,7 +386,7 @@ def read_layer(root: Node, path: str, display: str) -> tuple[Layer, list[PolicyE
         "mode": _mode, "syscalls": _syscalls, "capabilities": _capabilities,
         "no_new_privileges": _nnp, "filesystem": _filesystem, "resources": _resources,
         "rlimits": _rlimits, "user": _user, "namespaces": _namespaces, "env": _env,
-        "scope": _scope,
+        "scope": _scope, "landlock": landlock.read_section,
     }
     for key, value in top.items:
         handler = sections.get(key.text)

@@ -14,6 +14,8 @@
                                         #   flags (e.g. LOG) instead of dropping them
       "annotation_policies": null       # the policies the io.enforcer.policy
                                         #   annotation may choose (null: any installed)
+      "landlock_helper": null           # enforcer-landlock (default: next to the shim's
+                                        #   program); see enforcer/shim/landlock.py
     }
 
 Found at `--config FILE`, else $ENFORCER_SHIM_CONFIG, else the default path
@@ -34,12 +36,14 @@ DEFAULT_PLANS_DIR = "/etc/enforcer/plans"
 
 _KEYS = {"default_policy": str, "on_no_policy": str, "runc": str, "plans_dir": str,
          "cache_dir": str, "runtime_dir": str, "require_seccomp_flags": bool,
-         "annotation_policies": list}
+         "annotation_policies": list,
+         "landlock_helper": str}
 
 
 class ShimConfig:
     __slots__ = ("path", "default_policy", "on_no_policy", "runc", "plans_dir", "cache_dir",
-                 "runtime_dir", "require_seccomp_flags", "annotation_policies")
+                 "runtime_dir", "require_seccomp_flags", "annotation_policies",
+                 "landlock_helper")
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
@@ -51,6 +55,7 @@ class ShimConfig:
         self.runtime_dir: str | None = None
         self.require_seccomp_flags = False
         self.annotation_policies: list[str] | None = None
+        self.landlock_helper: str | None = None
 
     def registry_root(self) -> str:
         return os.environ.get("ENFORCER_RUNTIME_DIR") or self.runtime_dir or "/run/enforcer"

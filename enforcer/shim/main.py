@@ -186,7 +186,7 @@ def _merged_config(line: RuncCommandLine, cfg: ShimConfig, runc: str, container_
     patch = patch_for_policy(spec, cfg.plans_dir, cfg.cache_dir, shim_cache)
     notes: list[str] = []
     merge_patch(config, patch, bundle, proc=runner.proc, stager=stager, cache_dir=shim_cache,
-                notes=notes)
+                notes=notes, landlock_helper=cfg.landlock_helper)
     for note in notes:
         runner.warn(note)
     linux = config.get("linux")
@@ -324,6 +324,9 @@ def exec_in_container(line: RuncCommandLine, cfg: ShimConfig, runc: str,
 
         rewrite_process_file(process_file, patch, runner.proc)
     else:
+        from enforcer.shim.landlock import exec_arguments
+
+        line.runc_args = exec_arguments(line.runc_args, positionals, patch)
         if line.repeated("cap"):
             raise ShimError(f"container {record['id']} runs under policy {record['policy']}: "
                             "exec --cap cannot add capabilities")
@@ -440,6 +443,10 @@ def run_shim(argv: list[str], self_path: str | None, runner: "Runner | None" = N
     if action == "refuse":
         raise ShimError(refusal(line.command or ""))
     cfg = load_config(line.shim.get("config"))
+    if cfg.landlock_helper is None:
+        from enforcer.shim.landlock import default_helper
+
+        cfg.landlock_helper = default_helper(self_path)
     runc = find_runc(line.shim.get("runc") or cfg.runc, self_path)
     if line.command in ("create", "run"):
         return start(line, cfg, runc, runner)

@@ -23,6 +23,8 @@ Rules, in short:
   noNewPrivileges  forced true when the policy says so
   user             the policy's user replaces root (uid 0) only
   namespaces       the policy's namespaces added (user: refused, see below)
+  landlock         the process starts through the Landlock helper
+                   (enforcer/shim/landlock.py)
 """
 
 from __future__ import annotations
@@ -455,6 +457,10 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
     merge_rlimits(wrapper, patch, inherited_rlimits([r[0] for r in patch["rlimits"]], proc))
     merge_no_new_privileges(wrapper, patch)
     merge_user(wrapper, patch)
+    if patch.get("landlock"):
+        from enforcer.shim.landlock import wrap_process
+
+        wrap_process(process, patch)
     return process
 
 
@@ -464,7 +470,8 @@ def merge_process(process: dict[str, Any], patch: dict[str, Any],
 def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
                 inherited: dict[str, tuple[int, int]] | None = None,
                 proc: str = "self", stager: Stager | None = None,
-                cache_dir: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
+                cache_dir: str | None = None, notes: list[str] | None = None,
+                landlock_helper: str | None = None) -> dict[str, Any]:
     """Apply every rule above to `config` (in place) and return it.
 
     What was applied is recorded in the registry (shim/record.py), not in
@@ -475,7 +482,7 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     `stager`: where writable paths get their bind sources (staging.py);
     `cache_dir`: the shim's cache (the seccomp intersection is kept there);
     `notes`: gets what the user should hear about (a stricter-than-stacked
-    seccomp rule)."""
+    seccomp rule); `landlock_helper`: the host path of enforcer-landlock."""
     if inherited is None:
         inherited = inherited_rlimits([r[0] for r in patch["rlimits"]], proc)
     seccomp_notes = merge_seccomp(config, patch, cache_dir)
@@ -492,4 +499,8 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     merge_no_new_privileges(config, patch)
     merge_user(config, patch)
     merge_namespaces(config, patch)
+    if patch.get("landlock"):
+        from enforcer.shim.landlock import merge_landlock
+
+        merge_landlock(config, patch, landlock_helper)
     return config

@@ -22,6 +22,7 @@ Patch format (PATCH_FORMAT 1):
   user               {"uid", "gid", "groups"} or None
   no_new_privileges  bool
   namespaces         [OCI namespace type]
+  landlock           the Landlock ruleset for the helper (shim/landlock.py), or None
   notes              [str]  what the shim left to the runtime, for docs/debug
 """
 
@@ -141,6 +142,8 @@ def _limits_from_cgroup(cg: "CgroupPlan") -> dict[str, Any]:
 
 
 def patch_from_plan(plan: "Plan") -> dict[str, Any]:
+    from enforcer.shim.landlock import landlock_patch
+
     notes: list[str] = []
     seccomp = None
     if plan.seccomp is not None:
@@ -207,5 +210,6 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
                  if plan.user is not None else None),
         "no_new_privileges": plan.no_new_privileges,
         "namespaces": namespaces,
+        "landlock": landlock_patch(plan),
         "notes": notes,
     }

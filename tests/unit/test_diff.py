@@ -101,6 +101,8 @@ SHIPPED_EXPECTED = [
     "user: identity: unchanged (launcher's) -> dynamic groups []",
     "namespaces: namespaces only in NEW: pid",
     "scope: scope: container -> host",
+    "landlock: only in NEW (nothing restricted without it): read /; write /tmp, /dev/shm, "
+    "/dev/null; execute /; bind any; connect any; scope signal, abstract-unix-socket",
 ]
 
 

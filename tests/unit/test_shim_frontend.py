@@ -23,9 +23,14 @@ def test_launcher_builds_the_front_end_beside_the_python_shim(tmp_path: Path) ->
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     names = sorted(os.listdir(tmp_path))
-    assert names == ["enforcer", "enforcer-runc", "enforcer-runc-py", "enforcer-shimd"]
+    assert names == ["enforcer", "enforcer-landlock", "enforcer-runc", "enforcer-runc-py",
+                     "enforcer-shimd"]
     with open(tmp_path / "enforcer-runc", "rb") as f:
         assert f.read(4) == b"\x7fELF"  # the compiled front end, not a script
+    # The Landlock helper runs inside containers: static, no loader.
+    from tests.landlock_helpers import pt_interp
+
+    assert pt_interp(str(tmp_path / "enforcer-landlock")) is None
     assert "built" in r.stdout
 
 

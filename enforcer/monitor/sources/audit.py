@@ -379,6 +379,13 @@ class AuditSource:
         # Daemon mode raises the kernel's backlog limit (0: leave it) and
         # gives it back; `state_path` remembers the host's value meanwhile.
         self.backlog = audit_control.BacklogLimit(backlog_limit, state_path)
+        # Other record types and who wants them (Landlock: monitor/landlock.py).
+        self._handlers: dict[int, Callable[[int, bytes], None]] = {}
+
+    def add_handler(self, types: frozenset[int], handler: Callable[[int, bytes], None]) -> None:
+        """Pass records of `types` to handler(type, payload) as they arrive."""
+        for mtype in types:
+            self._handlers[mtype] = handler
 
     # -- opening and closing ------------------------------------------------------
 
@@ -618,6 +625,7 @@ class AuditSource:
         recv = sock.recv
         see = self.gaps.see
         duplicate_below = self._duplicate_below
+        handlers = self._handlers
         header = NLMSG_HDRLEN
         count = 0
         while count < limit:
@@ -650,8 +658,11 @@ class AuditSource:
                         if duplicate_below is not None and serial < duplicate_below:
                             continue  # counted from the daemon socket already
                         see(serial)
-                    if data[4] | (data[5] << 8) == AUDIT_SECCOMP:
+                    mtype = data[4] | (data[5] << 8)
+                    if mtype == AUDIT_SECCOMP:
                         handle(data[header:])
+                    elif mtype in handlers:
+                        handlers[mtype](mtype, data[header:])
                     continue
             self._feed(data, handle, on_malformed)
         return count
@@ -668,6 +679,8 @@ class AuditSource:
                     self.gaps.see(serial)
                 if mtype == AUDIT_SECCOMP:
                     handle(payload)
+                elif mtype in self._handlers:
+                    self._handlers[mtype](mtype, payload)
                 elif mtype == AUDIT_REPLACE and self.registered:
                     self._note_replace(payload)
         except MalformedRecord:

@@ -36,6 +36,7 @@ AUDIT_REPLACE = 1329
 NLMSG_ERROR = 2
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+AUDIT_STATUS_ENABLED = 0x01
 AUDIT_STATUS_PID = 0x04
 AUDIT_STATUS_BACKLOG_LIMIT = 0x10
 
@@ -167,14 +168,19 @@ def set_daemon_pid(sock: socket.socket, pid: int, seq: int) -> list[bytes]:
     return set_status(sock, seq, AUDIT_STATUS_PID, pid=pid)
 
 
-def set_backlog_limit(limit: int) -> None:
-    """AUDIT_SET backlog_limit, over a socket of our own."""
+def set_fields(mask: int, **values: int) -> None:
+    """AUDIT_SET the fields in `mask`, over a socket of our own."""
     sock = open_audit_socket()
     try:
         sock.settimeout(2.0)
-        set_status(sock, 1, AUDIT_STATUS_BACKLOG_LIMIT, backlog_limit=limit)
+        set_status(sock, 1, mask, **values)
     finally:
         sock.close()
+
+
+def set_backlog_limit(limit: int) -> None:
+    """AUDIT_SET backlog_limit, over a socket of our own."""
+    set_fields(AUDIT_STATUS_BACKLOG_LIMIT, backlog_limit=limit)
 
 
 class BacklogLimit:

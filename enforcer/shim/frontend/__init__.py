@@ -1,6 +1,8 @@
-"""The compiled front end of the shim (enforcer-runc.c) and how it is built.
+"""The compiled front end of the shim (enforcer-runc.c), the static
+Landlock helper (enforcer-landlock.c), and how they are built.
 
-    python -m enforcer.shim.frontend OUTPUT     compile it to OUTPUT
+    python -m enforcer.shim.frontend OUTPUT              the front end
+    python -m enforcer.shim.frontend --landlock OUTPUT   the Landlock helper
 
 `enforcer-runc` is this small C program: it hands runc's command line to
 enforcer-shimd (enforcer/shim/server.py), which runs the Python shim
@@ -17,6 +19,9 @@ import subprocess
 import sys
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforcer-runc.c")
+# Runs inside containers (enforcer/shim/landlock.py): always static, since
+# an image may have no C library or another one.
+LANDLOCK_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforcer-landlock.c")
 # Hardening as Debian builds its packages; -static saves the dynamic
 # loader's work on every container operation (~0.5 ms) where glibc's
 # static archive is installed, and the build falls back to dynamic linking.
@@ -36,16 +41,19 @@ def compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc")
 
 
-def build(output: str, cc: str | None = None) -> str:
-    """Compile the front end to `output` (atomically); returns `output`."""
+def build(output: str, cc: str | None = None, source: str = SOURCE,
+          static_only: bool = False) -> str:
+    """Compile the front end (or `source`) to `output` (atomically); returns
+    `output`. `static_only`: no fallback to dynamic linking."""
     cc = cc or compiler()
     if not cc:
         raise BuildError("no C compiler (set CC, or install gcc)")
     tmp = f"{output}.tmp-{os.getpid()}"
     errors = ""
-    for link in (["-static"], ["-pie", "-fPIE"]):
+    links = [["-static"]] if static_only else [["-static"], ["-pie", "-fPIE"]]
+    for link in links:
         try:
-            result = subprocess.run([cc, *CFLAGS, *link, "-o", tmp, SOURCE],
+            result = subprocess.run([cc, *CFLAGS, *link, "-o", tmp, source],
                                     capture_output=True, text=True)
         except OSError as e:
             raise BuildError(f"cannot run the C compiler {cc}: {e.strerror}") from None
@@ -58,16 +66,22 @@ def build(output: str, cc: str | None = None) -> str:
         os.unlink(tmp)
     except OSError:
         pass
-    raise BuildError(f"{cc} failed to build {SOURCE}: {errors.splitlines()[-1] if errors else '?'}")
+    raise BuildError(f"{cc} failed to build {source}: {errors.splitlines()[-1] if errors else '?'}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    landlock = args[:1] == ["--landlock"]
+    if landlock:
+        del args[0]
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m enforcer.shim.frontend OUTPUT", file=sys.stderr)
+        print("usage: python -m enforcer.shim.frontend [--landlock] OUTPUT", file=sys.stderr)
         return 2
     try:
-        build(args[0])
+        if landlock:
+            build(args[0], source=LANDLOCK_SOURCE, static_only=True)
+        else:
+            build(args[0])
     except BuildError as e:
         print(f"enforcer.shim.frontend: {e}", file=sys.stderr)
         return 1
