@@ -79,6 +79,11 @@ def socket_path(environ: "dict[str, str] | os._Environ[str]" = os.environ) -> st
     return environ.get("ENFORCER_SHIM_SOCKET") or DEFAULT_SOCKET
 
 
+# The settings the server serves with, handed to the Python shim it falls
+# back to (the front end accepts exactly these names: enforcer-runc.c).
+SERVER_SETTINGS = ("ENFORCER_SHIM_CONFIG", "ENFORCER_RUNTIME_DIR", "ENFORCER_CACHE_DIR")
+
+
 class ClientGone(Exception):
     """The front end closed the connection: nothing more can be done for it.
 
@@ -174,7 +179,7 @@ class RemoteRunner:
         """What is left to do needs the front end's own process (its stdin,
         its caller's privileges): the Python shim runs in its place, from
         the start, with the same checks."""
-        self.fall_back(reason)
+        self.fall_back(reason, same_settings=True)
         raise HandedOver()
 
     def read_stdin(self, limit: int) -> bytes:
@@ -221,8 +226,17 @@ class RemoteRunner:
             raise ShimError("malformed child status from the front end")
         return int(reply[1])
 
-    def fall_back(self, reason: str) -> None:
-        self._send("P", reason)
+    def fall_back(self, reason: str, same_settings: bool = False) -> None:
+        """Let the front end run the Python shim instead. `same_settings`: the
+        request was accepted and must be finished with this server's
+        registry, cache and configuration -- which a unit sets in the
+        server's environment, not the caller's. (Without them, `update -r -`
+        of a policy container would look in the default registry, find no
+        record and pass straight to runc.) A declined request keeps the
+        caller's own settings: that is why it was declined."""
+        settings = [f"{key}={os.environ[key]}" for key in SERVER_SETTINGS
+                    if same_settings and os.environ.get(key)]
+        self._send("P", reason, *settings)
 
     def finish(self, code: int) -> None:
         self._send("Q", str(code))

@@ -162,6 +162,31 @@ static void exec_fallback(char **argv, const char *why)
     exit(APPLY_FAILED);
 }
 
+/* The server's own settings (SERVER_SETTINGS in server.py) for the Python
+ * shim that runs in its place, so that both find the same registry, cache
+ * and configuration. Only these names are taken; the server is root's or
+ * our own (check_server). */
+static void adopt_server_settings(char **settings, size_t count)
+{
+    static const char *const allowed[] = {
+        "ENFORCER_SHIM_CONFIG=", "ENFORCER_RUNTIME_DIR=", "ENFORCER_CACHE_DIR=",
+    };
+    size_t i, k;
+
+    for (i = 0; i < count; i++) {
+        for (k = 0; k < sizeof allowed / sizeof allowed[0]; k++) {
+            size_t n = strlen(allowed[k]);
+            if (strncmp(settings[i], allowed[k], n) == 0) {
+                char name[32];
+                memcpy(name, allowed[k], n - 1);
+                name[n - 1] = '\0';
+                if (setenv(name, settings[i] + n, 1) < 0)
+                    die("setenv: %s", strerror(errno));
+            }
+        }
+    }
+}
+
 static const char *socket_path(void)
 {
     const char *explicit = getenv("ENFORCER_SHIM_SOCKET");
@@ -484,6 +509,7 @@ int main(int argc, char **argv)
             break;
         case 'P':
             close(fd);
+            adopt_server_settings(fields + 2, count > 2 ? count - 2 : 0);
             exec_fallback(argv, count >= 2 ? fields[1] : "the server said so");
             break;
         case 'Q':
