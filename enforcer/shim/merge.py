@@ -203,6 +203,43 @@ def _norm(path: str) -> str:
     return os.path.normpath(path) if path else path
 
 
+# The pseudo-devices a private /dev keeps (as systemd's PrivateDevices= and
+# `enforcer run` do): (type, major, minor), minor None for all of a major.
+PSEUDO_DEVICES = {("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9),
+                  ("c", 5, 0), ("c", 5, 1), ("c", 5, 2), ("c", 136, None)}
+
+
+def _pseudo(kind: Any, major: Any, minor: Any) -> bool:
+    return (kind, major, minor) in PSEUDO_DEVICES or (kind, major, None) in PSEUDO_DEVICES
+
+
+def merge_devices(config: dict[str, Any], patch: dict[str, Any]) -> None:
+    """`filesystem.private_devices`: the container gets no host device beyond
+    the pseudo-devices -- neither a node in `linux.devices` (`docker run
+    --device`) nor a cgroup rule letting it read or write one it makes
+    itself. Rules that only deny, or only allow mknod, stay."""
+    if not patch.get("private_devices"):
+        return
+    linux = config.setdefault("linux", {})
+    devices = linux.get("devices")
+    if isinstance(devices, list):
+        linux["devices"] = [d for d in devices if isinstance(d, dict) and _pseudo(
+            "b" if d.get("type") == "b" else "c", d.get("major"), d.get("minor"))]
+    resources = linux.get("resources")
+    rules = resources.get("devices") if isinstance(resources, dict) else None
+    if isinstance(rules, list):
+        kept = []
+        for rule in rules:
+            if not isinstance(rule, dict):
+                continue
+            access = str(rule.get("access") or "rwm")
+            if (not rule.get("allow") or set(access) <= {"m"}
+                    or _pseudo(rule.get("type"), rule.get("major"), rule.get("minor"))):
+                kept.append(rule)
+        # First of all, deny everything: what follows may allow the rest.
+        resources["devices"] = [{"allow": False, "access": "rwm"}] + kept
+
+
 def merge_tmpfs(config: dict[str, Any], patch: dict[str, Any]) -> None:
     """The policy's tmpfs mounts are added.
 
@@ -493,6 +530,7 @@ def merge_patch(config: dict[str, Any], patch: dict[str, Any], bundle: str,
     merge_root(config, patch)
     merge_paths(config, patch)
     merge_tmpfs(config, patch)
+    merge_devices(config, patch)
     merge_writable(config, patch, bundle, stager)
     merge_resources(config, patch)
     merge_rlimits(config, patch, inherited)

@@ -165,6 +165,7 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
     masked: list[str] = []
     writable: list[str] = []
     tmpfs: list[dict[str, Any]] = []
+    private_devices = False
     for op in plan.mounts:
         if op.kind == "readonly":
             if op.path == "/":
@@ -180,6 +181,10 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
         elif op.kind == "tmpfs":
             tmpfs.append({"path": op.path, "size": op.size, "mode": op.mode,
                           "options": list(op.options)})
+        elif op.kind == "devices":
+            # The container has a /dev of its own already; what is left to
+            # do is keep host devices out of it (merge.merge_devices).
+            private_devices = True
         elif op.kind in ("make_private", "bind", "pivot_root"):
             # A container already has its own root and private propagation
             # (runc's rootfsPropagation); the policy's new-root steps are
@@ -203,6 +208,7 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
         "masked_paths": masked,
         "writable_paths": writable,
         "tmpfs": tmpfs,
+        "private_devices": private_devices,
         "limits": _limits_from_cgroup(plan.cgroup),
         "rlimits": [[r.resource.upper().removeprefix("RLIMIT_"), r.soft, r.hard]
                     for r in plan.rlimits],

@@ -169,10 +169,11 @@ def test_extends_climbing_out_through_a_symlinked_directory_is_refused(scratch: 
 
 
 def test_extends_bare_name_does_not_resolve_to_a_file_beside_the_policy(scratch: str) -> None:
-    write(os.path.join(scratch, "sandbox"), PERMISSIVE.format(name="sandbox"))
-    top = write(os.path.join(scratch, "top.yaml"), "name: top\nextends: sandbox\n")
+    # (a name that is no shipped policy: a shipped name always means the shipped one)
+    write(os.path.join(scratch, "mybase"), PERMISSIVE.format(name="mybase"))
+    top = write(os.path.join(scratch, "top.yaml"), "name: top\nextends: mybase\n")
     r, marker = run_policy(top, scratch)
-    assert_refused(r, marker, "top.yaml:2", "sandbox")
+    assert_refused(r, marker, "top.yaml:2", "mybase")
 
 
 # -- names -------------------------------------------------------------------------
@@ -180,9 +181,9 @@ def test_extends_bare_name_does_not_resolve_to_a_file_beside_the_policy(scratch:
 
 def test_bare_name_does_not_fall_back_to_the_working_directory(scratch: str) -> None:
     # An attacker who controls the directory root runs enforcer from.
-    write(os.path.join(scratch, "sandbox"), PERMISSIVE.format(name="sandbox"))
-    r, marker = run_policy("sandbox", scratch, cwd=scratch)
-    assert_refused(r, marker, "sandbox", "no policy named")
+    write(os.path.join(scratch, "mybase"), PERMISSIVE.format(name="mybase"))
+    r, marker = run_policy("mybase", scratch, cwd=scratch)
+    assert_refused(r, marker, "mybase", "no policy named")
 
 
 # -- the Plan cache must not remember a trust that is gone ---------------------------

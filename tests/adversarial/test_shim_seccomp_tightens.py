@@ -67,6 +67,15 @@ def _config_with(seccomp: dict | None) -> dict:
     return config
 
 
+def _seccomp_patch(plan: object) -> dict:
+    """The shim's patch for `plan`, without its Landlock part: these tests
+    decide seccomp only, and the Landlock helper's place in a bundle is
+    tests/adversarial/test_landlock_attacks.py's."""
+    patch = patch_from_plan(plan)
+    patch["landlock"] = None
+    return patch
+
+
 @pytest.fixture(scope="module")
 def shipped_plans(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from enforcer.compile.cache import load_or_compile
@@ -84,7 +93,7 @@ def test_docker_default_and_shipped_policy_merge_to_the_stricter_decision(
         policy: str, shipped_plans: dict) -> None:
     config_profile = _docker_default_oci()
     plan = shipped_plans[policy]
-    merged = merge_patch(_config_with(config_profile), patch_from_plan(plan), "/bundle", {})
+    merged = merge_patch(_config_with(config_profile), _seccomp_patch(plan), "/bundle", {})
     compared, differences, seen = compare_intersection(
         config_profile, plan.seccomp.oci, merged["linux"]["seccomp"])
     print(f"\n{policy}: {compared} decisions compared, {len(differences)} differ; merged "
@@ -102,7 +111,7 @@ def test_the_profile_docker_20_10_wrote_merges_to_the_stricter_decision(
     config = json.loads(DOCKER_OCI_CONFIG.read_text())
     for policy in ("default", "restricted"):
         plan = shipped_plans[policy]
-        merged = merge_patch(copy.deepcopy(config), patch_from_plan(plan), "/bundle", {})
+        merged = merge_patch(copy.deepcopy(config), _seccomp_patch(plan), "/bundle", {})
         compared, differences, _ = compare_intersection(
             config["linux"]["seccomp"], plan.seccomp.oci, merged["linux"]["seccomp"])
         assert compared > 9_000
@@ -134,7 +143,7 @@ def test_a_plan_cannot_turn_runtime_default_into_allow_all() -> None:
 
 def test_the_runtimes_stricter_profile_survives_every_shipped_policy(shipped_plans) -> None:
     for policy, plan in shipped_plans.items():
-        merged = merge_patch(_config_with(NO_MKDIR), patch_from_plan(plan), "/bundle",
+        merged = merge_patch(_config_with(NO_MKDIR), _seccomp_patch(plan), "/bundle",
                              {})["linux"]["seccomp"]
         compared, differences, _ = compare_intersection(NO_MKDIR, plan.seccomp.oci, merged)
         assert compared > 5_000 and not differences, f"{policy}:\n" + "\n".join(differences[:30])

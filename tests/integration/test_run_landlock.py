@@ -48,16 +48,32 @@ def tree() -> Iterator[str]:
         pytest.skip("needs Landlock ABI 6 (network rules and scopes)")
     d = scratch_dir("enforcer-landlock-")
     make_tree(d, owner=NOBODY)
-    yield d
-    session.remove_tree(d)
+    try:
+        yield d
+    finally:
+        session.remove_tree(_trusted_dir(d))
+        session.remove_tree(d)
+
+
+def _trusted_dir(tree: str) -> str:
+    """Where the policies and Plans of `tree` are kept: the tree itself is
+    writable by everyone (nobody's probes write there), and a privileged
+    enforcer refuses a policy or Plan others could have written."""
+    return tree + ".policies"
 
 
 def compile_plan(policy_path: str, directory: str) -> str:
-    """Compile as root (the start path of an unprivileged run reads only the Plan)."""
+    """Compile as root (the start path of an unprivileged run reads only the Plan).
+    The policy is compiled from a copy in a root-owned directory."""
     from enforcer.compile.cache import load_or_compile
 
-    plan = load_or_compile(policy_path, cache_dir=os.path.join(directory, "cache"))
-    out = policy_path + ".plan.json"
+    trusted = _trusted_dir(directory)
+    os.makedirs(trusted, mode=0o755, exist_ok=True)
+    copy = os.path.join(trusted, os.path.basename(policy_path))
+    shutil.copyfile(policy_path, copy)
+    os.chmod(copy, 0o644)
+    plan = load_or_compile(copy, cache_dir=os.path.join(trusted, "cache"))
+    out = copy + ".plan.json"
     with open(out, "w") as f:
         f.write(plan.to_json())
     os.chmod(out, 0o644)
@@ -71,13 +87,16 @@ def run_as(uid: int, plan: str, argv: list[str], env: dict[str, str], cwd: str,
     PYTHONPATH, since the venv may be unreadable to nobody)."""
     base = {"PATH": "/usr/bin:/bin", "HOME": cwd, "ENFORCER_RUNTIME_DIR": os.path.join(cwd, "run"),
             "ENFORCER_CACHE_DIR": os.path.join(cwd, "cache-run")}
+    # The workload's environment is reset (env.clear): its settings go in
+    # through env(1), as the workload's own.
+    workload = ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *argv]
     if uid == 0:
-        cmd = [PYTHON, "-m", "enforcer", "run", "--plan", plan, "--", *argv]
-        full = {**os.environ, **base, **env}
+        cmd = [PYTHON, "-m", "enforcer", "run", "--plan", plan, "--", *workload]
+        full = {**os.environ, **base}
     else:
         cmd = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
-               SYSTEM_PYTHON, "-m", "enforcer", "run", "--plan", plan, "--", *argv]
-        full = {**base, "PYTHONPATH": REPO, **env}
+               SYSTEM_PYTHON, "-m", "enforcer", "run", "--plan", plan, "--", *workload]
+        full = {**base, "PYTHONPATH": REPO}
     return subprocess.run((pre or []) + cmd, capture_output=True, text=True, env=full,
                           cwd=cwd, timeout=120)
 

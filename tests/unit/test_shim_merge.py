@@ -332,3 +332,36 @@ def test_ambient_is_intersected_with_what_the_policy_lets_the_process_hold() -> 
     after = merged({"capabilities": caps, "user": UserPlan(uid=65534, gid=65534)},
                    copy.deepcopy(config))["process"]["capabilities"]
     assert after["ambient"] == []
+
+
+def test_private_devices_keeps_host_devices_out_of_the_container() -> None:
+    from enforcer.shim.merge import merge_devices
+
+    config = {"linux": {
+        "devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0},
+                    {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+                    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3}],
+        "resources": {"devices": [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": True, "type": "b", "major": 8, "minor": 0, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 136, "minor": 4, "access": "rwm"},
+            {"allow": True, "type": "b", "access": "m"},
+            {"allow": True, "access": "rwm"},  # privileged: everything
+        ]}}}
+    merge_devices(config, {"private_devices": True})
+    assert [d["path"] for d in config["linux"]["devices"]] == ["/dev/null"]
+    rules = config["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}
+    allowed_rw = [(r.get("type"), r.get("major"), r.get("minor")) for r in rules
+                  if r["allow"] and set(r["access"]) - {"m"}]
+    assert allowed_rw == [("c", 1, 3), ("c", 136, 4)]
+
+
+def test_without_private_devices_the_devices_are_the_runtimes() -> None:
+    from enforcer.shim.merge import merge_devices
+
+    config = {"linux": {"devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]}}
+    merge_devices(config, {"private_devices": False})
+    assert config["linux"]["devices"][0]["path"] == "/dev/sda"
