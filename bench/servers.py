@@ -85,10 +85,12 @@ def _tcp_answers(port: int, send: bytes, expect: bytes) -> bool:
 NGINX_CONF = """\
 {user}worker_processes 2;
 error_log {logs}/error.log;
+{own_paths}
 events {{ worker_connections 512; }}
 http {{
     include /etc/nginx/mime.types;
     access_log {logs}/access.log;
+{temp_paths}
     sendfile on;
     server {{
         listen 127.0.0.1:{port};
@@ -98,10 +100,21 @@ http {{
 """
 
 
-def prepare_nginx(scratch: str, port: int, *, master_as_root: bool = False) -> Server:
+NGINX_OWN_PATHS = """\
+pid {logs}/nginx.pid;
+"""
+NGINX_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def prepare_nginx(scratch: str, port: int, *, master_as_root: bool = False,
+                  own_paths: bool = False) -> Server:
     """nginx serving a small static page. With `master_as_root` the config
     names `user www-data;`: a master started as root switches its workers
-    to www-data itself (policies/examples/nginx-as-root.yaml)."""
+    to www-data itself (policies/examples/nginx-as-root.yaml). Its pid file
+    and temporary files go where Debian's build puts them (/run/nginx.pid,
+    /var/lib/nginx: the example policy's private tmpfs mounts), or with
+    `own_paths` into its log directory -- so that it also runs as
+    www-data without enforcer, for the benchmark's baseline."""
     home = _public_dir(os.path.join(scratch, "nginx"))
     html = _public_dir(os.path.join(home, "html"))
     with open(os.path.join(html, "index.html"), "w") as f:
@@ -116,6 +129,10 @@ def prepare_nginx(scratch: str, port: int, *, master_as_root: bool = False) -> S
     conf = os.path.join(home, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(user="user www-data;\n" if master_as_root else "",
+                                  own_paths=NGINX_OWN_PATHS.format(logs=logs) if own_paths else "",
+                                  temp_paths="".join(
+                                      f"    {t}_temp_path {logs}/{t}_temp;\n"
+                                      for t in NGINX_TEMP_PATHS) if own_paths else "",
                                   logs=logs, port=port, html=html))
     os.chmod(conf, 0o644)
     argv = ["/usr/sbin/nginx", "-c", conf, "-e", "stderr", "-g", "daemon off;"]
@@ -249,7 +266,7 @@ def _number(pattern: str, text: str, default: float | None = None) -> float:
 
 
 def wrk(port: int, seconds: float = 3, connections: int = 16, threads: int = 2) -> Load:
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          check=True, timeout=seconds + 60).stdout
     errors = []

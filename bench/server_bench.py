@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Throughput of nginx, redis-server and PostgreSQL 15 under their example
+policies, next to the same server unconfined and while `enforcer record`
+records it, in one run on one machine.
+
+    sudo .venv/bin/python bench/server_bench.py [--rounds 3] [--seconds 5]
+        [--servers nginx,redis,postgresql] [--no-record] [--monitor]
+        [--out bench/results]
+
+Each server is started in a scratch directory on a scratch loopback port
+(bench/servers.py, as the tests do) three ways, interleaved round by round
+so that a busy machine slows every variant alike:
+
+* unconfined: the server as its own user (setpriv), no enforcer;
+* confined: `enforcer run` with the example policy (extended by the scratch
+  paths and port only);
+* recorded: `enforcer record --base <that policy>`: every syscall is
+  logged through the kernel audit stream and read back (docs/record.md,
+  "Cost").
+
+With --monitor, an `enforcer monitor` in multicast mode runs during the
+recorded variant (never the audit daemon: this script takes no host lock),
+and its CPU time and what it counted are reported: a recording next to a
+monitor on the same host.
+
+Load: wrk (nginx, a static page), redis-benchmark (SET, GET; figures are
+the mean of the two), pgbench (TPC-B-like, scale 2, 4 clients). A round's
+figure is the generator's own rate; a variant's figure is the median of
+its rounds. Results: OUT/servers.md and OUT/servers.json, with the command
+line that made them. Needs root (the servers' users, cgroups, the audit
+stream for recording).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Callable, Iterator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers  # noqa: E402
+
+VARIANTS = ("unconfined", "confined", "recorded")
+
+
+def load_for(server: servers.Server, seconds: float) -> Callable[[], servers.Load]:
+    if server.kind == "nginx":
+        return lambda: servers.wrk(server.port, seconds=seconds, connections=32)
+    if server.kind == "redis":
+        # About `seconds` of work at the rates seen here (~30-60k/s).
+        n = int(30000 * seconds)
+        return lambda: servers.redis_benchmark(server.port, requests=n, clients=32, tests="set,get")
+    return lambda: servers.pgbench(server.port, clients=4, transactions=None, seconds=seconds)
+
+
+def argv_for(variant: str, server: servers.Server, policy: str, scratch: str) -> list[str]:
+    enforcer = servers.enforcer_command()
+    if variant == "unconfined":
+        return servers.unconfined_argv(server)
+    if variant == "confined":
+        return [*enforcer, "run", "--policy", policy, "--", *server.argv]
+    learned = os.path.join(scratch, f"{server.kind}-learned.yaml")
+    return [*enforcer, "record", "--base", policy, "-o", learned, "--", *server.argv]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+@contextlib.contextmanager
+def monitor(scratch: str) -> Iterator[Callable[[], dict[str, float]]]:
+    """enforcer monitor (multicast) on a scratch port; yields a reader of
+    its CPU time and counters."""
+    port = servers.free_port()
+    argv = [*servers.enforcer_command(), "monitor", "--audit-mode", "multicast",
+            "--listen", f"127.0.0.1:{port}", "--events", os.path.join(scratch, "events.jsonl")]
+
+    def ready() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+    with servers.running(argv, ready) as proc:
+        def read() -> dict[str, float]:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+            return {"cpu_s": cpu_seconds(proc.pid),
+                    "recorded": metric_sum(text, "enforcer_recorded_syscalls_total"),
+                    "lost": metric_sum(text, "enforcer_monitor_events_lost_total"),
+                    "violations": metric_sum(text, "enforcer_seccomp_violations_total")}
+        yield read
+
+
+def bench_server(kind: str, args: argparse.Namespace, scratch: str) -> dict[str, object]:
+    port = servers.free_port()
+    # nginx keeps its pid and temporary files in its own directory, so the
+    # unconfined baseline can run as www-data too.
+    server = (servers.prepare_nginx(scratch, port, own_paths=True) if kind == "nginx"
+              else servers.PREPARE[kind](scratch, port))
+    policy = servers.site_policy(server, servers.example(kind),
+                                 os.path.join(scratch, f"{kind}-site.yaml"))
+    variants = [v for v in VARIANTS if v != "recorded" or not args.no_record]
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    errors: dict[str, list[str]] = {v: [] for v in variants}
+    mon: dict[str, float] = {}
+    load = load_for(server, args.seconds)
+    if kind == "postgresql":
+        with servers.running(servers.unconfined_argv(server), server.ready):
+            servers.pgbench_init(server.port, scale=2)
+    for rnd in range(args.rounds):
+        order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+        for variant in order:
+            argv = argv_for(variant, server, policy, scratch)
+            with contextlib.ExitStack() as stack:
+                read = (stack.enter_context(monitor(scratch))
+                        if args.monitor and variant == "recorded" else None)
+                before = read() if read else {}
+                stack.enter_context(servers.running(argv, server.ready, timeout=120))
+                result = load()
+                after = read() if read else {}
+            rates[variant].append(result.rate)
+            errors[variant].extend(result.errors)
+            for key in after:
+                mon[key] = mon.get(key, 0.0) + after[key] - before[key]
+            print(f"[server-bench] {kind} round {rnd + 1} {variant}: {result.rate:.0f}/s",
+                  file=sys.stderr)
+    medians = {v: statistics.median(r) for v, r in rates.items()}
+    return {"unit": "requests/s" if kind == "nginx" else
+            ("commands/s" if kind == "redis" else "transactions/s"),
+            "rounds": rates, "median": medians, "errors": errors,
+            "ratio_confined": medians["confined"] / medians["unconfined"],
+            "ratio_recorded": (medians["recorded"] / medians["unconfined"]
+                               if "recorded" in medians else None),
+            "monitor": mon or None}
+
+
+def versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr) else "?"
+    return {"kernel": platform.release(), "cpus": str(os.cpu_count()),
+            "nginx": first_line(["/usr/sbin/nginx", "-v"]),
+            "redis": first_line(["/usr/bin/redis-server", "--version"]),
+            "postgresql": first_line([os.path.join(servers.PG_BIN, "postgres"), "--version"]),
+            "wrk": first_line(["wrk", "--version"])}
+
+
+def report(results: dict[str, dict[str, object]], command: str, started: str,
+           took: float) -> str:
+    v = versions()
+    lines = ["# Servers under their example policies", "",
+             f"Made by `{command}` on {started} in {took:.0f} s, on {v['cpus']} CPUs, "
+             f"kernel {v['kernel']}; {v['nginx']}, {v['redis'].split(' sha')[0]}, "
+             f"{v['postgresql']}.", "",
+             "Medians of the rounds; each round runs every variant once, interleaved. "
+             "`confined` = `enforcer run` with the example policy (policies/examples/), "
+             "`recorded` = `enforcer record` with it as the base.", "",
+             "| server | load | unconfined | confined | confined / unconfined | recorded | "
+             "recorded / unconfined | errors |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for kind, r in results.items():
+        med = r["median"]
+        assert isinstance(med, dict)
+        rec = r.get("ratio_recorded")
+        errs = r["errors"]
+        assert isinstance(errs, dict)
+        n_err = sum(len(e) for e in errs.values())
+        gen = {"nginx": "wrk, 32 connections", "redis": "redis-benchmark SET+GET, 32 clients",
+               "postgresql": "pgbench scale 2, 4 clients"}[kind]
+        lines.append(f"| {kind} | {gen} | {med['unconfined']:.0f} {r['unit']} | "
+                     f"{med['confined']:.0f} | {float(r['ratio_confined']) * 100:.1f}% | "
+                     + (f"{med['recorded']:.0f} | {float(rec) * 100:.1f}% | " if rec else "- | - | ")
+                     + ("none" if not n_err else f"{n_err}: see servers.json") + " |")
+    mons = {k: r["monitor"] for k, r in results.items() if r.get("monitor")}
+    if mons:
+        lines += ["", "A monitor (`enforcer monitor --audit-mode multicast`) on the same host "
+                  "during the recorded rounds, summed over them:", "",
+                  "| server | monitor CPU time | records it counted as recorded | lost | "
+                  "counted as violations |", "| --- | ---: | ---: | ---: | ---: |"]
+        for kind, m in mons.items():
+            assert isinstance(m, dict)
+            lines.append(f"| {kind} | {m['cpu_s']:.1f} s | {m['recorded']:.0f} | {m['lost']:.0f} | "
+                         f"{m['violations']:.0f} |")
+    lines += ["", "Raw rounds: servers.json. The machine is shared (other work runs beside "
+              "the benchmark), so a single round can be off; the interleaving and the "
+              "median are what keep the comparison fair.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--servers", default="nginx,redis,postgresql")
+    ap.add_argument("--no-record", action="store_true", help="skip the recorded variant")
+    ap.add_argument("--monitor", action="store_true",
+                    help="run enforcer monitor (multicast) during the recorded rounds")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("server_bench: run as root", file=sys.stderr)
+        return 2
+    for tool in ("wrk", "redis-benchmark", "pgbench", "setpriv"):
+        if shutil.which(tool) is None:
+            print(f"server_bench: {tool} is not installed (scripts/setup.sh)", file=sys.stderr)
+            return 2
+    command = "bench/server_bench.py " + shlex.join(sys.argv[1:])
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    t0 = time.monotonic()
+    scratch = tempfile.mkdtemp(prefix="enforcer-server-bench-", dir="/var/lib")
+    os.chmod(scratch, 0o755)
+    results: dict[str, dict[str, object]] = {}
+    try:
+        for kind in args.servers.split(","):
+            results[kind] = bench_server(kind, args, os.path.join(scratch, kind))
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", scratch])
+    took = time.monotonic() - t0
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "servers.json"), "w") as f:
+        json.dump({"command": command, "started": started, "seconds": took,
+                   "versions": versions(), "results": results}, f, indent=1)
+        f.write("\n")
+    text = report(results, command, started, took)
+    with open(os.path.join(args.out, "servers.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
