@@ -87,6 +87,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(launcher: int, exe: str) -> float:
+    """CPU seconds the server has used so far: every process under
+    `launcher` (itself included) that runs `exe`, plus what the topmost of
+    them reaped from children that already exited (postgres backends).
+    Less sensitive than throughput to other work on a shared machine: it
+    counts the server's own work, however long it waited for a CPU."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(name))
+    total, todo = 0.0, [launcher]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        with contextlib.suppress(OSError):
+            if os.path.realpath(f"/proc/{pid}/exe") != exe:
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid_exe = ""
+            with contextlib.suppress(OSError):
+                ppid_exe = os.path.realpath(f"/proc/{fields[1]}/exe")
+            own = int(fields[11]) + int(fields[12])
+            reaped = int(fields[13]) + int(fields[14]) if ppid_exe != exe else 0
+            total += (own + reaped) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def metric_sum(text: str, name: str, label: str = "") -> float:
     """The sum of a metric's series (those whose labels contain `label`)."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -134,6 +165,8 @@ def bench_server(kind: str, args: argparse.Namespace, scratch: str) -> dict[str,
                                  os.path.join(scratch, f"{kind}-site.yaml"))
     variants = [v for v in VARIANTS if v != "recorded" or not args.no_record]
     rates: dict[str, list[float]] = {v: [] for v in variants}
+    cpu_us: dict[str, list[float]] = {v: [] for v in variants}  # server CPU per request
+    exe = os.path.realpath(server.argv[0])
     errors: dict[str, list[str]] = {v: [] for v in variants}
     mon: dict[str, float] = {}
     load = load_for(server, args.seconds)
@@ -148,22 +181,31 @@ def bench_server(kind: str, args: argparse.Namespace, scratch: str) -> dict[str,
                 read = (stack.enter_context(monitor(scratch, f"{kind}-site", args.monitor))
                         if args.monitor and variant == "recorded" else None)
                 before = read() if read else {}
-                stack.enter_context(servers.running(argv, server.ready, timeout=120))
+                proc = stack.enter_context(servers.running(argv, server.ready, timeout=120))
+                cpu0 = server_cpu(proc.pid, exe)
                 result = load()
+                cpu_us[variant].append((server_cpu(proc.pid, exe) - cpu0) * 1e6
+                                       / max(result.done, 1))
                 after = read() if read else {}
             rates[variant].append(result.rate)
             errors[variant].extend(result.errors)
             for key in after:
                 mon[key] = mon.get(key, 0.0) + after[key] - before[key]
-            print(f"[server-bench] {kind} round {rnd + 1} {variant}: {result.rate:.0f}/s",
-                  file=sys.stderr)
+            print(f"[server-bench] {kind} round {rnd + 1} {variant}: {result.rate:.0f}/s, "
+                  f"{cpu_us[variant][-1]:.1f} us CPU each", file=sys.stderr)
     medians = {v: statistics.median(r) for v, r in rates.items()}
     best = {v: max(r) for v, r in rates.items()}
+    # Per round, confined over unconfined measured moments apart: the median
+    # of these is the least sensitive to the machine's load drifting.
+    paired = statistics.median(c / u for c, u in zip(rates["confined"], rates["unconfined"]))
+    cpu = {v: statistics.median(c) for v, c in cpu_us.items()}
     return {"unit": "requests/s" if kind == "nginx" else
             ("commands/s" if kind == "redis" else "transactions/s"),
             "rounds": rates, "median": medians, "best": best, "errors": errors,
+            "cpu_us_rounds": cpu_us, "cpu_us_median": cpu,
             "ratio_confined": best["confined"] / best["unconfined"],
             "ratio_confined_median": medians["confined"] / medians["unconfined"],
+            "ratio_confined_paired": paired,
             "ratio_recorded": (best["recorded"] / best["unconfined"]
                                if "recorded" in best else None),
             "monitor": mon or None}
@@ -192,7 +234,9 @@ def report(results: dict[str, dict[str, object]], command: str, started: str,
              "bench/run keeps the fastest batch), the median of the rounds beside it. "
              "`confined` = `enforcer run` with the example policy (policies/examples/), "
              "`recorded` = `enforcer record` with it as the base.", "",
-             "| server | load | unconfined | confined | confined / unconfined (medians) | "
+             "The ratio columns: best over best; in brackets the median of the per-round "
+             "ratios (each round's two variants ran moments apart).", "",
+             "| server | load | unconfined | confined | confined / unconfined (per round) | "
              "recorded | recorded / unconfined | errors |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for kind, r in results.items():
@@ -206,9 +250,21 @@ def report(results: dict[str, dict[str, object]], command: str, started: str,
                "postgresql": "pgbench scale 2, 4 clients, synchronous_commit off"}[kind]
         lines.append(f"| {kind} | {gen} | {med['unconfined']:.0f} {r['unit']} | "
                      f"{med['confined']:.0f} | {float(r['ratio_confined']) * 100:.1f}% "
-                     f"({float(r['ratio_confined_median']) * 100:.1f}%) | "
+                     f"({float(r['ratio_confined_paired']) * 100:.1f}%) | "
                      + (f"{med['recorded']:.0f} | {float(rec) * 100:.1f}% | " if rec else "- | - | ")
                      + ("none" if not n_err else f"{n_err}: see {name}.json") + " |")
+    lines += ["", "The server's own CPU time per request (command, transaction), median of "
+              "the rounds: what the confinement or the recording adds to each, however "
+              "long the server waited for a CPU on the shared machine.", "",
+              "| server | unconfined | confined | confined / unconfined | recorded | "
+              "recorded / unconfined |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, r in results.items():
+        c = r["cpu_us_median"]
+        assert isinstance(c, dict)
+        rec_cpu = (f"{c['recorded']:.1f} us | {c['recorded'] / c['unconfined'] * 100:.0f}%"
+                   if "recorded" in c else "- | -")
+        lines.append(f"| {kind} | {c['unconfined']:.1f} us | {c['confined']:.1f} us | "
+                     f"{c['confined'] / c['unconfined'] * 100:.1f}% | {rec_cpu} |")
     mons = {k: r["monitor"] for k, r in results.items() if r.get("monitor")}
     if mons:
         lines += ["", f"A monitor (`enforcer monitor --audit-mode {mode}`) on the same host "
