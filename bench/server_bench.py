@@ -184,6 +184,10 @@ def bench_server(kind: str, args: argparse.Namespace, scratch: str) -> dict[str,
                 proc = stack.enter_context(servers.running(argv, server.ready, timeout=120))
                 cpu0 = server_cpu(proc.pid, exe)
                 result = load()
+                # Let the server reap what the load left (postgres backends
+                # exit when pgbench disconnects): their CPU time is counted
+                # once their parent has them.
+                time.sleep(1)
                 cpu_us[variant].append((server_cpu(proc.pid, exe) - cpu0) * 1e6
                                        / max(result.done, 1))
                 after = read() if read else {}
