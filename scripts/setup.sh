@@ -14,7 +14,8 @@ fi
 # with golang-go and make) are the clients the shim's e2e tests drive.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libseccomp2 \
     runc busybox-static docker.io prometheus bubblewrap firejail hyperfine \
-    systemd iproute2 procps openssl containerd podman golang-go make"
+    systemd iproute2 procps openssl containerd podman golang-go make \
+    nginx redis-server redis-tools postgresql-15 postgresql-client-15 wrk curl"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -22,9 +23,24 @@ for p in $PACKAGES; do
 done
 if [ -n "$missing" ]; then
     apt-get update -qq
-    # The prometheus package would start a server under systemd where there is
-    # one; the tests start their own on loopback, so keep the packaged one off.
+    # The server packages (prometheus; nginx, redis-server and postgresql-15
+    # for the example policies' tests) would start the system's own
+    # services, nginx on port 80 of every interface. The tests start their
+    # own, on loopback and scratch ports: while installing, a policy-rc.d
+    # (Debian's switch for maintainer scripts) keeps every service off,
+    # unless the machine already has one of its own.
+    own_policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        own_policy_rc=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs\nexit 101\n' > "$own_policy_rc"
+        chmod 755 "$own_policy_rc"
+        trap 'rm -f "$own_policy_rc"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    if [ -n "$own_policy_rc" ]; then
+        rm -f "$own_policy_rc"
+        trap - EXIT
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
