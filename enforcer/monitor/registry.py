@@ -58,6 +58,10 @@ class Workload:
     label: str = ""
     ended: float | None = None  # monotonic time the record disappeared
     record_key: tuple[int, int, int] | None = None
+    # The start time (clock ticks after boot, /proc/PID/stat) of the process
+    # `pid` named when the monitor first checked it: a different value later
+    # means the pid was reused (see WorkloadIndex.sweep_stale).
+    pid_start: int | None = None
 
     @property
     def managed(self) -> bool:
@@ -99,6 +103,8 @@ class WorkloadIndex:
         self.workloads: dict[str, Workload] = {}  # id -> workload (live and ended)
         self._by_path: dict[str, Workload] = {}  # record file path -> workload
         self._bad_files: dict[str, tuple[int, int, int]] = {}  # path -> counted version
+        # path -> (record version, policy) of records whose process is gone.
+        self._stale_files: dict[str, tuple[tuple[int, int, int], str]] = {}
         # (controllers key, cgroup path) -> workload; "" key is v2.
         self._by_cgroup: dict[tuple[str, str], Workload] = {}
         self._pid_cache: dict[int, tuple[Workload, float]] = {}
@@ -134,6 +140,10 @@ class WorkloadIndex:
         for path in list(self._bad_files):
             if path not in seen:
                 del self._bad_files[path]
+        for path in list(self._stale_files):
+            if path not in seen:
+                del self._stale_files[path]
+                changed = True
         if changed:
             self.generation += 1
         return changed
@@ -148,6 +158,10 @@ class WorkloadIndex:
         if known is not None and known.record_key == key:
             return False
         if self._bad_files.get(path) == key:
+            return False
+        stale = self._stale_files.pop(path, None)
+        if stale is not None and stale[0] == key:
+            self._stale_files[path] = stale
             return False
         try:
             record = reg.read_record(path)
@@ -168,7 +182,7 @@ class WorkloadIndex:
             known.container_id, known.pid = record.container_id, record.pid
             known.cgroups, known.limits = dict(record.cgroups), dict(record.limits)
             known.audit_session = record.audit_session
-            known.record_key, known.ended = key, None
+            known.record_key, known.ended, known.pid_start = key, None, None
             self._index(known)
             for callback in self.on_added:
                 callback(known)
@@ -183,7 +197,7 @@ class WorkloadIndex:
             workload.container_id, workload.pid = record.container_id, record.pid
             workload.cgroups, workload.limits = dict(record.cgroups), dict(record.limits)
             workload.audit_session = record.audit_session
-            workload.record_key = key
+            workload.record_key, workload.pid_start = key, None
         else:
             workload = Workload(id=record.id, policy=record.policy, mode=record.mode,
                                 kind=record.kind, container_id=record.container_id, pid=record.pid,
@@ -232,6 +246,88 @@ class WorkloadIndex:
                 if other is not workload and other.audit_session == ses:
                     self._by_session[ses] = other
                     break
+
+    # -- stale records -----------------------------------------------------------
+
+    def sweep_stale(self) -> list[Workload]:
+        """End the workloads whose registry record outlived its process.
+
+        A launcher that dies without cleaning up (SIGKILL, a crash, a reboot
+        with a persistent runtime directory) leaves its record behind; the
+        monitor must not count such a workload as running. A record is stale
+        when its pid is gone (or a zombie) -- or names another process: one
+        that started after the record was last written, or whose start time
+        differs from the one seen at the first check (pid reuse) -- and no
+        process is left in its cgroups (a workload whose main process exited
+        while its children run is still running). Stale records stay on disk
+        (they are their launcher's to remove) and are reported apart
+        (stale_by_policy). Records without a pid are never judged.
+        """
+        btime = self._boot_time()
+        ticks = os.sysconf("SC_CLK_TCK")
+        ended: list[Workload] = []
+        for path, workload in list(self._by_path.items()):
+            if workload.ended is not None or workload.pid is None or workload.record_key is None:
+                continue
+            start = self._pid_start_time(workload.pid)
+            if start is not None:
+                if workload.pid_start is None:
+                    # First look: the process must be older than the record
+                    # that names it (every launcher writes the pid after the
+                    # process exists). 2 s of slack for the clock's coarse
+                    # boot time and tick rounding.
+                    written = workload.record_key[1] / 1e9
+                    if btime is None or btime + start / ticks <= written + 2.0:
+                        workload.pid_start = start
+                        continue
+                elif start == workload.pid_start:
+                    continue
+            if self._cgroup_pids(workload):
+                continue
+            del self._by_path[path]
+            self._stale_files[path] = (workload.record_key, workload.policy)
+            self._end(workload)
+            ended.append(workload)
+        if ended:
+            self.generation += 1
+        return ended
+
+    def stale_by_policy(self) -> dict[str, int]:
+        """Registry records found stale, still on disk, per policy."""
+        out: dict[str, int] = {}
+        for _, policy in self._stale_files.values():
+            out[policy] = out.get(policy, 0) + 1
+        return out
+
+    def _pid_start_time(self, pid: int) -> int | None:
+        """starttime of /proc/PID/stat (clock ticks after boot); None when
+        the process is gone or a zombie (it has exited: its record is due
+        for removal by whoever waits for it)."""
+        try:
+            with open(f"{self.proc_root}/{pid}/stat", "rb") as f:
+                data = f.read(4096)
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: count
+        # fields from the last ')'. Field 3 is the state, field 22 starttime.
+        fields = data[data.rfind(b")") + 2:].split()
+        try:
+            if fields[0] in (b"Z", b"X"):
+                return None
+            return int(fields[19])
+        except (IndexError, ValueError):
+            return None
+
+    def _boot_time(self) -> float | None:
+        """Wall-clock time of boot: `btime` of /proc/stat."""
+        try:
+            with open(f"{self.proc_root}/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
 
     def recording_sessions(self) -> set[int]:
         """Audit sessions of `enforcer record` runs known now."""
