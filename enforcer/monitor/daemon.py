@@ -360,8 +360,9 @@ class Monitor:
         self.account_losses()
 
     def live_workloads(self) -> list[Workload]:
-        """Running workloads (a recording is not one: its `enforcer run` is)."""
-        return [w for w in self.index.live() if not w.recording]
+        """Running workloads (a recording is not one: its `enforcer run` is;
+        nor is a workload whose record outlived its process)."""
+        return [w for w in self.index.live() if not w.recording and not w.stale]
 
     def account_losses(self, final: bool = False) -> None:
         if self.source is not None:

@@ -62,6 +62,10 @@ class Workload:
     # `pid` named when the monitor first checked it: a different value later
     # means the pid was reused (see WorkloadIndex.sweep_stale).
     pid_start: int | None = None
+    # Its record outlived its process (sweep_stale): not running, but still
+    # attributed until the record goes (audit records of its last moments
+    # may still be on their way).
+    stale: bool = False
 
     @property
     def managed(self) -> bool:
@@ -103,8 +107,6 @@ class WorkloadIndex:
         self.workloads: dict[str, Workload] = {}  # id -> workload (live and ended)
         self._by_path: dict[str, Workload] = {}  # record file path -> workload
         self._bad_files: dict[str, tuple[int, int, int]] = {}  # path -> counted version
-        # path -> (record version, policy) of records whose process is gone.
-        self._stale_files: dict[str, tuple[tuple[int, int, int], str]] = {}
         # (controllers key, cgroup path) -> workload; "" key is v2.
         self._by_cgroup: dict[tuple[str, str], Workload] = {}
         self._pid_cache: dict[int, tuple[Workload, float]] = {}
@@ -140,10 +142,6 @@ class WorkloadIndex:
         for path in list(self._bad_files):
             if path not in seen:
                 del self._bad_files[path]
-        for path in list(self._stale_files):
-            if path not in seen:
-                del self._stale_files[path]
-                changed = True
         if changed:
             self.generation += 1
         return changed
@@ -158,10 +156,6 @@ class WorkloadIndex:
         if known is not None and known.record_key == key:
             return False
         if self._bad_files.get(path) == key:
-            return False
-        stale = self._stale_files.pop(path, None)
-        if stale is not None and stale[0] == key:
-            self._stale_files[path] = stale
             return False
         try:
             record = reg.read_record(path)
@@ -182,7 +176,8 @@ class WorkloadIndex:
             known.container_id, known.pid = record.container_id, record.pid
             known.cgroups, known.limits = dict(record.cgroups), dict(record.limits)
             known.audit_session = record.audit_session
-            known.record_key, known.ended, known.pid_start = key, None, None
+            known.record_key, known.ended = key, None
+            known.pid_start, known.stale = None, False
             self._index(known)
             for callback in self.on_added:
                 callback(known)
@@ -197,7 +192,8 @@ class WorkloadIndex:
             workload.container_id, workload.pid = record.container_id, record.pid
             workload.cgroups, workload.limits = dict(record.cgroups), dict(record.limits)
             workload.audit_session = record.audit_session
-            workload.record_key, workload.pid_start = key, None
+            workload.record_key = key
+            workload.pid_start, workload.stale = None, False
         else:
             workload = Workload(id=record.id, policy=record.policy, mode=record.mode,
                                 kind=record.kind, container_id=record.container_id, pid=record.pid,
@@ -250,7 +246,8 @@ class WorkloadIndex:
     # -- stale records -----------------------------------------------------------
 
     def sweep_stale(self) -> list[Workload]:
-        """End the workloads whose registry record outlived its process.
+        """Mark the workloads whose registry record outlived its process
+        (`stale`); returns those newly found.
 
         A launcher that dies without cleaning up (SIGKILL, a crash, a reboot
         with a persistent runtime directory) leaves its record behind; the
@@ -259,15 +256,20 @@ class WorkloadIndex:
         that started after the record was last written, or whose start time
         differs from the one seen at the first check (pid reuse) -- and no
         process is left in its cgroups (a workload whose main process exited
-        while its children run is still running). Stale records stay on disk
-        (they are their launcher's to remove) and are reported apart
-        (stale_by_policy). Records without a pid are never judged.
+        while its children run is still running). A stale workload is not
+        running (the monitor's workload count leaves it out) but is not
+        ended either: records of its last moments may still be on their
+        way, and they are attributed to it until its record goes. Stale
+        records stay on disk (their launcher's to remove) and are reported
+        apart (stale_by_policy). Records without a pid are never judged;
+        a record written again is judged afresh.
         """
         btime = self._boot_time()
         ticks = os.sysconf("SC_CLK_TCK")
-        ended: list[Workload] = []
-        for path, workload in list(self._by_path.items()):
-            if workload.ended is not None or workload.pid is None or workload.record_key is None:
+        found: list[Workload] = []
+        for workload in self._by_path.values():
+            if (workload.ended is not None or workload.stale or workload.pid is None
+                    or workload.record_key is None):
                 continue
             start = self._pid_start_time(workload.pid)
             if start is not None:
@@ -284,19 +286,16 @@ class WorkloadIndex:
                     continue
             if self._cgroup_pids(workload):
                 continue
-            del self._by_path[path]
-            self._stale_files[path] = (workload.record_key, workload.policy)
-            self._end(workload)
-            ended.append(workload)
-        if ended:
-            self.generation += 1
-        return ended
+            workload.stale = True
+            found.append(workload)
+        return found
 
     def stale_by_policy(self) -> dict[str, int]:
         """Registry records found stale, still on disk, per policy."""
         out: dict[str, int] = {}
-        for _, policy in self._stale_files.values():
-            out[policy] = out.get(policy, 0) + 1
+        for workload in self._by_path.values():
+            if workload.stale and workload.ended is None:
+                out[workload.policy] = out.get(workload.policy, 0) + 1
         return out
 
     def _pid_start_time(self, pid: int) -> int | None:

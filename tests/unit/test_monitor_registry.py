@@ -232,15 +232,24 @@ def test_a_record_whose_process_is_gone_is_stale_until_it_changes(tmp_path: Path
     index, _ = make_index(tmp_path)
     index.refresh()
     assert [w.id for w in index.sweep_stale()] == ["gone"]
-    assert [w.id for w in index.live()] == ["live"]
+    assert [w.id for w in index.live() if not w.stale] == ["live"]
     assert index.stale_by_policy() == {"restricted": 1}
     assert index.sweep_stale() == [] and not index.refresh(force=True)  # reported once
+    # Still attributed: records of its last moments may still arrive.
+    assert index.attribute(100).id == "gone"
     # Rewritten (a restarted container under the same id): judged afresh.
     write_workload(rt, "gone", pid=300, policy="restricted")
     fake_process(proc, 300)
     assert index.refresh(force=True) and index.sweep_stale() == []
-    assert sorted(w.id for w in index.live()) == ["gone", "live"]
+    assert sorted(w.id for w in index.live() if not w.stale) == ["gone", "live"]
     assert index.stale_by_policy() == {}
+    # Removed by its owner: ended, no longer reported.
+    write_workload(rt, "gone", pid=400, policy="restricted")
+    index.refresh(force=True)
+    assert [w.id for w in index.sweep_stale()] == ["gone"]
+    registry.remove_record("gone", rt)
+    index.refresh(force=True)
+    assert index.stale_by_policy() == {} and index.workloads["gone"].ended is not None
 
 
 def test_pid_reuse_and_zombies_make_a_record_stale(tmp_path: Path) -> None:
