@@ -339,6 +339,16 @@ def write_workload(runtime_dir: str, workload_id: str, *, pid: int | None, polic
     return registry.write_record(record, runtime_dir)
 
 
+def fake_process(proc_root: str, pid: int, starttime: int = 1, state: str = "S") -> None:
+    """A /proc/PID/stat in a fixture proc tree: the monitor checks a
+    registered pid's start time to tell a live workload from a stale record."""
+    directory = os.path.join(proc_root, str(pid))
+    os.makedirs(directory, exist_ok=True)
+    fields = [state, "1"] + ["0"] * 17 + [str(starttime)] + ["0"] * 30
+    with open(os.path.join(directory, "stat"), "w") as f:
+        f.write(f"{pid} (a (b) c) {' '.join(fields)}\n")
+
+
 def count_event_lines(path: str, **match: object) -> int:
     import json
 

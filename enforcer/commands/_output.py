@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from enforcer import exitcodes
+from enforcer.errors import EnforcerError
 
 if TYPE_CHECKING:
     from enforcer.errors import PolicyErrors
@@ -19,15 +20,48 @@ def print_policy_errors(spec: str, errors: "PolicyErrors") -> None:
         print(err if err.location else f"{spec}: {err}", file=sys.stderr)
 
 
+class OutputError(EnforcerError):
+    """`-o PATH` names something a result cannot (or must not) be written to."""
+
+    exit_code = exitcodes.USAGE
+
+
+def to_stdout(output: str | None) -> bool:
+    """`-o -` (or no -o at all) means standard output."""
+    return output is None or output == "-"
+
+
+def is_regular_output(output: str) -> bool:
+    """Whether `-o output` is (or will be) a regular file: it does not
+    exist yet, or it is one (a device or FIFO is written in place)."""
+    import os
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(output).st_mode)
+    except FileNotFoundError:
+        return True
+
+
 def write_output(data: bytes, output: str | None) -> None:
-    """To stdout (None or "-"), else atomically to the file `output`."""
-    if output is None or output == "-":
+    """To stdout (None or "-"), else to the path `output` by
+    enforcer.atomicfile.write_result: a regular file is replaced atomically,
+    a device or FIFO written in place, anything else refused (OutputError,
+    one line, nothing written)."""
+    if to_stdout(output):
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from enforcer.atomicfile import write_atomic
+    assert output is not None
+    from enforcer.atomicfile import OutputRefused, write_result
 
-    write_atomic(output, data, tag="out")
+    try:
+        write_result(output, data)
+    except OutputRefused as e:
+        raise OutputError(f"-o {output}: not written: {e.strerror or e}; give a file, a "
+                          "character device, a FIFO, or - for standard output") from None
+    except OSError as e:
+        raise OutputError(f"-o {output}: cannot write: {e.strerror or e}") from None
 
 
 def write_seccomp_export(verb: str, policy: "Policy", fmt: str, mode: str | None,
@@ -40,7 +74,7 @@ def write_seccomp_export(verb: str, policy: "Policy", fmt: str, mode: str | None
     if fmt == "pfc":
         write_output(export_pfc(policy, as_mode).encode(), output)
         return exitcodes.OK
-    if output is None and sys.stdout.isatty():
+    if to_stdout(output) and sys.stdout.isatty():
         print(f"enforcer {verb}: refusing to write binary BPF to a terminal; use -o FILE",
               file=sys.stderr)
         return exitcodes.USAGE

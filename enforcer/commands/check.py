@@ -17,6 +17,7 @@ def main(args: argparse.Namespace) -> int:
     from enforcer import exitcodes
     from enforcer.commands._output import print_policy_errors
     from enforcer.errors import PolicyErrors
+    from enforcer.policy.lint import syscall_counts
     from enforcer.policy.loader import load_policy
 
     status = exitcodes.OK
@@ -28,6 +29,9 @@ def main(args: argparse.Namespace) -> int:
             status = exitcodes.INVALID
             continue
         if not args.quiet:
-            print(f"{spec}: ok ({policy.name}, {len(policy.syscalls.rules)} syscall rules, "
-                  f"{len(policy.sources)} file{'s' if len(policy.sources) != 1 else ''})")
+            # The syscall counts of explain, lint and diff (one vocabulary),
+            # not the number of rules: one syscall may have many.
+            n = len(policy.sources)
+            print(f"{spec}: ok ({policy.name}: {syscall_counts(policy)}; "
+                  f"{n} file{'s' if n != 1 else ''})")
     return status

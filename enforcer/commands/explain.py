@@ -15,6 +15,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="list every syscall of this architecture with its action, not only the rules")
 
 
+# Values longer than this wrap onto continuation rows (a policy keeping
+# fourteen capabilities made a row of 250 characters).
+VALUE_WIDTH = 60
+
+
+def _wrap_column(rows: list[list[str]], column: int, width: int) -> list[list[str]]:
+    """Rows whose cell in `column` is longer than `width`, split into a row
+    and continuation rows (the other cells empty), at ", " or spaces."""
+    import textwrap
+
+    out: list[list[str]] = []
+    for row in rows:
+        pieces = textwrap.wrap(row[column], width=width, break_long_words=False,
+                               break_on_hyphens=False) or [""]
+        out.append(row[:column] + [pieces[0]] + row[column + 1:])
+        for piece in pieces[1:]:
+            out.append([""] * column + ["  " + piece] + [""] * (len(row) - column - 1))
+    return out
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -28,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
 
     from enforcer import exitcodes
     from enforcer.policy import explain, syscalls
-    from enforcer.policy.lint import syscall_state
+    from enforcer.policy.lint import syscall_counts, syscall_state
     from enforcer.policy.loader import load_policy
 
     policy = load_policy(args.policy, mode=args.mode)
@@ -38,16 +58,17 @@ def main(args: argparse.Namespace) -> int:
     lines = [f"policy {policy.name}: {policy.description}".rstrip(": "), "built from (parents first):"]
     lines += [f"  {path}  sha256:{digest[:16]}" for path, digest in policy.sources]
     lines.append("")
-    lines += _table([list(r) for r in explain.field_rows(policy)], ["field", "value", "from"])
+    lines += _table(_wrap_column([list(r) for r in explain.field_rows(policy)], 1, VALUE_WIDTH),
+                    ["field", "value", "from"])
     lines.append("")
     rules = explain.syscall_rows(policy)
-    allowed = sorted({r["syscall"] for r in rules if r["action"] in ("allow", "log") and not r["conditions"]})
-    denied = sorted({r["syscall"] for r in rules if r["action"] not in ("allow", "log") and not r["conditions"]})
-    conditional = sorted({r["syscall"] for r in rules if r["conditions"]})
-    arches = ", ".join(policy.syscalls.architectures) or f"native ({syscalls.native_arch()})"
+    # The vocabulary of check, lint and diff: every syscall of the native
+    # architecture, by what the filter does with it.
+    arches = policy.syscalls.architectures
     default_from = policy.origins.get("syscalls.default")
-    lines.append(f"syscalls ({arches}): {len(allowed)} allowed, {len(denied)} denied, "
-                 f"{len(conditional)} with conditions; everything else: {policy.syscalls.default_action} "
+    lines.append(f"syscalls: {syscall_counts(policy)}"
+                 + (f"; filter architectures: {', '.join(arches)}" if arches else ""))
+    lines.append(f"  a syscall no rule names: {policy.syscalls.default_action} "
                  f"(syscalls.default, {default_from or explain.BUILTIN})")
     if args.all_syscalls:
         native = syscalls.native_arch()

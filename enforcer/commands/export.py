@@ -26,7 +26,8 @@ import os
 import sys
 
 from enforcer import exitcodes
-from enforcer.commands._output import write_output, write_seccomp_export
+from enforcer.commands._output import (is_regular_output, to_stdout, write_output,
+                                       write_seccomp_export)
 
 HELP = "export a policy as OCI, Docker, Kubernetes, systemd, bpf or pfc"
 FORMATS = ("oci", "docker", "kubernetes", "systemd", "bpf", "pfc")
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     from enforcer.policy.loader import load_policy
 
     policy = load_policy(resolve_spec(args.policy), mode=args.mode)
-    if args.output and args.output != "-" and os.path.isdir(args.output):
+    if not to_stdout(args.output) and os.path.isdir(args.output):
         print(f"enforcer export: -o {args.output} is a directory; give a file name",
               file=sys.stderr)
         return exitcodes.USAGE
@@ -88,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
         docker, lines = docker_export(policy, plan, with_flags=args.seccomp_flags)
         _report(lines)
         write_output(_json(docker.seccomp), args.output)
-        if args.output and args.output != "-":
+        if not to_stdout(args.output):
             print(docker.command_line(os.path.abspath(args.output)))
         else:
             print("docker run flags: " + docker.command_line("PROFILE.json"), file=sys.stderr)
@@ -100,7 +101,11 @@ def main(args: argparse.Namespace) -> int:
                                         with_flags=args.seccomp_flags)
         _report(lines)
         write_output(kube.to_yaml().encode(), args.output)
-        if args.output and args.output != "-":
+        if not to_stdout(args.output) and not is_regular_output(args.output):
+            # A device or FIFO: there is no "beside it" to put the profile.
+            print(f"enforcer export: -o {args.output} is not a regular file: the seccomp "
+                  "profile for Localhost is not written (give -o FILE to get it)", file=sys.stderr)
+        elif not to_stdout(args.output):
             # OUT's name with .seccomp.json: never a file the user did not name.
             stem = os.path.splitext(os.path.abspath(args.output))[0]
             profile = f"{stem}.seccomp.json"

@@ -62,6 +62,7 @@ def _check_loads(text: str, name: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from enforcer.commands._output import is_regular_output, to_stdout, write_output
     from enforcer.importer.docker_seccomp import import_profile, policy_name
 
     caps = None
@@ -74,8 +75,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"enforcer import: --kernel {args.kernel!r} is not X.Y", file=sys.stderr)
             return exitcodes.USAGE
         kernel = (int(m.group(1)), int(m.group(2)))
-    # The policy is named after the file it is written to (else the profile).
-    to_file = args.output is not None and args.output != "-"
+    # The policy is named after the file it is written to (else the profile;
+    # a device or FIFO is no name).
+    to_file = not to_stdout(args.output) and is_regular_output(args.output)
     name = args.name or policy_name(args.output if to_file else args.profile)
     text, notes = import_profile(args.profile, caps=caps, arch=args.arch, kernel=kernel,
                                  name=name)
@@ -85,16 +87,5 @@ def main(args: argparse.Namespace) -> int:
     _check_loads(text, name)
     for note in notes:
         print(f"enforcer import: note: {note}", file=sys.stderr)
-    if args.output is None or args.output == "-":
-        sys.stdout.write(text)
-        return exitcodes.OK
-    tmp = f"{args.output}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_output(text.encode(), args.output)
     return exitcodes.OK

@@ -60,33 +60,29 @@ def _check_action(text: str) -> str:
 
 def _write_checked(text: str, out: str) -> int:
     """Write `text` to `out` only if it loads and compiles; returns the
-    number of syscalls the written policy allows."""
+    number of syscalls the written policy allows. It is checked in a
+    private directory (its `extends` is a name or an absolute path, so it
+    loads from anywhere) and then written like any command's result: a
+    regular file atomically, a device or FIFO in place, `-` to stdout."""
+    from enforcer.commands._output import write_output
     from enforcer.compile import compile_policy
     from enforcer.errors import EnforcerError, PolicyErrors
     from enforcer.policy.loader import load_policy
     from enforcer.record.recorder import RecordError
 
-    directory = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".yaml", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
+    with tempfile.TemporaryDirectory(prefix="enforcer-record-") as d:
+        path = os.path.join(d, "learned.yaml")
+        with open(path, "w") as f:
             f.write(text)
         try:
-            policy = load_policy(tmp)
+            policy = load_policy(path)
             compile_policy(policy)
         except PolicyErrors as e:
             raise RecordError("the learned policy does not load (a bug in enforcer record): "
                               + "; ".join(str(x) for x in e.errors[:3])) from None
         except EnforcerError as e:
             raise RecordError(f"the learned policy does not compile: {e}") from None
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_output(text.encode(), out)
     return len({r.syscall for r in policy.syscalls.rules if not r.action.blocks})
 
 
@@ -121,9 +117,8 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
     base = load_policy(args.base)
     base_spec = args.base
     if _looks_like_path(base_spec):
-        # `extends` is relative to the file that says it (the output file),
-        # or absolute when the base lies outside that file's directory.
-        base_spec = extends_spec_for(resolve_policy_source(args.base), args.output)
+        # A name or an absolute path: the learned policy loads wherever it is copied.
+        base_spec = extends_spec_for(resolve_policy_source(args.base))
     if args.rcvbuf is not None and args.rcvbuf <= 0:
         raise RecordError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
     result = record_run(base, list(args.argv), timeout=args.timeout, rcvbuf=args.rcvbuf)
@@ -173,7 +168,7 @@ def _merge(args: argparse.Namespace, default_action: str | None) -> int:
     from enforcer.record.merge import merge
     from enforcer.record.render import policy_name_for, render
 
-    learned, prov = merge(list(args.merge), args.output, default_action)
+    learned, prov = merge(list(args.merge), default_action)
     base = load_policy(resolve_extends(prov.base, os.path.abspath(args.output)))
     name = args.name or policy_name_for(args.output)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -512,6 +512,8 @@ def policy_name(path: str) -> str:
 
 
 def to_yaml(result: ImportResult, res: Resolution, name: str, source: str) -> str:
+    from enforcer.policy.yamlsafe import yaml_scalar
+
     caps = ",".join(sorted(cap_table.normalise(c)[4:] for c in res.caps)) or "none"
     out = [
         f"# Imported from {os.path.basename(source)} by `enforcer import`.",
@@ -525,7 +527,7 @@ def to_yaml(result: ImportResult, res: Resolution, name: str, source: str) -> st
         out.append(f"# note: {note}")
     out += [
         "version: 1",
-        f"name: {name}",
+        f"name: {yaml_scalar(name)}",
         f"description: {json.dumps('seccomp profile imported from ' + os.path.basename(source))}",
         "mode: enforce",
         "",

@@ -343,6 +343,12 @@ class Monitor:
         self.landlock.flush()  # denials whose SYSCALL record never came
         self._watch_registry()
         self.index.refresh()
+        for workload in self.index.sweep_stale():
+            print(f"enforcer monitor: workload {workload.id} (policy {workload.policy!r}, pid "
+                  f"{workload.pid}): its process is gone but its registry record remains; "
+                  "not counted as running (enforcer_registry_stale_records)",
+                  file=sys.stderr, flush=True)
+        self.metrics.set_stale_records(self.index.stale_by_policy())
         self.index.expire()
         self._recording_sessions = self.index.recording_sessions()
         live = self.live_workloads()
@@ -354,8 +360,9 @@ class Monitor:
         self.account_losses()
 
     def live_workloads(self) -> list[Workload]:
-        """Running workloads (a recording is not one: its `enforcer run` is)."""
-        return [w for w in self.index.live() if not w.recording]
+        """Running workloads (a recording is not one: its `enforcer run` is;
+        nor is a workload whose record outlived its process)."""
+        return [w for w in self.index.live() if not w.recording and not w.stale]
 
     def account_losses(self, final: bool = False) -> None:
         if self.source is not None:

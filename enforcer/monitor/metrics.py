@@ -41,6 +41,9 @@ class MonitorMetrics(Collector):
         # (workload, policy, access) -> Landlock denials (monitor/landlock.py)
         self.landlock_denials: dict[tuple[str, str, str], int] = {}
         self.workloads_by_policy: dict[str, int] = {}
+        # Registry records whose process is gone (or whose pid now belongs to
+        # another process): not counted in enforcer_workloads.
+        self.stale_by_policy: dict[str, int] = {}
         # workload label -> (policy, processes, rss bytes, cpu seconds)
         self.facts: dict[str, tuple[str, int, int, float]] = {}
         self.events: dict[str, int] = {s: 0 for s in sources}
@@ -112,6 +115,12 @@ class MonitorMetrics(Collector):
                 self.workloads_by_policy = dict(by_policy)
                 self.version += 1
 
+    def set_stale_records(self, by_policy: dict[str, int]) -> None:
+        with self.lock:
+            if by_policy != self.stale_by_policy:
+                self.stale_by_policy = dict(by_policy)
+                self.version += 1
+
     def set_facts(self, facts: dict[str, tuple[str, int, int, float]]) -> None:
         with self.lock:
             if facts != self.facts:
@@ -159,6 +168,7 @@ class MonitorMetrics(Collector):
                     ("enforcer_recorded_syscalls_total", RECORDED_LABELS, self.recorded),
                     ("enforcer_landlock_denials_total", LANDLOCK_LABELS, self.landlock_denials))]
             facts = list(self.facts.items())
+            stale = list(self.stale_by_policy.items())
             rest = (list(self.workloads_by_policy.items()), list(self.events.items()),
                     list(self.lost.items()), list(self.lost_estimated.items()),
                     list(self.malformed.items()), list(self.source_info.items()),
@@ -184,6 +194,9 @@ class MonitorMetrics(Collector):
         append(_HEADERS["enforcer_workloads"])
         for policy, n in by_policy:
             append(f"{prefix('enforcer_workloads', ('policy',), (policy,))}{n}.0\n")
+        append(_HEADERS["enforcer_registry_stale_records"])
+        for policy, n in stale:
+            append(f"{prefix('enforcer_registry_stale_records', ('policy',), (policy,))}{n}.0\n")
         for index, name in enumerate(("enforcer_workload_processes",
                                       "enforcer_workload_memory_bytes",
                                       "enforcer_workload_cpu_seconds_total")):
@@ -221,6 +234,7 @@ class MonitorMetrics(Collector):
             recorded = list(self.recorded.items())
             landlock = list(self.landlock_denials.items())
             by_policy = list(self.workloads_by_policy.items())
+            stale = list(self.stale_by_policy.items())
             facts = list(self.facts.items())
             events = list(self.events.items())
             lost = list(self.lost.items())
@@ -252,6 +266,13 @@ class MonitorMetrics(Collector):
         g = GaugeMetricFamily("enforcer_workloads", "Running workloads known from the registry.",
                               labels=("policy",))
         for policy, n in by_policy:
+            g.add_metric((policy,), n)
+        yield g
+        g = GaugeMetricFamily("enforcer_registry_stale_records",
+                              "Registry records whose process is gone (or whose pid a newer "
+                              "process has taken): left behind by a launcher that died, not "
+                              "counted in enforcer_workloads.", labels=("policy",))
+        for policy, n in stale:
             g.add_metric((policy,), n)
         yield g
 

@@ -58,6 +58,14 @@ class Workload:
     label: str = ""
     ended: float | None = None  # monotonic time the record disappeared
     record_key: tuple[int, int, int] | None = None
+    # The start time (clock ticks after boot, /proc/PID/stat) of the process
+    # `pid` named when the monitor first checked it: a different value later
+    # means the pid was reused (see WorkloadIndex.sweep_stale).
+    pid_start: int | None = None
+    # Its record outlived its process (sweep_stale): not running, but still
+    # attributed until the record goes (audit records of its last moments
+    # may still be on their way).
+    stale: bool = False
 
     @property
     def managed(self) -> bool:
@@ -169,6 +177,7 @@ class WorkloadIndex:
             known.cgroups, known.limits = dict(record.cgroups), dict(record.limits)
             known.audit_session = record.audit_session
             known.record_key, known.ended = key, None
+            known.pid_start, known.stale = None, False
             self._index(known)
             for callback in self.on_added:
                 callback(known)
@@ -184,6 +193,7 @@ class WorkloadIndex:
             workload.cgroups, workload.limits = dict(record.cgroups), dict(record.limits)
             workload.audit_session = record.audit_session
             workload.record_key = key
+            workload.pid_start, workload.stale = None, False
         else:
             workload = Workload(id=record.id, policy=record.policy, mode=record.mode,
                                 kind=record.kind, container_id=record.container_id, pid=record.pid,
@@ -232,6 +242,91 @@ class WorkloadIndex:
                 if other is not workload and other.audit_session == ses:
                     self._by_session[ses] = other
                     break
+
+    # -- stale records -----------------------------------------------------------
+
+    def sweep_stale(self) -> list[Workload]:
+        """Mark the workloads whose registry record outlived its process
+        (`stale`); returns those newly found.
+
+        A launcher that dies without cleaning up (SIGKILL, a crash, a reboot
+        with a persistent runtime directory) leaves its record behind; the
+        monitor must not count such a workload as running. A record is stale
+        when its pid is gone (or a zombie) -- or names another process: one
+        that started after the record was last written, or whose start time
+        differs from the one seen at the first check (pid reuse) -- and no
+        process is left in its cgroups (a workload whose main process exited
+        while its children run is still running). A stale workload is not
+        running (the monitor's workload count leaves it out) but is not
+        ended either: records of its last moments may still be on their
+        way, and they are attributed to it until its record goes. Stale
+        records stay on disk (their launcher's to remove) and are reported
+        apart (stale_by_policy). Records without a pid are never judged;
+        a record written again is judged afresh.
+        """
+        btime = self._boot_time()
+        ticks = os.sysconf("SC_CLK_TCK")
+        found: list[Workload] = []
+        for workload in self._by_path.values():
+            if (workload.ended is not None or workload.stale or workload.pid is None
+                    or workload.record_key is None):
+                continue
+            start = self._pid_start_time(workload.pid)
+            if start is not None:
+                if workload.pid_start is None:
+                    # First look: the process must be older than the record
+                    # that names it (every launcher writes the pid after the
+                    # process exists). 2 s of slack for the clock's coarse
+                    # boot time and tick rounding.
+                    written = workload.record_key[1] / 1e9
+                    if btime is None or btime + start / ticks <= written + 2.0:
+                        workload.pid_start = start
+                        continue
+                elif start == workload.pid_start:
+                    continue
+            if self._cgroup_pids(workload):
+                continue
+            workload.stale = True
+            found.append(workload)
+        return found
+
+    def stale_by_policy(self) -> dict[str, int]:
+        """Registry records found stale, still on disk, per policy."""
+        out: dict[str, int] = {}
+        for workload in self._by_path.values():
+            if workload.stale and workload.ended is None:
+                out[workload.policy] = out.get(workload.policy, 0) + 1
+        return out
+
+    def _pid_start_time(self, pid: int) -> int | None:
+        """starttime of /proc/PID/stat (clock ticks after boot); None when
+        the process is gone or a zombie (it has exited: its record is due
+        for removal by whoever waits for it)."""
+        try:
+            with open(f"{self.proc_root}/{pid}/stat", "rb") as f:
+                data = f.read(4096)
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: count
+        # fields from the last ')'. Field 3 is the state, field 22 starttime.
+        fields = data[data.rfind(b")") + 2:].split()
+        try:
+            if fields[0] in (b"Z", b"X"):
+                return None
+            return int(fields[19])
+        except (IndexError, ValueError):
+            return None
+
+    def _boot_time(self) -> float | None:
+        """Wall-clock time of boot: `btime` of /proc/stat."""
+        try:
+            with open(f"{self.proc_root}/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
 
     def recording_sessions(self) -> set[int]:
         """Audit sessions of `enforcer record` runs known now."""

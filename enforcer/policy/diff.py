@@ -5,16 +5,22 @@ field by field, and says for each difference which side is looser. The
 comparison works on meaning, not on text: two policies that spell the same
 syscall set differently (a @group versus its members) compare equal.
 
-A Difference is one line of output:
+A Difference is one change:
 
     section   what part of the policy ("syscalls", "capabilities", ...)
     item      the field or the set the line is about
     old, new  the two values, rendered for a person; a set difference
               ("allowed by NEW only") has its list on one side and "" on the other
+
+`review_lines` renders them as a code review reads: grouped (syscalls,
+capabilities, user, filesystem, limits, landlock, env, namespaces,
+scope), one line per change marked `+` (only NEW has it), `-` (only OLD
+has it) or `~` (changed), lists with their counts, wrapped.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -24,12 +30,51 @@ from enforcer.policy.lint import cap_view, syscall_state
 from enforcer.policy.model import Policy, SyscallRule
 
 
+# The groups of `enforcer diff`, in the order it prints them, and the
+# sections each gathers.
+GROUPS = ("syscalls", "capabilities", "user", "filesystem", "limits", "landlock", "env",
+          "namespaces", "scope")
+_GROUP_OF = {"privileges": "capabilities", "resources": "limits", "rlimits": "limits"}
+
+
 @dataclass(frozen=True)
 class Difference:
     section: str
     item: str
     old: str
     new: str
+
+    @property
+    def group(self) -> str:
+        return _GROUP_OF.get(self.section, self.section)
+
+    @property
+    def change(self) -> str:
+        """"added" (only NEW has it), "removed" (only OLD has it) or "changed"."""
+        if not self.old:
+            return "added"
+        if not self.new:
+            return "removed"
+        return "changed"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"group": self.group, "change": self.change, "section": self.section,
+                "item": self.item, "old": self.old, "new": self.new}
+
+    def review_text(self) -> str:
+        """The change as a line of `enforcer diff`, without its marker."""
+        item = self.item
+        if self.section == "rlimits":
+            item = f"rlimit {item}"
+        elif item.startswith(self.group + " ") and item != self.group:
+            item = item[len(self.group) + 1:]  # "namespaces only in NEW" under namespaces
+        if self.change == "changed":
+            return f"{item}: {self.old} -> {self.new}" if item != self.group \
+                else f"{self.old} -> {self.new}"
+        listed = self.new or self.old
+        if listed == "(none)" or self.section not in _LISTS or "; " in listed:
+            return f"{item}: {listed}"
+        return f"{item} ({len(listed.split(', '))}): {listed}"
 
     def __str__(self) -> str:
         # Set differences carry their list on one side only.
@@ -38,6 +83,44 @@ class Difference:
         if not self.new:
             return f"{self.section}: {self.item}: {self.old}"
         return f"{self.section}: {self.item}: {self.old} -> {self.new}"
+
+
+# Sections whose one-sided lines are lists worth a count.
+_LISTS = ("syscalls", "capabilities", "filesystem", "namespaces", "env", "landlock")
+
+MARKS = {"added": "+", "removed": "-", "changed": "~"}
+NBSP = "\u00a0"  # not a place to break (textwrap breaks at ASCII whitespace only)
+# An argument condition as explain.describe_condition writes it: kept on one line.
+_CONDITION = re.compile(r"arg\d (?:& 0x[0-9a-f]+ )?(?:==|!=|<=|>=|<|>) \S+")
+
+
+def review_lines(differences: list[Difference], width: int = 100,
+                 headings: dict[str, str] | None = None) -> list[str]:
+    """Grouped, marked, wrapped lines for a person; ends with a count.
+    `headings` may give a group a longer heading than its name."""
+    import textwrap
+
+    lines: list[str] = []
+    counts: dict[str, int] = {}
+    for group in GROUPS:
+        mine = [d for d in differences if d.group == group]
+        if not mine:
+            continue
+        counts[group] = len(mine)
+        lines.append((headings or {}).get(group, group))
+        for d in mine:
+            # A rule's conditions stay whole on a line: break only between rules.
+            text = _CONDITION.sub(lambda m: m.group(0).replace(" ", NBSP), d.review_text())
+            lines += [line.replace(NBSP, " ") for line in textwrap.wrap(
+                text, width=max(width, 40), initial_indent=f"  {MARKS[d.change]} ",
+                subsequent_indent="      ", break_long_words=False, break_on_hyphens=False)]
+    if not differences:
+        return ["no differences in effect"]
+    total = sum(counts.values())
+    lines += textwrap.wrap(f"{total} change{'s' if total != 1 else ''}: "
+                           + ", ".join(f"{g} {n}" for g, n in counts.items()),
+                           width=max(width, 40), subsequent_indent="  ")
+    return lines
 
 
 def _names(items: Iterable[str]) -> str:

@@ -1,4 +1,5 @@
-"""Exposure score for a policy, in the spirit of `systemd-analyze security`.
+"""Exposure score for a policy, in the spirit of `systemd-analyze security`
+(docs/lint.md is the user's description; keep the two in step).
 
 Each finding has a weight between 0 and 1: roughly, how much of the way to
 a full host compromise that one opening gives an attacker who controls the
@@ -7,19 +8,30 @@ workload. Findings combine like independent chances:
     score = 10 * (1 - prod(1 - weight))
 
 so a single severe opening (CAP_SYS_ADMIN plus mount) dominates, and many
-small ones add up without ever passing 10. Contradictions (a capability
-kept whose syscalls are all denied) and shadowed rules are reported apart:
-they do not open anything, but they show the policy does not do what its
-author thinks.
+small ones add up without ever passing 10. To make the score explainable,
+each finding also gets `points`, its share of the score, in proportion to
+-ln(1 - weight) (about its weight, for the small ones): the points of all
+findings add up to the score exactly (to the hundredth shown; see
+_score and _apportion).
+
+`suggest()` ranks the changes that lower the score most, each with the
+one line of YAML that makes it; the gain is measured by linting the
+changed policy, never estimated. Contradictions (a capability kept whose
+syscalls are all denied) and shadowed rules are reported apart: they do
+not open anything, but they show the policy does not do what its author
+thinks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from enforcer.errors import Location
 from enforcer.policy import caps as caps_mod
-from enforcer.policy.model import Action, ActionKind, Mode, Policy, SyscallRule
+from enforcer.policy.model import (Action, ActionKind, CapabilityPolicy, Mode, Policy, SyscallRule,
+                                   UserPolicy)
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,7 @@ class Finding:
     weight: float
     message: str
     origin: Location | None = None
+    points: float = 0.0  # this finding's share of the score (filled in by lint())
 
 
 @dataclass
@@ -113,17 +126,73 @@ def syscall_state(policy: Policy, name: str) -> tuple[str, list[SyscallRule]]:
     Audit mode allows everything (the compiler turns blocks into logs).
     """
     rules = [r for r in policy.syscalls.rules if r.syscall == name]
+    return _state(policy, rules), rules
+
+
+def _state(policy: Policy, rules: list[SyscallRule]) -> str:
+    """syscall_state for one syscall's rules (all of them, in order)."""
     if policy.mode is Mode.AUDIT:
-        return "allowed", rules
+        return "allowed"
     uncond = [r for r in rules if not r.args]
     if uncond:
-        return ("denied" if uncond[0].action.blocks else "allowed"), rules
+        return "denied" if uncond[0].action.blocks else "allowed"
     if rules:
         # Conditions: what passes when none match is the default action.
         if any(not r.action.blocks for r in rules) or not policy.syscalls.default_action.blocks:
-            return "conditional", rules
-        return "denied", rules
-    return ("denied" if policy.syscalls.default_action.blocks else "allowed"), rules
+            return "conditional"
+        return "denied"
+    return "denied" if policy.syscalls.default_action.blocks else "allowed"
+
+
+@dataclass(frozen=True)
+class SyscallCounts:
+    """The one vocabulary of check, explain, lint and diff for a policy's
+    syscalls: of the `known` syscalls of the native architecture, how many
+    the filter allows, allows only under argument checks, and denies."""
+
+    arch: str
+    known: int
+    allowed: int
+    conditional: int
+    denied: int
+
+    def __str__(self) -> str:
+        return (f"{self.allowed} syscalls allowed, {self.conditional} allowed under argument "
+                f"checks, {self.denied} denied (of {self.known} on {self.arch})")
+
+
+def syscall_states(policy: Policy) -> dict[str, str]:
+    """syscall_state for every syscall of the native architecture at once."""
+    from enforcer.policy import syscalls
+
+    arch = syscalls.native_arch()
+    by_name: dict[str, list[SyscallRule]] = {}
+    for r in policy.syscalls.rules:
+        by_name.setdefault(r.syscall, []).append(r)
+    return {n: _state(policy, by_name.get(n, [])) for n in syscalls.all_names()
+            if syscalls.exists_on(n, arch)}
+
+
+def syscall_counts(policy: Policy) -> SyscallCounts:
+    from enforcer.policy import syscalls
+
+    states = list(syscall_states(policy).values())
+    return SyscallCounts(syscalls.native_arch(), len(states), states.count("allowed"),
+                         states.count("conditional"), states.count("denied"))
+
+
+# The syscall surface: every syscall allowed is kernel code the workload can
+# reach. The first SURFACE_FREE cost nothing (about what a small program
+# needs); a policy allowing every syscall gets SURFACE_WEIGHT. A syscall
+# allowed only under argument checks counts half.
+SURFACE_FREE = 40
+SURFACE_WEIGHT = 0.15
+
+
+def surface_weight(counts: SyscallCounts) -> float:
+    exposed = counts.allowed + counts.conditional / 2
+    span = max(counts.known - SURFACE_FREE, 1)
+    return round(SURFACE_WEIGHT * min(max(exposed - SURFACE_FREE, 0) / span, 1.0), 4)
 
 
 def effective_caps(policy: Policy) -> tuple[set[int], bool]:
@@ -287,14 +356,172 @@ def lint(policy: Policy) -> LintReport:
             add(f"arch-{arch}", w, f"architecture {arch} is allowed: a second syscall table to get right",
                 "syscalls.architectures")
 
-    score = 1.0
-    for f in findings:
-        score *= 1.0 - min(max(f.weight, 0.0), 1.0)
-    report = LintReport(policy.name, round(10 * (1 - score), 1),
-                        sorted(findings, key=lambda f: -f.weight))
+    counts = syscall_counts(policy)
+    surface = surface_weight(counts)
+    if surface > 0:
+        findings.append(Finding("syscall-surface", surface, (
+            f"allows {counts.allowed} of {counts.known} syscalls"
+            + (f" (+{counts.conditional} under argument checks)" if counts.conditional else "")
+            + ": kernel code the workload can reach; a recorded allow-list is shorter"),
+            o.get("syscalls.default")))
+
+    score, scored = _score(findings)
+    report = LintReport(policy.name, score, scored)
     report.contradictions = _contradictions(policy, held, guessed)
     report.shadowed = _shadowed(policy)
     return report
+
+
+def _score(findings: list[Finding]) -> tuple[float, list[Finding]]:
+    """The score, and the findings (heaviest first) with their points.
+
+    Combining like independent chances is the same as adding up
+    -ln(1 - weight) and mapping the sum back: score = 10 * (1 - e^-sum).
+    So each finding's share of the score is its share of that sum --
+    whatever the order, two findings of the same weight get the same
+    points, and the points add up to the score.
+    """
+    ordered = sorted(findings, key=lambda f: (-f.weight, f.id))
+    # A weight of 1 (or more) is a certain compromise: the score is 10.
+    logs = [-math.log1p(-min(max(f.weight, 0.0), 0.999999)) for f in ordered]
+    score = round(10.0 * -math.expm1(-sum(logs)), 1)
+    points = _apportion(logs, score)
+    return score, [replace(f, points=p) for f, p in zip(ordered, points)]
+
+
+def _apportion(raw: list[float], total: float) -> list[float]:
+    """`raw` scaled to add up to `total` (the score, rounded to tenths) and
+    rounded to hundredths so that the rounded values still add up to it
+    exactly: the largest-remainder method. Without it the points shown
+    would miss the score shown by a rounding hundredth or two."""
+    whole = sum(raw)
+    target = round(total * 100)
+    if whole <= 0:
+        return [0.0] * len(raw)
+    scaled = [r * target / whole for r in raw]
+    cents = [math.floor(x) for x in scaled]
+    order = sorted(range(len(raw)), key=lambda i: scaled[i] - cents[i], reverse=True)
+    for i in order[:target - sum(cents)]:
+        cents[i] += 1
+    return [c / 100 for c in cents]
+
+
+# -- set this next ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One change to the policy: the YAML that makes it (one line, for this
+    policy or one that extends it), the score after it, what it fixes."""
+
+    yaml: str
+    score_after: float
+    fixes: tuple[str, ...]  # finding ids gone after the change
+
+
+# (finding ids it answers, YAML, the change on the effective policy)
+_Change = tuple[tuple[str, ...], str, Callable[[Policy], Policy]]
+
+
+def _changes(policy: Policy, report: LintReport) -> list[_Change]:
+    """Candidate changes for the findings at hand."""
+    from functools import partial
+
+    from enforcer.policy.validate import DEFAULT_MASKED_PATHS
+
+    ids = {f.id for f in report.findings}
+    eperm = Action(ActionKind.ERRNO, 1)
+
+    def enforce(p: Policy) -> Policy:
+        return replace(p, mode=Mode.ENFORCE)
+
+    def default_eperm(p: Policy) -> Policy:
+        return replace(p, syscalls=replace(p.syscalls, default_action=eperm))
+
+    def dynamic_user(p: Policy) -> Policy:
+        return replace(p, user=UserPolicy(uid=65534, gid=65534, dynamic=True))
+
+    def no_caps(p: Policy) -> Policy:
+        return replace(p, capabilities=CapabilityPolicy(keep=frozenset()))
+
+    def nnp(p: Policy) -> Policy:
+        return replace(p, no_new_privileges=True)
+
+    def read_only_root(p: Policy) -> Policy:
+        return replace(p, filesystem=replace(p.filesystem, read_only_root=True))
+
+    def masked(p: Policy) -> Policy:
+        return replace(p, filesystem=replace(p.filesystem, masked_paths=DEFAULT_MASKED_PATHS))
+
+    def memory_limit(p: Policy) -> Policy:
+        return replace(p, resources=replace(p.resources, memory_max=512 << 20))
+
+    def pids_limit(p: Policy) -> Policy:
+        return replace(p, resources=replace(p.resources, pids_max=256))
+
+    def net_namespace(p: Policy) -> Policy:
+        return replace(p, namespaces=p.namespaces + ("net",))
+
+    cap_ids = tuple(i for i in ids if i.startswith(("cap-", "non-root-")) or i == "caps-not-pinned")
+    out: list[_Change] = [
+        (("mode-audit",), "mode: enforce", enforce),
+        (("syscalls-default-allow",), "syscalls: {default: errno EPERM}", default_eperm),
+        (("runs-as-root", "host-root-writable"), "user: {dynamic: true}", dynamic_user),
+        (cap_ids, "capabilities: {keep: []}", no_caps),
+        (("no-new-privileges-off",), "no_new_privileges: true", nnp),
+        (("writable-root", "host-root-writable"), "filesystem: {read_only_root: true}",
+         read_only_root),
+        (("no-masked-paths",), "filesystem: {masked_paths: default}", masked),
+        (("no-memory-limit",), "resources: {memory: {max: 512Mi}}", memory_limit),
+        (("no-pids-limit",), "resources: {pids: {max: 256}}", pids_limit),
+        (("network",), "namespaces: [net]", net_namespace),
+    ]
+    for f in report.findings:
+        if f.id.startswith("cap-") and f.weight >= 0.1:
+            cap = caps_mod.from_name("CAP_" + f.id[4:].upper().replace("-", "_"))
+            out.append(((f.id,), f"capabilities: {{drop: [{caps_mod.name_of(cap)}]}}",
+                        partial(_drop_cap, cap=cap)))
+    for id_, _, names, _ in SYSCALL_CHECKS:
+        if id_ in ids:
+            open_ = tuple(n for n in names if syscall_state(policy, n)[0] != "denied")
+            out.append(((id_,), f"syscalls: {{deny: [{', '.join(open_)}]}}",
+                        partial(_deny, names=open_)))
+    return [c for c in out if ids & set(c[0])]
+
+
+def _drop_cap(policy: Policy, cap: int) -> Policy:
+    """What `capabilities: {drop: [CAP]}` in a policy that extends this one does."""
+    c = policy.capabilities
+    if c.keep is not None:
+        return replace(policy, capabilities=replace(c, keep=c.keep - {cap},
+                                                    ambient=c.ambient - {cap}))
+    return replace(policy, capabilities=replace(c, drop=c.drop | {cap}, add=c.add - {cap}))
+
+
+def _deny(policy: Policy, names: tuple[str, ...]) -> Policy:
+    """What `syscalls: {deny: [NAMES]}` in a policy that extends this one does:
+    the parents' rules for them go, a deny with the deny action comes."""
+    s = policy.syscalls
+    action = s.default_action if s.default_action.blocks else Action(ActionKind.ERRNO, 1)
+    rules = tuple(r for r in s.rules if r.syscall not in names)
+    rules += tuple(SyscallRule(n, action, via="deny") for n in names)
+    return replace(policy, syscalls=replace(s, rules=rules))
+
+
+def suggest(policy: Policy, report: LintReport | None = None, limit: int = 3) -> list[Suggestion]:
+    """The `limit` changes that lower the score most, best first; each
+    measured by linting the changed policy. Changes that gain less than a
+    tenth are left out."""
+    report = report or lint(policy)
+    found: list[Suggestion] = []
+    for _, yaml, change in _changes(policy, report):
+        after = lint(change(policy))
+        if report.score - after.score < 0.1:
+            continue
+        gone = {f.id for f in report.findings} - {f.id for f in after.findings}
+        found.append(Suggestion(yaml, after.score, tuple(sorted(gone))))
+    found.sort(key=lambda s: s.score_after)
+    return found[:limit]
 
 
 # Directories whose whole tree a workload has no business writing.

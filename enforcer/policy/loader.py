@@ -125,14 +125,16 @@ def resolve_extends(spec: str, naming_file: str) -> str:
     return path
 
 
-def extends_spec_for(parent: str, naming_file: str) -> str:
-    """How `naming_file` should write `extends:` for the policy file `parent`:
-    relative when it sits in naming_file's directory or below, else absolute
-    (resolve_extends refuses relative paths that climb out)."""
-    base = os.path.realpath(os.path.dirname(os.path.abspath(naming_file)))
+def extends_spec_for(parent: str) -> str:
+    """How a generated policy (`enforcer record`'s output) writes `extends:`
+    for the policy file `parent`: its name when the name finds that very
+    file (a shipped policy, or one in the administrator's directory), else
+    its absolute path -- never a path relative to where it was written,
+    which would break as soon as the file is copied elsewhere."""
     parent = os.path.realpath(parent)
-    if os.path.commonpath([base, parent]) == base:
-        return os.path.relpath(parent, base)
+    stem, suffix = os.path.splitext(os.path.basename(parent))
+    if suffix == ".yaml" and names.find_named(stem) == parent:
+        return stem
     return parent
 
 

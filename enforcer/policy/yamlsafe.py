@@ -268,6 +268,22 @@ class _Composer:
             self.attach(target, loc)
 
 
+def yaml_scalar(text: str) -> str:
+    """`text` as YAML that reads back as that string, for the files enforcer
+    writes (record, import): a plain scalar when YAML reads it back
+    unchanged, else a double-quoted (JSON) one -- `true`, `null`, `1e3` or
+    `a: b` need quotes (a policy named after `-o null.yaml` is "null")."""
+    import json
+
+    if re.match(r"^[A-Za-z0-9_./-][A-Za-z0-9_./ -]*$", text) and not text.endswith(" "):
+        try:
+            if yaml.safe_load(text) == text:
+                return text
+        except yaml.YAMLError:
+            pass
+    return json.dumps(text)
+
+
 def parse_yaml(data: bytes, filename: str) -> Node:
     """Parse one policy file into located nodes, or raise PolicyErrors."""
     root, errors = parse_yaml_collect(data, filename)

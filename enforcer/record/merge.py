@@ -74,8 +74,7 @@ def _check_same(recs: list[Recording], what: str, key: Any) -> None:
                 f"{key(first)!r}, {other.path} has {key(other)!r}")
 
 
-def merge(paths: list[str], out_path: str, default_action: str | None = None
-          ) -> tuple[Learned, Provenance]:
+def merge(paths: list[str], default_action: str | None = None) -> tuple[Learned, Provenance]:
     if len(paths) < 2:
         raise RecordError("--merge needs at least two recordings")
     recs = [read_recording(p) for p in paths]
@@ -121,7 +120,7 @@ def merge(paths: list[str], out_path: str, default_action: str | None = None
 
     base_spec = recs[0].meta["base"]
     if _looks_like_path(base_spec):
-        base_spec = extends_spec_for(recs[0].base_path, out_path)
+        base_spec = extends_spec_for(recs[0].base_path)
     prov = Provenance(base=base_spec, host_arch=str(recs[0].meta.get("host_arch")),
                       arches_seen=tuple(sorted({a for r in recs for a in r.meta.get("arches_seen") or ()})),
                       default_action=default_action, records=records, runs=runs,

@@ -18,6 +18,7 @@ from typing import Any
 
 from enforcer.policy import names
 from enforcer.policy.model import ArgCondition, SyscallRule
+from enforcer.policy.yamlsafe import yaml_scalar
 from enforcer.record.learn import Learned, choose_groups
 
 METADATA_PREFIX = "# enforcer-record: "
@@ -65,20 +66,6 @@ def policy_name_for(out_path: str) -> str:
 def one_line(text: object) -> str:
     """Text safe inside a one-line YAML comment (a command may hold newlines)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-def yaml_scalar(text: str) -> str:
-    """A plain scalar when YAML reads it back as the same string, else a
-    double-quoted (JSON) one: `true`, `null`, `1e3` or `a: b` need quotes."""
-    import yaml
-
-    if re.match(r"^[A-Za-z0-9_./-][A-Za-z0-9_./ -]*$", text) and not text.endswith(" "):
-        try:
-            if yaml.safe_load(text) == text:
-                return text
-        except yaml.YAMLError:
-            pass
-    return json.dumps(text)
 
 
 def _hex(v: int) -> str:

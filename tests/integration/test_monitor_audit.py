@@ -83,13 +83,17 @@ def test_sigterm_restart_rediscovery_and_expiry(tmp_path: Path, gen_binary: str,
     assert m.terminate() == 0  # within its 10 s, or it would have been killed (not 0)
     assert count_event_lines(events, workload="early") == 3  # flushed on SIGTERM
     assert "Traceback" not in m.stderr()
-    # A restarted monitor finds the workload again; after the record goes and
-    # the grace period passes, its series disappear.
+    # A restarted monitor finds the record again, but its process is gone:
+    # stale, not running (issue 19: dead workloads were counted). After the
+    # record goes and the grace period passes, its series disappear.
     m2 = MonitorProcess(rt, events, "--grace", "1")
     monitors.append(m2)
-    assert value_for(m2.samples("enforcer_workloads"), policy="p1") == 1
+    assert wait_for(lambda: value_for(m2.samples("enforcer_registry_stale_records"),
+                                      policy="p1") == 1, timeout=30)
+    assert value_for(m2.samples("enforcer_workloads"), policy="p1") == 0
     registry.remove_record("early", rt)
-    assert wait_for(lambda: value_for(m2.samples("enforcer_workloads"), policy="p1") == 0, timeout=30)
+    assert wait_for(lambda: value_for(m2.samples("enforcer_registry_stale_records"),
+                                      policy="p1") == 0, timeout=30)
     assert violations(m2, workload="early") == 0  # counted by the first monitor only
     # grace 1 s, poll 0.25 s: the ended workload's labels leave /metrics.
     assert wait_for(lambda: 'workload="early"' not in m2.metrics_text(), timeout=30)

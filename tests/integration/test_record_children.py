@@ -124,3 +124,30 @@ def test_a_syscall_number_without_a_name_is_left_out_and_said(workdir: str) -> N
     text = open(out).read()
     assert "#   x86_64 syscall 999 (1): libseccomp has no name for it" in text
     assert read_metadata(text, out)["left_out"]["x86_64 syscall 999"][0] == 1
+
+
+def test_a_recording_loads_from_another_directory(workdir: str) -> None:
+    """Record with a base given by a relative path, in one directory; the
+    learned policy's `extends` is that base's absolute path, so a copy of it
+    loads and runs from another directory (issue 19, point 5)."""
+    import shutil
+    import subprocess
+
+    from record_helpers import PYTHON
+
+    here, elsewhere = os.path.join(workdir, "here"), os.path.join(workdir, "elsewhere")
+    os.makedirs(os.path.join(here, "bases"))
+    os.makedirs(elsewhere)
+    base = os.path.join(here, "bases", "team.yaml")
+    with open(base, "w") as f:
+        f.write("name: team\nextends: restricted\n")
+    r = subprocess.run([PYTHON, "-m", "enforcer", "record", "--base", "bases/team.yaml",
+                        "-o", "learned.yaml", "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=120, cwd=here)
+    assert r.returncode == 0, r.stderr
+    text = open(os.path.join(here, "learned.yaml")).read()
+    assert f"extends: {base}\n" in text, text
+    shutil.copy(os.path.join(here, "learned.yaml"), os.path.join(elsewhere, "copy.yaml"))
+    run = subprocess.run([PYTHON, "-m", "enforcer", "run", "--policy", "./copy.yaml", "--",
+                          "/bin/true"], capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert run.returncode == 0, run.stderr

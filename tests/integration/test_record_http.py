@@ -204,5 +204,5 @@ def test_merging_a_real_recording_with_a_hand_made_one(workdir: str, recorded: s
     counts = read_metadata(open(out).read(), out)["counts"]
     assert counts["read"] == meta["counts"]["read"] + 1
     # Same answer through the library.
-    learned, _ = merge([recorded, hand], out)
+    learned, _ = merge([recorded, hand])
     assert learned.allowed_names() == merged

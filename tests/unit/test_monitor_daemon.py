@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from enforcer.monitor.daemon import Monitor, MonitorConfig
-from tests.monitor_helpers import write_workload
+from tests.monitor_helpers import fake_process, write_workload
 
 
 def record(pid: int, nr: int = 101, code: str = "0x50000", comm: bytes = b'"app"',
@@ -126,6 +126,8 @@ def test_a_recording_is_counted_apart_and_never_logged(tmp_path: Path) -> None:
     write_workload(rt, "record-9-bb", pid=299, policy="web", audit_session=77, kind="recording",
                    mode="record")
     write_workload(rt, "w1", pid=4242, policy="web", audit_session=78)
+    for pid in (299, 300, 4242):
+        fake_process(str(tmp_path / "proc"), pid)
     monitor = make_monitor(tmp_path)
     try:
         monitor.handle_record(session_record(300, 77, 1))  # before any poll: the slow path

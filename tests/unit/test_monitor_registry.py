@@ -217,3 +217,86 @@ def test_audit_session_mapping_is_dropped_with_the_workload(tmp_path: Path) -> N
     clock.now += 11
     index.expire()
     assert index.attribute(1, ses=4243) is UNMANAGED
+
+
+# -- stale records (issue 19, point 6) ------------------------------------------
+
+
+def test_a_record_whose_process_is_gone_is_stale_until_it_changes(tmp_path: Path) -> None:
+    from tests.monitor_helpers import fake_process
+
+    rt, proc = str(tmp_path / "rt"), str(tmp_path / "proc")
+    write_workload(rt, "gone", pid=100, policy="restricted")
+    write_workload(rt, "live", pid=200, policy="restricted")
+    fake_process(proc, 200)
+    index, _ = make_index(tmp_path)
+    index.refresh()
+    assert [w.id for w in index.sweep_stale()] == ["gone"]
+    assert [w.id for w in index.live() if not w.stale] == ["live"]
+    assert index.stale_by_policy() == {"restricted": 1}
+    assert index.sweep_stale() == [] and not index.refresh(force=True)  # reported once
+    # Still attributed: records of its last moments may still arrive.
+    assert index.attribute(100).id == "gone"
+    # Rewritten (a restarted container under the same id): judged afresh.
+    write_workload(rt, "gone", pid=300, policy="restricted")
+    fake_process(proc, 300)
+    assert index.refresh(force=True) and index.sweep_stale() == []
+    assert sorted(w.id for w in index.live() if not w.stale) == ["gone", "live"]
+    assert index.stale_by_policy() == {}
+    # Removed by its owner: ended, no longer reported.
+    write_workload(rt, "gone", pid=400, policy="restricted")
+    index.refresh(force=True)
+    assert [w.id for w in index.sweep_stale()] == ["gone"]
+    registry.remove_record("gone", rt)
+    index.refresh(force=True)
+    assert index.stale_by_policy() == {} and index.workloads["gone"].ended is not None
+
+
+def test_pid_reuse_and_zombies_make_a_record_stale(tmp_path: Path) -> None:
+    from tests.monitor_helpers import fake_process
+
+    rt, proc = str(tmp_path / "rt"), str(tmp_path / "proc")
+    write_workload(rt, "reused", pid=100)
+    write_workload(rt, "zombie", pid=200)
+    fake_process(proc, 100, starttime=5)
+    fake_process(proc, 200, state="Z")
+    index, _ = make_index(tmp_path)
+    index.refresh()
+    assert [w.id for w in index.sweep_stale()] == ["zombie"]
+    fake_process(proc, 100, starttime=6)  # the pid now belongs to a newer process
+    assert [w.id for w in index.sweep_stale()] == ["reused"]
+
+
+def test_a_process_younger_than_its_record_is_not_the_one_it_names(tmp_path: Path) -> None:
+    from tests.monitor_helpers import fake_process
+
+    rt, proc = str(tmp_path / "rt"), tmp_path / "proc"
+    path = write_workload(rt, "w", pid=100)
+    written = os.stat(path).st_mtime
+    ticks = os.sysconf("SC_CLK_TCK")
+    proc.mkdir()
+    # Boot 1000 s before the record; the process started 990 s after boot
+    # (10 s before the record: fine) or 1010 s after (later: a reused pid).
+    (proc / "stat").write_text(f"cpu 1 2 3\nbtime {int(written) - 1000}\n")
+    fake_process(str(proc), 100, starttime=990 * ticks)
+    index, _ = make_index(tmp_path)
+    index.refresh()
+    assert index.sweep_stale() == []
+    write_workload(rt, "w", pid=100)
+    os.utime(path, (written, written))
+    fake_process(str(proc), 100, starttime=1010 * ticks)
+    index.refresh(force=True)
+    assert [w.id for w in index.sweep_stale()] == ["w"]
+
+
+def test_a_workload_whose_main_process_exited_runs_while_its_cgroup_has_processes(
+        tmp_path: Path) -> None:
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "cgroup.procs").write_text("4242\n")
+    write_workload(str(tmp_path / "rt"), "w", pid=100, cgroups={"memory": "/w"})
+    index, _ = make_index(tmp_path, cgroup_paths=lambda w: [str(cg)])
+    index.refresh()
+    assert index.sweep_stale() == []
+    (cg / "cgroup.procs").write_text("")
+    assert [w.id for w in index.sweep_stale()] == ["w"]

@@ -177,7 +177,20 @@ def test_explain_syscall_table() -> None:
     proc = run_cli("explain", "default")
     assert proc.returncode == 0
     out = proc.stdout
-    assert re.search(r"syscalls \(.*\): \d+ allowed, \d+ denied, 2 with conditions", out)
+    # The vocabulary of check, lint and diff (issue 19): before, check said
+    # "376 syscall rules" while explain said "288 allowed, 59 denied".
+    counts = re.search(r"^syscalls: (\d+) syscalls allowed, (\d+) allowed under argument checks, "
+                       r"(\d+) denied \(of (\d+) on \w+\)$", out, re.M)
+    assert counts, out
+    allowed, conditional, denied, known = map(int, counts.groups())
+    assert conditional == 2 and allowed + conditional + denied == known
+    check = run_cli("check", "default").stdout
+    assert f"{allowed} syscalls allowed, {conditional} allowed under argument checks, {denied} denied" \
+        in check, check
+    lint_doc = json.loads(run_cli("lint", "--json", "default").stdout)[0]
+    surface = next(f for f in lint_doc["findings"] if f["id"] == "syscall-surface")
+    assert surface["message"].startswith(f"allows {allowed} of {known} syscalls (+{conditional} ")
+    assert re.search(r"^  a syscall no rule names: errno EPERM \(syscalls.default, ", out, re.M)
     assert re.search(r"^clone\s+allow\s+arg0 & 0x7e020000 == 0x0\s+clone\s+policies/default.yaml:\d+:\d+",
                      out, re.M), out
     assert re.search(r"^ptrace\s+errno EPERM\s+-\s+@debug\s+policies/default.yaml:", out, re.M)
@@ -246,3 +259,15 @@ def test_policies_readme_lists_every_shipped_policy_with_its_score() -> None:
         m = re.search(rf"^\| `{re.escape(name)}` \| (\d+\.\d) \|", readme, re.M)
         assert m, f"{name} missing from the README table"
         assert float(m.group(1)) == lint_mod.lint(load_policy(name)).score, name
+
+
+def test_explain_wraps_long_values() -> None:
+    """The capability row of `default` was over 200 characters."""
+    out = run_cli("explain", "default").stdout
+    table = out.split("\n\n")[1].splitlines()
+    assert max(len(line) for line in table) < 140, max(table, key=len)
+    start = next(i for i, line in enumerate(table) if line.startswith("capabilities.keep "))
+    assert table[start + 1].startswith(" " * 50) and "CAP_" in table[start + 1]
+    kept = " ".join(line.split("policies/")[0] for line in table[start:start + 4])
+    assert all(f"CAP_{c}" in kept for c in ("CHOWN", "SETFCAP", "AUDIT_WRITE", "NET_RAW"))
+    assert max(len(line) for line in out.splitlines()[:4]) < 120

@@ -358,12 +358,22 @@ def test_extends_refuses_what_is_not_a_policy_in_reach(tmp_path: Path, spec: str
     assert err.location is not None and err.location.line == 2 and why in err.message, err
 
 
-def test_extends_spec_for_is_relative_inside_and_absolute_outside(tmp_path: Path) -> None:
-    from enforcer.policy.loader import extends_spec_for
+def test_extends_spec_for_is_a_name_or_an_absolute_path(tmp_path: Path) -> None:
+    """What `enforcer record` writes under `extends:` loads from anywhere:
+    a shipped policy by name, any other file by its absolute path (even one
+    beside the output, which a relative path would tie to that directory)."""
+    from enforcer.policy.loader import extends_spec_for, resolve_policy_source
 
-    out = tmp_path / "out" / "learned.yaml"
-    assert extends_spec_for(str(tmp_path / "out" / "bases" / "b.yaml"), str(out)) == "bases/b.yaml"
-    assert extends_spec_for(str(tmp_path / "b.yaml"), str(out)) == str(tmp_path / "b.yaml")
+    assert extends_spec_for(resolve_policy_source("restricted")) == "restricted"
+    (tmp_path / "bases").mkdir()
+    beside = write_policy(tmp_path, "bases/b.yaml", "name: b\n")
+    assert extends_spec_for(str(beside)) == str(beside)
+    # A file named like a shipped policy is not that policy.
+    lookalike = write_policy(tmp_path, "default.yaml", "name: default\n")
+    assert extends_spec_for(str(lookalike)) == str(lookalike)
+    # Through a symlink: the file itself, never the link's relative spelling.
+    (tmp_path / "link.yaml").symlink_to(beside)
+    assert extends_spec_for(str(tmp_path / "link.yaml")) == str(beside)
 
 
 def test_ambient_capabilities_are_explicit_and_inherited_with_care(tmp_path: Path) -> None:

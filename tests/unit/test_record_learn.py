@@ -172,7 +172,7 @@ def write_recs(tmp: Path, **texts: str) -> list[str]:
 def test_merge_allows_the_union_and_nothing_else(tmp_path: Path) -> None:
     a, b = write_recs(tmp_path, a=REC_A, b=REC_B)
     out = str(tmp_path / "c.yaml")
-    learned, prov = merge([a, b], out)
+    learned, prov = merge([a, b])
     text = render(learned, prov, name="c", arches=X86, when="now")
     Path(out).write_text(text)
     pa, pb, pc = (load_policy(p) for p in (a, b, out))
@@ -192,7 +192,7 @@ def test_merge_reads_what_the_file_allows_not_just_its_metadata(tmp_path: Path) 
     # A reviewer removed `write` from A by hand; the count line still has it.
     edited = REC_A.replace("allow: [read, write, exit_group]", "allow: [read, exit_group]")
     a, b = write_recs(tmp_path, a=edited, b=REC_B)
-    learned, _ = merge([a, b], str(tmp_path / "c.yaml"))
+    learned, _ = merge([a, b])
     assert "write" not in learned.allowed_names()
 
 
@@ -201,20 +201,20 @@ def test_merge_refuses_different_bases(tmp_path: Path) -> None:
         "extends: restricted", "extends: default")
     a, b = write_recs(tmp_path, a=REC_A, b=other)
     with pytest.raises(RecordError, match="different bases"):
-        merge([a, b], str(tmp_path / "c.yaml"))
+        merge([a, b])
 
 
 def test_merge_refuses_different_architectures(tmp_path: Path) -> None:
     other = REC_B.replace('"host_arch":"x86_64"', '"host_arch":"aarch64"')
     a, b = write_recs(tmp_path, a=REC_A, b=other)
     with pytest.raises(RecordError, match="different architectures"):
-        merge([a, b], str(tmp_path / "c.yaml"))
+        merge([a, b])
 
 
 def test_merge_refuses_files_that_are_not_recordings(tmp_path: Path) -> None:
     a, b = write_recs(tmp_path, a=REC_A, b="name: plain\nextends: restricted\n")
     with pytest.raises(RecordError, match="not written by `enforcer record`"):
-        merge([a, b], str(tmp_path / "c.yaml"))
+        merge([a, b])
 
 
 # -- the audit stream ------------------------------------------------------------------
@@ -301,3 +301,47 @@ def test_policy_names_yaml_would_misread_are_quoted(tmp_path: Path, restricted, 
     text = render(learn({"read": 1}, restricted), provenance(), name=name, arches=X86, when="now")
     (tmp_path / "n.yaml").write_text(text)
     assert load_policy(str(tmp_path / "n.yaml")).name == name
+
+
+def test_merged_recording_of_a_base_beside_it_loads_from_another_directory(
+        tmp_path: Path) -> None:
+    """`extends` in what `record` writes is a name or an absolute path, never
+    relative to where it was written: the file works once copied elsewhere.
+    (Before: `extends: bases/team.yaml`, and loading the copy failed with
+    "policy file bases/team.yaml does not exist".)"""
+    import shutil
+    import subprocess
+    import sys
+
+    here, elsewhere = tmp_path / "recorded-here", tmp_path / "elsewhere"
+    (here / "bases").mkdir(parents=True)
+    elsewhere.mkdir()
+    (here / "bases" / "team.yaml").write_text("name: team\nextends: restricted\n")
+    texts = {n: t.replace('"base":"restricted"', '"base":"bases/team.yaml"')
+             .replace("extends: restricted", "extends: bases/team.yaml")
+             for n, t in (("a", REC_A), ("b", REC_B))}
+    a, b = write_recs(here, **texts)
+    r = subprocess.run([sys.executable, "-m", "enforcer", "record", "--merge", a, b,
+                        "-o", "merged.yaml"], capture_output=True, text=True, timeout=120,
+                       cwd=here)
+    assert r.returncode == 0, r.stderr
+    text = (here / "merged.yaml").read_text()
+    team = str((here / "bases" / "team.yaml").resolve())
+    assert f"extends: {team}\n" in text
+    assert read_metadata(text, "merged.yaml")["base"] == team
+    copy = elsewhere / "merged.yaml"
+    shutil.copy(here / "merged.yaml", copy)
+    r = subprocess.run([sys.executable, "-m", "enforcer", "check", "merged.yaml"],
+                       capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert "team.yaml" in load_policy(str(copy)).sources[1][0]
+
+
+def test_merged_recording_of_a_shipped_base_names_it(tmp_path: Path) -> None:
+    from enforcer.policy.loader import resolve_policy_source
+
+    shipped = resolve_policy_source("restricted")
+    a, b = write_recs(tmp_path, a=REC_A.replace('"base":"restricted"', f'"base":"{shipped}"'),
+                      b=REC_B.replace('"base":"restricted"', f'"base":"{shipped}"'))
+    _, prov = merge([a, b])
+    assert prov.base == "restricted"  # the shipped file, reached by its path: its name
