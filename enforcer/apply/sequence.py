@@ -161,16 +161,15 @@ def apply_mount_rules(ctx: ChildContext) -> None:
     # shares propagation with the host, so without this a mount below
     # (even our /proc) would appear on the host.
     _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
-    if "pid" in ctx.plan.namespaces:
+    has_rootfs = any(op.kind == "pivot_root" for op in ctx.plan.mounts)
+    if "pid" in ctx.plan.namespaces and not has_rootfs:
         # A pid namespace needs its own /proc, or the workload would read
         # the host's processes there. Before the Plan's rules, so that a
-        # read-only root and masked /proc paths apply to it as well.
-        # With a new root, its /proc is the one the workload will see (the
-        # recursive bind of the rootfs in the Plan carries it along).
-        roots = [op.path for op in ctx.plan.mounts if op.kind == "pivot_root"]
-        target = f"{roots[0].rstrip('/')}/proc" if roots else "/proc"
-        if os.path.isdir(target):
-            _sys.mount("proc", target, "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
+        # read-only root and masked /proc paths apply to it as well. (A
+        # rootfs gets its /proc from the Plan's `proc` operation, mounted
+        # inside it, resolved there.)
+        if os.path.isdir("/proc"):
+            _sys.mount("proc", "/proc", "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
     apply_mounts(ctx.plan.mounts)
 
 
