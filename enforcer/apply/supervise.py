@@ -350,7 +350,10 @@ class Supervisor:
 
         procs = self.driver.procs_files() if self.driver else []
         self.dynamic = allocate(self.workload_id, procs)
-        send_message(sync_w, b"%d" % self.dynamic.uid, b"U")
+        try:
+            send_message(sync_w, b"%d" % self.dynamic.uid, b"U")
+        except BrokenPipeError:
+            pass  # the child failed applying the Plan; its report is on the error pipe
 
     # -- the run ---------------------------------------------------------------
 

@@ -74,6 +74,6 @@ def check(fs: FilesystemPolicy, origins: dict[str, Location]) -> list[PolicyErro
                     f"filesystem.bind: target {bind.target} lies under the policy's {what} at "
                     f"{cover}{_where(origins, key)}, an empty read-only directory where no "
                     "mount point can be made; bind somewhere else or leave the path out of "
-                    f"{what}s")))
+                    f"filesystem.{key.split('[')[0].split('.')[1]}")))
                 break
     return errors

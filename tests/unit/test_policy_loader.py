@@ -393,3 +393,29 @@ def test_ambient_errors_name_the_line(tmp_path: Path, text: str, why: str) -> No
         load_policy(str(p))
     err = info.value.errors[0]
     assert why in err.message and err.location is not None and err.location.line >= 3, err
+
+
+def test_bind_and_tmpfs_remove_merge(tmp_path: Path) -> None:
+    """filesystem.bind merges by target (the child's entry wins);
+    tmpfs_remove drops an inherited tmpfs, after which a writable path
+    below it is no longer hidden."""
+    write_policy(tmp_path, "base.yaml", (
+        "name: base\nfilesystem:\n  tmpfs: [/tmp, /run]\n"
+        "  bind:\n    - {source: /srv/a, target: /data}\n    - {source: /srv/c, target: /conf}\n"))
+    child = write_policy(tmp_path, "child.yaml", (
+        "name: child\nextends: base.yaml\nfilesystem:\n  tmpfs_remove: [/tmp]\n"
+        "  writable_paths: [/tmp/app]\n"
+        "  bind:\n    - {source: /srv/b, target: /data, read_only: true}\n"))
+    p = load_policy(str(child))
+    assert [t.path for t in p.filesystem.tmpfs] == ["/run"]
+    assert {(b.source, b.target, b.read_only) for b in p.filesystem.bind} == {
+        ("/srv/b", "/data", True), ("/srv/c", "/conf", False)}
+    assert p.origins["filesystem.tmpfs_remove[/tmp]"].line == 4
+    assert p.origins["filesystem.bind[/data]"].line == 7
+
+
+def test_bind_inside_a_tmpfs_is_fine(tmp_path: Path) -> None:
+    path = write_policy(tmp_path, "p.yaml", (
+        "name: p\nextends: restricted\nfilesystem:\n"
+        "  bind:\n    - {source: /etc/hostname, target: /tmp/conf/hostname, read_only: true}\n"))
+    assert load_policy(str(path)).filesystem.bind[0].target == "/tmp/conf/hostname"
