@@ -298,11 +298,13 @@ def resolve_command(ctx: ChildContext) -> str:
         path = ctx.env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         candidates = [os.path.join(d or ".", cmd) for d in path.split(":")]
     denied: str | None = None
+    closed: list[str] = []  # PATH directories this user cannot search
     for c in candidates:
         try:
             st = os.stat(c)
         except PermissionError:
-            denied = denied or c  # a directory on the way is closed to this user
+            if os.path.dirname(c) not in closed:
+                closed.append(os.path.dirname(c))
             continue
         except OSError:
             continue
@@ -312,7 +314,16 @@ def resolve_command(ctx: ChildContext) -> str:
             denied = denied or c
     if denied:
         raise ApplyError("exec", denied, errno.EACCES)
-    raise ApplyError("exec", cmd, errno.ENOENT, "command not found")
+    # Enforcer's own "command not found" (exit 127) says where it looked,
+    # so it is not taken for a workload's own 127 (which gets a note too).
+    where = "as given" if "/" in cmd else f"on PATH {ctx.env.get('PATH', '(default)')}"
+    detail = f"command not found {where}"
+    if any(op.kind == "pivot_root" for op in ctx.plan.mounts):
+        detail += " inside the policy's rootfs"
+    if closed:
+        detail += (f"; the workload's user cannot search {', '.join(closed[:3])}"
+                   + (" ..." if len(closed) > 3 else ""))
+    raise ApplyError("exec", cmd, errno.ENOENT, detail)
 
 
 def mark_fds_close_on_exec(ctx: ChildContext) -> None:

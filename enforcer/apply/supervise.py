@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
     from enforcer.apply.dynamic_user import DynamicId
+    from enforcer.apply.refusals import Refusals
+    from enforcer.apply.watch import Watch
     from enforcer.apply.sequence import ChildContext
     from enforcer.plan import Plan
 
@@ -106,7 +108,7 @@ def child_audit_session() -> int | None:
 class Supervisor:
     def __init__(self, argv: list[str], workload_id: str | None = None,
                  cgroup_root: str = "/sys/fs/cgroup", registry_root: str | None = None,
-                 err: "TextIO | None" = None) -> None:
+                 err: "TextIO | None" = None, summary_every: float | None = None) -> None:
         self.argv = argv
         self.workload_id = workload_id or new_workload_id()
         self.cgroup_root = cgroup_root
@@ -131,6 +133,11 @@ class Supervisor:
         self.init = 0  # pid 1 of the workload's pid namespace (apply/pidns.py), if any
         self.init_settled_fd = -1  # EOF once pid 1 holds nothing any more
         self.dynamic: DynamicId | None = None
+        # What the workload's filter refused (from the audit stream), and
+        # `--summary`'s interval (None: only at exit). See apply/watch.py.
+        self.summary_every = summary_every
+        self.refusals: Refusals | None = None
+        self.watcher: Watch | None = None
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
@@ -534,11 +541,13 @@ class Supervisor:
                 pass  # the child already exited; its report is on the error pipe
             gc.enable()
             failure = self.read_failure(err_r)
-        status = self.wait()
         if failure is not None:
+            self.wait()
             self.say(str(failure))
             return exit_code_for_failure(failure)
+        status = self.watch_until_exit()
         self.explain(status)
+        self.say_after_exit(status)
         return status_to_code(status)
 
     def write_record(self) -> None:
@@ -585,6 +594,55 @@ class Supervisor:
         except (ValueError, KeyError, TypeError):
             return ApplyError("internal", "error pipe", None, "unreadable report from the child")
 
+    # -- while it runs and after (apply/watch.py, refusals.py, exit_notes.py) --
+
+    def watch_until_exit(self) -> int:
+        """Wait for the workload, reading its refused syscalls from the
+        audit stream meanwhile (and what else apply/watch.py watches)."""
+        from enforcer.apply.watch import Watch
+
+        net_check = None
+        if "net" in self.p.namespaces and self.p.mode != "audit":
+            from enforcer.apply.unreachable import note_for
+
+            net_check = note_for(self.p.policy_name)
+        if self.audit is not None:
+            from enforcer.apply.refusals import Refusals
+
+            names = self.p.seccomp.syscall_names if self.p.seccomp else {}
+            self.refusals = Refusals(self.audit_session, {self.child}, names)
+        self.watcher = Watch(self.child, self.audit, self.refusals, self.say, self.refusal_lines,
+                             self.summary_every, net_check)
+        status = self.watcher.wait()
+        self.child = 0
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            self.watcher.late_records()
+        return status
+
+    def refusal_lines(self, leave_out_kill_of: int = 0) -> list[str]:
+        if self.refusals is None:
+            return []
+        leave_out = self.refusals.kill_of(leave_out_kill_of) if leave_out_kill_of else None
+        return self.refusals.lines(self.p.policy_name, self.p.mode == "audit", leave_out)
+
+    def say_after_exit(self, status: int) -> None:
+        """The refusal summary, then notes on a failure the policy may have
+        caused (apply/exit_notes.py), as the last lines."""
+        killed_by_filter = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
+        for line in self.refusal_lines(self._last_pid if killed_by_filter else 0):
+            self.say(line)
+        if self.audit is not None and self.audit.lost:
+            self.say("note: the kernel dropped audit records for this run: the counts above "
+                     "are a lower bound")
+        if (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) \
+                or self.stopped_by_forwarded_signal(status):
+            return
+        from enforcer.apply.exit_notes import hidden_path_notes, own_status_note
+
+        for note in [own_status_note(status, self.argv)] + hidden_path_notes(self.p, self.argv):
+            if note is not None:
+                self.say(note)
+
     def wait(self) -> int:
         while True:
             pid, status = os.waitpid(self.child, 0)
@@ -610,11 +668,18 @@ class Supervisor:
                      f"{limit if limit is not None else '(unknown)'}")
 
     def seccomp_reason(self) -> str:
-        base = f"workload killed by SIGSYS from policy {self.p.policy_name!r}'s seccomp filter"
+        base = ("workload killed by SIGSYS from the seccomp filter of policy "
+                f"{self.p.policy_name!r}")
         if self.audit is None:
             return base + ("; the refused syscall is unknown (reading the audit stream needs "
                            "CAP_AUDIT_READ)")
-        rec = self.audit.find({self._last_pid}, timeout=1.0)
+        if self.watcher is not None and self.refusals is not None:
+            # The record of the process that died: a kill elsewhere in the
+            # workload (a forked child) is on a summary line of its own.
+            self.watcher.wait_for_kill(self._last_pid, timeout=1.0)
+            rec = self.refusals.kill_of(self._last_pid)
+        else:
+            rec = self.audit.find({self._last_pid}, timeout=1.0)
         if rec is None:
             return base + "; no audit record named the syscall"
         names = self.p.seccomp.syscall_names if self.p.seccomp else {}
@@ -715,8 +780,9 @@ def read_message(fd: int, tag: bytes = b"P") -> bytes | None:
 
 
 def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None,
-              guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None) -> int:
-    return Supervisor(argv, workload_id).run(load, guess_namespaces)
+              guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None,
+              summary_every: float | None = None) -> int:
+    return Supervisor(argv, workload_id, summary_every=summary_every).run(load, guess_namespaces)
 
 
 def own_cgroups() -> dict[str, str]:

@@ -1,0 +1,134 @@
+"""While the workload runs: what the supervisor watches besides its exit.
+
+* the kernel audit stream, read as records arrive (a multicast reader that
+  falls behind loses records), into the workload's refusal counts
+  (enforcer/apply/refusals.py); with `enforcer run --summary[=SECONDS]`
+  the counts are printed every SECONDS (10 by default) when they changed;
+* for a policy that gives the workload a network namespace of its own: a
+  workload that listens on a TCP port there, which nothing outside can
+  reach (enforcer/apply/unreachable.py), said once.
+
+The exit is a pidfd in the same select(), so nothing here adds a wakeup
+to a workload that has nothing to watch: then the supervisor just blocks
+in waitpid as before. Standard library only (start path).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from enforcer.apply.audit import AuditListener
+    from enforcer.apply.refusals import Refusals
+
+# When to look for an unreachable listener: soon after the start (servers
+# bind early), then less and less often.
+NET_CHECKS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+NET_CHECK_EVERY = 30.0
+# After the exit, how long to wait for records still on their way from
+# kauditd (only when the workload failed: a clean exit is not slowed down).
+LATE_RECORDS_IDLE = 0.05
+LATE_RECORDS_MAX = 0.3
+
+
+class Watch:
+    def __init__(self, child: int, audit: AuditListener | None, refusals: Refusals | None,
+                 say: Callable[[str], None], summary: Callable[[], list[str]],
+                 summary_every: float | None = None,
+                 net_check: Callable[[int], str | None] | None = None) -> None:
+        self.child = child
+        self.audit = audit
+        self.refusals = refusals
+        self.say = say
+        self.summary = summary
+        self.summary_every = summary_every
+        self.net_check = net_check
+
+    def _feed(self) -> None:
+        if self.audit is not None and self.refusals is not None:
+            for rec in self.audit.read_ready():
+                self.refusals.add(rec)
+
+    def _print_summary(self) -> None:
+        if self.refusals is not None and self.refusals.changed:
+            self.refusals.changed = False
+            for line in self.summary():
+                self.say(line)
+
+    def wait(self) -> int:
+        """Block until the child exits; return its wait status."""
+        watching = self.audit is not None or self.net_check is not None
+        if watching:
+            self._watch_until_exit()
+        while True:
+            pid, status = os.waitpid(self.child, 0)
+            if pid == self.child:
+                break
+        self._feed()
+        return status
+
+    def _watch_until_exit(self) -> None:
+        try:
+            exited = os.pidfd_open(self.child)
+        except OSError:
+            return  # no pidfd (an old kernel): records are read after the exit
+        start = time.monotonic()
+        net_at = [start + t for t in NET_CHECKS] if self.net_check else []
+        summary_at = start + self.summary_every if self.summary_every else None
+        fds: list[object] = [exited]
+        if self.audit is not None:
+            fds.append(self.audit.sock)
+        try:
+            while True:
+                deadlines = [t for t in (summary_at, net_at[0] if net_at else None) if t]
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                ready, _, _ = select.select(fds, [], [], timeout)
+                if self.audit is not None and self.audit.sock in ready:
+                    self._feed()
+                if exited in ready:
+                    return
+                now = time.monotonic()
+                if summary_at is not None and now >= summary_at:
+                    self._print_summary()
+                    summary_at = now + (self.summary_every or 0)
+                if net_at and now >= net_at[0] and self.net_check is not None:
+                    note = self.net_check(self.child)
+                    if note is not None:
+                        self.say(note)
+                        net_at = []  # said once
+                    else:
+                        net_at = net_at[1:] or [now + NET_CHECK_EVERY]
+        finally:
+            os.close(exited)
+
+    def late_records(self) -> None:
+        """Records of the last moments before the exit, still on their way."""
+        if self.audit is None:
+            return
+        end = time.monotonic() + LATE_RECORDS_MAX
+        while True:
+            left = min(LATE_RECORDS_IDLE, end - time.monotonic())
+            if left <= 0:
+                return
+            ready, _, _ = select.select([self.audit.sock], [], [], left)
+            if not ready:
+                return
+            self._feed()
+
+    def wait_for_kill(self, pid: int, timeout: float) -> None:
+        """Read records until the kill of `pid` is among them (kauditd
+        delivers asynchronously, possibly after we reaped) or time is up."""
+        if self.audit is None or self.refusals is None:
+            return
+        end = time.monotonic() + timeout
+        while self.refusals.kill_of(pid) is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            select.select([self.audit.sock], [], [], left)
+            self._feed()
