@@ -312,14 +312,15 @@ def devices(op: MountOp, t: Targets) -> None:
     if fd is None:
         return
     trees: list[tuple[str, int]] = []
-    dev = -1
+    dev: int | None = None
     try:
         for name in PSEUDO_DEVICES:
             trees.append((name, _clone_tree(f"/dev/{name}")))
         _sys.mount("tmpfs", fd_path(fd), "tmpfs", _sys.MS_NOSUID | _sys.MS_NOEXEC,
                    "mode=755,size=64k")
         dev = t.open(op)  # the new tmpfs, now on top
-        assert dev is not None
+        if dev is None:
+            raise ApplyError("mounts", t.display(op), errno.ENOENT, "the new /dev vanished")
         for name, tree in trees:
             os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dev))
             _sys.syscall("mounts", f"devices: move_mount {op.path}/{name}", "move_mount", tree,
@@ -338,7 +339,7 @@ def devices(op: MountOp, t: Targets) -> None:
         for _name, tree in trees:
             os.close(tree)
         os.close(fd)
-        if dev >= 0:
+        if dev is not None:
             os.close(dev)
     t.scratch.append(op.path)
     # Only the tmpfs itself: the device binds and devpts stay as they are.

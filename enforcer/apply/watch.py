@@ -80,15 +80,15 @@ class Watch:
         start = time.monotonic()
         net_at = [start + t for t in NET_CHECKS] if self.net_check else []
         summary_at = start + self.summary_every if self.summary_every else None
-        fds: list[object] = [exited]
+        fds: list[int] = [exited]
         if self.audit is not None:
-            fds.append(self.audit.sock)
+            fds.append(self.audit.sock.fileno())
         try:
             while True:
                 deadlines = [t for t in (summary_at, net_at[0] if net_at else None) if t]
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 ready, _, _ = select.select(fds, [], [], timeout)
-                if self.audit is not None and self.audit.sock in ready:
+                if self.audit is not None and self.audit.sock.fileno() in ready:
                     self._feed()
                 if exited in ready:
                     return
