@@ -180,7 +180,12 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
         elif op.kind == "tmpfs":
             tmpfs.append({"path": op.path, "size": op.size, "mode": op.mode,
                           "options": list(op.options)})
-        elif op.kind in ("make_private", "bind", "pivot_root"):
+        elif op.kind == "bind" and op.source != op.path:
+            # A policy's bind gives access (it restricts nothing): a host
+            # path in a container is the runtime's volume configuration.
+            notes.append(f"mount bind {op.source} -> {op.path}: not applied to containers "
+                         "(use a volume)")
+        elif op.kind in ("make_private", "bind", "pivot_root", "proc", "sysfs"):
             # A container already has its own root and private propagation
             # (runc's rootfsPropagation); the policy's new-root steps are
             # what the runtime does anyway.
