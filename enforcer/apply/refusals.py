@@ -60,8 +60,12 @@ def action_of(code: int) -> str:
 class Refusals:
     """Counts of one workload's refused syscalls: (name, action) -> pids."""
 
-    def __init__(self, session: int | None, pids: set[int], names: dict[int, str]) -> None:
+    def __init__(self, session: int | None, pids: set[int], names: dict[int, str],
+                 audit_mode: bool = False) -> None:
         self.session = session
+        # In audit mode a logged syscall is a would-be refusal; in enforce
+        # mode `log` is the policy's allow-and-log, not a refusal.
+        self.audit_mode = audit_mode
         self.pids = pids  # used when there is no session to go by
         self.names = names  # native syscall number -> name (the Plan's table)
         self.counts: dict[tuple[str, str], int] = {}
@@ -80,7 +84,9 @@ class Refusals:
         return self.names.get(rec.syscall, f"syscall {rec.syscall}")
 
     def add(self, rec: SeccompRecord) -> None:
-        if not self.is_ours(rec) or (rec.code & ACTION_MASK) == RET_ALLOW:
+        action = rec.code & ACTION_MASK
+        if not self.is_ours(rec) or action == RET_ALLOW or (action == RET_LOG
+                                                          and not self.audit_mode):
             return
         key = (self.syscall_name(rec), action_of(rec.code))
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -92,7 +98,7 @@ class Refusals:
     def kill_of(self, pid: int) -> SeccompRecord | None:
         return next((r for r in self.records if r.pid == pid), None)
 
-    def lines(self, policy: str, audit_mode: bool, leave_out: SeccompRecord | None = None) -> list[str]:
+    def lines(self, policy: str, leave_out: SeccompRecord | None = None) -> list[str]:
         """One line per (syscall, action), kills first, then by count.
         `leave_out`: a kill another line already explains (one count of it)."""
         counts = dict(self.counts)
@@ -100,7 +106,7 @@ class Refusals:
             key = (self.syscall_name(leave_out), "killed")
             if counts.get(key) == 1:
                 del counts[key]
-        prefix = (f"would be refused by policy {policy!r} (audit mode)" if audit_mode
+        prefix = (f"would be refused by policy {policy!r} (audit mode)" if self.audit_mode
                   else f"refused by policy {policy!r}")
         order = sorted(counts, key=lambda k: (k[1] != "killed", -counts[k], k[0]))
         out = []

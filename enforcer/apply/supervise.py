@@ -606,12 +606,19 @@ class Supervisor:
             from enforcer.apply.unreachable import note_for
 
             net_check = note_for(self.p.policy_name)
-        if self.audit is not None:
+        seccomp = self.p.seccomp
+        # A filter that logs whatever it does not refuse, in enforce mode
+        # (`enforcer record`'s), would flood the reader with records that
+        # are no refusals: then only a kill is looked up, after the exit.
+        recording = seccomp is not None and seccomp.default_action == "log" \
+            and self.p.mode != "audit"
+        if self.audit is not None and seccomp is not None and not recording:
             from enforcer.apply.refusals import Refusals
 
-            names = self.p.seccomp.syscall_names if self.p.seccomp else {}
-            self.refusals = Refusals(self.audit_session, {self.child}, names)
-        self.watcher = Watch(self.child, self.audit, self.refusals, self.say, self.refusal_lines,
+            self.refusals = Refusals(self.audit_session, {self.child}, seccomp.syscall_names,
+                                     audit_mode=self.p.mode == "audit")
+        self.watcher = Watch(self.child, self.audit if self.refusals else None, self.refusals,
+                             self.say, self.refusal_lines,
                              self.summary_every, net_check)
         status = self.watcher.wait()
         self.child = 0
@@ -623,7 +630,7 @@ class Supervisor:
         if self.refusals is None:
             return []
         leave_out = self.refusals.kill_of(leave_out_kill_of) if leave_out_kill_of else None
-        return self.refusals.lines(self.p.policy_name, self.p.mode == "audit", leave_out)
+        return self.refusals.lines(self.p.policy_name, leave_out)
 
     def say_after_exit(self, status: int) -> None:
         """The refusal summary, then notes on a failure the policy may have
@@ -673,7 +680,7 @@ class Supervisor:
         if self.audit is None:
             return base + ("; the refused syscall is unknown (reading the audit stream needs "
                            "CAP_AUDIT_READ)")
-        if self.watcher is not None and self.refusals is not None:
+        if self.watcher is not None and self.refusals is not None and self.watcher.audit:
             # The record of the process that died: a kill elsewhere in the
             # workload (a forked child) is on a summary line of its own.
             self.watcher.wait_for_kill(self._last_pid, timeout=1.0)
