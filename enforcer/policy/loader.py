@@ -617,9 +617,26 @@ def _passwd_lookup(rootfs: str | None, kind: str, name: str) -> tuple[int, int] 
             return gr.gr_gid, gr.gr_gid
         except KeyError:
             return None
-    table = os.path.join(rootfs, "etc", "passwd" if kind == "user" else "group")
+    table = "/etc/passwd" if kind == "user" else "/etc/group"
     try:
-        with open(table, encoding="utf-8", errors="replace") as f:
+        # Inside the rootfs, as the workload will see it: the tree's
+        # symlinks (etc/passwd -> /etc/shadow) never lead to a host file.
+        from enforcer.inroot import open_in_root
+
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            found = open_in_root(root_fd, table)
+        finally:
+            os.close(root_fd)
+        try:
+            import stat
+
+            if not stat.S_ISREG(os.fstat(found).st_mode):
+                return None  # a FIFO or device would hang or lie: not a user database
+            f = open(f"/proc/self/fd/{found}", encoding="utf-8", errors="replace")
+        finally:
+            os.close(found)
+        with f:
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if len(fields) >= 4 and fields[0] == name:

@@ -419,3 +419,23 @@ def test_bind_inside_a_tmpfs_is_fine(tmp_path: Path) -> None:
         "name: p\nextends: restricted\nfilesystem:\n"
         "  bind:\n    - {source: /etc/hostname, target: /tmp/conf/hostname, read_only: true}\n"))
     assert load_policy(str(path)).filesystem.bind[0].target == "/tmp/conf/hostname"
+
+
+def test_rootfs_user_database_is_read_inside_the_rootfs(tmp_path: Path) -> None:
+    """An image's etc/passwd that is a symlink to a host file is resolved
+    inside the image (where it leads nowhere), never on the host."""
+    host_file = tmp_path / "host-passwd"
+    host_file.write_text("evil:x:4242:4242::/:/bin/sh\n")
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").symlink_to(str(host_file))
+    (root / "etc" / "group").write_text("app:x:1000:\n")
+    path = write_policy(tmp_path, "p.yaml", (
+        f"name: p\nfilesystem:\n  rootfs: {root}\nuser: {{uid: evil, gid: app}}\n"))
+    with pytest.raises(PolicyErrors) as e:
+        load_policy(str(path))
+    assert f"user 'evil' does not exist on {root}/etc" in str(e.value)
+    (root / "etc" / "passwd").unlink()
+    (root / "etc" / "passwd").write_text("evil:x:4242:4242::/:/bin/sh\n")
+    user = load_policy(str(path)).user
+    assert user is not None and (user.uid, user.gid) == (4242, 1000)
