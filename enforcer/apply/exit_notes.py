@@ -15,7 +15,7 @@ instead of left to guess.
   directory" from a confined server. enforcer cannot see the workload's
   errno; it names the paths it hid, and how to keep them.
 
-Only run after a failure, never on the start path.
+Imported only after the workload ended, never on the start path.
 """
 
 from __future__ import annotations
@@ -24,10 +24,32 @@ import os
 
 from enforcer.plan import Plan
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enforcer.apply.watch import Watch
+
 # Directories a tmpfs is meant to hide the host's content of.
 SCRATCH_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/var/run", "/dev", "/proc", "/sys",
                   "/home", "/root")
 MAX_NAMED = 3
+
+
+def after_exit(plan: Plan, argv: list[str], status: int, watch: Watch, main_pid: int,
+               stopped_by_us: bool) -> list[str]:
+    """The supervisor's last lines: the refusal summary (without the kill
+    the SIGSYS line already named), then, after a failure the supervisor
+    did not cause by forwarding a signal, the notes above."""
+    import _signal
+
+    killed_by_filter = os.WIFSIGNALED(status) and os.WTERMSIG(status) == _signal.SIGSYS
+    lines = watch.summary(main_pid if killed_by_filter else 0)
+    if watch.lost:
+        lines.append("note: the kernel dropped audit records for this run: the counts above "
+                     "are a lower bound")
+    if (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) or stopped_by_us:
+        return lines
+    own = own_status_note(status, argv)
+    return lines + ([own] if own else []) + hidden_path_notes(plan, argv)
 
 
 def own_status_note(status: int, argv: list[str]) -> str | None:

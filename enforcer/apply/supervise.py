@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
     from enforcer.apply.dynamic_user import DynamicId
-    from enforcer.apply.refusals import Refusals
     from enforcer.apply.watch import Watch
     from enforcer.apply.sequence import ChildContext
     from enforcer.plan import Plan
@@ -133,10 +132,9 @@ class Supervisor:
         self.init = 0  # pid 1 of the workload's pid namespace (apply/pidns.py), if any
         self.init_settled_fd = -1  # EOF once pid 1 holds nothing any more
         self.dynamic: DynamicId | None = None
-        # What the workload's filter refused (from the audit stream), and
-        # `--summary`'s interval (None: only at exit). See apply/watch.py.
+        # `--summary`'s interval (None: only at exit) and what watches the
+        # workload while it runs (its refused syscalls: apply/watch.py).
         self.summary_every = summary_every
-        self.refusals: Refusals | None = None
         self.watcher: Watch | None = None
 
     def say(self, text: str) -> None:
@@ -599,56 +597,23 @@ class Supervisor:
     def watch_until_exit(self) -> int:
         """Wait for the workload, reading its refused syscalls from the
         audit stream meanwhile (and what else apply/watch.py watches)."""
-        from enforcer.apply.watch import Watch
+        from enforcer.apply.watch import watch_for
 
-        net_check = None
-        if "net" in self.p.namespaces and self.p.mode != "audit":
-            from enforcer.apply.unreachable import note_for
-
-            net_check = note_for(self.p.policy_name)
-        seccomp = self.p.seccomp
-        # A filter that logs whatever it does not refuse, in enforce mode
-        # (`enforcer record`'s), would flood the reader with records that
-        # are no refusals: then only a kill is looked up, after the exit.
-        recording = seccomp is not None and seccomp.default_action == "log" \
-            and self.p.mode != "audit"
-        if self.audit is not None and seccomp is not None and not recording:
-            from enforcer.apply.refusals import Refusals
-
-            self.refusals = Refusals(self.audit_session, {self.child}, seccomp.syscall_names,
-                                     audit_mode=self.p.mode == "audit")
-        self.watcher = Watch(self.child, self.audit if self.refusals else None, self.refusals,
-                             self.say, self.refusal_lines,
-                             self.summary_every, net_check)
+        self.watcher = watch_for(self.p, self.child, self.audit, self.audit_session, self.say,
+                                 self.summary_every)
         status = self.watcher.wait()
         self.child = 0
-        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-            self.watcher.late_records()
         return status
-
-    def refusal_lines(self, leave_out_kill_of: int = 0) -> list[str]:
-        if self.refusals is None:
-            return []
-        leave_out = self.refusals.kill_of(leave_out_kill_of) if leave_out_kill_of else None
-        return self.refusals.lines(self.p.policy_name, leave_out)
 
     def say_after_exit(self, status: int) -> None:
         """The refusal summary, then notes on a failure the policy may have
-        caused (apply/exit_notes.py), as the last lines."""
-        killed_by_filter = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
-        for line in self.refusal_lines(self._last_pid if killed_by_filter else 0):
-            self.say(line)
-        if self.audit is not None and self.audit.lost:
-            self.say("note: the kernel dropped audit records for this run: the counts above "
-                     "are a lower bound")
-        if (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) \
-                or self.stopped_by_forwarded_signal(status):
-            return
-        from enforcer.apply.exit_notes import hidden_path_notes, own_status_note
+        caused, as the last lines."""
+        from enforcer.apply.exit_notes import after_exit
 
-        for note in [own_status_note(status, self.argv)] + hidden_path_notes(self.p, self.argv):
-            if note is not None:
-                self.say(note)
+        assert self.watcher is not None
+        for line in after_exit(self.p, self.argv, status, self.watcher, self._last_pid,
+                               self.stopped_by_forwarded_signal(status)):
+            self.say(line)
 
     def wait(self) -> int:
         while True:
@@ -680,11 +645,10 @@ class Supervisor:
         if self.audit is None:
             return base + ("; the refused syscall is unknown (reading the audit stream needs "
                            "CAP_AUDIT_READ)")
-        if self.watcher is not None and self.refusals is not None and self.watcher.audit:
+        if self.watcher is not None and self.watcher.refusals is not None:
             # The record of the process that died: a kill elsewhere in the
             # workload (a forked child) is on a summary line of its own.
-            self.watcher.wait_for_kill(self._last_pid, timeout=1.0)
-            rec = self.refusals.kill_of(self._last_pid)
+            rec = self.watcher.wait_for_kill(self._last_pid, timeout=1.0)
         else:
             rec = self.audit.find({self._last_pid}, timeout=1.0)
         if rec is None:

@@ -23,8 +23,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
-    from enforcer.apply.audit import AuditListener
+    from enforcer.apply.audit import AuditListener, SeccompRecord
     from enforcer.apply.refusals import Refusals
+    from enforcer.plan import Plan
 
 # When to look for an unreachable listener: soon after the start (servers
 # bind early), then less and less often.
@@ -36,18 +37,52 @@ LATE_RECORDS_IDLE = 0.05
 LATE_RECORDS_MAX = 0.3
 
 
+def watch_for(plan: Plan, child: int, audit: AuditListener | None, session: int | None,
+              say: Callable[[str], None], summary_every: float | None) -> Watch:
+    """What to watch for this Plan's workload."""
+    net_check = None
+    if "net" in plan.namespaces and plan.mode != "audit":
+        from enforcer.apply.unreachable import note_for
+
+        net_check = note_for(plan.policy_name)
+    refusals = None
+    seccomp = plan.seccomp
+    # A filter that logs whatever it does not refuse, in enforce mode
+    # (`enforcer record`'s), would flood the reader with records that are
+    # no refusals: then only a kill is looked up, after the exit.
+    recording = seccomp is not None and seccomp.default_action == "log" and plan.mode != "audit"
+    if audit is not None and seccomp is not None and not recording:
+        from enforcer.apply.refusals import Refusals
+
+        refusals = Refusals(session, {child}, seccomp.syscall_names,
+                            audit_mode=plan.mode == "audit")
+    return Watch(child, audit if refusals else None, refusals, say, plan.policy_name,
+                 summary_every, net_check)
+
+
 class Watch:
     def __init__(self, child: int, audit: AuditListener | None, refusals: Refusals | None,
-                 say: Callable[[str], None], summary: Callable[[], list[str]],
-                 summary_every: float | None = None,
+                 say: Callable[[str], None], policy: str, summary_every: float | None = None,
                  net_check: Callable[[int], str | None] | None = None) -> None:
         self.child = child
-        self.audit = audit
+        self.audit = audit  # None: nothing to count (no listener, or a recording filter)
         self.refusals = refusals
         self.say = say
-        self.summary = summary
+        self.policy = policy
         self.summary_every = summary_every
         self.net_check = net_check
+
+    def summary(self, leave_out_kill_of: int = 0) -> list[str]:
+        """The refusal lines; `leave_out_kill_of`: a pid whose kill another
+        line explains."""
+        if self.refusals is None:
+            return []
+        leave_out = self.refusals.kill_of(leave_out_kill_of) if leave_out_kill_of else None
+        return self.refusals.lines(self.policy, leave_out)
+
+    @property
+    def lost(self) -> bool:
+        return self.audit is not None and self.audit.lost
 
     def _feed(self) -> None:
         if self.audit is not None and self.refusals is not None:
@@ -70,6 +105,8 @@ class Watch:
             if pid == self.child:
                 break
         self._feed()
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            self.late_records()
         return status
 
     def _watch_until_exit(self) -> None:
@@ -120,15 +157,17 @@ class Watch:
                 return
             self._feed()
 
-    def wait_for_kill(self, pid: int, timeout: float) -> None:
-        """Read records until the kill of `pid` is among them (kauditd
-        delivers asynchronously, possibly after we reaped) or time is up."""
+    def wait_for_kill(self, pid: int, timeout: float) -> SeccompRecord | None:
+        """The record of `pid`'s kill, reading records until it is among
+        them (kauditd delivers asynchronously, possibly after we reaped)
+        or time is up."""
         if self.audit is None or self.refusals is None:
-            return
+            return None
         end = time.monotonic() + timeout
         while self.refusals.kill_of(pid) is None:
             left = end - time.monotonic()
             if left <= 0:
-                return
+                return None
             select.select([self.audit.sock], [], [], left)
             self._feed()
+        return self.refusals.kill_of(pid)
