@@ -42,7 +42,8 @@ def after_exit(plan: Plan, argv: list[str], status: int, watch: Watch, main_pid:
     import _signal
 
     killed_by_filter = os.WIFSIGNALED(status) and os.WTERMSIG(status) == _signal.SIGSYS
-    lines = watch.summary(main_pid if killed_by_filter else 0)
+    failed = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+    lines = watch.summary(main_pid if killed_by_filter else 0, failed=failed)
     if watch.lost:
         lines.append("note: the kernel dropped audit records for this run: the counts above "
                      "are a lower bound")

@@ -14,7 +14,8 @@ between.
 
 Mount points are made only where that touches nothing of the host's:
 inside the rootfs (as runc does), or inside a tmpfs the Plan mounted
-earlier (a bind target in the policy's /tmp, as bwrap does). Each missing
+earlier (a bind target in the policy's /tmp, as bwrap does) -- never
+inside a bind's source, which is the host's. Each missing
 component is made with mkdirat() in the directory resolved before it; a
 component that exists but leads nowhere inside the root (a dangling
 symlink) fails closed: nothing is created through it.
@@ -56,6 +57,8 @@ class Targets:
         # tmpfs (and private /dev) mount points mounted so far: a mount
         # point may be made below them.
         self.scratch: list[str] = []
+        # bind targets mounted so far: below them is the host's source.
+        self.binds: list[str] = []
 
     def in_root(self, path: str) -> bool:
         return self.root is not None and _below(path, self.root)
@@ -72,7 +75,12 @@ class Targets:
         return "/", path
 
     def may_create(self, path: str) -> bool:
-        return self.in_root(path) or any(_below(path, s) for s in self.scratch)
+        # The innermost mount above `path` decides.
+        scratch = max((s for s in self.scratch if _below(path, s)), key=len, default="")
+        bind = max((b for b in self.binds if _below(path, b)), key=len, default="")
+        if bind and len(bind) > len(scratch):
+            return False
+        return bool(scratch) or self.in_root(path)
 
     def open(self, op: MountOp, create: str | None = None) -> int | None:
         """An O_PATH descriptor of op's target, or None when it is missing
@@ -95,7 +103,7 @@ class Targets:
                 detail = "path does not exist"
                 if create is not None:
                     detail += (" (enforcer makes mount points only inside a rootfs or a tmpfs "
-                               "of the policy)")
+                               "of the policy, never in a bind's host source)")
                 raise ApplyError("mounts", self.display(op), errno.ENOENT, detail)
             return _make(root_fd, rel, create, self.display(op))
         except OSError as e:

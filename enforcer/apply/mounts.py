@@ -159,6 +159,7 @@ def bind(op: MountOp, t: Targets, tree: int | None = None) -> None:
             move_onto(tree, fd, t.display(op))
         finally:
             os.close(fd)
+        t.binds.append(op.path)
     finally:
         if own:
             os.close(tree)
@@ -415,18 +416,18 @@ def make_rootfs_mount_points(ops: tuple[MountOp, ...], t: Targets) -> None:
     them. Those below another new mount of the Plan (a tmpfs, the rootfs's
     /dev) are made when their turn comes, inside it."""
     made: list[str] = []
+    binds: list[str] = []  # below these is the host's source: nothing is made there
     for op in ops:
         if op.kind not in CREATES_MOUNT_POINT or not t.in_root(op.path) or op.path == t.root:
             continue
-        if not any(op.path.startswith(m.rstrip("/") + "/") for m in made):
+        if not any(op.path.startswith(m.rstrip("/") + "/") for m in made + binds):
             kind = "dir"
             if op.kind == "bind" and op.source and not os.path.isdir(op.source):
                 kind = "file"
             fd = t.open(op, create=kind)
             if fd is not None:
                 os.close(fd)
-        if op.kind != "bind":
-            made.append(op.path)
+        (binds if op.kind == "bind" else made).append(op.path)
 
 
 def apply_mounts(ops: tuple[MountOp, ...]) -> None:

@@ -13,9 +13,14 @@ At exit (and with `enforcer run --summary` every few seconds) the counts
 become one line per syscall, the most refused first:
 
     enforcer run: refused by policy 'redis': fsync ×1 (killed, pid 4242)
-    enforcer run: refused by policy 'redis': wait4 ×20 (errno, pid 4241)
+    enforcer run: refused by policy 'redis': wait4 ×20 (EPERM, pid 4241)
 
-("errno": the kernel's record names the action, not the errno returned.)
+The kernel's record names the action, not the errno returned: that is
+read from the Plan's own filter (enforcer/compile/bpfsim.py runs it for
+the syscall), where it does not depend on the arguments ("errno" where it
+does). A syscall answered ENOSYS -- the policy's way of making a program
+fall back to an older call (clone3 -> clone) -- is routine, so it is only
+listed after a failure.
 
 Standard library only: the supervisor is on the start path.
 """
@@ -61,15 +66,17 @@ class Refusals:
     """Counts of one workload's refused syscalls: (name, action) -> pids."""
 
     def __init__(self, session: int | None, pids: set[int], names: dict[int, str],
-                 audit_mode: bool = False) -> None:
+                 audit_mode: bool = False, bpf: bytes = b"") -> None:
         self.session = session
         # In audit mode a logged syscall is a would-be refusal; in enforce
         # mode `log` is the policy's allow-and-log, not a refusal.
         self.audit_mode = audit_mode
         self.pids = pids  # used when there is no session to go by
         self.names = names  # native syscall number -> name (the Plan's table)
-        self.counts: dict[tuple[str, str], int] = {}
-        self.by_pid: dict[tuple[str, str], dict[int, None]] = {}  # ordered sets
+        self.bpf = bpf  # the Plan's filter, to tell which errno it returns
+        # (arch, nr, action) -> count, and the pids (an ordered set)
+        self.counts: dict[tuple[int, int, str], int] = {}
+        self.by_pid: dict[tuple[int, int, str], dict[int, None]] = {}
         self.records: list[SeccompRecord] = []  # the kills, for the exit message
         self.changed = False
 
@@ -78,40 +85,73 @@ class Refusals:
             return rec.ses == self.session
         return rec.pid in self.pids
 
-    def syscall_name(self, rec: SeccompRecord) -> str:
-        if rec.arch not in AUDIT_ARCH_NATIVE:
-            return f"syscall {rec.syscall} of arch {rec.arch:#x}"
-        return self.names.get(rec.syscall, f"syscall {rec.syscall}")
+    def syscall_name(self, arch: int, nr: int) -> str:
+        if arch not in AUDIT_ARCH_NATIVE:
+            return f"syscall {nr} of arch {arch:#x}"
+        return self.names.get(nr, f"syscall {nr}")
+
+    def errno_of(self, arch: int, nr: int) -> int | None:
+        """The errno the Plan's filter returns for this syscall whatever its
+        arguments, or None (it depends on them, or cannot be told)."""
+        if not self.bpf:
+            return None
+        from enforcer.compile import bpfsim
+
+        try:
+            prog = bpfsim.parse(self.bpf)
+            rets = {bpfsim.run(prog, nr, arch, args)[0]
+                    for args in ((0,) * 6, (0xFFFFFFFFFFFFFFFF,) * 6, (1,) * 6)}
+        except bpfsim.BpfError:
+            return None
+        if len(rets) != 1:
+            return None
+        ret = rets.pop()
+        return ret & 0xFFFF if ret & ACTION_MASK == RET_ERRNO else None
 
     def add(self, rec: SeccompRecord) -> None:
         action = rec.code & ACTION_MASK
         if not self.is_ours(rec) or action == RET_ALLOW or (action == RET_LOG
                                                           and not self.audit_mode):
             return
-        key = (self.syscall_name(rec), action_of(rec.code))
+        key = (rec.arch, rec.syscall, action_of(rec.code))
         self.counts[key] = self.counts.get(key, 0) + 1
         self.by_pid.setdefault(key, {})[rec.pid] = None
-        if key[1] == "killed":
+        if key[2] == "killed":
             self.records.append(rec)
         self.changed = True
 
     def kill_of(self, pid: int) -> SeccompRecord | None:
         return next((r for r in self.records if r.pid == pid), None)
 
-    def lines(self, policy: str, leave_out: SeccompRecord | None = None) -> list[str]:
+    def lines(self, policy: str, leave_out: SeccompRecord | None = None,
+              failed: bool = True) -> list[str]:
         """One line per (syscall, action), kills first, then by count.
-        `leave_out`: a kill another line already explains (one count of it)."""
+        `leave_out`: a kill another line already explains (one count of it);
+        without `failed`, ENOSYS answers are left out (see the module doc)."""
         counts = dict(self.counts)
         if leave_out is not None:
-            key = (self.syscall_name(leave_out), "killed")
+            key = (leave_out.arch, leave_out.syscall, "killed")
             if counts.get(key) == 1:
                 del counts[key]
+        labels = {}
+        for key in list(counts):
+            arch, nr, action = key
+            labels[key] = action
+            if action == "errno":
+                import errno as errno_mod
+
+                n = self.errno_of(arch, nr)
+                if n == errno_mod.ENOSYS and not failed:
+                    del counts[key]
+                elif n is not None:
+                    labels[key] = errno_mod.errorcode.get(n, f"errno {n}")
         prefix = (f"would be refused by policy {policy!r} (audit mode)" if self.audit_mode
                   else f"refused by policy {policy!r}")
-        order = sorted(counts, key=lambda k: (k[1] != "killed", -counts[k], k[0]))
+        order = sorted(counts, key=lambda k: (k[2] != "killed", -counts[k],
+                                              self.syscall_name(k[0], k[1])))
         out = []
         for key in order[:MAX_LINES]:
-            name, action = key
+            name, action = self.syscall_name(key[0], key[1]), labels[key]
             pids = list(self.by_pid[key])
             shown = ", ".join(str(p) for p in pids[:MAX_PIDS_SHOWN])
             if len(pids) > MAX_PIDS_SHOWN:

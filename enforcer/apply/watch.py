@@ -55,7 +55,7 @@ def watch_for(plan: Plan, child: int, audit: AuditListener | None, session: int 
         from enforcer.apply.refusals import Refusals
 
         refusals = Refusals(session, {child}, seccomp.syscall_names,
-                            audit_mode=plan.mode == "audit")
+                            audit_mode=plan.mode == "audit", bpf=seccomp.filter.bpf)
     return Watch(child, audit if refusals else None, refusals, say, plan.policy_name,
                  summary_every, net_check)
 
@@ -72,13 +72,13 @@ class Watch:
         self.summary_every = summary_every
         self.net_check = net_check
 
-    def summary(self, leave_out_kill_of: int = 0) -> list[str]:
+    def summary(self, leave_out_kill_of: int = 0, failed: bool = False) -> list[str]:
         """The refusal lines; `leave_out_kill_of`: a pid whose kill another
-        line explains."""
+        line explains; `failed`: the workload failed (ENOSYS answers too)."""
         if self.refusals is None:
             return []
         leave_out = self.refusals.kill_of(leave_out_kill_of) if leave_out_kill_of else None
-        return self.refusals.lines(self.policy, leave_out)
+        return self.refusals.lines(self.policy, leave_out, failed)
 
     @property
     def lost(self) -> bool:

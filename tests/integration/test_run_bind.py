@@ -87,8 +87,17 @@ def test_missing_target_on_the_host_fails_closed(tree: str) -> None:
     assert r.stderr.strip() == (
         f"enforcer run: mounts: bind {tree}/nowhere: ENOENT (No such file or directory): path "
         "does not exist (enforcer makes mount points only inside a rootfs or a tmpfs of the "
-        "policy)")
+        "policy, never in a bind's host source)")
     assert not os.path.exists(os.path.join(tree, "nowhere"))
+
+
+def test_no_mount_point_is_made_in_a_binds_host_source(tree: str) -> None:
+    p = policy(tree, (f"  bind:\n    - {{source: {tree}/data, target: /tmp/data}}\n"
+                      "  tmpfs: [/tmp/data/cache]\n"))
+    r = enforcer_run(["--policy", p, "--", "true"])
+    assert r.returncode == 125
+    assert "tmpfs /tmp/data/cache: ENOENT" in r.stderr and "never in a bind's" in r.stderr
+    assert os.listdir(os.path.join(tree, "data")) == []
 
 
 def test_missing_source_fails_closed(tree: str) -> None:

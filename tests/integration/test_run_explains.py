@@ -64,7 +64,7 @@ def test_refusal_summary_names_each_syscall_and_the_process(work: str) -> None:
     killed = re.fullmatch(r"enforcer run: refused by policy 'restricted': ptrace ×1 "
                           r"\(killed, pid (\d+)\)", lines[0])
     refused = re.fullmatch(r"enforcer run: refused by policy 'restricted': mount ×3 "
-                           r"\(errno, pid (\d+)\)", lines[1])
+                           r"\(EPERM, pid (\d+)\)", lines[1])
     assert killed and refused, r.stderr
     # The kill is the forked child's, not the main process's.
     assert killed.group(1) != refused.group(1)
@@ -88,7 +88,7 @@ def test_summary_while_it_runs(work: str) -> None:
     """)
     r = enforcer_run(["--policy", "restricted", "--summary=0.3", "--", PYTHON3, path])
     assert r.returncode == 0, r.stderr
-    line = re.compile(r"enforcer run: refused by policy 'restricted': mount ×1 \(errno, pid \d+\)")
+    line = re.compile(r"enforcer run: refused by policy 'restricted': mount ×1 \(EPERM, pid \d+\)")
     lines = r.stderr.splitlines()
     # Once while it ran (before its last line), once more at exit; a
     # summary that did not change is not repeated.

@@ -162,3 +162,27 @@ def test_mount_point_made_inside_the_tree_never_through_a_link(tmp_path: Path) -
     with pytest.raises(ApplyError, match="makes mount points only inside a rootfs or a tmpfs"):
         host.open(MountOp("tmpfs", str(tmp_path / "nope" / "x")), create="dir")
     assert not (tmp_path / "nope").exists()
+
+
+def test_errno_is_read_from_the_plans_filter_and_enosys_only_after_a_failure() -> None:
+    import errno
+    import tempfile
+
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(sc.ALLOW)
+    f.add_rule(sc.ERRNO(errno.EPERM), "mount")
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    f.add_rule(sc.ERRNO(errno.EPERM), "socket", sc.Arg(0, sc.EQ, 2))
+    with tempfile.TemporaryFile() as tf:
+        f.export_bpf(tf)
+        tf.seek(0)
+        bpf = tf.read()
+    nr = {name: sc.resolve_syscall(sc.Arch.NATIVE, name) for name in ("mount", "clone3", "socket")}
+    r = Refusals(session=7, pids=set(), names={v: k for k, v in nr.items()}, bpf=bpf)
+    for name in ("mount", "clone3", "socket"):
+        r.add(rec(3, nr[name], RET_ERRNO))
+    # socket's errno depends on its arguments: only "errno" can be said.
+    assert r.lines("p", failed=False) == ["refused by policy 'p': mount ×1 (EPERM, pid 3)",
+                                          "refused by policy 'p': socket ×1 (errno, pid 3)"]
+    assert "refused by policy 'p': clone3 ×1 (ENOSYS, pid 3)" in r.lines("p", failed=True)
