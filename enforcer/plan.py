@@ -50,7 +50,9 @@ except ImportError:  # pragma: no cover - other Pythons / 3.12+
 
 # Bump when the meaning of any field changes. Readers refuse other versions.
 # 2: `env`, `user.dynamic`, the `devices` mount operation.
-PLAN_FORMAT = 2
+# 3: mount targets under a rootfs are resolved inside it (and mount points
+#    made there); the `proc` and `sysfs` operations; `bind` from the policy.
+PLAN_FORMAT = 3
 
 
 def sha256_hex(data: bytes) -> str:
@@ -185,7 +187,8 @@ class MountOp(_Record):
 
     kinds:
       make_private   path            mount --make-rprivate (stop propagation)
-      bind           path, source    bind `source` onto `path` (rootfs, etc.)
+      bind           path, source    bind `source` (a host path) onto `path`,
+                                     recursively; options ("ro",) read-only
       readonly       path            recursive bind-remount read-only
       writable       path            recursive bind-remount read-write
       tmpfs          path, size, mode, options
@@ -193,8 +196,14 @@ class MountOp(_Record):
       hide           path            inaccessible: mode-000 empty tmpfs / file
       devices        path            a private /dev: tmpfs with the host's pseudo
                                      devices bound in and a new devpts
+      proc           path            a proc of the workload's pid namespace
+      sysfs          path            a read-only sysfs
       pivot_root     path            switch to a new root at `path`
     `optional`: a missing path is skipped (and reported), not an error.
+    Under a rootfs (a pivot_root op), a path below it is resolved inside it,
+    never following its symlinks out; tmpfs, bind, devices, proc and sysfs
+    make a missing mount point there (elsewhere: inside a tmpfs of the
+    Plan only).
     """
 
     _FIELDS = ("kind", "path", "source", "size", "mode", "options", "optional")
@@ -214,7 +223,7 @@ class MountOp(_Record):
 
 MOUNT_KINDS = frozenset(
     {"make_private", "bind", "readonly", "writable", "tmpfs", "mask", "hide", "devices",
-     "pivot_root"}
+     "proc", "sysfs", "pivot_root"}
 )
 
 

@@ -59,11 +59,13 @@ MNT_DETACH = 2
 
 # mount_setattr(2)
 MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NODEV = 0x00000004
 AT_RECURSIVE = 0x8000
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 
@@ -212,6 +214,15 @@ def mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int,
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
     syscall(step, f"mount_setattr {path}", "mount_setattr", ctypes.c_int(AT_FDCWD),
             ctypes.c_char_p(_b(path)), ctypes.c_uint(flags), ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)))
+
+
+def mount_setattr_fd(fd: int, flags: int, attr_set: int, attr_clr: int,
+                     step: str = "mounts") -> None:
+    """mount_setattr on the mount `fd` is (an open_tree result, say)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    syscall(step, "mount_setattr on a detached mount", "mount_setattr", ctypes.c_int(fd),
+            ctypes.c_char_p(b""), ctypes.c_uint(flags | AT_EMPTY_PATH), ctypes.byref(attr),
             ctypes.c_size_t(ctypes.sizeof(attr)))
 
 

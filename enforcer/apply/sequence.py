@@ -161,16 +161,15 @@ def apply_mount_rules(ctx: ChildContext) -> None:
     # shares propagation with the host, so without this a mount below
     # (even our /proc) would appear on the host.
     _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
-    if "pid" in ctx.plan.namespaces:
+    has_rootfs = any(op.kind == "pivot_root" for op in ctx.plan.mounts)
+    if "pid" in ctx.plan.namespaces and not has_rootfs:
         # A pid namespace needs its own /proc, or the workload would read
         # the host's processes there. Before the Plan's rules, so that a
-        # read-only root and masked /proc paths apply to it as well.
-        # With a new root, its /proc is the one the workload will see (the
-        # recursive bind of the rootfs in the Plan carries it along).
-        roots = [op.path for op in ctx.plan.mounts if op.kind == "pivot_root"]
-        target = f"{roots[0].rstrip('/')}/proc" if roots else "/proc"
-        if os.path.isdir(target):
-            _sys.mount("proc", target, "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
+        # read-only root and masked /proc paths apply to it as well. (A
+        # rootfs gets its /proc from the Plan's `proc` operation, mounted
+        # inside it, resolved there.)
+        if os.path.isdir("/proc"):
+            _sys.mount("proc", "/proc", "proc", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
     apply_mounts(ctx.plan.mounts)
 
 
@@ -299,11 +298,13 @@ def resolve_command(ctx: ChildContext) -> str:
         path = ctx.env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         candidates = [os.path.join(d or ".", cmd) for d in path.split(":")]
     denied: str | None = None
+    closed: list[str] = []  # PATH directories this user cannot search
     for c in candidates:
         try:
             st = os.stat(c)
         except PermissionError:
-            denied = denied or c  # a directory on the way is closed to this user
+            if os.path.dirname(c) not in closed:
+                closed.append(os.path.dirname(c))
             continue
         except OSError:
             continue
@@ -313,7 +314,16 @@ def resolve_command(ctx: ChildContext) -> str:
             denied = denied or c
     if denied:
         raise ApplyError("exec", denied, errno.EACCES)
-    raise ApplyError("exec", cmd, errno.ENOENT, "command not found")
+    # Enforcer's own "command not found" (exit 127) says where it looked,
+    # so it is not taken for a workload's own 127 (which gets a note too).
+    where = "as given" if "/" in cmd else f"on PATH {ctx.env.get('PATH', '(default)')}"
+    detail = f"command not found {where}"
+    if any(op.kind == "pivot_root" for op in ctx.plan.mounts):
+        detail += " inside the policy's rootfs"
+    if closed:
+        detail += (f"; the workload's user cannot search {', '.join(closed[:3])}"
+                   + (" ..." if len(closed) > 3 else ""))
+    raise ApplyError("exec", cmd, errno.ENOENT, detail)
 
 
 def mark_fds_close_on_exec(ctx: ChildContext) -> None:

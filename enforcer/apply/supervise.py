@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from enforcer.apply.audit import AuditListener
     from enforcer.apply.cgroups import CgroupDriver
     from enforcer.apply.dynamic_user import DynamicId
+    from enforcer.apply.watch import Watch
     from enforcer.apply.sequence import ChildContext
     from enforcer.plan import Plan
 
@@ -106,7 +107,7 @@ def child_audit_session() -> int | None:
 class Supervisor:
     def __init__(self, argv: list[str], workload_id: str | None = None,
                  cgroup_root: str = "/sys/fs/cgroup", registry_root: str | None = None,
-                 err: "TextIO | None" = None) -> None:
+                 err: "TextIO | None" = None, summary_every: float | None = None) -> None:
         self.argv = argv
         self.workload_id = workload_id or new_workload_id()
         self.cgroup_root = cgroup_root
@@ -131,6 +132,10 @@ class Supervisor:
         self.init = 0  # pid 1 of the workload's pid namespace (apply/pidns.py), if any
         self.init_settled_fd = -1  # EOF once pid 1 holds nothing any more
         self.dynamic: DynamicId | None = None
+        # `--summary`'s interval (None: only at exit) and what watches the
+        # workload while it runs (its refused syscalls: apply/watch.py).
+        self.summary_every = summary_every
+        self.watcher: Watch | None = None
 
     def say(self, text: str) -> None:
         print(f"enforcer run: {text}", file=self.err, flush=True)
@@ -350,7 +355,10 @@ class Supervisor:
 
         procs = self.driver.procs_files() if self.driver else []
         self.dynamic = allocate(self.workload_id, procs)
-        send_message(sync_w, b"%d" % self.dynamic.uid, b"U")
+        try:
+            send_message(sync_w, b"%d" % self.dynamic.uid, b"U")
+        except BrokenPipeError:
+            pass  # the child failed applying the Plan; its report is on the error pipe
 
     # -- the run ---------------------------------------------------------------
 
@@ -531,11 +539,13 @@ class Supervisor:
                 pass  # the child already exited; its report is on the error pipe
             gc.enable()
             failure = self.read_failure(err_r)
-        status = self.wait()
         if failure is not None:
+            self.wait()
             self.say(str(failure))
             return exit_code_for_failure(failure)
+        status = self.watch_until_exit()
         self.explain(status)
+        self.say_after_exit(status)
         return status_to_code(status)
 
     def write_record(self) -> None:
@@ -582,6 +592,29 @@ class Supervisor:
         except (ValueError, KeyError, TypeError):
             return ApplyError("internal", "error pipe", None, "unreadable report from the child")
 
+    # -- while it runs and after (apply/watch.py, refusals.py, exit_notes.py) --
+
+    def watch_until_exit(self) -> int:
+        """Wait for the workload, reading its refused syscalls from the
+        audit stream meanwhile (and what else apply/watch.py watches)."""
+        from enforcer.apply.watch import watch_for
+
+        self.watcher = watch_for(self.p, self.child, self.audit, self.audit_session, self.say,
+                                 self.summary_every)
+        status = self.watcher.wait()
+        self.child = 0
+        return status
+
+    def say_after_exit(self, status: int) -> None:
+        """The refusal summary, then notes on a failure the policy may have
+        caused, as the last lines."""
+        from enforcer.apply.exit_notes import after_exit
+
+        assert self.watcher is not None
+        for line in after_exit(self.p, self.argv, status, self.watcher, self._last_pid,
+                               self.stopped_by_forwarded_signal(status)):
+            self.say(line)
+
     def wait(self) -> int:
         while True:
             pid, status = os.waitpid(self.child, 0)
@@ -607,11 +640,17 @@ class Supervisor:
                      f"{limit if limit is not None else '(unknown)'}")
 
     def seccomp_reason(self) -> str:
-        base = f"workload killed by SIGSYS from policy {self.p.policy_name!r}'s seccomp filter"
+        base = ("workload killed by SIGSYS from the seccomp filter of policy "
+                f"{self.p.policy_name!r}")
         if self.audit is None:
             return base + ("; the refused syscall is unknown (reading the audit stream needs "
                            "CAP_AUDIT_READ)")
-        rec = self.audit.find({self._last_pid}, timeout=1.0)
+        if self.watcher is not None and self.watcher.refusals is not None:
+            # The record of the process that died: a kill elsewhere in the
+            # workload (a forked child) is on a summary line of its own.
+            rec = self.watcher.wait_for_kill(self._last_pid, timeout=1.0)
+        else:
+            rec = self.audit.find({self._last_pid}, timeout=1.0)
         if rec is None:
             return base + "; no audit record named the syscall"
         names = self.p.seccomp.syscall_names if self.p.seccomp else {}
@@ -712,8 +751,9 @@ def read_message(fd: int, tag: bytes = b"P") -> bytes | None:
 
 
 def supervise(load: "Callable[[], Plan]", argv: list[str], workload_id: str | None = None,
-              guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None) -> int:
-    return Supervisor(argv, workload_id).run(load, guess_namespaces)
+              guess_namespaces: "Callable[[], tuple[str, ...] | None] | None" = None,
+              summary_every: float | None = None) -> int:
+    return Supervisor(argv, workload_id, summary_every=summary_every).run(load, guess_namespaces)
 
 
 def own_cgroups() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """`enforcer run`: run a command under a policy.
 
     enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode audit]
-                 [--exec] [--name ID] -- CMD [ARGS...]
+                 [--exec] [--name ID] [--summary[=SECONDS]] -- CMD [ARGS...]
 
 The start path imports only the standard library, enforcer.plan,
 enforcer.registry, enforcer.apply and (for --policy) the compile cache's
@@ -26,7 +26,7 @@ HELP = "run a command under a policy"
 RAW_ARGS = True  # cli.py hands us argv untouched; we parse it (fast path)
 
 USAGE = ("usage: enforcer run [--policy NAME|FILE] [--plan PLANFILE] [--mode audit] "
-         "[--exec] [--name ID] -- CMD [ARGS...]")
+         "[--exec] [--name ID] [--summary[=SECONDS]] -- CMD [ARGS...]")
 
 HELP_TEXT = """Run CMD under a policy (see docs/run.md).
 
@@ -37,6 +37,9 @@ options:
   --mode audit|enforce    audit: block nothing, log every would-be violation
   --exec                  no supervisor: apply and exec in place (container entrypoint)
   --name ID               workload id in the registry (default run-PID-RANDOM)
+  --summary[=SECONDS]     also print the syscalls the policy refused while the
+                          workload runs, every SECONDS (default 10) when they
+                          changed (they are always printed at exit)
 
 exit status: the workload's own; 128+N if it was killed by signal N;
 125 policy not applied (the workload did not run); 126 cannot execute;
@@ -52,13 +55,14 @@ DEFAULT_POLICY = "sandbox"
 class RunArgs:
     def __init__(self, policy: str = DEFAULT_POLICY, plan: str | None = None,
                  mode: str | None = None, exec_: bool = False, name: str | None = None,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, summary: float | None = None) -> None:
         self.policy = policy
         self.plan = plan
         self.mode = mode
         self.exec_ = exec_
         self.name = name
         self.command: list[str] = [] if command is None else command
+        self.summary = summary  # seconds between refusal summaries while it runs
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RunArgs):
@@ -89,6 +93,8 @@ def parse_argv(argv: list[str]) -> RunArgs:
             raise UsageError("help")
         if a == "--exec":
             args.exec_ = True
+        elif a == "--summary" or a.startswith("--summary="):
+            args.summary = _summary_seconds(a.partition("=")[2] or str(DEFAULT_SUMMARY_EVERY))
         elif a.split("=", 1)[0] in _VALUED:
             key, eq, value = a.partition("=")
             if not eq:
@@ -112,6 +118,19 @@ def parse_argv(argv: list[str]) -> RunArgs:
     return args
 
 
+DEFAULT_SUMMARY_EVERY = 10.0
+
+
+def _summary_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0.1 <= seconds <= 86400:
+        raise UsageError(f"--summary={text}: give seconds between 0.1 and 86400")
+    return seconds
+
+
 def add_arguments(p: Any) -> None:
     p.add_argument("--policy", "-p", default=DEFAULT_POLICY,
                    help=f"shipped policy name or YAML file (default: {DEFAULT_POLICY}, a "
@@ -122,6 +141,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--exec", action="store_true",
                    help="no supervisor: apply and exec in place (container entrypoint)")
     p.add_argument("--name", help="workload id in the registry (default run-PID-RANDOM)")
+    p.add_argument("--summary", metavar="SECONDS", nargs="?", const=DEFAULT_SUMMARY_EVERY,
+                   type=float, help="print the refused syscalls every SECONDS while it runs")
     p.add_argument("argv", nargs="+", help="-- CMD [ARGS...]")
 
 
@@ -192,7 +213,7 @@ def run(args: RunArgs) -> int:
         # namespace.
         source = PlanSource(args)
         return supervise(source.load, args.command, args.name,
-                         guess_namespaces=source.guess_namespaces)
+                         guess_namespaces=source.guess_namespaces, summary_every=args.summary)
     except PolicyErrors as e:
         for err in e.errors:
             print(err, file=sys.stderr)

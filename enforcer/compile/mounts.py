@@ -10,15 +10,21 @@ win. The order that results:
   bind rootfs onto itself (only with rootfs: pivot_root needs a mount point)
   readonly /              recursive, when read_only_root
   ... then by path depth (shallow first), and for one depth by kind:
-  readonly, writable, tmpfs, mask, hide
+  readonly, writable, new mounts (tmpfs, bind, devices, proc, sysfs), mask, hide
   pivot_root              last, when rootfs is set
 
 Depth order is what makes "the more specific path wins" true: a writable
 exception at /var/lib/app is remounted after the read-only /var above it,
-and a tmpfs at /tmp is mounted after the root became read-only.
+a tmpfs at /tmp is mounted after the root became read-only, and a bind
+target inside a tmpfs of the policy (/tmp/app) is mounted after the tmpfs,
+so it stays visible (as with bwrap's --tmpfs /tmp --bind ... /tmp/app).
 
 With a rootfs, every path is applied under the rootfs (before pivot_root),
-so each op's path is the rootfs joined with the policy's path.
+so each op's path is the rootfs joined with the policy's path; the apply
+side resolves it inside the rootfs (enforcer/apply/mount_targets.py). A
+rootfs also gets what a container runtime gives a container's root: a
+minimal /dev of its own, a /proc and a read-only /sys -- unless the policy
+mounts something of its own there.
 """
 
 from __future__ import annotations
@@ -43,7 +49,12 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = _validate.DEFAULT_MASKED_PATHS
 
 # Order of kinds at one depth: a read-only parent, then its writable
 # exceptions, then new mounts, then what covers paths up.
-_KIND_ORDER = {"readonly": 0, "writable": 1, "devices": 2, "tmpfs": 2, "mask": 3, "hide": 4}
+_KIND_ORDER = {"readonly": 0, "writable": 1, "devices": 2, "tmpfs": 2, "bind": 2, "proc": 2,
+               "sysfs": 2, "mask": 3, "hide": 4}
+
+# What a rootfs gets unless the policy mounts something of its own there
+# (runc and `bwrap --dev --proc` give the same): the kind for each path.
+ROOTFS_MOUNTS = (("/dev", "devices"), ("/proc", "proc"), ("/sys", "sysfs"))
 
 
 @dataclass(frozen=True)
@@ -96,10 +107,18 @@ def _entries(fs: FilesystemPolicy) -> list[_Entry]:
         add("mask", p, "masked_paths", optional=optional)
     for p in fs.hidden_paths:
         add("hide", p, "hidden_paths")
+    for b in fs.bind:
+        add("bind", b.target, "bind", source=_norm(b.source, "bind"),
+            options=("ro",) if b.read_only else ())
     if fs.private_devices:
         # A depth-1 mount like /tmp: after the read-only root, before
         # anything below it (a tmpfs on /dev/shm lands on the new /dev).
         add("devices", "/dev", "private_devices")
+    if fs.rootfs is not None:
+        taken = {e.path for e in entries}
+        for path, kind in ROOTFS_MOUNTS:
+            if path not in taken:
+                add(kind, path, "rootfs")
     return entries
 
 

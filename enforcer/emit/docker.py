@@ -167,6 +167,9 @@ def _filesystem_flags(policy: Policy, un: Unexpressed) -> list[str]:
     for path in fs.writable_paths:
         un.add(f"writable path {path} under a read-only root",
                "use a volume or --tmpfs for it; the image's content there is not writable")
+    for b in fs.bind:
+        flags += ["--mount", f"type=bind,source={b.source},target={b.target}"
+                  + (",readonly" if b.read_only else "")]
     if fs.rootfs:
         un.add(f"filesystem.rootfs {fs.rootfs}", "a Docker container's root is its image")
     return flags

@@ -138,6 +138,10 @@ def _report_filesystem(policy: Policy, un: Unexpressed) -> None:
                "mount a volume there; the image's content is not writable")
     if fs.rootfs:
         un.add(f"filesystem.rootfs {fs.rootfs}", "a container's root is its image")
+    for b in fs.bind:
+        un.add(f"bind {b.source} -> {b.target}",
+               "a host path in a pod is a hostPath volume, which pod security standards "
+               "refuse; mount a volume at the target instead")
 
 
 def _security_context(policy: Policy, plan: Plan | None, un: Unexpressed,

@@ -400,10 +400,15 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
         un.add(f"writable path {path} under a read-only root",
                "OCI can only make it writable with a bind mount from the host; "
                "it stays read-only")
-    if fs.tmpfs:
-        out["mounts"] = [
-            {"destination": t.path, "type": "tmpfs", "source": "tmpfs",
-             "options": _tmpfs_options(t.mode, t.size, t.options)} for t in fs.tmpfs]
+    mounts = [{"destination": t.path, "type": "tmpfs", "source": "tmpfs",
+               "options": _tmpfs_options(t.mode, t.size, t.options)} for t in fs.tmpfs]
+    # Recursive binds, as the policy's are. Runtimes mount in list order:
+    # shallow paths first, so a bind target inside a tmpfs stays visible.
+    mounts += [{"destination": b.target, "type": "bind", "source": b.source,
+                "options": ["rbind", "ro" if b.read_only else "rw"]} for b in fs.bind]
+    mounts.sort(key=lambda m: str(m["destination"]).rstrip("/").count("/"))
+    if mounts:
+        out["mounts"] = mounts
     return out, un.lines
 
 

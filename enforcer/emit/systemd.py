@@ -252,13 +252,19 @@ def _filesystem_lines(policy: Policy, un: Unexpressed) -> list[str]:
     fs = policy.filesystem
     lines: list[str] = []
     if fs.rootfs:
-        lines.append(f"RootDirectory={fs.rootfs}")
+        # MountAPIVFS: /proc, /sys and a /dev in the new root, as enforcer
+        # gives a rootfs.
+        lines += [f"RootDirectory={fs.rootfs}", "MountAPIVFS=yes"]
     if fs.read_only_root:
         lines.append("ProtectSystem=strict")
     if fs.private_devices:
         lines.append("PrivateDevices=yes")
     if fs.read_only_paths:
         lines.append("ReadOnlyPaths=" + " ".join(_optional(p) for p in fs.read_only_paths))
+    for key, read_only in (("BindPaths", False), ("BindReadOnlyPaths", True)):
+        binds = [f"{b.source}:{b.target}:rbind" for b in fs.bind if b.read_only == read_only]
+        if binds:
+            lines.append(f"{key}=" + " ".join(binds))
     if fs.writable_paths:
         lines.append("ReadWritePaths=" + " ".join(_optional(p) for p in fs.writable_paths))
     hidden = list(fs.hidden_paths) + [p for p in fs.masked_paths if p not in fs.hidden_paths]

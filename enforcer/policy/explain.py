@@ -83,8 +83,15 @@ def field_rows(policy: Policy) -> list[tuple[str, str, str]]:
     for t in fs.tmpfs:
         rows.append(row(f"filesystem.tmpfs[{t.path}]",
                         f"size={_size(t.size) if t.size else 'unset'} mode={t.mode:o} {','.join(t.options)}"))
+    for key, loc in policy.origins.items():
+        if key.startswith("filesystem.tmpfs_remove["):
+            rows.append(row(key, "inherited tmpfs removed"))
+    for b in fs.bind:
+        rows.append(row(f"filesystem.bind[{b.target}]",
+                        f"{b.source} ({'read-only' if b.read_only else 'writable'})"))
     if fs.rootfs:
-        rows.append(row("filesystem.rootfs", fs.rootfs))
+        rows.append(row("filesystem.rootfs", f"{fs.rootfs} (with its own /dev, /proc, "
+                                             "read-only /sys)"))
     if fs.private_devices:
         rows.append(row("filesystem.private_devices", "true"))
     rows += [

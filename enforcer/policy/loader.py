@@ -22,11 +22,12 @@ from typing import Any
 from enforcer.errors import Location, PolicyError, PolicyErrors
 from enforcer.filetrust import UntrustedFile, read_trusted
 from enforcer.policy import caps as caps_mod
-from enforcer.policy import carveouts, groups, names, syscalls
+from enforcer.policy import carveouts, fs_checks, groups, names, syscalls
 from enforcer.policy import landlock as landlock_section
 from enforcer.policy.model import (
     Action,
     ActionKind,
+    BindMount,
     DEFAULT_ENV_KEEP,
     DYNAMIC_FALLBACK_ID,
     CapabilityPolicy,
@@ -286,10 +287,22 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         return tuple(out)
 
     tmpfs: dict[str, TmpfsMount] = {}
+    binds: dict[str, BindMount] = {}
     for layer in layers:
+        for path, loc in layer.tmpfs_remove:
+            if path not in tmpfs:
+                errors.append(PolicyError(loc, (
+                    f"filesystem.tmpfs_remove: no inherited tmpfs at {path} to remove "
+                    f"(inherited: {', '.join(sorted(tmpfs)) or 'none'})")))
+                continue
+            del tmpfs[path]
+            origins[f"filesystem.tmpfs_remove[{path}]"] = loc
         for path, (mount, loc) in layer.tmpfs.items():
             tmpfs[path] = mount
             origins[f"filesystem.tmpfs[{path}]"] = loc
+        for target, (bind, loc) in layer.bind.items():
+            binds[target] = bind
+            origins[f"filesystem.bind[{target}]"] = loc
     filesystem = FilesystemPolicy(
         read_only_root=scalar("filesystem.read_only_root", False),
         read_only_paths=union("filesystem.read_only_paths"),
@@ -297,6 +310,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
         tmpfs=tuple(tmpfs.values()),
         masked_paths=union("filesystem.masked_paths"),
         hidden_paths=union("filesystem.hidden_paths"),
+        bind=tuple(binds.values()),
         rootfs=scalar("filesystem.rootfs", None),
         private_devices=scalar("filesystem.private_devices", False),
     )
@@ -306,6 +320,7 @@ def _build(chain: _Chain, mode_override: str | None) -> Policy:
             errors.append(PolicyError(origins[f"filesystem.writable_paths[{p}]"],
                                       f"{p} is writable here but read-only in "
                                       f"{origins[f'filesystem.read_only_paths[{p}]']}"))
+    errors.extend(fs_checks.check(filesystem, origins))
 
     # -- resources
     io_devices: dict[str, IoDeviceLimit] = {}
@@ -604,9 +619,26 @@ def _passwd_lookup(rootfs: str | None, kind: str, name: str) -> tuple[int, int] 
             return gr.gr_gid, gr.gr_gid
         except KeyError:
             return None
-    table = os.path.join(rootfs, "etc", "passwd" if kind == "user" else "group")
+    table = "/etc/passwd" if kind == "user" else "/etc/group"
     try:
-        with open(table, encoding="utf-8", errors="replace") as f:
+        # Inside the rootfs, as the workload will see it: the tree's
+        # symlinks (etc/passwd -> /etc/shadow) never lead to a host file.
+        from enforcer.inroot import open_in_root
+
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            found = open_in_root(root_fd, table)
+        finally:
+            os.close(root_fd)
+        try:
+            import stat
+
+            if not stat.S_ISREG(os.fstat(found).st_mode):
+                return None  # a FIFO or device would hang or lie: not a user database
+            f = open(f"/proc/self/fd/{found}", encoding="utf-8", errors="replace")
+        finally:
+            os.close(found)
+        with f:
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if len(fields) >= 4 and fields[0] == name:

@@ -94,6 +94,10 @@ def build() -> dict[str, Any]:
                     "path": path, "size": size,
                     "mode": {"oneOf": [{"type": "string", "pattern": "^(0o)?[0-7]{1,5}$"}, {"type": "integer", "minimum": 0}]},
                     "options": words({"enum": list(TMPFS_OPTIONS)})}, ("path",))]}},
+                "tmpfs_remove": paths,
+                "bind": {"type": "array", "items": obj({
+                    "source": path, "target": path, "read_only": {"type": "boolean"}},
+                    ("source", "target"))},
                 "rootfs": path,
                 "private_devices": {"type": "boolean"},
             }),

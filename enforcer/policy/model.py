@@ -140,6 +140,18 @@ class TmpfsMount:
 
 
 @dataclass(frozen=True)
+class BindMount:
+    """A host path made visible at `target` (systemd's BindPaths= and
+    BindReadOnlyPaths=, bwrap's --bind/--ro-bind). `source` is the host's;
+    `target` is what the workload sees (inside `rootfs` when there is one).
+    Recursive: mounts below the source come along."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class FilesystemPolicy:
     read_only_root: bool = False
     read_only_paths: tuple[str, ...] = ()
@@ -147,6 +159,7 @@ class FilesystemPolicy:
     tmpfs: tuple[TmpfsMount, ...] = ()
     masked_paths: tuple[str, ...] = ()  # files: bind /dev/null; dirs: empty ro tmpfs
     hidden_paths: tuple[str, ...] = ()  # made inaccessible (empty, mode 000)
+    bind: tuple[BindMount, ...] = ()  # by target; after tmpfs above them (they stay visible)
     rootfs: str | None = None  # optional new root directory (absolute)
     # A /dev of its own with only the pseudo-devices (null, zero, full,
     # random, urandom, tty, a new devpts): no disks, no /dev/mem, no input

@@ -28,6 +28,7 @@ from enforcer.policy.model import (
     ActionKind,
     ArgCondition,
     ArgOp,
+    BindMount,
     IoDeviceLimit,
     Rlimit,
     TmpfsMount,
@@ -90,6 +91,10 @@ class Layer:
     # `capabilities.ambient`: None when the file does not say it.
     caps_ambient: list[tuple[int, Location]] | None = None
     tmpfs: dict[str, tuple[TmpfsMount, Location]] = field(default_factory=dict)
+    # `filesystem.tmpfs_remove`: inherited tmpfs paths this file drops.
+    tmpfs_remove: list[tuple[str, Location]] = field(default_factory=list)
+    # `filesystem.bind`, by target.
+    bind: dict[str, tuple[BindMount, Location]] = field(default_factory=dict)
     io_devices: dict[str, tuple[IoDeviceLimit, Location]] = field(default_factory=dict)
     rlimits: dict[str, tuple[Rlimit, Location]] = field(default_factory=dict)
     user: tuple[dict[str, Located], Location] | None = None
@@ -362,9 +367,10 @@ SYSCALL_KEYS = ("default", "log_denials", "architectures", "unknown", "allow", "
 RULE_KEYS = ("syscalls", "action", "args", "comment")
 ARG_KEYS = ("index", "op", "value", "mask")
 CAP_KEYS = ("keep", "drop", "add", "ambient")
-FS_KEYS = ("read_only_root", "read_only_paths", "writable_paths", "tmpfs", "masked_paths",
-           "hidden_paths", "rootfs", "private_devices")
+FS_KEYS = ("read_only_root", "read_only_paths", "writable_paths", "tmpfs", "tmpfs_remove",
+           "masked_paths", "hidden_paths", "bind", "rootfs", "private_devices")
 TMPFS_KEYS = ("path", "size", "mode", "options")
+BIND_KEYS = ("source", "target", "read_only")
 RES_KEYS = ("memory", "pids", "cpu", "io")
 USER_KEYS = ("uid", "gid", "groups", "dynamic")
 ENV_KEYS = ("clear", "keep", "set")
@@ -725,10 +731,55 @@ def _filesystem(chk: Checker, layer: Layer, node: Node, key: Scalar) -> None:
         elif k.text == "tmpfs":
             for item in chk.seq(v, "filesystem.tmpfs") or []:
                 _tmpfs(chk, layer, item)
+        elif k.text == "tmpfs_remove":
+            for item in chk.seq(v, "filesystem.tmpfs_remove") or []:
+                p = chk.path(item, "each entry of filesystem.tmpfs_remove")
+                if p is not None:
+                    layer.tmpfs_remove.append((p, item.loc))
+        elif k.text == "bind":
+            for item in chk.seq(v, "filesystem.bind") or []:
+                _bind(chk, layer, item)
     ro = {p: loc for p, loc in layer.lists.get("filesystem.read_only_paths", [])}
     for p, loc in layer.lists.get("filesystem.writable_paths", []):
         if p in ro:
             chk.error(loc, f"filesystem: {p} is both read-only (line {ro[p].line}) and writable")
+    for p, loc in layer.tmpfs_remove:
+        if p in layer.tmpfs:
+            chk.error(loc, f"filesystem.tmpfs_remove: {p} is also a tmpfs of this file "
+                           f"(line {layer.tmpfs[p][1].line}); tmpfs_remove drops an inherited "
+                           "tmpfs: remove one of the two")
+
+
+def _bind(chk: Checker, layer: Layer, node: Node) -> None:
+    m = chk.mapping(node, "a filesystem.bind entry", BIND_KEYS)
+    if m is None:
+        return
+    paths: dict[str, str] = {}
+    for key in ("source", "target"):
+        value = m.get(key)
+        if value is None:
+            chk.error(node.loc, f"a filesystem.bind entry needs `{key}:` (an absolute path)")
+            continue
+        p = chk.path(value, f"filesystem.bind {key}")
+        if p is not None:
+            paths[key] = p
+    read_only = False
+    ro_node = m.get("read_only")
+    if ro_node is not None:
+        read_only = bool(chk.boolean(ro_node, "filesystem.bind read_only"))
+    if len(paths) != 2:
+        return
+    target = paths["target"]
+    if target == "/":
+        chk.error(node.loc, "filesystem.bind target / would replace the whole root; "
+                            "use filesystem.rootfs for a new root")
+        return
+    if target in layer.bind:
+        chk.error(node.loc, f"filesystem.bind target {target} is listed twice "
+                            f"(first at line {layer.bind[target][1].line}); one mount per target")
+        return
+    layer.bind[target] = (BindMount(source=paths["source"], target=target, read_only=read_only),
+                          node.loc)
 
 
 def _tmpfs(chk: Checker, layer: Layer, node: Node) -> None:

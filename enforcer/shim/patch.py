@@ -185,7 +185,12 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
             # The container has a /dev of its own already; what is left to
             # do is keep host devices out of it (merge.merge_devices).
             private_devices = True
-        elif op.kind in ("make_private", "bind", "pivot_root"):
+        elif op.kind == "bind" and op.source != op.path:
+            # A policy's bind gives access (it restricts nothing): a host
+            # path in a container is the runtime's volume configuration.
+            notes.append(f"mount bind {op.source} -> {op.path}: not applied to containers "
+                         "(use a volume)")
+        elif op.kind in ("make_private", "bind", "pivot_root", "proc", "sysfs"):
             # A container already has its own root and private propagation
             # (runc's rootfsPropagation); the policy's new-root steps are
             # what the runtime does anyway.

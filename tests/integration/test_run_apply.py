@@ -309,8 +309,8 @@ def test_shipped_restricted_kill_is_named(work: str) -> None:
                       "/usr/bin/python3", "-c",
                       "import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0)"], env=cache)
     assert r.returncode == 128 + signal.SIGSYS
-    assert r.stderr.strip() == ("enforcer run: workload killed by SIGSYS from policy "
-                                "'restricted''s seccomp filter: syscall ptrace (101) is not "
+    assert r.stderr.strip() == ("enforcer run: workload killed by SIGSYS from the seccomp "
+                                "filter of policy 'restricted': syscall ptrace (101) is not "
                                 "allowed")
     no_enforcer_cgroups("t-restricted-kill")
 

@@ -85,8 +85,11 @@ def test_pivot_root_into_busybox(tree: str) -> None:
                       "ls /; ls /work 2>/dev/null || echo NO-HOST"], env={"PATH": "/bin"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["bin", "proc", "NO-HOST"]
-    # With a pid namespace the new root gets its own /proc.
-    pidns = replace(plan, namespaces=("mount", "pid"))
+    # With a pid namespace, the Plan's `proc` mount in the new root is the
+    # namespace's own.
+    pidns = replace(plan, namespaces=("mount", "pid"),
+                    mounts=plan.mounts[:-1] + (MountOp("proc", os.path.join(root, "proc")),
+                                               plan.mounts[-1]))
     r = enforcer_run(["--plan", write_plan(pidns, tree), "--", "/bin/sh", "-c",
                       "echo $$; ls /proc | grep -c '^[0-9]'"], env={"PATH": "/bin"})
     assert r.returncode == 0, r.stderr

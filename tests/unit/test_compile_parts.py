@@ -15,6 +15,7 @@ from enforcer.errors import CompileError
 from enforcer.plan import plan_from_json
 from enforcer.policy.caps import CAPABILITIES
 from enforcer.policy.model import (
+    BindMount,
     CapabilityPolicy,
     FilesystemPolicy,
     IoDeviceLimit,
@@ -157,10 +158,30 @@ def test_relative_path_is_an_error() -> None:
 def test_rootfs_prefixes_paths_and_pivots_last() -> None:
     ops = compile_mounts(FilesystemPolicy(rootfs="/srv/root", read_only_root=True,
                                           tmpfs=(TmpfsMount("/tmp"),)))
+    # A rootfs gets /dev, /proc and a read-only /sys of its own (depth 1,
+    # after the read-only root, before anything below them).
     assert kinds(ops) == [("make_private", "/"), ("bind", "/srv/root"),
-                          ("readonly", "/srv/root"), ("tmpfs", "/srv/root/tmp"),
-                          ("pivot_root", "/srv/root")]
+                          ("readonly", "/srv/root"), ("devices", "/srv/root/dev"),
+                          ("proc", "/srv/root/proc"), ("sysfs", "/srv/root/sys"),
+                          ("tmpfs", "/srv/root/tmp"), ("pivot_root", "/srv/root")]
     assert ops[1].source == "/srv/root"
+
+
+def test_rootfs_keeps_the_policys_own_dev() -> None:
+    ops = compile_mounts(FilesystemPolicy(rootfs="/srv/root", tmpfs=(TmpfsMount("/dev"),)))
+    assert ("tmpfs", "/srv/root/dev") in kinds(ops)
+    assert ("devices", "/srv/root/dev") not in kinds(ops)
+
+
+def test_bind_targets_follow_the_tmpfs_above_them() -> None:
+    ops = compile_mounts(FilesystemPolicy(
+        read_only_root=True, tmpfs=(TmpfsMount("/tmp"),),
+        bind=(BindMount("/srv/conf", "/tmp/app/conf", read_only=True),
+              BindMount("/srv/data", "/data"))))
+    assert kinds(ops) == [("make_private", "/"), ("readonly", "/"), ("bind", "/data"),
+                          ("tmpfs", "/tmp"), ("bind", "/tmp/app/conf")]
+    assert ops[2].source == "/srv/data" and ops[2].options == ()
+    assert ops[4].source == "/srv/conf" and ops[4].options == ("ro",)
 
 
 def test_no_filesystem_rules_no_mounts() -> None:

@@ -403,3 +403,49 @@ def test_ambient_errors_name_the_line(tmp_path: Path, text: str, why: str) -> No
         load_policy(str(p))
     err = info.value.errors[0]
     assert why in err.message and err.location is not None and err.location.line >= 3, err
+
+
+def test_bind_and_tmpfs_remove_merge(tmp_path: Path) -> None:
+    """filesystem.bind merges by target (the child's entry wins);
+    tmpfs_remove drops an inherited tmpfs, after which a writable path
+    below it is no longer hidden."""
+    write_policy(tmp_path, "base.yaml", (
+        "name: base\nfilesystem:\n  tmpfs: [/tmp, /run]\n"
+        "  bind:\n    - {source: /srv/a, target: /data}\n    - {source: /srv/c, target: /conf}\n"))
+    child = write_policy(tmp_path, "child.yaml", (
+        "name: child\nextends: base.yaml\nfilesystem:\n  tmpfs_remove: [/tmp]\n"
+        "  writable_paths: [/tmp/app]\n"
+        "  bind:\n    - {source: /srv/b, target: /data, read_only: true}\n"))
+    p = load_policy(str(child))
+    assert [t.path for t in p.filesystem.tmpfs] == ["/run"]
+    assert {(b.source, b.target, b.read_only) for b in p.filesystem.bind} == {
+        ("/srv/b", "/data", True), ("/srv/c", "/conf", False)}
+    assert p.origins["filesystem.tmpfs_remove[/tmp]"].line == 4
+    assert p.origins["filesystem.bind[/data]"].line == 7
+
+
+def test_bind_inside_a_tmpfs_is_fine(tmp_path: Path) -> None:
+    path = write_policy(tmp_path, "p.yaml", (
+        "name: p\nextends: restricted\nfilesystem:\n"
+        "  bind:\n    - {source: /etc/hostname, target: /tmp/conf/hostname, read_only: true}\n"))
+    assert load_policy(str(path)).filesystem.bind[0].target == "/tmp/conf/hostname"
+
+
+def test_rootfs_user_database_is_read_inside_the_rootfs(tmp_path: Path) -> None:
+    """An image's etc/passwd that is a symlink to a host file is resolved
+    inside the image (where it leads nowhere), never on the host."""
+    host_file = tmp_path / "host-passwd"
+    host_file.write_text("evil:x:4242:4242::/:/bin/sh\n")
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").symlink_to(str(host_file))
+    (root / "etc" / "group").write_text("app:x:1000:\n")
+    path = write_policy(tmp_path, "p.yaml", (
+        f"name: p\nfilesystem:\n  rootfs: {root}\nuser: {{uid: evil, gid: app}}\n"))
+    with pytest.raises(PolicyErrors) as e:
+        load_policy(str(path))
+    assert f"user 'evil' does not exist on {root}/etc" in str(e.value)
+    (root / "etc" / "passwd").unlink()
+    (root / "etc" / "passwd").write_text("evil:x:4242:4242::/:/bin/sh\n")
+    user = load_policy(str(path)).user
+    assert user is not None and (user.uid, user.gid) == (4242, 1000)
