@@ -43,15 +43,16 @@ from enforcer.emit.common import (
     report_container_env_and_user,
     runs_as_non_root,
 )
-from enforcer.plan import Plan
+from enforcer.emit.oci_resources import oci_resources
+from enforcer.plan import CgroupPlan, IoDevicePlan, Plan
 from enforcer.policy.model import (
     Action,
     ActionKind,
     ArgCondition,
     ArgOp,
-    IoDeviceLimit,
     Mode,
     Policy,
+    ResourcePolicy,
     SyscallRule,
 )
 
@@ -250,60 +251,34 @@ def device_numbers(device: str) -> tuple[int, int] | None:
     return os.major(st.st_rdev), os.minor(st.st_rdev)
 
 
-def blkio_weight_v1(weight_v2: int) -> int:
-    """cgroup v2 io.weight (1..10000) -> OCI/v1 blkio weight (10..1000).
-
-    runc maps the other way with 1 + (w1 - 10) * 9999 / 990; this is its
-    inverse, rounded to the nearest weight.
-    """
-    return max(10, min(1000, round(10 + (weight_v2 - 1) * 990 / 9999)))
-
-
-def _resources(policy: Policy, unexpressed: Unexpressed) -> dict[str, Any]:
+def _resources(policy: Policy, plan: Plan | None, unexpressed: Unexpressed) -> dict[str, Any]:
+    """`linux.resources`: the Plan's limits through oci_resources, the one
+    Plan -> OCI conversion (the shim uses it too)."""
     r = policy.resources
-    out: dict[str, Any] = {}
-    if r.memory_max is not None:
-        out["memory"] = {"limit": r.memory_max}
-    if r.memory_swap_max is not None:
-        if r.memory_max is None:
-            unexpressed.add("resources.memory.swap without memory.max",
-                            "OCI's swap is memory+swap; no swap limit emitted")
-        else:
-            # OCI `swap` is the memory+swap total (cgroup v1 memsw semantics).
-            out["memory"]["swap"] = r.memory_max + r.memory_swap_max
-    if r.pids_max is not None:
-        out["pids"] = {"limit": r.pids_max}
-    if r.cpu_quota_us is not None:
-        out["cpu"] = {"quota": r.cpu_quota_us, "period": r.cpu_period_us}
-    blkio: dict[str, Any] = {}
-    if r.io_weight is not None:
-        blkio["weight"] = blkio_weight_v1(r.io_weight)
+    if r.memory_swap_max is not None and r.memory_max is None:
+        unexpressed.add("resources.memory.swap without memory.max",
+                        "OCI's swap is memory+swap; no swap limit emitted")
+    cgroup = plan.cgroup if plan is not None else _cgroup_of(r, unexpressed)
+    return oci_resources(cgroup)
+
+
+def _cgroup_of(r: ResourcePolicy, unexpressed: Unexpressed) -> CgroupPlan:
+    """The limits of a policy exported without its Plan, as the compiler
+    would store them; a device that is no MAJOR:MINOR here is reported."""
+    devices = []
     for dev in r.io_devices:
-        _throttle(dev, blkio, unexpressed)
-    if blkio:
-        out["blockIO"] = blkio
-    return out
-
-
-_THROTTLE_KEYS = (
-    ("read_bps", "throttleReadBpsDevice"),
-    ("write_bps", "throttleWriteBpsDevice"),
-    ("read_iops", "throttleReadIOPSDevice"),
-    ("write_iops", "throttleWriteIOPSDevice"),
-)
-
-
-def _throttle(dev: IoDeviceLimit, blkio: dict[str, Any], unexpressed: Unexpressed) -> None:
-    numbers = device_numbers(dev.device)
-    if numbers is None:
-        unexpressed.add(f"io limit for device {dev.device}",
-                        "it is not MAJOR:MINOR and does not exist here; no limit emitted")
-        return
-    for attr, key in _THROTTLE_KEYS:
-        rate = getattr(dev, attr)
-        if rate is not None:
-            blkio.setdefault(key, []).append(
-                {"major": numbers[0], "minor": numbers[1], "rate": rate})
+        numbers = device_numbers(dev.device)
+        if numbers is None:
+            unexpressed.add(f"io limit for device {dev.device}",
+                            "it is not MAJOR:MINOR and does not exist here; no limit emitted")
+            continue
+        devices.append(IoDevicePlan(f"{numbers[0]}:{numbers[1]}", dev.read_bps, dev.write_bps,
+                                    dev.read_iops, dev.write_iops))
+    quota = r.cpu_quota_us
+    return CgroupPlan(memory_max=r.memory_max, memory_swap_max=r.memory_swap_max,
+                      pids_max=r.pids_max, cpu_quota_us=quota,
+                      cpu_period_us=r.cpu_period_us if quota is not None else None,
+                      io_weight=r.io_weight, io_devices=tuple(devices))
 
 
 def _rlimit_value(v: int) -> int:
@@ -379,7 +354,7 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
             masked.append(path)
     if masked:
         linux["maskedPaths"] = masked
-    resources = _resources(policy, un)
+    resources = _resources(policy, plan, un)
     if resources:
         linux["resources"] = resources
     if policy.namespaces:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
-CACHE_FORMAT = 1
+# Bumped with patch.PATCH_FORMAT: a cached patch of another format is rebuilt.
+CACHE_FORMAT = 2
 POLICY_NAME_MAX = 64
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")

@@ -73,7 +73,7 @@ def test_docker_flags_for_a_full_policy() -> None:
     for expected in [("--read-only", ""),
                      ("--tmpfs", "/tmp:rw,nosuid,nodev,noexec,mode=1777,size=67108864"),
                      ("--memory", str(256 << 20)), ("--memory-swap", str(320 << 20)),
-                     ("--pids-limit", "128"), ("--cpus", "1.5"), ("--blkio-weight", "20"),
+                     ("--pids-limit", "128"), ("--cpus", "1.5"), ("--blkio-weight", "500"),
                      ("--device-read-bps", f"/dev/block/8:0:{10 << 20}"),
                      ("--ulimit", "nofile=1024:4096"), ("--ulimit", "core=0:0"),
                      ("--security-opt", "no-new-privileges"), ("--user", "1000:1000"),
