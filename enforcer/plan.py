@@ -374,7 +374,7 @@ class Plan(_Record):
     format: int
     enforcer_version: str
     policy_name: str
-    policy_hash: str  # sha256 over the policy's source files (see compile/cache.py)
+    policy_hash: str  # sha256 over the policy's source files (see enforcer/planstore.py)
     mode: str  # "enforce" | "audit"
     seccomp: SeccompPlan | None
     capabilities: CapabilityPlan | None

@@ -4,8 +4,8 @@ Each kernel mechanism has its own module (seccomp, caps, mounts, cgroups);
 this one puts their results together, resolves what must be resolved on the
 compiling side (user names, /dev paths, rlimit names), and writes the notes
 the user should see. Nothing here runs on the start path: a Plan is loaded
-from the cache (compile/cache.py) without importing this package's heavy
-parts (pyseccomp is imported lazily, only when a filter is built).
+from the Plan store (enforcer/planstore.py), and a miss is compiled in a
+confined child (enforcer/confined_compile.py).
 
 Audit mode: the seccomp filter logs instead of blocking, and everything
 that cannot "log instead" -- capabilities, mounts, cgroup limits, rlimits,
