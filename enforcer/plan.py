@@ -30,6 +30,7 @@ import binascii
 from enforcer import fastjson
 from enforcer.errors import PlanError
 from enforcer.kernel.cgroup import IO_WEIGHT_MAX, IO_WEIGHT_MIN, parse_device
+from enforcer.kernel.namespaces import NAMES as NAMESPACE_NAMES
 
 # `typing` and `dataclasses` are not imported: this module is on every
 # start, and those two (with `inspect`, `ast`, `dis`, ...) cost ~10 ms there.
@@ -634,7 +635,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
                                   _req(r, "hard", int, f"rlimits[{i}]")))
     namespaces = tuple(_req(d, "namespaces", list, "plan"))
     for ns in namespaces:
-        if ns not in ("mount", "pid", "ipc", "uts", "net", "user", "cgroup"):
+        if ns not in NAMESPACE_NAMES:
             raise PlanError(f"plan: namespaces: unknown namespace {ns!r}")
     return Plan(
         format=fmt,

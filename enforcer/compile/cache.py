@@ -55,7 +55,7 @@ def compile_with_sources(spec: str, *, mode: str | None = None
     plan = compile_policy(policy)
     sources = [(os.path.abspath(p), d) for p, d in policy.sources]
     if not any(p == top for p, _ in sources) and os.path.exists(top):
-        digest = _sha256_file(top)
+        digest = source_digest(top)
         if digest:
             sources.append((top, digest))
     return top, sources, plan

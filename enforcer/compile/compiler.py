@@ -126,16 +126,11 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
 
 
 def _oci_seccomp(policy: Policy, notes: list[str]) -> dict:  # type: ignore[type-arg]
-    """The OCI linux.seccomp object, from the emit package (the shim hands it
-    to runc so nothing compiles at container start)."""
-    try:
-        from enforcer.emit.oci import oci_seccomp
-    except ImportError:
-        notes.append("seccomp: OCI form not available in this build (enforcer.emit.oci); "
-                     "the shim must compile it itself")
-        return {}
-    result = oci_seccomp(policy)
-    return dict(result)
+    """The OCI linux.seccomp object (the shim hands it to runc so nothing
+    compiles at container start)."""
+    from enforcer.compile.oci_seccomp import oci_seccomp
+
+    return oci_seccomp(policy)
 
 
 # -- user ---------------------------------------------------------------------

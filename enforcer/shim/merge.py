@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from enforcer.kernel.cgroup import CPU_PERIOD_DEFAULT_US
-from enforcer.policy.caps import CAP_LAST_CAP, CAPABILITIES
+from enforcer.kernel.capabilities import CAP_LAST_CAP, CAPABILITIES
 from enforcer.shim.errors import ShimError
 
 if TYPE_CHECKING:

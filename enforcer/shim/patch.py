@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from enforcer.emit.oci_resources import oci_resources, throttles
+from enforcer.kernel.namespaces import OCI_TYPES
 from enforcer.shim.errors import ShimError
 
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 # 2: `resources` (OCI) and typed `limits` from a typed CgroupPlan.
 PATCH_FORMAT = 2
 
-# Plan namespace name -> OCI namespace type.
-OCI_NAMESPACE = {"mount": "mount", "pid": "pid", "ipc": "ipc", "uts": "uts",
-                 "net": "network", "user": "user", "cgroup": "cgroup"}
 
 def limits_of(cg: "CgroupPlan") -> dict[str, Any]:
     """The Plan's limits as numbers, for the merge's swap rule and for
@@ -117,7 +115,7 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
             raise ShimError(f"plan: mount operation {op.kind!r} has no OCI form")
     namespaces = []
     for ns in plan.namespaces:
-        namespaces.append(OCI_NAMESPACE[ns])
+        namespaces.append(OCI_TYPES[ns])
     return {
         "format": PATCH_FORMAT,
         "policy": plan.policy_name,

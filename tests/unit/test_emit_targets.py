@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from enforcer.emit.common import SCMP_ARCH, cap_name, native_arch
+from enforcer.emit.common import cap_name
+from enforcer.kernel.arch import SCMP_ARCH, native_arch
 from enforcer.emit.docker import docker_export
 from enforcer.emit.kubernetes import k8s_name, kubernetes_export
 from enforcer.emit.systemd import SYSTEMD_ARCH, SYSTEMD_DEFAULT_SET, systemd_export

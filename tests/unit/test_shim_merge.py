@@ -8,7 +8,7 @@ import os
 import pytest
 
 from enforcer.plan import CapabilityPlan, CgroupPlan, IoDevicePlan, MountOp, RlimitPlan, UserPlan
-from enforcer.policy.caps import CAPABILITIES as CAP_NUMBERS
+from enforcer.kernel.capabilities import CAPABILITIES as CAP_NUMBERS
 from enforcer.shim.errors import ShimError
 from enforcer.shim.merge import UNLIMITED, merge_patch
 from enforcer.shim.patch import patch_from_plan
