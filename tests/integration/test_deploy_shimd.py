@@ -50,7 +50,7 @@ from deploy_helpers import REPO, SYSTEMD, need, temp_dir, unit_settings  # noqa:
 
 from enforcer.plan import SeccompFilter, SeccompPlan  # noqa: E402
 from enforcer.kernel.capabilities import CAPABILITIES  # noqa: E402
-from enforcer.shim.server import terminate  # noqa: E402
+from enforcer.shim.health import terminate  # noqa: E402
 from tests.shim_helpers import (  # noqa: E402
     ALLOW_BPF,
     FIXTURE_CONFIG,
