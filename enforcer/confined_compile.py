@@ -80,26 +80,8 @@ _NET_ALL = 0x3           # BIND_TCP, CONNECT_TCP (ABI 4)
 _SCOPE_ALL = 0x3         # ABSTRACT_UNIX_SOCKET, SIGNAL (ABI 6)
 
 
-class ConfinedCompileError(Exception):
-    """The policy could not be compiled; str(e) is one line for the user,
-    `lines` every line of the reason (a policy's errors, one per line) and
-    `kind` "policy" when those are the policy's own errors (file:line)."""
-
-    def __init__(self, reason: "str | list[str]", kind: str = "error") -> None:
-        self.lines = reason.splitlines() if isinstance(reason, str) else list(reason)
-        self.lines = self.lines or ["failed"]
-        self.kind = kind
-        more = f" (and {len(self.lines) - 1} more)" if len(self.lines) > 1 else ""
-        super().__init__(self.lines[0] + more)
-
-    def wire(self) -> bytes:
-        """How the child sends it: the kind, then the lines."""
-        return "\n".join([self.kind, *self.lines]).encode()
-
-    @classmethod
-    def from_wire(cls, data: bytes) -> "ConfinedCompileError":
-        kind, _, text = data.decode(errors="replace").partition("\n")
-        return cls(text.strip().splitlines(), kind if kind in ("policy", "error") else "error")
+# Defined with the other errors (the start path imports enforcer.errors anyway).
+from enforcer.errors import ConfinedCompileError  # noqa: E402
 
 
 # -- the parent -------------------------------------------------------------------

@@ -195,15 +195,19 @@ def load_plan(args: RunArgs) -> Any:
         return plan
     # A Plan from the store; a miss is compiled in a confined, unprivileged
     # child (no capability, no file-system writes), never in this process.
-    from enforcer.confined_compile import plan_for_policy_file
-    from enforcer.planstore import resolve_spec
+    from enforcer.planstore import lookup, resolve_spec
 
-    return plan_for_policy_file(resolve_spec(args.policy), mode=args.mode)
+    top = resolve_spec(args.policy)
+    _found, stored = lookup(top, mode=args.mode)
+    if stored is not None:
+        return stored
+    from enforcer.confined_compile import plan_for_policy_file
+
+    return plan_for_policy_file(top, mode=args.mode)
 
 
 def run(args: RunArgs) -> int:
-    from enforcer.confined_compile import ConfinedCompileError
-    from enforcer.errors import EnforcerError, PolicyErrors
+    from enforcer.errors import ConfinedCompileError, EnforcerError, PolicyErrors
 
     try:
         if args.exec_:
