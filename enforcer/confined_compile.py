@@ -40,6 +40,9 @@ from __future__ import annotations
 import os
 import sys
 
+# Defined with the other errors, re-exported (`as`) for this module's callers.
+from enforcer.errors import ConfinedCompileError as ConfinedCompileError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
@@ -78,10 +81,6 @@ _FS_WRITE_RIGHTS = [(1, (1 << 1) | (0x1FF << 4)),  # WRITE_FILE, REMOVE_*, MAKE_
                     (5, 1 << 15)]                   # IOCTL_DEV
 _NET_ALL = 0x3           # BIND_TCP, CONNECT_TCP (ABI 4)
 _SCOPE_ALL = 0x3         # ABSTRACT_UNIX_SOCKET, SIGNAL (ABI 6)
-
-
-# Defined with the other errors (the start path imports enforcer.errors anyway).
-from enforcer.errors import ConfinedCompileError  # noqa: E402
 
 
 # -- the parent -------------------------------------------------------------------
