@@ -17,8 +17,8 @@ raises ValueError naming the instruction.
 
 from __future__ import annotations
 
-from enforcer.compile import bpfsim
-from enforcer.compile.bpfsim import Insn, parse  # noqa: F401  (re-exported: bt.parse)
+from enforcer.kernel import bpfsim
+from enforcer.kernel.bpfsim import Insn, parse  # noqa: F401  (re-exported: bt.parse)
 
 # struct seccomp_data offsets
 OFF_NR, OFF_ARCH, OFF_IP, OFF_ARGS = 0, 4, 8, 16

@@ -63,22 +63,23 @@ def bench_compile(rounds: int) -> list[dict[str, object]]:
 
 FRESH = """
 import sys, time
-from enforcer.compile.cache import load_or_compile
+from enforcer.planstore import lookup
 t = time.perf_counter()
-load_or_compile(sys.argv[1], cache_dir=sys.argv[2])
+lookup(sys.argv[1], cache_dir=sys.argv[2])
 print(time.perf_counter() - t)
 """
 
 IMPORT = """
 import time
 t = time.perf_counter()
-import enforcer.compile.cache
+import enforcer.planstore
 print(time.perf_counter() - t)
 """
 
 
 def bench_load(spec: str, rounds: int, fresh_rounds: int) -> dict[str, object]:
-    from enforcer.compile.cache import load_or_compile, lookup
+    from enforcer.compile.cache import load_or_compile
+    from enforcer.planstore import lookup
 
     with tempfile.TemporaryDirectory() as cache_dir:
         load_or_compile(spec, cache_dir=cache_dir)  # fill the cache
@@ -163,7 +164,7 @@ def _markdown(compiles: list[dict[str, object]], load: dict[str, object], summar
               rounds: int) -> str:
     import platform
 
-    from enforcer.compile.cache import libseccomp_version
+    from enforcer.planstore import libseccomp_version
 
     lines = ["# Compile time and cached-Plan load time", "",
              f"Made by `.venv/bin/python bench/compile_bench.py --out bench/results/compile.md` "
@@ -186,7 +187,7 @@ def _markdown(compiles: list[dict[str, object]], load: dict[str, object], summar
               f"{load['warm_min_ms']}–{load['warm_max_ms']} |",
               f"| first load in a fresh process (modules imported) | "
               f"{load['first_in_process_median_ms']} | {load['first_min_ms']}–{load['first_max_ms']} |",
-              f"| importing enforcer.compile.cache (+ enforcer.plan) in a fresh interpreter | "
+              f"| importing enforcer.planstore (+ enforcer.plan) in a fresh interpreter | "
               f"{load['import_median_ms']} | {load['import_min_ms']}–{load['import_max_ms']} |",
               "", NOTES]
     return "\n".join(lines)

@@ -131,7 +131,7 @@ def machine_info() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     try:
-        from enforcer.compile.cache import libseccomp_version
+        from enforcer.planstore import libseccomp_version
         libseccomp = libseccomp_version()
     except Exception:
         libseccomp = "unknown"

@@ -61,7 +61,7 @@ import tempfile
 import time
 from typing import Any
 
-from enforcer.shim.server import server_processes, terminate
+from enforcer.shim.health import server_processes, terminate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(REPO, ".venv", "bin")

@@ -6,9 +6,9 @@ cache keeps, next to its entries, the namespaces of the Plan last loaded
 for each policy spec: one small text file per (spec, mode), found without
 reading the policy or computing the cache key, and without importing the
 cache or the Plan modules: this module imports nothing but os and the
-sha256 C module, and it sits outside the enforcer.compile package so that
-importing it does not load that package either (enforcer.compile.cache
-does the rest, after the fork).
+sha256 C module, and it sits outside the Plan store so that importing it
+loads neither the store nor the Plan (enforcer.planstore does the rest,
+after the fork).
 
 It is only a hint. A wrong one -- a policy edited since, a spec spelled
 two ways, a file someone else wrote -- costs `enforcer run` one more fork:

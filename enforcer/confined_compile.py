@@ -19,7 +19,7 @@ compiler runs in a child process that
   parent's but the pipe it answers on.
 
 It writes back the cache entry (the source files with their digests, then
-the Plan: compile/cache.py's entry format) and the parent verifies that
+the Plan: enforcer/planstore.py's entry format) and the parent verifies that
 Plan (format, field checks, sha256) as it verifies every Plan it loads,
 stores it in the cache (root-owned, 0600) and returns it. The next start
 finds it there.
@@ -39,6 +39,9 @@ from __future__ import annotations
 
 import os
 import sys
+
+# Defined with the other errors, re-exported (`as`) for this module's callers.
+from enforcer.errors import ConfinedCompileError as ConfinedCompileError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,10 +83,6 @@ _NET_ALL = 0x3           # BIND_TCP, CONNECT_TCP (ABI 4)
 _SCOPE_ALL = 0x3         # ABSTRACT_UNIX_SOCKET, SIGNAL (ABI 6)
 
 
-class ConfinedCompileError(Exception):
-    """The policy could not be compiled; str(e) is one line for the user."""
-
-
 # -- the parent -------------------------------------------------------------------
 
 
@@ -92,7 +91,7 @@ def plan_for_policy_file(path: str, *, cache_dir: str | None = None,
     """The Plan of the policy file `path`: from the Plan cache, else compiled
     in a confined child and then cached. Raises ConfinedCompileError, or
     enforcer.errors.PlanError for a corrupt cache entry."""
-    from enforcer.compile.cache import entry_path, lookup, parse_entry, store
+    from enforcer.planstore import entry_path, lookup, parse_entry, store
 
     found, plan = lookup(path, mode=mode, cache_dir=cache_dir)
     if plan is not None:
@@ -132,7 +131,7 @@ def run_confined(work: "Callable[[], bytes]", timeout: float = COMPILE_TIMEOUT) 
         os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if data.startswith(b"E\n"):
-        raise ConfinedCompileError(data[2:].decode(errors="replace").strip() or "failed")
+        raise ConfinedCompileError.from_wire(data[2:])
     if not data.startswith(b"P\n") or status != 0:
         raise ConfinedCompileError("the confined compiler ended with status "
                                    f"{os.waitstatus_to_exitcode(status)} and no answer")
@@ -173,9 +172,10 @@ def _child(work: "Callable[[], bytes]", out_fd: int, parent: int) -> "NoReturn":
             data = b"P\n" + work()
             code = 0
         except ConfinedCompileError as e:
-            data = b"E\n" + str(e).encode()
+            data = b"E\n" + e.wire()
         except Exception as e:  # a bug: say what kind, not what it read
-            data = b"E\n" + f"internal error in the policy compiler ({type(e).__name__})".encode()
+            data = b"E\n" + ConfinedCompileError(
+                f"internal error in the policy compiler ({type(e).__name__})").wire()
         view = memoryview(data)
         while view:
             view = view[os.write(out, view):]
@@ -305,15 +305,16 @@ def _landlock_no_writes(libc: "ctypes.CDLL") -> None:
 
 def _compile_entry(path: str, mode: str | None) -> bytes:
     _make_compiler_importable()
-    from enforcer.compile.cache import compile_with_sources, entry_bytes
-    from enforcer.errors import EnforcerError
+    from enforcer.compile.cache import compile_with_sources
+    from enforcer.planstore import entry_bytes
+    from enforcer.errors import EnforcerError, PolicyErrors
 
     try:
         top, sources, plan = compile_with_sources(path, mode=mode)
+    except PolicyErrors as e:
+        raise ConfinedCompileError([str(err) for err in e.errors], "policy") from None
     except EnforcerError as e:
-        lines = str(e).strip().splitlines() or ["failed"]
-        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise ConfinedCompileError(lines[0] + more) from None
+        raise ConfinedCompileError(str(e).strip()) from None
     return entry_bytes(sources, plan, top=top, mode=mode)
 
 

@@ -12,6 +12,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -93,31 +94,96 @@ class CompileError(EnforcerError):
     """A valid policy that cannot be compiled (e.g. libseccomp refused a rule)."""
 
 
+class ConfinedCompileError(EnforcerError):
+    """The confined compiler (enforcer/confined_compile.py) could not
+    compile a policy; str(e) is one line for the user,
+    `lines` every line of the reason (a policy's errors, one per line) and
+    `kind` "policy" when those are the policy's own errors (file:line)."""
+
+    def __init__(self, reason: "str | list[str]", kind: str = "error") -> None:
+        self.lines = reason.splitlines() if isinstance(reason, str) else list(reason)
+        self.lines = self.lines or ["failed"]
+        self.kind = kind
+        more = f" (and {len(self.lines) - 1} more)" if len(self.lines) > 1 else ""
+        super().__init__(self.lines[0] + more)
+
+    def wire(self) -> bytes:
+        """How the child sends it: the kind, then the lines."""
+        return "\n".join([self.kind, *self.lines]).encode()
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> "ConfinedCompileError":
+        kind, _, text = data.decode(errors="replace").partition("\n")
+        return cls(text.strip().splitlines(), kind if kind in ("policy", "error") else "error")
+
+
 class PlanError(EnforcerError):
     """A Plan that must not be applied: corrupt, unknown version, wrong arch."""
 
 
-class ApplyError(EnforcerError):
+class ApplyError(EnforcerError, OSError):
     """One step of the apply sequence failed; the workload does not run.
 
     `step` is the name of the step (e.g. "mounts", "seccomp"), `what` the
     path, syscall or file involved, and `err` the errno if there is one.
+
+    An OSError, as the system call under it was: `except PermissionError`
+    catches an ApplyError of EPERM or EACCES (and FileNotFoundError one of
+    ENOENT, ...), the way OSError(errno, ...) picks its subclass. Code that
+    catches OSError around a step must catch ApplyError first where it
+    means to keep the step's own message.
     """
+
+    def __new__(cls, step: str, what: str, err: int | None = None,
+                detail: str = "") -> "ApplyError":
+        if cls is ApplyError and err is not None:
+            cls = _APPLY_ERROR_BY_ERRNO.get(err, cls)
+        return super().__new__(cls)
 
     def __init__(self, step: str, what: str, err: int | None = None, detail: str = "") -> None:
         self.step = step
         self.what = what
-        self.errno = err
         self.detail = detail
-        super().__init__(self.__str__())
+        super().__init__(self._message(err))
+        self.errno = err  # after OSError.__init__, which resets it
+        self.strerror = os.strerror(err) if err is not None else None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (ApplyError, (self.step, self.what, self.errno, self.detail))
 
     def __str__(self) -> str:
-        parts = [f"{self.step}: {self.what}"]
-        if self.errno is not None:
-            import errno as errno_mod
+        return self._message(self.errno)
 
-            name = errno_mod.errorcode.get(self.errno, str(self.errno))
-            parts.append(f"{name} ({os.strerror(self.errno)})")
+    def _message(self, err: int | None) -> str:
+        parts = [f"{self.step}: {self.what}"]
+        if err is not None:
+            name = errno.errorcode.get(err, str(err))
+            parts.append(f"{name} ({os.strerror(err)})")
         if self.detail:
             parts.append(self.detail)
         return ": ".join(parts)
+
+
+class ApplyPermissionError(ApplyError, PermissionError):
+    """An ApplyError of EPERM or EACCES."""
+
+
+class ApplyFileNotFoundError(ApplyError, FileNotFoundError):
+    """An ApplyError of ENOENT."""
+
+
+class ApplyFileExistsError(ApplyError, FileExistsError):
+    """An ApplyError of EEXIST."""
+
+
+class ApplyProcessLookupError(ApplyError, ProcessLookupError):
+    """An ApplyError of ESRCH."""
+
+
+# errno -> the ApplyError that is also the OSError subclass OSError(errno,
+# ...) would be (PEP 3151), for the errors an apply step meets.
+_APPLY_ERROR_BY_ERRNO: dict[int, type[ApplyError]] = {
+    errno.EPERM: ApplyPermissionError, errno.EACCES: ApplyPermissionError,
+    errno.ENOENT: ApplyFileNotFoundError, errno.EEXIST: ApplyFileExistsError,
+    errno.ESRCH: ApplyProcessLookupError,
+}

@@ -11,7 +11,9 @@ A Plan is everything the privileged side needs and nothing it must compute:
   the supervisor can say which syscall killed a workload;
 * capabilities: the five sets as bitmasks, or a relative drop/add pair;
 * mounts: an ordered list of typed operations;
-* cgroup: the files to write for a v1 and for a v2 hierarchy;
+* cgroup: the limits, typed and in the policy's units (each back end --
+  the cgroup v1 and v2 drivers, the OCI exporter and the shim -- renders
+  its own form of them);
 * rlimits, user (fixed ids, or a dynamic one picked at start), namespaces,
   no_new_privileges;
 * env: how the workload's environment is made from the caller's.
@@ -27,6 +29,8 @@ import binascii
 
 from enforcer import fastjson
 from enforcer.errors import PlanError
+from enforcer.kernel.cgroup import IO_WEIGHT_MAX, IO_WEIGHT_MIN, parse_device
+from enforcer.kernel.namespaces import NAMES as NAMESPACE_NAMES
 
 # `typing` and `dataclasses` are not imported: this module is on every
 # start, and those two (with `inspect`, `ast`, `dis`, ...) cost ~10 ms there.
@@ -52,7 +56,8 @@ except ImportError:  # pragma: no cover - other Pythons / 3.12+
 # 2: `env`, `user.dynamic`, the `devices` mount operation.
 # 3: mount targets under a rootfs are resolved inside it (and mount points
 #    made there); the `proc` and `sysfs` operations; `bind` from the policy.
-PLAN_FORMAT = 3
+# 4: typed cgroup limits (CgroupPlan) instead of v1/v2 file contents.
+PLAN_FORMAT = 4
 
 
 def sha256_hex(data: bytes) -> str:
@@ -227,30 +232,63 @@ MOUNT_KINDS = frozenset(
 )
 
 
-class CgroupPlan(_Record):
-    """Files to write, relative to the workload's cgroup directory.
+class IoDevicePlan(_Record):
+    """The throttles of one block device: bytes or operations per second,
+    None where the policy leaves a direction unlimited."""
 
-    v1: {"memory": {"memory.limit_in_bytes": "268435456"}, "pids": {...}, ...}
-        (controller -> file -> value)
-    v2: {"memory.max": "268435456", "pids.max": "64", "cpu.max": "50000 100000"}
-    io_devices: device paths/ids the compiler resolved, for messages.
+    _FIELDS = ("device", "read_bps", "write_bps", "read_iops", "write_iops")
+    device: str  # "MAJOR:MINOR" (the compiler resolves /dev paths)
+    read_bps: int | None
+    write_bps: int | None
+    read_iops: int | None
+    write_iops: int | None
+
+    def __init__(self, device: str, read_bps: int | None = None, write_bps: int | None = None,
+                 read_iops: int | None = None, write_iops: int | None = None) -> None:
+        self._init(device, read_bps, write_bps, read_iops, write_iops)
+
+
+class CgroupPlan(_Record):
+    """The workload's cgroup limits, each stored once, in the policy's unit.
+
+    Nothing here is a cgroup file: the v1 and v2 drivers
+    (enforcer/apply/cgroups/v1.py, v2.py) and the OCI exporter
+    (enforcer/emit/oci_resources.py) render their own from these numbers.
+    None: no limit.
+
+      memory_max       bytes
+      memory_swap_max  bytes of swap on top of memory_max (cgroup v2's
+                       memory.swap.max; v1 and OCI count memory+swap)
+      pids_max         tasks
+      cpu_quota_us     microseconds of CPU per cpu_period_us (both or neither)
+      io_weight        proportional io share on the cgroup v2 scale,
+                       1..10000, default 100 (enforcer/kernel/cgroup.py
+                       converts it for v1 and OCI)
+      io_devices       per-device throttles, one entry per device
     """
 
-    _FIELDS = ("v1", "v2", "memory_max", "pids_max")
-    v1: dict[str, dict[str, str]]
-    v2: dict[str, str]
-    # For "why did it die": the limits in human units.
+    _FIELDS = ("memory_max", "memory_swap_max", "pids_max", "cpu_quota_us", "cpu_period_us",
+               "io_weight", "io_devices")
     memory_max: int | None
+    memory_swap_max: int | None
     pids_max: int | None
+    cpu_quota_us: int | None
+    cpu_period_us: int | None
+    io_weight: int | None
+    io_devices: tuple[IoDevicePlan, ...]
 
-    def __init__(self, v1: dict[str, dict[str, str]] | None = None,
-                 v2: dict[str, str] | None = None, memory_max: int | None = None,
-                 pids_max: int | None = None) -> None:
-        self._init({} if v1 is None else v1, {} if v2 is None else v2, memory_max, pids_max)
+    def __init__(self, memory_max: int | None = None, memory_swap_max: int | None = None,
+                 pids_max: int | None = None, cpu_quota_us: int | None = None,
+                 cpu_period_us: int | None = None, io_weight: int | None = None,
+                 io_devices: tuple[IoDevicePlan, ...] = ()) -> None:
+        self._init(memory_max, memory_swap_max, pids_max, cpu_quota_us, cpu_period_us,
+                   io_weight, io_devices)
 
     @property
     def empty(self) -> bool:
-        return not self.v1 and not self.v2
+        return not self.io_devices and all(
+            v is None for v in (self.memory_max, self.memory_swap_max, self.pids_max,
+                                self.cpu_quota_us, self.io_weight))
 
 
 class RlimitPlan(_Record):
@@ -337,7 +375,7 @@ class Plan(_Record):
     format: int
     enforcer_version: str
     policy_name: str
-    policy_hash: str  # sha256 over the policy's source files (see compile/cache.py)
+    policy_hash: str  # sha256 over the policy's source files (see enforcer/planstore.py)
     mode: str  # "enforce" | "audit"
     seccomp: SeccompPlan | None
     capabilities: CapabilityPlan | None
@@ -487,19 +525,49 @@ def _mount_from(d: dict[str, Any], i: int) -> MountOp:
     )
 
 
+_CGROUP_NUMBERS = ("memory_max", "memory_swap_max", "pids_max", "cpu_quota_us", "cpu_period_us",
+                   "io_weight")
+_IO_RATES = ("read_bps", "write_bps", "read_iops", "write_iops")
+
+
+def _count(d: dict[str, Any], key: str, where: str) -> int | None:
+    """An optional non-negative 64-bit number."""
+    value = _opt(d, key, int, where)
+    if value is not None and not 0 <= value < 1 << 64:
+        raise PlanError(f"plan: {where}.{key}: {value} is not a number of 0 or more")
+    return value  # type: ignore[no-any-return]
+
+
+def _io_device_from(d: Any, i: int) -> IoDevicePlan:
+    where = f"cgroup.io_devices[{i}]"
+    if not isinstance(d, dict):
+        raise PlanError(f"plan: {where}: expected an object")
+    _check_keys(d, {"device", *_IO_RATES}, where)
+    device = _req(d, "device", str, where)
+    if parse_device(device) is None:
+        raise PlanError(f"plan: {where}.device: {device!r} is not MAJOR:MINOR")
+    rates = {k: _count(d, k, where) for k in _IO_RATES}
+    if all(v is None for v in rates.values()):
+        raise PlanError(f"plan: {where}: no rate for device {device}")
+    return IoDevicePlan(device=device, **rates)
+
+
 def _cgroup_from(d: dict[str, Any]) -> CgroupPlan:
-    _check_keys(d, {"v1", "v2", "memory_max", "pids_max"}, "cgroup")
-    v1 = _req(d, "v1", dict, "cgroup")
-    for ctrl, files in v1.items():
-        if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-        ):
-            raise PlanError(f"plan: cgroup.v1.{ctrl}: expected file -> string value")
-    v2 = _req(d, "v2", dict, "cgroup")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in v2.items()):
-        raise PlanError("plan: cgroup.v2: expected file -> string value")
-    return CgroupPlan(v1=v1, v2=v2, memory_max=_opt(d, "memory_max", int, "cgroup"),
-                      pids_max=_opt(d, "pids_max", int, "cgroup"))
+    _check_keys(d, {*_CGROUP_NUMBERS, "io_devices"}, "cgroup")
+    numbers = {k: _count(d, k, "cgroup") for k in _CGROUP_NUMBERS}
+    if (numbers["cpu_quota_us"] is None) != (numbers["cpu_period_us"] is None):
+        raise PlanError("plan: cgroup: cpu_quota_us and cpu_period_us come together")
+    if numbers["cpu_period_us"] == 0:
+        raise PlanError("plan: cgroup.cpu_period_us: 0 is not a period")
+    weight = numbers["io_weight"]
+    if weight is not None and not IO_WEIGHT_MIN <= weight <= IO_WEIGHT_MAX:
+        raise PlanError(f"plan: cgroup.io_weight: {weight} is not "
+                        f"{IO_WEIGHT_MIN}..{IO_WEIGHT_MAX}")
+    devices = tuple(_io_device_from(x, i)
+                    for i, x in enumerate(_req(d, "io_devices", list, "cgroup")))
+    if len({x.device for x in devices}) != len(devices):
+        raise PlanError("plan: cgroup.io_devices: a device is listed twice")
+    return CgroupPlan(io_devices=devices, **numbers)
 
 
 def _u64(d: dict[str, Any], key: str, where: str) -> int:
@@ -567,7 +635,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
                                   _req(r, "hard", int, f"rlimits[{i}]")))
     namespaces = tuple(_req(d, "namespaces", list, "plan"))
     for ns in namespaces:
-        if ns not in ("mount", "pid", "ipc", "uts", "net", "user", "cgroup"):
+        if ns not in NAMESPACE_NAMES:
             raise PlanError(f"plan: namespaces: unknown namespace {ns!r}")
     return Plan(
         format=fmt,

@@ -15,7 +15,7 @@ import struct
 import subprocess
 from dataclasses import dataclass
 
-from enforcer.compile import bpfsim
+from enforcer.kernel import bpfsim
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -73,7 +73,7 @@ def run_bpf(bpf: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args: tuple[int,
 
 
 def const_allow(bpf: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64) -> bool:
-    """The kernel's seccomp action-cache test (see enforcer/compile/bpfsim.py)."""
+    """The kernel's seccomp action-cache test (see enforcer/kernel/bpfsim.py)."""
     return bpfsim.const_allow(bpfsim.parse(bpf), nr, arch)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from enforcer.compile import bpfsim
+from enforcer.kernel import bpfsim
 from enforcer.policy.model import (
     Action,
     ActionKind,
@@ -46,7 +46,7 @@ def make_policy(rules: Iterable[SyscallRule] = (), default: Action = errno(EPERM
 
 # -- classic BPF, the subset seccomp filters use ---------------------------
 
-# The simulator itself lives in enforcer/compile/bpfsim.py; these names
+# The simulator itself lives in enforcer/kernel/bpfsim.py; these names
 # keep the tests' vocabulary.
 BpfError = bpfsim.BpfError
 Insn = bpfsim.Insn

@@ -3,7 +3,7 @@
 Used by the tests of the shim's seccomp intersection: each OCI profile is
 compiled with libseccomp the way runc compiles it (tests/emit_helpers.py's
 reference_bpf, written independently of enforcer), every filter is run in
-the BPF simulator (enforcer/compile/bpfsim.py) over every syscall number of
+the BPF simulator (enforcer/kernel/bpfsim.py) over every syscall number of
 each architecture and boundary argument values, and the merged filter's
 decision is compared with the stricter of the two inputs' decisions, as
 the kernel would pick it if both filters were stacked.

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 import pytest
 
-from enforcer.shim.server import server_processes, terminate
+from enforcer.shim.health import server_processes, terminate
 from enforcer.shim.peer import CONFIG_VARIABLES
 from tests.shim_helpers import FRONT_END, PYTHON, REPO
 

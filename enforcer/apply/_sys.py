@@ -6,7 +6,7 @@ wrapper raises `ApplyError(step, what, errno)` naming the syscall and its
 argument, so the parent can print one precise line.
 
 The constants below are kernel ABI (include/uapi). They are tested against
-the kernel headers' values in tests/unit/test_run_sys.py; syscall numbers
+the kernel headers' values in tests/unit/test_run_units.py; syscall numbers
 are tested against libseccomp's tables there (libseccomp is a test-only
 dependency: the start path never loads it).
 
@@ -22,25 +22,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 from enforcer.errors import ApplyError
+# Re-exported (`as`): the apply step calls them _sys.CLONE_NEW*.
+from enforcer.kernel.namespaces import CLONE_FLAGS
+NAMESPACE_FLAGS = CLONE_FLAGS
+from enforcer.kernel.namespaces import CLONE_NEWCGROUP as CLONE_NEWCGROUP
+from enforcer.kernel.namespaces import CLONE_NEWIPC as CLONE_NEWIPC
+from enforcer.kernel.namespaces import CLONE_NEWNET as CLONE_NEWNET
+from enforcer.kernel.namespaces import CLONE_NEWNS as CLONE_NEWNS
+from enforcer.kernel.namespaces import CLONE_NEWPID as CLONE_NEWPID
+from enforcer.kernel.namespaces import CLONE_NEWUSER as CLONE_NEWUSER
+from enforcer.kernel.namespaces import CLONE_NEWUTS as CLONE_NEWUTS
 
-# -- clone/unshare flags (linux/sched.h) ---------------------------------
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-
-NAMESPACE_FLAGS = {
-    "mount": CLONE_NEWNS,
-    "pid": CLONE_NEWPID,
-    "ipc": CLONE_NEWIPC,
-    "uts": CLONE_NEWUTS,
-    "net": CLONE_NEWNET,
-    "user": CLONE_NEWUSER,
-    "cgroup": CLONE_NEWCGROUP,
-}
+# -- clone/unshare flags (linux/sched.h): enforcer/kernel/namespaces.py,
+# imported above as NAMESPACE_FLAGS and CLONE_NEW*.
 
 # -- mount(2) flags (linux/mount.h) --------------------------------------
 MS_RDONLY = 1

@@ -106,6 +106,8 @@ class Targets:
                                "of the policy, never in a bind's host source)")
                 raise ApplyError("mounts", self.display(op), errno.ENOENT, detail)
             return _make(root_fd, rel, create, self.display(op))
+        except ApplyError:
+            raise  # its own message (an ApplyError is an OSError too)
         except OSError as e:
             raise ApplyError("mounts", self.display(op), e.errno) from None
         finally:

@@ -334,6 +334,8 @@ def devices(op: MountOp, t: Targets) -> None:
                    "newinstance,ptmxmode=0666,mode=620")
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=dev)
+    except ApplyError:
+        raise  # a mount step's own message (ApplyError is an OSError too)
     except OSError as e:
         raise ApplyError("mounts", f"devices {e.filename or op.path}", e.errno) from None
     finally:

@@ -16,7 +16,7 @@ become one line per syscall, the most refused first:
     enforcer run: refused by policy 'redis': wait4 ×20 (EPERM, pid 4241)
 
 The kernel's record names the action, not the errno returned: that is
-read from the Plan's own filter (enforcer/compile/bpfsim.py runs it for
+read from the Plan's own filter (enforcer/kernel/bpfsim.py runs it for
 the syscall), where it does not depend on the arguments ("errno" where it
 does). A syscall answered ENOSYS -- the policy's way of making a program
 fall back to an older call (clone3 -> clone) -- is routine, so it is only
@@ -95,7 +95,7 @@ class Refusals:
         arguments, or None (it depends on them, or cannot be told)."""
         if not self.bpf:
             return None
-        from enforcer.compile import bpfsim
+        from enforcer.kernel import bpfsim
 
         try:
             prog = bpfsim.parse(self.bpf)

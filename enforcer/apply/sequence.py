@@ -327,8 +327,8 @@ def resolve_command(ctx: ChildContext) -> str:
 
 
 def mark_fds_close_on_exec(ctx: ChildContext) -> None:
-    """Step 7 (prepared before seccomp). Every inherited fd but 0-2 is
-    closed by execve itself. Leaked fds let a workload reach files of the
+    """Step 5c, right before seccomp (step 6). Every inherited fd but 0-2
+    is closed by execve itself. Leaked fds let a workload reach files of the
     host: CVE-2016-9962 (runc exposed its directory fd to a joined
     process), CVE-2024-21626 (a leaked cgroup fd as working directory). It
     is done just before seccomp so the filter need not allow close_range;

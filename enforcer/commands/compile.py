@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from enforcer.compile import compile_policy
-    from enforcer.compile.cache import compile_and_store, resolve_spec
+    from enforcer.compile.cache import compile_and_store
+    from enforcer.planstore import resolve_spec
     from enforcer.policy.loader import load_policy
 
     if args.format == "plan" and args.cache:

@@ -58,7 +58,7 @@ def _report(lines: list[str]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from enforcer.compile.cache import resolve_spec
+    from enforcer.planstore import resolve_spec
     from enforcer.policy.loader import load_policy
 
     policy = load_policy(resolve_spec(args.policy), mode=args.mode)

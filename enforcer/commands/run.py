@@ -4,9 +4,13 @@
                  [--exec] [--name ID] [--summary[=SECONDS]] -- CMD [ARGS...]
 
 The start path imports only the standard library, enforcer.plan,
-enforcer.registry, enforcer.apply and (for --policy) the compile cache's
-fast path: with a cached Plan, no PyYAML, libseccomp, psutil or
-prometheus_client (tests/integration/test_run_imports.py checks).
+enforcer.registry, enforcer.apply and (for --policy) the Plan store
+(enforcer/planstore.py): no PyYAML, libseccomp, psutil or
+prometheus_client, and never the compiler (lint-imports and
+tests/integration/test_run_imports.py check). A policy missing from the
+store is compiled by enforcer/confined_compile.py in a forked child that
+holds no capability and cannot write files; this process only verifies
+and stores the Plan it hands back.
 
 `parse_argv` is a small hand parser so the common case need not build an
 argparse parser; `add_arguments` describes the same options for --help.
@@ -189,16 +193,21 @@ def load_plan(args: RunArgs) -> Any:
             raise PlanError(f"{args.plan}: compiled for mode {plan.mode}, not {args.mode}; "
                             f"compile it with --mode {args.mode}")
         return plan
-    try:
-        from enforcer.compile.cache import load_or_compile
-    except ImportError as e:
-        raise PlanError(f"cannot compile policy {args.policy!r}: the compiler is not "
-                        f"available ({e}); pass --plan") from None
-    return load_or_compile(args.policy, mode=args.mode)
+    # A Plan from the store; a miss is compiled in a confined, unprivileged
+    # child (no capability, no file-system writes), never in this process.
+    from enforcer.planstore import lookup, resolve_spec
+
+    top = resolve_spec(args.policy)
+    _found, stored = lookup(top, mode=args.mode)
+    if stored is not None:
+        return stored
+    from enforcer.confined_compile import plan_for_policy_file
+
+    return plan_for_policy_file(top, mode=args.mode)
 
 
 def run(args: RunArgs) -> int:
-    from enforcer.errors import EnforcerError, PolicyErrors
+    from enforcer.errors import ConfinedCompileError, EnforcerError, PolicyErrors
 
     try:
         if args.exec_:
@@ -215,14 +224,23 @@ def run(args: RunArgs) -> int:
         return supervise(source.load, args.command, args.name,
                          guess_namespaces=source.guess_namespaces, summary_every=args.summary)
     except PolicyErrors as e:
-        for err in e.errors:
-            print(err, file=sys.stderr)
-        print("enforcer run: policy: not applied; the workload did not run", file=sys.stderr)
+        return _policy_not_applied([str(err) for err in e.errors])
+    except ConfinedCompileError as e:
+        if e.kind == "policy":
+            return _policy_not_applied(e.lines)
+        print(f"enforcer run: policy: {chr(10).join(e.lines)}", file=sys.stderr)
         return exitcodes.APPLY_FAILED
     except EnforcerError as e:
         step = "plan" if type(e).__name__ == "PlanError" else "policy"
         print(f"enforcer run: {step}: {e}", file=sys.stderr)
         return exitcodes.APPLY_FAILED
+
+
+def _policy_not_applied(errors: list[str]) -> int:
+    for err in errors:
+        print(err, file=sys.stderr)
+    print("enforcer run: policy: not applied; the workload did not run", file=sys.stderr)
+    return exitcodes.APPLY_FAILED
 
 
 def main(args: Any) -> int:

@@ -3,12 +3,15 @@
     compile_policy(policy, mode=None) -> Plan          (enforcer/compile/compiler.py)
     load_or_compile(spec, mode=None, cache_dir=None)   (enforcer/compile/cache.py)
 
+The Plan store it writes to is enforcer/planstore.py, beside plan.py: the
+start path reads Plans from there and never imports this package.
+
 One module per kernel mechanism: seccomp.py (BPF through libseccomp),
 caps.py, mounts.py, cgroups.py; compiler.py puts them together.
 
-This package's __init__ imports nothing: `enforcer run` and the shim import
-enforcer.compile.cache on the start path, and Python runs this file first.
-The names below load their modules on first use.
+This package's __init__ imports nothing (the confined compiler's child
+imports enforcer.compile.cache, and Python runs this file first); the
+names below load their modules on first use.
 """
 
 from __future__ import annotations

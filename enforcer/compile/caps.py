@@ -1,6 +1,6 @@
 """Capabilities: the policy's keep or drop/add as five bitmasks.
 
-`keep` is absolute: enforcer.policy.caps.absolute_sets says what each set
+`keep` is absolute: enforcer.kernel.capabilities.absolute_sets says what each set
 holds. As root (or with no user switch) the kept capabilities are held;
 a non-root uid holds only what `capabilities.ambient` lists, never the
 whole kept set. (Before, every kept capability became ambient for a
@@ -16,7 +16,7 @@ absolute masks of a relative plan assume Docker's default set as the parent
 from __future__ import annotations
 
 from enforcer.plan import CapabilityPlan
-from enforcer.policy.caps import CAPABILITIES, absolute_sets
+from enforcer.kernel.capabilities import CAPABILITIES, absolute_sets
 from enforcer.policy.model import CapabilityPolicy, UserPolicy
 
 # The capabilities Docker and containerd's CRI give a container by default.

@@ -4,8 +4,8 @@ Each kernel mechanism has its own module (seccomp, caps, mounts, cgroups);
 this one puts their results together, resolves what must be resolved on the
 compiling side (user names, /dev paths, rlimit names), and writes the notes
 the user should see. Nothing here runs on the start path: a Plan is loaded
-from the cache (compile/cache.py) without importing this package's heavy
-parts (pyseccomp is imported lazily, only when a filter is built).
+from the Plan store (enforcer/planstore.py), and a miss is compiled in a
+confined child (enforcer/confined_compile.py).
 
 Audit mode: the seccomp filter logs instead of blocking, and everything
 that cannot "log instead" -- capabilities, mounts, cgroup limits, rlimits,
@@ -126,16 +126,11 @@ def compile_policy(policy: Policy, *, mode: Mode | str | None = None) -> Plan:
 
 
 def _oci_seccomp(policy: Policy, notes: list[str]) -> dict:  # type: ignore[type-arg]
-    """The OCI linux.seccomp object, from the emit package (the shim hands it
-    to runc so nothing compiles at container start)."""
-    try:
-        from enforcer.emit.oci import oci_seccomp
-    except ImportError:
-        notes.append("seccomp: OCI form not available in this build (enforcer.emit.oci); "
-                     "the shim must compile it itself")
-        return {}
-    result = oci_seccomp(policy)
-    return dict(result)
+    """The OCI linux.seccomp object (the shim hands it to runc so nothing
+    compiles at container start)."""
+    from enforcer.compile.oci_seccomp import oci_seccomp
+
+    return oci_seccomp(policy)
 
 
 # -- user ---------------------------------------------------------------------

@@ -56,6 +56,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from enforcer.kernel.arch import AUDIT_ARCH_X86_64 as _AUDIT_ARCH_X86_64
 from enforcer.errors import CompileError
 from enforcer.plan import SeccompFilter, SeccompPlan
 from enforcer.policy.model import Action, ActionKind, ArgCondition, ArgOp, Mode, Policy, SyscallRule
@@ -511,7 +512,6 @@ _BPF_LD_W_ABS = 0x20
 _BPF_JEQ_K = 0x15
 _BPF_RET_K = 0x06
 _OFFSET_NR, _OFFSET_ARCH = 0, 4  # struct seccomp_data
-_AUDIT_ARCH_X86_64 = 0xC000003E
 
 
 def _audit_arch(arch: str) -> int:

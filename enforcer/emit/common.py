@@ -11,10 +11,9 @@ OCI exporter stays cheap for the shim.
 from __future__ import annotations
 
 import dataclasses
-import platform
 from dataclasses import dataclass, field
 
-from enforcer.policy import caps
+from enforcer.kernel import capabilities as caps
 from enforcer.policy.model import (
     DEFAULT_ENV_KEEP,
     Action,
@@ -51,74 +50,6 @@ def caps_of_mask(mask: int) -> list[int]:
     return [c for c in sorted(caps.ALL_CAPS) if mask >> c & 1]
 
 
-# libseccomp architecture names -> OCI / Docker SCMP_ARCH_* names.
-SCMP_ARCH: dict[str, str] = {
-    "x86": "SCMP_ARCH_X86",
-    "x86_64": "SCMP_ARCH_X86_64",
-    "x32": "SCMP_ARCH_X32",
-    "arm": "SCMP_ARCH_ARM",
-    "aarch64": "SCMP_ARCH_AARCH64",
-    "mips": "SCMP_ARCH_MIPS",
-    "mips64": "SCMP_ARCH_MIPS64",
-    "mips64n32": "SCMP_ARCH_MIPS64N32",
-    "mipsel": "SCMP_ARCH_MIPSEL",
-    "mipsel64": "SCMP_ARCH_MIPSEL64",
-    "mipsel64n32": "SCMP_ARCH_MIPSEL64N32",
-    "ppc": "SCMP_ARCH_PPC",
-    "ppc64": "SCMP_ARCH_PPC64",
-    "ppc64le": "SCMP_ARCH_PPC64LE",
-    "s390": "SCMP_ARCH_S390",
-    "s390x": "SCMP_ARCH_S390X",
-    "parisc": "SCMP_ARCH_PARISC",
-    "parisc64": "SCMP_ARCH_PARISC64",
-    "riscv64": "SCMP_ARCH_RISCV64",
-    "loongarch64": "SCMP_ARCH_LOONGARCH64",
-}
-
-# uname -m -> libseccomp architecture name.
-_MACHINE_ARCH: dict[str, str] = {
-    "x86_64": "x86_64", "amd64": "x86_64", "i386": "x86", "i486": "x86",
-    "i586": "x86", "i686": "x86", "aarch64": "aarch64", "arm64": "aarch64",
-    "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "ppc64": "ppc64",
-    "s390x": "s390x", "riscv64": "riscv64", "mips64": "mips64",
-    "loongarch64": "loongarch64",
-}
-
-
-def native_arch(machine: str | None = None) -> str:
-    """The libseccomp name of this machine's architecture (uname -m based)."""
-    m = machine or platform.machine()
-    try:
-        return _MACHINE_ARCH[m]
-    except KeyError:
-        raise ValueError(f"unsupported machine architecture {m!r}") from None
-
-
-def policy_arches(policy: Policy, machine: str | None = None) -> list[str]:
-    """The libseccomp arch names the filter admits: native only unless named."""
-    native = native_arch(machine)
-    arches = list(policy.syscalls.architectures) or [native]
-    return [native if a == "native" else a for a in arches]
-
-
-# OCI seccomp action names.
-SCMP_ACT: dict[ActionKind, str] = {
-    ActionKind.ALLOW: "SCMP_ACT_ALLOW",
-    ActionKind.LOG: "SCMP_ACT_LOG",
-    ActionKind.ERRNO: "SCMP_ACT_ERRNO",
-    ActionKind.TRAP: "SCMP_ACT_TRAP",
-    ActionKind.KILL_THREAD: "SCMP_ACT_KILL_THREAD",
-    ActionKind.KILL_PROCESS: "SCMP_ACT_KILL_PROCESS",
-}
-
-
-def effective_action(policy: Policy, action: Action) -> Action:
-    """In audit mode nothing is blocked: a blocking action becomes `log`."""
-    if policy.mode is Mode.AUDIT and action.blocks:
-        return Action(ActionKind.LOG)
-    return action
-
-
 @dataclass
 class Unexpressed:
     """Collects what a target cannot express, one line each, in order."""
@@ -152,7 +83,7 @@ def absolute_caps(policy_caps: CapabilityPolicy, parent: frozenset[int],
                   non_root: bool = False) -> CapSets:
     """The sets a workload ends up with, given what its parent would give it.
 
-    `keep` is absolute (enforcer.policy.caps.absolute_sets, as the compiler
+    `keep` is absolute (enforcer.kernel.capabilities.absolute_sets, as the compiler
     does): a non-root uid holds only the policy's ambient list. `drop`/`add`
     apply to the parent's sets.
     """

@@ -22,7 +22,8 @@ from enforcer.emit.common import (Unexpressed, audit_stripped, cap_name,
                                   caps_for_a_runtime_without_ambient, env_set_entries,
                                   landlock_unexpressed, report_container_env_and_user,
                                   runs_as_non_root)
-from enforcer.emit.oci import blkio_weight_v1, device_numbers, oci_seccomp_checked
+from enforcer.emit.oci import device_numbers, oci_seccomp_checked
+from enforcer.kernel.cgroup import blkio_weight
 from enforcer.plan import Plan
 from enforcer.policy.model import IoDeviceLimit, Policy
 
@@ -121,7 +122,7 @@ def _resource_flags(policy: Policy, un: Unexpressed) -> list[str]:
         else:
             flags += ["--cpu-period", str(r.cpu_period_us), "--cpu-quota", str(r.cpu_quota_us)]
     if r.io_weight is not None:
-        flags += ["--blkio-weight", str(blkio_weight_v1(r.io_weight))]
+        flags += ["--blkio-weight", str(blkio_weight(r.io_weight))]
     for dev in r.io_devices:
         flags += _io_flags(dev, un)
     return flags

@@ -1,34 +1,22 @@
 """Policy -> OCI runtime spec (config.json) fragments.
 
-`oci_seccomp(policy)` is the `linux.seccomp` object; the compiler stores it
-in Plan.seccomp.oci so the shim never compiles anything at start time.
+`oci_seccomp(policy)` is the `linux.seccomp` object (built by
+enforcer/compile/oci_seccomp.py, which the compiler also uses for
+Plan.seccomp.oci, so the shim never compiles anything at start time).
 `oci_patch(policy, plan)` is a partial config.json to deep-merge into a
 bundle's config: capabilities, read-only and masked paths, tmpfs mounts,
-resources, rlimits, no_new_privileges, user and namespaces.
-
-OCI seccomp semantics worth knowing (runc 1.1, libseccomp 2.5):
-* SCMP_CMP_MASKED_EQ takes the mask in `value` and the expected value in
-  `valueTwo`: (arg & value) == valueTwo.
-* runc turns a rule with two conditions on the same argument index into
-  one rule per condition (OR), not one rule with both (AND). We never emit
-  such a rule where OR would allow more than the policy does.
-* runc answers ENOSYS for syscall numbers newer than any the profile names,
-  which matches our default `unknown: errno ENOSYS`.
-* runc before 1.2 refuses a profile with any `flags` ("seccomp flags are not
-  yet supported by runc"), so SECCOMP_FILTER_FLAG_LOG is only written when
-  asked for (`with_flags=True`, `enforcer export --seccomp-flags`).
+resources (the Plan's, through emit/oci_resources.py, which the shim uses
+too), rlimits, no_new_privileges, user and namespaces.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from typing import Any
 
+from enforcer.compile.oci_seccomp import oci_seccomp_object
 from enforcer.emit.common import (
     DOCKER_DEFAULT_CAPS,
-    SCMP_ACT,
-    SCMP_ARCH,
     CapSets,
     Unexpressed,
     absolute_caps,
@@ -37,150 +25,20 @@ from enforcer.emit.common import (
     cap_name,
     cap_number,
     caps_of_mask,
-    effective_action,
     env_set_entries,
-    policy_arches,
     report_container_env_and_user,
     runs_as_non_root,
 )
-from enforcer.plan import Plan
-from enforcer.policy.model import (
-    Action,
-    ActionKind,
-    ArgCondition,
-    ArgOp,
-    IoDeviceLimit,
-    Mode,
-    Policy,
-    SyscallRule,
-)
-
-ENOSYS = 38
-
-SCMP_CMP: dict[ArgOp, str] = {
-    ArgOp.EQ: "SCMP_CMP_EQ",
-    ArgOp.NE: "SCMP_CMP_NE",
-    ArgOp.LT: "SCMP_CMP_LT",
-    ArgOp.LE: "SCMP_CMP_LE",
-    ArgOp.GT: "SCMP_CMP_GT",
-    ArgOp.GE: "SCMP_CMP_GE",
-    ArgOp.MASKED_EQ: "SCMP_CMP_MASKED_EQ",
-}
+from enforcer.emit.oci_resources import oci_resources
+from enforcer.kernel.namespaces import OCI_TYPES
+from enforcer.plan import CgroupPlan, IoDevicePlan, Plan
+from enforcer.policy.model import Policy, ResourcePolicy
 
 # RLIM_INFINITY as the OCI spec's uint64.
 RLIM_INFINITY = (1 << 64) - 1
 
-OCI_NAMESPACE = {
-    "mount": "mount", "pid": "pid", "ipc": "ipc", "uts": "uts",
-    "net": "network", "user": "user", "cgroup": "cgroup",
-}
 
-
-# -- seccomp ---------------------------------------------------------------
-
-
-def _action_fields(action: Action) -> dict[str, Any]:
-    fields: dict[str, Any] = {"action": SCMP_ACT[action.kind]}
-    if action.kind is ActionKind.ERRNO:
-        fields["errnoRet"] = action.errno if action.errno is not None else 1
-    return fields
-
-
-def _arg_json(cond: ArgCondition) -> dict[str, Any]:
-    if cond.op is ArgOp.MASKED_EQ:
-        # OCI: (arg & value) == valueTwo.
-        return {"index": cond.index, "value": cond.mask or 0, "valueTwo": cond.value,
-                "op": SCMP_CMP[cond.op]}
-    return {"index": cond.index, "value": cond.value, "op": SCMP_CMP[cond.op]}
-
-
-def _same_index_twice(rule: SyscallRule) -> bool:
-    counts = Counter(c.index for c in rule.args)
-    return any(n > 1 for n in counts.values())
-
-
-def seccomp_entries(policy: Policy, unexpressed: Unexpressed) -> list[dict[str, Any]]:
-    """The OCI `syscalls` list: unconditional rules grouped by action, in order."""
-    entries: list[dict[str, Any]] = []
-    default = effective_action(policy, policy.syscalls.default_action)
-    named: set[str] = set()
-    for rule in policy.syscalls.rules:
-        named.add(rule.syscall)
-        action = effective_action(policy, rule.action)
-        fields = _action_fields(action)
-        if not rule.args:
-            if action == default:
-                continue  # the default does it; an explicit rule is noise
-            last = entries[-1] if entries else None
-            if last is not None and "args" not in last and \
-                    {k: v for k, v in last.items() if k != "names"} == fields:
-                last["names"].append(rule.syscall)
-            else:
-                entries.append({"names": [rule.syscall], **fields})
-            continue
-        if _same_index_twice(rule):
-            # runc would OR the conditions. For a rule that lets the call run,
-            # OR allows more than the policy: leave it out (the default then
-            # applies, which blocks more). For a blocking rule OR blocks more.
-            if not action.blocks:
-                unexpressed.add(
-                    f"syscall {rule.syscall}: several conditions on one argument "
-                    f"({_conds_text(rule.args)})",
-                    "OCI runtimes OR them; the rule is left out, so the default action applies")
-                continue
-            unexpressed.add(
-                f"syscall {rule.syscall}: several conditions on one argument "
-                f"({_conds_text(rule.args)})",
-                "OCI runtimes OR them; emitted as is, which blocks more calls than the policy")
-        entries.append({"names": [rule.syscall], **fields,
-                        "args": [_arg_json(c) for c in rule.args]})
-    unknown = effective_action(policy, policy.syscalls.unknown_action)
-    if "clone3" not in named and default.blocks:
-        # glibc falls back to clone when clone3 fails with ENOSYS; a plain
-        # EPERM would make thread creation fail instead.
-        entries.append({"names": ["clone3"], **_action_fields(unknown)})
-    if unknown != Action(ActionKind.ERRNO, ENOSYS) and policy.mode.value == "enforce":
-        unexpressed.add(
-            f"syscalls.unknown = {unknown} for syscalls newer than the profile",
-            "runc answers ENOSYS for them")
-    return entries
-
-
-def _conds_text(args: tuple[ArgCondition, ...]) -> str:
-    parts = []
-    for c in args:
-        if c.op is ArgOp.MASKED_EQ:
-            parts.append(f"arg{c.index} & {c.mask:#x} == {c.value:#x}")
-        else:
-            parts.append(f"arg{c.index} {c.op.value} {c.value:#x}")
-    return ", ".join(parts)
-
-
-def _seccomp(policy: Policy, unexpressed: Unexpressed, machine: str | None,
-             with_flags: bool) -> dict[str, Any]:
-    default = effective_action(policy, policy.syscalls.default_action)
-    out: dict[str, Any] = {"defaultAction": SCMP_ACT[default.kind]}
-    if default.kind is ActionKind.ERRNO:
-        out["defaultErrnoRet"] = default.errno if default.errno is not None else 1
-    out["architectures"] = [SCMP_ARCH[a] for a in policy_arches(policy, machine)]
-    if policy.syscalls.log_denials:
-        if with_flags:
-            out["flags"] = ["SECCOMP_FILTER_FLAG_LOG"]
-        elif policy.mode is Mode.ENFORCE and _has_logless_denial(policy, default):
-            # runc < 1.2 refuses any linux.seccomp.flags ("seccomp flags are
-            # not yet supported by runc"), and so does Docker with it.
-            unexpressed.add(
-                "log_denials (SECCOMP_FILTER_FLAG_LOG)",
-                "runc before 1.2 refuses seccomp flags, so ERRNO/TRAP denials are not "
-                "logged; export with --seccomp-flags for runc >= 1.2")
-    out["syscalls"] = seccomp_entries(policy, unexpressed)
-    return out
-
-
-def _has_logless_denial(policy: Policy, default: Action) -> bool:
-    """True if some action would go unlogged without the flag (errno, trap)."""
-    quiet = (ActionKind.ERRNO, ActionKind.TRAP)
-    return default.kind in quiet or any(r.action.kind in quiet for r in policy.syscalls.rules)
+# -- seccomp (built by enforcer/compile/oci_seccomp.py) ----------------------
 
 
 def oci_seccomp(policy: Policy, machine: str | None = None,
@@ -190,14 +48,14 @@ def oci_seccomp(policy: Policy, machine: str | None = None,
     `with_flags` adds `flags: [SECCOMP_FILTER_FLAG_LOG]` when the policy
     logs denials; runc < 1.2 refuses any flags, so it is off by default.
     """
-    return _seccomp(policy, Unexpressed("oci"), machine, with_flags)
+    return oci_seccomp_object(policy, Unexpressed("oci"), machine, with_flags)
 
 
 def oci_seccomp_checked(policy: Policy, machine: str | None = None, target: str = "oci",
                         with_flags: bool = False) -> tuple[dict[str, Any], list[str]]:
     """`linux.seccomp` plus the lines saying what it cannot express."""
     unexpressed = Unexpressed(target)
-    return _seccomp(policy, unexpressed, machine, with_flags), unexpressed.lines
+    return oci_seccomp_object(policy, unexpressed, machine, with_flags), unexpressed.lines
 
 
 # -- the rest of config.json ------------------------------------------------
@@ -250,60 +108,34 @@ def device_numbers(device: str) -> tuple[int, int] | None:
     return os.major(st.st_rdev), os.minor(st.st_rdev)
 
 
-def blkio_weight_v1(weight_v2: int) -> int:
-    """cgroup v2 io.weight (1..10000) -> OCI/v1 blkio weight (10..1000).
-
-    runc maps the other way with 1 + (w1 - 10) * 9999 / 990; this is its
-    inverse, rounded to the nearest weight.
-    """
-    return max(10, min(1000, round(10 + (weight_v2 - 1) * 990 / 9999)))
-
-
-def _resources(policy: Policy, unexpressed: Unexpressed) -> dict[str, Any]:
+def _resources(policy: Policy, plan: Plan | None, unexpressed: Unexpressed) -> dict[str, Any]:
+    """`linux.resources`: the Plan's limits through oci_resources, the one
+    Plan -> OCI conversion (the shim uses it too)."""
     r = policy.resources
-    out: dict[str, Any] = {}
-    if r.memory_max is not None:
-        out["memory"] = {"limit": r.memory_max}
-    if r.memory_swap_max is not None:
-        if r.memory_max is None:
-            unexpressed.add("resources.memory.swap without memory.max",
-                            "OCI's swap is memory+swap; no swap limit emitted")
-        else:
-            # OCI `swap` is the memory+swap total (cgroup v1 memsw semantics).
-            out["memory"]["swap"] = r.memory_max + r.memory_swap_max
-    if r.pids_max is not None:
-        out["pids"] = {"limit": r.pids_max}
-    if r.cpu_quota_us is not None:
-        out["cpu"] = {"quota": r.cpu_quota_us, "period": r.cpu_period_us}
-    blkio: dict[str, Any] = {}
-    if r.io_weight is not None:
-        blkio["weight"] = blkio_weight_v1(r.io_weight)
+    if r.memory_swap_max is not None and r.memory_max is None:
+        unexpressed.add("resources.memory.swap without memory.max",
+                        "OCI's swap is memory+swap; no swap limit emitted")
+    cgroup = plan.cgroup if plan is not None else _cgroup_of(r, unexpressed)
+    return oci_resources(cgroup)
+
+
+def _cgroup_of(r: ResourcePolicy, unexpressed: Unexpressed) -> CgroupPlan:
+    """The limits of a policy exported without its Plan, as the compiler
+    would store them; a device that is no MAJOR:MINOR here is reported."""
+    devices = []
     for dev in r.io_devices:
-        _throttle(dev, blkio, unexpressed)
-    if blkio:
-        out["blockIO"] = blkio
-    return out
-
-
-_THROTTLE_KEYS = (
-    ("read_bps", "throttleReadBpsDevice"),
-    ("write_bps", "throttleWriteBpsDevice"),
-    ("read_iops", "throttleReadIOPSDevice"),
-    ("write_iops", "throttleWriteIOPSDevice"),
-)
-
-
-def _throttle(dev: IoDeviceLimit, blkio: dict[str, Any], unexpressed: Unexpressed) -> None:
-    numbers = device_numbers(dev.device)
-    if numbers is None:
-        unexpressed.add(f"io limit for device {dev.device}",
-                        "it is not MAJOR:MINOR and does not exist here; no limit emitted")
-        return
-    for attr, key in _THROTTLE_KEYS:
-        rate = getattr(dev, attr)
-        if rate is not None:
-            blkio.setdefault(key, []).append(
-                {"major": numbers[0], "minor": numbers[1], "rate": rate})
+        numbers = device_numbers(dev.device)
+        if numbers is None:
+            unexpressed.add(f"io limit for device {dev.device}",
+                            "it is not MAJOR:MINOR and does not exist here; no limit emitted")
+            continue
+        devices.append(IoDevicePlan(f"{numbers[0]}:{numbers[1]}", dev.read_bps, dev.write_bps,
+                                    dev.read_iops, dev.write_iops))
+    quota = r.cpu_quota_us
+    return CgroupPlan(memory_max=r.memory_max, memory_swap_max=r.memory_swap_max,
+                      pids_max=r.pids_max, cpu_quota_us=quota,
+                      cpu_period_us=r.cpu_period_us if quota is not None else None,
+                      io_weight=r.io_weight, io_devices=tuple(devices))
 
 
 def _rlimit_value(v: int) -> int:
@@ -367,7 +199,7 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
         process["env"] = [f"{k}={v}" for k, v in env_set_entries(policy)]
 
     linux: dict[str, Any] = {}
-    seccomp = _seccomp(policy, un, machine, with_flags)
+    seccomp = oci_seccomp_object(policy, un, machine, with_flags)
     linux["seccomp"] = seccomp
     if fs.read_only_paths:
         linux["readonlyPaths"] = list(fs.read_only_paths)
@@ -379,11 +211,11 @@ def oci_patch(policy: Policy, plan: Plan | None = None, machine: str | None = No
             masked.append(path)
     if masked:
         linux["maskedPaths"] = masked
-    resources = _resources(policy, un)
+    resources = _resources(policy, plan, un)
     if resources:
         linux["resources"] = resources
     if policy.namespaces:
-        linux["namespaces"] = [{"type": OCI_NAMESPACE[ns]} for ns in policy.namespaces]
+        linux["namespaces"] = [{"type": OCI_TYPES[ns]} for ns in policy.namespaces]
         if "user" in policy.namespaces:
             un.add("a user namespace without id mappings",
                    "add linux.uidMappings/gidMappings to the bundle yourself")

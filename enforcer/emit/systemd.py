@@ -28,11 +28,12 @@ from enforcer.emit.common import (
     audit_stripped,
     landlock_unexpressed,
     cap_name,
-    effective_action,
     env_set_entries,
     extra_env_keep,
-    native_arch,
 )
+from enforcer.compile.oci_seccomp import effective_action
+from enforcer.kernel.arch import native_arch
+from enforcer.kernel.namespaces import SYSTEMD_NAMES
 from enforcer.emit.oci import device_numbers
 from enforcer.plan import Plan
 from enforcer.policy.model import Action, ActionKind, ArgOp, Mode, Policy, SyscallRule
@@ -95,10 +96,7 @@ def _blocking_suffix(action: Action, un: Unexpressed, what: str) -> str:
 
 
 # clone(2) namespace flags -> RestrictNamespaces= type names.
-_NAMESPACE_FLAGS = {
-    0x00000080: "time", 0x00020000: "mnt", 0x02000000: "cgroup", 0x04000000: "uts",
-    0x08000000: "ipc", 0x10000000: "user", 0x20000000: "pid", 0x40000000: "net",
-}
+_NAMESPACE_FLAGS = SYSTEMD_NAMES  # enforcer/kernel/namespaces.py
 _ALL_NAMESPACE_FLAGS = sum(_NAMESPACE_FLAGS)
 
 

@@ -45,9 +45,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from enforcer.emit.common import DOCKER_DEFAULT_CAPS, SCMP_ARCH, native_arch
+from enforcer.emit.common import DOCKER_DEFAULT_CAPS
+from enforcer.kernel.arch import SCMP_ARCH, native_arch
 from enforcer.errors import EnforcerError
-from enforcer.policy import caps as cap_table
+from enforcer.kernel import capabilities as cap_table
 
 U64_MAX = (1 << 64) - 1
 

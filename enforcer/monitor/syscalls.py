@@ -4,38 +4,22 @@ Names come from enforcer's syscall table (enforcer/policy/syscall_table.py),
 so a denied mseal or statmount is named although libseccomp 2.5.4 does not
 know it; libseccomp answers what the table lacks (ARM's private calls).
 libseccomp's architecture tokens are the kernel's AUDIT_ARCH_* values, so
-the `arch=` field of an audit record is passed to it unchanged. The only
-table kept here maps those values to the architecture names both use; a
-unit test checks every entry against libseccomp.
+the `arch=` field of an audit record is passed to it unchanged. The
+values and names are enforcer/kernel/arch.py's table; a unit test checks
+every entry against libseccomp.
 """
 
 from __future__ import annotations
 
+from enforcer.kernel.arch import ARCHES, arch_name
+from enforcer.kernel.arch import AUDIT_ARCH_X32 as _AUDIT_ARCH_X32
+from enforcer.kernel.arch import AUDIT_ARCH_X86_64 as _AUDIT_ARCH_X86_64
+from enforcer.kernel.arch import X32_SYSCALL_BIT as _X32_SYSCALL_BIT
+
 # AUDIT_ARCH_* (linux/audit.h) -> the names the policy format uses.
-ARCH_NAMES: dict[int, str] = {
-    0xC000003E: "x86_64",
-    0x40000003: "x86",
-    0x4000003E: "x32",
-    0xC00000B7: "aarch64",
-    0x40000028: "arm",
-    0x00000008: "mips",
-    0x40000008: "mipsel",
-    0x80000008: "mips64",
-    0xC0000008: "mipsel64",
-    0x00000014: "ppc",
-    0x80000015: "ppc64",
-    0xC0000015: "ppc64le",
-    0x00000016: "s390",
-    0x80000016: "s390x",
-    0xC00000F3: "riscv64",
-}
-_X32_SYSCALL_BIT = 0x40000000
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_AUDIT_ARCH_X32 = 0x4000003E  # libseccomp's SCMP_ARCH_X32 token
+ARCH_NAMES: dict[int, str] = {a.audit: a.name for a in ARCHES}
 
-
-def arch_name(arch: int) -> str:
-    return ARCH_NAMES.get(arch, f"0x{arch:08x}")
+__all__ = ["ARCH_NAMES", "SyscallNames", "arch_name"]
 
 
 class SyscallNames:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from enforcer.policy import caps as caps_mod
+from enforcer.kernel import capabilities as caps_mod
 from enforcer.policy.explain import describe_condition
 from enforcer.policy.lint import cap_view, syscall_state
 from enforcer.policy.model import Policy, SyscallRule

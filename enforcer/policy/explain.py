@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from enforcer.errors import Location
-from enforcer.policy import caps as caps_mod
+from enforcer.kernel import capabilities as caps_mod
 from enforcer.policy.model import DEFAULT_ENV_KEEP, ArgCondition, ArgOp, Policy
 
 BUILTIN = "(built-in default)"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from enforcer.errors import Location
-from enforcer.policy import caps as caps_mod
+from enforcer.kernel import capabilities as caps_mod
 from enforcer.policy.model import (Action, ActionKind, CapabilityPolicy, Mode, Policy, SyscallRule,
                                    UserPolicy)
 
@@ -222,7 +222,7 @@ class CapView:
 
 def cap_view(policy: Policy) -> CapView:
     """Root holds what it keeps; a non-root user holds only its ambient list
-    (enforcer.policy.caps.absolute_sets, as compiled and exported). With
+    (enforcer.kernel.capabilities.absolute_sets, as compiled and exported). With
     drop/add a non-root user holds nothing after execve (nothing is ambient)."""
     reach, guessed = effective_caps(policy)
     bounding = frozenset(reach)

@@ -21,7 +21,7 @@ from typing import Any
 
 from enforcer.errors import Location, PolicyError, PolicyErrors
 from enforcer.filetrust import UntrustedFile, read_trusted
-from enforcer.policy import caps as caps_mod
+from enforcer.kernel import capabilities as caps_mod
 from enforcer.policy import carveouts, fs_checks, groups, names, syscalls
 from enforcer.policy import landlock as landlock_section
 from enforcer.policy.model import (

@@ -16,7 +16,8 @@ from typing import Any
 
 
 def build() -> dict[str, Any]:
-    from enforcer.policy import caps, constants, groups, landlock
+    from enforcer.kernel import capabilities as caps
+    from enforcer.policy import constants, groups, landlock
     from enforcer.policy.model import NAMESPACES, SCOPES
     from enforcer.policy.validate import ARCH_WORDS, ENV_NAME_RE, ENV_PATTERN_RE, TMPFS_OPTIONS
 

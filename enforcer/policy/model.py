@@ -21,6 +21,7 @@ import enum
 from dataclasses import dataclass, field
 
 from enforcer.errors import Location
+from enforcer.kernel import namespaces
 
 
 class Mode(enum.Enum):
@@ -250,7 +251,7 @@ class EnvPolicy:
     set: tuple[tuple[str, str], ...] = ()  # (name, value), in the order written
 
 
-NAMESPACES = ("mount", "pid", "ipc", "uts", "net", "user", "cgroup")
+NAMESPACES = namespaces.NAMES  # enforcer/kernel/namespaces.py
 
 # Where a policy is meant to confine (`scope:`): `host` (the default) means
 # it must hold as a sandbox on the host under `enforcer run`; `container`

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from enforcer.errors import Location, PolicyError
-from enforcer.policy import caps as caps_mod
+from enforcer.kernel import capabilities as caps_mod
 from enforcer.policy import constants, groups, names
 from enforcer.policy.model import (
     NAMESPACES,

@@ -7,7 +7,7 @@
                                         #   warn, and register it for the monitor)
       "runc": "/usr/sbin/runc",         # the real runc (default: `runc` on PATH)
       "plans_dir": "/etc/enforcer/plans",  # precompiled Plans: NAME.json
-      "cache_dir": null,                # the compiler's Plan cache (compile/cache.py)
+      "cache_dir": null,                # the Plan cache (enforcer/planstore.py)
       "runtime_dir": null,              # registry root (default: $ENFORCER_RUNTIME_DIR
                                         #   or /run/enforcer)
       "require_seccomp_flags": false,   # refuse when runc cannot take the filter's

@@ -47,7 +47,6 @@ HELPER_PATH = "/dev/.enforcer-landlock"  # inside the container
 # What the helper calls before restricting itself and that a policy's
 # filter could block (checked at patch time for a clear refusal up front).
 HELPER_SYSCALLS = ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self")
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _SECCOMP_RET_ACTION_FULL = 0xFFFF0000
 _SECCOMP_RET_ALLOWED = (0x7FFF0000, 0x7FFC0000)  # allow, log
 
@@ -78,9 +77,12 @@ def _check_filter(plan: Plan) -> None:
     if plan.seccomp is None:
         return
     from enforcer.apply import _sys
-    from enforcer.compile import bpfsim
+    from enforcer.kernel import bpfsim
 
-    arch = _AUDIT_ARCH.get(plan.seccomp.native_arch)
+    from enforcer.kernel.arch import BY_NAME
+
+    known = BY_NAME.get(plan.seccomp.native_arch)
+    arch = known.audit if known is not None else None
     if arch is None or plan.seccomp.native_arch != _sys.machine():
         return  # not this host's filter; the helper reports at start
     prog = bpfsim.parse(plan.seccomp.filter.bpf)

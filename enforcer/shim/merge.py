@@ -36,7 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from enforcer.policy.caps import CAP_LAST_CAP, CAPABILITIES
+from enforcer.kernel.cgroup import CPU_PERIOD_DEFAULT_US
+from enforcer.kernel.capabilities import CAP_LAST_CAP, CAPABILITIES
 from enforcer.shim.errors import ShimError
 
 if TYPE_CHECKING:
@@ -303,55 +304,71 @@ def _smaller(current: Any, policy: int | None) -> Any:
 
 
 def merge_resources(config: dict[str, Any], patch: dict[str, Any]) -> None:
-    """Every limit becomes the smaller of the config's and the policy's."""
-    lim = patch["limits"]
-    if not any(v for v in lim.values()):
+    """Every limit becomes the smaller of the config's and the policy's.
+
+    The policy's side is `patch["resources"]`, the OCI form emit/ made of
+    the Plan's limits; nothing is converted here. Swap is compared as swap
+    (the part on top of memory, the Plan's own number in
+    `patch["limits"]`), so a lower memory limit does not quietly hand the
+    difference to swap."""
+    policy = patch["resources"]
+    swap = patch["limits"]["swap"]
+    if not policy and swap is None:
         return
     res = _obj(_obj(config, "linux"), "resources")
-    if lim["memory"] is not None or lim["swap"] is not None:
-        memory = _obj(res, "memory")
-        old_limit = memory.get("limit")
-        old_total = memory.get("swap")
-        new_limit = _smaller(old_limit, lim["memory"])
-        # OCI's memory.swap is memory+swap; compare the swap parts, so that
-        # a lower memory limit does not quietly hand the difference to swap.
-        old_swap = None
-        if isinstance(old_total, int) and old_total > 0:
-            old_swap = old_total - old_limit if isinstance(old_limit, int) and old_limit > 0 \
-                else None
-        new_swap = old_swap if lim["swap"] is None else \
-            lim["swap"] if old_swap is None or old_swap < 0 else min(old_swap, lim["swap"])
-        if new_limit is not None:
-            memory["limit"] = new_limit
-        if isinstance(new_swap, int) and new_swap >= 0 and isinstance(new_limit, int) \
-                and new_limit > 0:
-            memory["swap"] = new_limit + new_swap
-        elif isinstance(old_total, int) and old_total > 0 and isinstance(new_limit, int):
-            memory["swap"] = max(old_total, new_limit)  # runc requires swap >= limit
-    if lim["pids"] is not None:
+    if "memory" in policy or swap is not None:
+        _merge_memory(_obj(res, "memory"), (policy.get("memory") or {}).get("limit"), swap)
+    if "pids" in policy:
         pids = _obj(res, "pids")
-        pids["limit"] = _smaller(pids.get("limit"), lim["pids"])
-    if lim["cpu_quota"] is not None:
-        cpu = _obj(res, "cpu")
-        quota, period = cpu.get("quota"), cpu.get("period") or 100_000
-        if not isinstance(quota, int) or quota <= 0 or \
-                lim["cpu_quota"] * period < quota * lim["cpu_period"]:
-            cpu["quota"], cpu["period"] = lim["cpu_quota"], lim["cpu_period"]
-    if lim["blkio_weight"] is not None or lim["throttle"]:
-        blkio = _obj(res, "blockIO")
-        if lim["blkio_weight"] is not None:
-            blkio["weight"] = _smaller(blkio.get("weight"), lim["blkio_weight"])
-        for oci_name, devices in sorted(lim["throttle"].items()):
-            entries = _list(blkio, oci_name)
-            for dev, rate in sorted(devices.items()):
-                major, _, minor = dev.partition(":")
-                for e in entries:
-                    if isinstance(e, dict) and (e.get("major"), e.get("minor")) == \
-                            (int(major), int(minor)):
-                        e["rate"] = _smaller(e.get("rate"), rate)
-                        break
-                else:
-                    entries.append({"major": int(major), "minor": int(minor), "rate": rate})
+        pids["limit"] = _smaller(pids.get("limit"), policy["pids"]["limit"])
+    if "cpu" in policy:
+        _merge_cpu(_obj(res, "cpu"), policy["cpu"]["quota"], policy["cpu"]["period"])
+    if "blockIO" in policy:
+        _merge_block_io(_obj(res, "blockIO"), policy["blockIO"])
+
+
+def _merge_memory(memory: dict[str, Any], limit: int | None, swap: int | None) -> None:
+    old_limit = memory.get("limit")
+    old_total = memory.get("swap")
+    new_limit = _smaller(old_limit, limit)
+    # OCI's memory.swap is memory+swap; compare the swap parts.
+    old_swap = None
+    if isinstance(old_total, int) and old_total > 0:
+        old_swap = old_total - old_limit if isinstance(old_limit, int) and old_limit > 0 \
+            else None
+    new_swap = old_swap if swap is None else \
+        swap if old_swap is None or old_swap < 0 else min(old_swap, swap)
+    if new_limit is not None:
+        memory["limit"] = new_limit
+    if isinstance(new_swap, int) and new_swap >= 0 and isinstance(new_limit, int) \
+            and new_limit > 0:
+        memory["swap"] = new_limit + new_swap
+    elif isinstance(old_total, int) and old_total > 0 and isinstance(new_limit, int):
+        memory["swap"] = max(old_total, new_limit)  # runc requires swap >= limit
+
+
+def _merge_cpu(cpu: dict[str, Any], quota_limit: int, period_limit: int) -> None:
+    """The smaller CPU share wins: the ratio decides, not the raw quota."""
+    quota, period = cpu.get("quota"), cpu.get("period") or CPU_PERIOD_DEFAULT_US
+    if not isinstance(quota, int) or quota <= 0 or quota_limit * period < quota * period_limit:
+        cpu["quota"], cpu["period"] = quota_limit, period_limit
+
+
+def _merge_block_io(blkio: dict[str, Any], policy: dict[str, Any]) -> None:
+    if "weight" in policy:
+        blkio["weight"] = _smaller(blkio.get("weight"), policy["weight"])
+    for oci_name, wanted in sorted(policy.items()):
+        if oci_name == "weight":
+            continue
+        entries = _list(blkio, oci_name)
+        for want in wanted:
+            for e in entries:
+                if isinstance(e, dict) and (e.get("major"), e.get("minor")) == \
+                        (want["major"], want["minor"]):
+                    e["rate"] = _smaller(e.get("rate"), want["rate"])
+                    break
+            else:
+                entries.append(dict(want))
 
 
 def _as_rlim(value: Any) -> int:

@@ -9,15 +9,18 @@ Anything in the Plan that the shim cannot express in an OCI config makes
 `patch_from_plan` raise ShimError: a container must not start with part
 of its policy silently missing (fail closed).
 
-Patch format (PATCH_FORMAT 1):
+Patch format (PATCH_FORMAT 2):
   policy, policy_hash, mode, plan_digest
   seccomp            OCI linux.seccomp object, or None (keep the config's)
   caps               {"relative": bool, "drop": int, "masks": {set: int}} or None
   root_readonly      bool
   readonly_paths, masked_paths, writable_paths: [path]
   tmpfs              [{"path", "size", "mode", "options"}]
-  limits             {"memory", "swap", "pids", "cpu_quota", "cpu_period",
-                      "blkio_weight": int|None, "throttle": {kind: {"MAJ:MIN": rate}}}
+  resources          OCI linux.resources for the Plan's limits (emit/oci_resources.py,
+                     the same conversion `enforcer export --format oci` uses)
+  limits             the Plan's limits as numbers: {"memory", "swap" (on top of
+                     memory), "pids", "cpu_quota", "cpu_period", "io_weight"
+                     (cgroup v2 scale), "throttle": {OCI list: {"MAJ:MIN": rate}}}
   rlimits            [[RESOURCE, soft, hard]]   (-1 = unlimited)
   user               {"uid", "gid", "groups"} or None
   no_new_privileges  bool
@@ -30,115 +33,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from enforcer.emit.oci_resources import oci_resources, throttles
+from enforcer.kernel.namespaces import OCI_TYPES
 from enforcer.shim.errors import ShimError
 
 if TYPE_CHECKING:
     from enforcer.plan import CgroupPlan, Plan
 
-PATCH_FORMAT = 1
-
-# Plan namespace name -> OCI namespace type.
-OCI_NAMESPACE = {"mount": "mount", "pid": "pid", "ipc": "ipc", "uts": "uts",
-                 "net": "network", "user": "user", "cgroup": "cgroup"}
-
-# v1 blkio file / v2 io.max key -> OCI linux.resources.blockIO list name.
-_THROTTLE_V1 = {
-    "blkio.throttle.read_bps_device": "throttleReadBpsDevice",
-    "blkio.throttle.write_bps_device": "throttleWriteBpsDevice",
-    "blkio.throttle.read_iops_device": "throttleReadIOPSDevice",
-    "blkio.throttle.write_iops_device": "throttleWriteIOPSDevice",
-}
-_THROTTLE_V2 = {"rbps": "throttleReadBpsDevice", "wbps": "throttleWriteBpsDevice",
-                "riops": "throttleReadIOPSDevice", "wiops": "throttleWriteIOPSDevice"}
+# 2: `resources` (OCI) and typed `limits` from a typed CgroupPlan.
+PATCH_FORMAT = 2
 
 
-def _limit(value: str | None, what: str) -> int | None:
-    """A cgroup file value as a number; "max"/"-1"/absent = no limit."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value in ("max", "-1", ""):
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise ShimError(f"plan: cgroup {what}: {value!r} is not a number") from None
-    return n if n >= 0 else None
-
-
-def _limits_from_cgroup(cg: "CgroupPlan") -> dict[str, Any]:
-    """Read the limits the shim can express in OCI from the Plan's cgroup files.
-
-    The v2 files are preferred; v1 is the fallback. A file the shim does
-    not know is an error, not a skip.
-    """
-    v1 = {f"{ctrl}/{name}": value for ctrl, files in cg.v1.items() for name, value in files.items()}
-    v2 = dict(cg.v2)
-    limits: dict[str, Any] = {"memory": None, "swap": None, "pids": None, "cpu_quota": None,
-                              "cpu_period": None, "blkio_weight": None, "throttle": {}}
-    known_v1 = {"memory/memory.limit_in_bytes", "memory/memory.memsw.limit_in_bytes",
-                "pids/pids.max", "cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us",
-                "blkio/blkio.weight"} | {f"blkio/{f}" for f in _THROTTLE_V1}
-    known_v2 = {"memory.max", "memory.swap.max", "pids.max", "cpu.max", "io.weight", "io.max"}
-    for key in sorted(set(v1) - known_v1):
-        raise ShimError(f"plan: cgroup v1 setting {key} cannot be expressed in an OCI config")
-    for key in sorted(set(v2) - known_v2):
-        raise ShimError(f"plan: cgroup v2 setting {key} cannot be expressed in an OCI config")
-
-    memory = cg.memory_max
-    if memory is None:
-        memory = _limit(v2.get("memory.max"), "memory.max")
-    if memory is None:
-        memory = _limit(v1.get("memory/memory.limit_in_bytes"), "memory.limit_in_bytes")
-    limits["memory"] = memory
-    swap = _limit(v2.get("memory.swap.max"), "memory.swap.max")
-    if swap is None:
-        total = _limit(v1.get("memory/memory.memsw.limit_in_bytes"), "memory.memsw.limit_in_bytes")
-        if total is not None and memory is not None:
-            swap = max(total - memory, 0)
-    limits["swap"] = swap  # swap only, on top of memory
-    pids = cg.pids_max
-    if pids is None:
-        pids = _limit(v2.get("pids.max") or v1.get("pids/pids.max"), "pids.max")
-    limits["pids"] = pids
-    if "cpu.max" in v2:
-        parts = v2["cpu.max"].split()
-        quota = _limit(parts[0], "cpu.max") if parts else None
-        period = _limit(parts[1], "cpu.max period") if len(parts) > 1 else 100_000
-    else:
-        quota = _limit(v1.get("cpu/cpu.cfs_quota_us"), "cpu.cfs_quota_us")
-        period = _limit(v1.get("cpu/cpu.cfs_period_us"), "cpu.cfs_period_us") or 100_000
-    if quota is not None:
-        limits["cpu_quota"], limits["cpu_period"] = quota, period
-    weight = _limit(v1.get("blkio/blkio.weight"), "blkio.weight")
-    if weight is None and "io.weight" in v2:
-        w2 = _limit(v2["io.weight"].split()[-1], "io.weight")
-        if w2 is not None:
-            # Inverse of runc's blkio (10..1000) -> io.weight (1..10000) mapping.
-            weight = max(10, min(1000, 10 + (w2 - 1) * 990 // 9999))
-    limits["blkio_weight"] = weight
+def limits_of(cg: "CgroupPlan") -> dict[str, Any]:
+    """The Plan's limits as numbers, for the merge's swap rule and for
+    checking `runc update` (update.py): straight from the typed Plan, no
+    unit changed (io_weight stays on the cgroup v2 scale)."""
     throttle: dict[str, dict[str, int]] = {}
-    for fname, oci_name in _THROTTLE_V1.items():
-        for line in v1.get(f"blkio/{fname}", "").splitlines():
-            dev, _, rate = line.strip().partition(" ")
-            if dev:
-                rate_n = _limit(rate, fname)
-                if rate_n is not None:
-                    throttle.setdefault(oci_name, {})[dev] = rate_n
-    if not throttle:
-        for line in v2.get("io.max", "").splitlines():
-            fields = line.split()
-            if not fields:
-                continue
-            for kv in fields[1:]:
-                k, _, val = kv.partition("=")
-                if k not in _THROTTLE_V2:
-                    raise ShimError(f"plan: cgroup io.max key {k!r} cannot be expressed in OCI")
-                rate_n = _limit(val, "io.max")
-                if rate_n is not None:
-                    throttle.setdefault(_THROTTLE_V2[k], {})[fields[0]] = rate_n
-    limits["throttle"] = throttle
-    return limits
+    for dev in cg.io_devices:
+        for key, entries in throttles(dev).items():
+            throttle.setdefault(key, {})[dev.device] = entries[0]["rate"]
+    return {"memory": cg.memory_max, "swap": cg.memory_swap_max, "pids": cg.pids_max,
+            "cpu_quota": cg.cpu_quota_us, "cpu_period": cg.cpu_period_us,
+            "io_weight": cg.io_weight, "throttle": throttle}
 
 
 def patch_from_plan(plan: "Plan") -> dict[str, Any]:
@@ -199,7 +115,7 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
             raise ShimError(f"plan: mount operation {op.kind!r} has no OCI form")
     namespaces = []
     for ns in plan.namespaces:
-        namespaces.append(OCI_NAMESPACE[ns])
+        namespaces.append(OCI_TYPES[ns])
     return {
         "format": PATCH_FORMAT,
         "policy": plan.policy_name,
@@ -214,7 +130,8 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
         "writable_paths": writable,
         "tmpfs": tmpfs,
         "private_devices": private_devices,
-        "limits": _limits_from_cgroup(plan.cgroup),
+        "resources": oci_resources(plan.cgroup),
+        "limits": limits_of(plan.cgroup),
         "rlimits": [[r.resource.upper().removeprefix("RLIMIT_"), r.soft, r.hard]
                     for r in plan.rlimits],
         "user": ({"uid": plan.user.uid, "gid": plan.user.gid, "groups": list(plan.user.groups)}

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
-CACHE_FORMAT = 1
+# Bumped with patch.PATCH_FORMAT: a cached patch of another format is rebuilt.
+CACHE_FORMAT = 2
 POLICY_NAME_MAX = 64
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -157,7 +158,8 @@ def patch_from_plan_file(plan_path: str, cache_dir: str | None) -> dict[str, Any
 def patch_from_policy_file(path: str, compile_cache_dir: str | None) -> dict[str, Any]:
     """A policy file's patch: its Plan from the Plan cache, or compiled in a
     confined child on a miss (enforcer/confined_compile.py)."""
-    from enforcer.confined_compile import ConfinedCompileError, plan_for_policy_file
+    from enforcer.confined_compile import plan_for_policy_file
+    from enforcer.errors import ConfinedCompileError
     from enforcer.errors import EnforcerError
     from enforcer.shim.patch import patch_from_plan
 

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     Conj = Tuple[Tuple[int, Cond], ...]  # ((index, cond), ...) sorted by index
     Region = list[Conj]  # OR of conjunctions; [()] is "always"
 
+from enforcer.kernel.arch import MACHINE_ARCH, SCMP_ARCH
 from enforcer.shim.errors import ShimError
 
 MERGE_FORMAT = 1  # bump when the output for the same inputs changes (cache key)
@@ -100,12 +101,6 @@ _NARROW_ARCHES = frozenset({
     "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPSEL",
     "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_S390",
     "SCMP_ARCH_PARISC"})
-# uname -m -> the OCI name of the architecture runc always admits (libseccomp's native).
-_NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64",
-           "ppc64le": "SCMP_ARCH_PPC64LE", "ppc64": "SCMP_ARCH_PPC64", "s390x": "SCMP_ARCH_S390X",
-           "riscv64": "SCMP_ARCH_RISCV64", "loongarch64": "SCMP_ARCH_LOONGARCH64",
-           "mips64": "SCMP_ARCH_MIPS64", "armv7l": "SCMP_ARCH_ARM", "armv6l": "SCMP_ARCH_ARM",
-           "i686": "SCMP_ARCH_X86", "i586": "SCMP_ARCH_X86", "i386": "SCMP_ARCH_X86"}
 
 _PROFILE_KEYS = frozenset({"defaultAction", "defaultErrnoRet", "architectures", "flags",
                            "listenerPath", "listenerMetadata", "syscalls"})
@@ -114,11 +109,12 @@ _ARG_KEYS = frozenset({"index", "value", "valueTwo", "op"})
 
 
 def native_arch() -> str:
+    """The OCI name of the architecture runc always admits (libseccomp's native)."""
     machine = os.uname().machine
-    if machine not in _NATIVE:
+    if machine not in MACHINE_ARCH:
         raise ShimError(f"seccomp: unknown machine architecture {machine!r}; cannot tell which "
                         "architecture runc admits")
-    return _NATIVE[machine]
+    return SCMP_ARCH[MACHINE_ARCH[machine]]
 
 
 # -- reading a profile -----------------------------------------------------------

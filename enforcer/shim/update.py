@@ -41,6 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+from enforcer.kernel.cgroup import bfq_weight, blkio_weight
 from enforcer.shim.errors import ShimError
 
 MAX_RESOURCES = 1 << 20  # bytes of JSON; a LinuxResources object is a few hundred
@@ -204,11 +205,6 @@ def _over(asked: int, limit: int | None) -> bool:
     return limit is not None and asked != 0 and (asked < 0 or asked > limit)
 
 
-def blkio_weight_v2(weight_v1: int) -> int:
-    """runc's conversion of a blkio weight (10..1000) to io.weight (1..10000)."""
-    return 1 + (weight_v1 - 10) * 9999 // 990
-
-
 class Check:
     """The problems found in one update, and whether the resources changed.
 
@@ -278,12 +274,15 @@ class Check:
     def block_io(self, res: dict[str, Any]) -> None:
         lim = self.limits
         blkio = res.get("blockIO") or {}
+        # OCI weights are on the v1 blkio scale: the policy's io weight in
+        # that scale is the one conversion (enforcer.kernel.cgroup).
+        weight = None if lim["io_weight"] is None else blkio_weight(lim["io_weight"])
         for key in ("weight", "leafWeight"):
-            self.over(f"blkio {key}", _get(res, "blockIO", key), lim["blkio_weight"])
+            self.over(f"blkio {key}", _get(res, "blockIO", key), weight)
         for dev in blkio.get("weightDevice") or []:
             for key in ("weight", "leafWeight"):
                 self.over(f"blkio {key} of {dev.get('major')}:{dev.get('minor')}",
-                          dev.get(key) or 0, lim["blkio_weight"])
+                          dev.get(key) or 0, weight)
         for kind, devices in lim["throttle"].items():
             for entry in blkio.get(kind) or []:
                 device = f"{entry.get('major')}:{entry.get('minor')}"
@@ -344,10 +343,11 @@ class Check:
                                          f"allows {limit})")
 
     def _io_weight(self, key: str, text: str) -> None:
-        weight = self.limits["blkio_weight"]
+        weight = self.limits["io_weight"]
         if weight is None:
             return
-        allowed = blkio_weight_v2(weight) if key == "io.weight" else weight
+        # io.weight is the Plan's own scale; io.bfq.weight is BFQ's (1..1000).
+        allowed = weight if key == "io.weight" else bfq_weight(weight)
         for line in text.splitlines():
             fields = line.split()
             if not fields:

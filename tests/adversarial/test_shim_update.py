@@ -23,7 +23,7 @@ import shutil
 
 import pytest
 
-from enforcer.plan import CgroupPlan
+from enforcer.plan import CgroupPlan, IoDevicePlan
 from tests.shim_helpers import FIXTURE_CONFIG, make_plan, run_shim, write_plan
 
 pytestmark = pytest.mark.usefixtures("shim_front_end")
@@ -42,9 +42,9 @@ def env(tmp_path):
     plans.mkdir()
     write_plan(str(plans / "limited.json"), make_plan(
         policy_name="limited",
-        cgroup=CgroupPlan(v2={"memory.max": str(MEMORY), "memory.swap.max": "0",
-                              "pids.max": "64", "cpu.max": "50000 100000",
-                              "io.weight": "default 100", "io.max": "8:0 rbps=1048576"})))
+        cgroup=CgroupPlan(memory_max=MEMORY, memory_swap_max=0, pids_max=64,
+                          cpu_quota_us=50000, cpu_period_us=100000, io_weight=100,
+                          io_devices=(IoDevicePlan("8:0", read_bps=1048576),))))
     marker = tmp_path / "runc-args"
     runc = tmp_path / "fake-runc"
     runc.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {marker}\n"
@@ -189,7 +189,7 @@ def test_a_quota_alone_is_checked_against_the_containers_own_period(tmp_path) ->
     assert current_cpu_period({"": "/pods/c"}, str(tmp_path)) == 50000
     assert current_cpu_period({"": "/nowhere"}, str(tmp_path)) is None
     limits = {"memory": None, "swap": None, "pids": None, "cpu_quota": 50000,
-              "cpu_period": 100000, "blkio_weight": None, "throttle": {}}
+              "cpu_period": 100000, "io_weight": None, "throttle": {}}
     # 20000 of a 20000 period is a whole CPU: above the policy's half.
     assert check({"cpu": {"quota": 20000}}, limits, False, 20000).problems
     assert not check({"cpu": {"quota": 10000}}, limits, False, 20000).problems

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import pytest
 
-from enforcer.shim.server import server_processes, terminate
+from enforcer.shim.health import server_processes, terminate
 from tests import session
 from tests.shim_helpers import FIXTURE_CONFIG, PYTHON, REPO, applied_policy, fake_runc
 

@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy_helpers import REPO, SYSTEMD, need, temp_dir, unit_settings  # noqa: E402
 
 from enforcer.plan import SeccompFilter, SeccompPlan  # noqa: E402
-from enforcer.policy.caps import CAPABILITIES  # noqa: E402
-from enforcer.shim.server import terminate  # noqa: E402
+from enforcer.kernel.capabilities import CAPABILITIES  # noqa: E402
+from enforcer.shim.health import terminate  # noqa: E402
 from tests.shim_helpers import (  # noqa: E402
     ALLOW_BPF,
     FIXTURE_CONFIG,

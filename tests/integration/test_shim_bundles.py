@@ -333,8 +333,8 @@ def test_enforcer_shim_verb_is_the_same_shim(env) -> None:
 
 def test_update_cannot_raise_a_limit_above_the_policy(env) -> None:
     write_plan(str(env["tmp"] / "plans" / "handmade.json"),
-               make_plan(cgroup=CgroupPlan(v2={"memory.max": str(256 << 20), "pids.max": "64",
-                                               "cpu.max": "50000 100000"})))
+               make_plan(cgroup=CgroupPlan(memory_max=256 << 20, pids_max=64,
+                                           cpu_quota_us=50000, cpu_period_us=100000)))
     assert _create(env, "--policy", "handmade").returncode == 0
     env["marker"].unlink()
     resources = env["tmp"] / "res.json"

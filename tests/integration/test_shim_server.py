@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import pytest
 
 from enforcer.shim.peer import CONFIG_VARIABLES
-from enforcer.shim.server import parse_request
+from enforcer.shim.protocol import parse_request
 from enforcer.shim.errors import ShimError
 from tests.shim_fixtures import ShimServer, build_front_end, start_server, stop_server
 from tests.shim_helpers import (FIXTURE_CONFIG, PYTHON, REPO, applied_policy, fake_runc,

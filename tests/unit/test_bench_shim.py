@@ -20,7 +20,7 @@ import tests.bench_helpers  # noqa: F401  (puts bench/ on sys.path)
 
 import report as bench_report  # noqa: E402
 import shim_bench as sb  # noqa: E402
-from enforcer.shim.server import Request, parse_request
+from enforcer.shim.protocol import Request, parse_request
 
 
 def test_interval_of_a_constant_shift_is_that_shift() -> None:

@@ -1,4 +1,4 @@
-"""enforcer.compile.bpfsim against the real kernel's decisions is covered by
+"""enforcer.kernel.bpfsim against the real kernel's decisions is covered by
 the compile and emit suites; here, the parts they do not reach."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from enforcer.compile import bpfsim
+from enforcer.kernel import bpfsim
 
 X86_64 = 0xC000003E
 

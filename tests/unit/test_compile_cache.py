@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enforcer import planstore
 from enforcer.compile import cache, compile_policy
 from enforcer.errors import PlanError, PolicyErrors
 from enforcer.plan import PLAN_FORMAT, Plan
@@ -40,16 +41,16 @@ def chain(tmp_path: Path) -> tuple[Path, Path]:
 
 def _store(child: Path, sources: list[Path], plan: Plan, cache_dir: Path,
            mode: str | None = None) -> str:
-    key = cache.cache_key(str(child), child.read_bytes(), mode)
+    key = planstore.cache_key(str(child), child.read_bytes(), mode)
     entry = str(cache_dir / f"{key}.plan")
-    cache.write_entry(entry, [(str(s), _sha(s)) for s in sources], plan)
+    planstore.write_entry(entry, [(str(s), _sha(s)) for s in sources], plan)
     return entry
 
 
 def test_hit_returns_the_same_plan(chain: tuple[Path, Path], plan: Plan, tmp_path: Path) -> None:
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
-    found, got = cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+    found, got = planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
     assert found.hit and got == plan
 
 
@@ -58,7 +59,7 @@ def test_any_parent_byte_change_is_a_miss(chain: tuple[Path, Path], plan: Plan,
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
     parent.write_bytes(parent.read_bytes().replace(b"read", b"reae"))
-    found, got = cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+    found, got = planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
     assert got is None and found.reason == f"stale: {parent} changed"
 
 
@@ -66,7 +67,7 @@ def test_missing_parent_is_a_miss(chain: tuple[Path, Path], plan: Plan, tmp_path
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
     parent.unlink()
-    assert cache.lookup(str(child), cache_dir=str(tmp_path / "c"))[1] is None
+    assert planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))[1] is None
 
 
 def test_top_file_change_changes_the_key(chain: tuple[Path, Path], plan: Plan,
@@ -74,31 +75,31 @@ def test_top_file_change_changes_the_key(chain: tuple[Path, Path], plan: Plan,
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
     child.write_text(child.read_text() + "# comment\n")
-    found, got = cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+    found, got = planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
     assert got is None and found.reason == "miss"
 
 
 def test_key_inputs() -> None:
-    base = cache.cache_key("/p.yaml", b"x", None)
-    assert cache.cache_key("/p.yaml", b"x", "audit") != base
-    assert cache.cache_key("/q.yaml", b"x", None) != base  # relative extends differ by dir
-    assert cache.cache_key("/p.yaml", b"y", None) != base
-    assert cache.cache_key("/p.yaml", b"x", None) == base
+    base = planstore.cache_key("/p.yaml", b"x", None)
+    assert planstore.cache_key("/p.yaml", b"x", "audit") != base
+    assert planstore.cache_key("/q.yaml", b"x", None) != base  # relative extends differ by dir
+    assert planstore.cache_key("/p.yaml", b"y", None) != base
+    assert planstore.cache_key("/p.yaml", b"x", None) == base
 
 
 def test_key_covers_versions_and_arch(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = cache.cache_key("/p.yaml", b"x", None)
-    monkeypatch.setattr(cache, "libseccomp_identity", lambda: "libseccomp.so.2.9.9:1:1")
-    assert cache.cache_key("/p.yaml", b"x", None) != base
+    base = planstore.cache_key("/p.yaml", b"x", None)
+    monkeypatch.setattr(planstore, "libseccomp_identity", lambda: "libseccomp.so.2.9.9:1:1")
+    assert planstore.cache_key("/p.yaml", b"x", None) != base
     monkeypatch.undo()
-    monkeypatch.setattr(cache, "__version__", "99.0")
-    assert cache.cache_key("/p.yaml", b"x", None) != base
+    monkeypatch.setattr(planstore, "__version__", "99.0")
+    assert planstore.cache_key("/p.yaml", b"x", None) != base
 
 
 def test_mode_is_part_of_the_key(chain: tuple[Path, Path], plan: Plan, tmp_path: Path) -> None:
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
-    assert cache.lookup(str(child), mode="audit", cache_dir=str(tmp_path / "c"))[1] is None
+    assert planstore.lookup(str(child), mode="audit", cache_dir=str(tmp_path / "c"))[1] is None
 
 
 @pytest.mark.parametrize("damage", [
@@ -114,7 +115,7 @@ def test_corrupt_entry_is_a_clear_error(chain: tuple[Path, Path], plan: Plan, tm
     data = Path(entry).read_bytes()
     Path(entry).write_bytes(damage(data))  # type: ignore[operator]
     with pytest.raises(PlanError) as e:
-        cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+        planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
     assert entry in str(e.value) and "rm " in str(e.value)
 
 
@@ -130,7 +131,7 @@ def test_unknown_plan_format_is_refused(chain: tuple[Path, Path], plan: Plan,
     outer["sha256"] = hashlib.sha256(canon.encode()).hexdigest()  # a well-formed newer Plan
     Path(entry).write_text(header + "\n" + json.dumps(outer))
     with pytest.raises(PlanError, match=f"format {newer} is not the one this enforcer applies"):
-        cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+        planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
 
 
 def test_unknown_cache_format_is_refused(chain: tuple[Path, Path], plan: Plan,
@@ -142,7 +143,7 @@ def test_unknown_cache_format_is_refused(chain: tuple[Path, Path], plan: Plan,
     h["cache_format"] = 99
     Path(entry).write_text(json.dumps(h) + "\n" + body)
     with pytest.raises(PlanError, match="unknown cache format"):
-        cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+        planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
 
 
 def test_untrusted_cache_dir_is_refused(chain: tuple[Path, Path], plan: Plan,
@@ -151,7 +152,7 @@ def test_untrusted_cache_dir_is_refused(chain: tuple[Path, Path], plan: Plan,
     _store(child, [parent, child], plan, tmp_path / "c")
     os.chmod(tmp_path / "c", 0o777)
     with pytest.raises(PlanError, match="writable by others"):
-        cache.lookup(str(child), cache_dir=str(tmp_path / "c"))
+        planstore.lookup(str(child), cache_dir=str(tmp_path / "c"))
 
 
 def test_write_is_atomic_and_private(chain: tuple[Path, Path], plan: Plan, tmp_path: Path) -> None:
@@ -164,21 +165,21 @@ def test_write_is_atomic_and_private(chain: tuple[Path, Path], plan: Plan, tmp_p
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ENFORCER_CACHE_DIR", str(tmp_path / "x"))
-    assert cache.default_cache_dir() == str(tmp_path / "x")
+    assert planstore.default_cache_dir() == str(tmp_path / "x")
     monkeypatch.delenv("ENFORCER_CACHE_DIR")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert cache.default_cache_dir() == "/var/cache/enforcer"
+    assert planstore.default_cache_dir() == "/var/cache/enforcer"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.default_cache_dir() == str(tmp_path / "xdg" / "enforcer")
+    assert planstore.default_cache_dir() == str(tmp_path / "xdg" / "enforcer")
 
 
 def test_resolve_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text("name: p\n")
-    assert cache.resolve_spec("p.yaml") == str(tmp_path / "p.yaml")
-    assert cache.resolve_spec("./p.yaml") == str(tmp_path / "p.yaml")
-    assert cache.resolve_spec("no-such-shipped-policy") == "no-such-shipped-policy"
+    assert planstore.resolve_spec("p.yaml") == str(tmp_path / "p.yaml")
+    assert planstore.resolve_spec("./p.yaml") == str(tmp_path / "p.yaml")
+    assert planstore.resolve_spec("no-such-shipped-policy") == "no-such-shipped-policy"
 
 
 def test_libseccomp_identity_is_the_loaded_library() -> None:
@@ -189,7 +190,7 @@ def test_libseccomp_identity_is_the_loaded_library() -> None:
     _ps()  # loads libseccomp through pyseccomp
     with open("/proc/self/maps") as f:
         mapped = {line.split()[-1] for line in f if "libseccomp" in line}
-    ident = cache.libseccomp_identity()
+    ident = planstore.libseccomp_identity()
     assert ident.split(":")[0] in {os.path.basename(p) for p in mapped}, (ident, mapped)
     assert ident.split(":")[0].startswith("libseccomp.so.2")
 
@@ -197,7 +198,7 @@ def test_libseccomp_identity_is_the_loaded_library() -> None:
 FAST_PATH = textwrap.dedent("""
     import sys, time
     t = time.perf_counter()
-    from enforcer.compile.cache import lookup
+    from enforcer.planstore import lookup
     found, plan = lookup(sys.argv[1], cache_dir=sys.argv[2])
     assert found.hit, found
     heavy = sorted(m for m in ("yaml", "pyseccomp", "psutil", "prometheus_client", "ctypes")
@@ -211,17 +212,15 @@ def test_fast_path_imports_nothing_heavy(chain: tuple[Path, Path], plan: Plan,
     parent, child = chain
     _store(child, [parent, child], plan, tmp_path / "c")
     script = tmp_path / "fast.py"
-    script.write_text(FAST_PATH + textwrap.dedent("""
-        from enforcer.compile.cache import load_or_compile
-        load_or_compile(sys.argv[1], cache_dir=sys.argv[2])
-        heavy = sorted(m for m in ("yaml", "pyseccomp", "psutil", "prometheus_client")
-                       if m in sys.modules)
-        print(",".join(heavy) or "none")
-    """))
+    # (That the store never imports PyYAML, pyseccomp, psutil or
+    # prometheus_client, nor the compiler, is a lint-imports contract:
+    # tests/unit/test_import_layers.py. This checks what a contract cannot,
+    # a standard-library module -- ctypes -- at run time.)
+    script.write_text(FAST_PATH)
     out = subprocess.run([sys.executable, str(script), str(child), str(tmp_path / "c")],
                          capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.stdout.split() == ["none", "none"], out.stderr
+    assert out.stdout.split() == ["none"], out.stderr
 
 
 # -- the whole path, through the real YAML loader -----------------------------------
@@ -242,10 +241,10 @@ def test_load_or_compile_compiles_then_hits(yaml_chain: tuple[Path, Path, Path])
     parent, child, cdir = yaml_chain
     first = cache.load_or_compile(str(child), cache_dir=str(cdir))
     assert first.policy_name == "app"
-    found, again = cache.lookup(str(child), cache_dir=str(cdir))
+    found, again = planstore.lookup(str(child), cache_dir=str(cdir))
     assert found.hit and again == first
     # the entry lists the whole extends chain
-    sources, _ = cache.read_entry(found.path)  # type: ignore[misc]
+    sources, _ = planstore.read_entry(found.path)  # type: ignore[misc]
     assert [p for p, _ in sources] == [str(parent), str(child)]
 
 
@@ -253,13 +252,13 @@ def test_parent_change_recompiles(yaml_chain: tuple[Path, Path, Path]) -> None:
     parent, child, cdir = yaml_chain
     first = cache.load_or_compile(str(child), cache_dir=str(cdir))
     parent.write_text(BASE_YAML.replace("exit_group]", "exit_group, getuid]"))
-    found, _ = cache.lookup(str(child), cache_dir=str(cdir))
+    found, _ = planstore.lookup(str(child), cache_dir=str(cdir))
     assert not found.hit and found.reason.startswith("stale")
     second = cache.load_or_compile(str(child), cache_dir=str(cdir))
     assert second.policy_hash != first.policy_hash
     assert second.seccomp is not None and first.seccomp is not None
     assert second.seccomp.filter.bpf != first.seccomp.filter.bpf
-    assert cache.lookup(str(child), cache_dir=str(cdir))[0].hit
+    assert planstore.lookup(str(child), cache_dir=str(cdir))[0].hit
 
 
 def test_mode_override(yaml_chain: tuple[Path, Path, Path]) -> None:
@@ -275,7 +274,7 @@ def test_mode_override(yaml_chain: tuple[Path, Path, Path]) -> None:
 def test_corrupt_entry_through_load_or_compile(yaml_chain: tuple[Path, Path, Path]) -> None:
     _, child, cdir = yaml_chain
     cache.load_or_compile(str(child), cache_dir=str(cdir))
-    entry = cache.lookup(str(child), cache_dir=str(cdir))[0].path
+    entry = planstore.lookup(str(child), cache_dir=str(cdir))[0].path
     Path(entry).write_bytes(Path(entry).read_bytes()[:-10])
     with pytest.raises(PlanError, match="corrupt"):
         cache.load_or_compile(str(child), cache_dir=str(cdir))
@@ -291,9 +290,9 @@ def test_resolve_spec_agrees_with_the_loader(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "p.yml").write_text("name: p\n")
     specs = ["p.yml", "./p.yml", "./local", "team"] + loader.shipped_names()
     for spec in specs:
-        assert cache.resolve_spec(spec) == loader.resolve_policy_source(spec), spec
+        assert planstore.resolve_spec(spec) == loader.resolve_policy_source(spec), spec
     # A bare name is never a file in the working directory, for either of them.
-    assert cache.resolve_spec("local") == "local"
+    assert planstore.resolve_spec("local") == "local"
     with pytest.raises(PolicyErrors):
         loader.resolve_policy_source("local")
 
@@ -307,7 +306,7 @@ def test_old_entries_of_an_edited_policy_are_pruned(yaml_chain: tuple[Path, Path
     cache.load_or_compile(str(child), cache_dir=str(cdir))
     # the old enforce-mode entry is gone; the audit one is another mode: kept
     assert len(os.listdir(cdir)) == 2
-    assert cache.lookup(str(child), cache_dir=str(cdir))[0].hit
+    assert planstore.lookup(str(child), cache_dir=str(cdir))[0].hit
 
 
 def test_explicit_plan_file_is_checked_strictly(plan: Plan, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_cache_flag_stores(policy_file: Path, tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("ENFORCER_CACHE_DIR", str(tmp_path / "c"))
     assert main(["compile", str(policy_file), "--cache"]) == 0
     capsys.readouterr()
-    from enforcer.compile.cache import lookup
+    from enforcer.planstore import lookup
 
     assert lookup(str(policy_file))[0].hit
 

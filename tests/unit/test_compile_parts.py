@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from enforcer.apply.cgroups import v1_files, v2_files
 from enforcer.compile import compile_policy, policy_hash, resolve_user
 from enforcer.compile.caps import DOCKER_DEFAULT_CAPS, compile_caps, mask_of
-from enforcer.compile.cgroups import blkio_weight, compile_cgroups, resolve_device
+from enforcer.compile.cgroups import compile_cgroups, resolve_device
 from enforcer.compile.mounts import DEFAULT_MASKED_PATHS, compile_mounts
 from enforcer.errors import CompileError
-from enforcer.plan import plan_from_json
-from enforcer.policy.caps import CAPABILITIES
+from enforcer.kernel.cgroup import bfq_weight, blkio_weight
+from enforcer.plan import CgroupPlan, IoDevicePlan, plan_from_json
+from enforcer.kernel.capabilities import CAPABILITIES
 from enforcer.policy.model import (
     BindMount,
     CapabilityPolicy,
@@ -197,43 +199,61 @@ def test_default_masked_paths_that_are_not_optional_exist_here() -> None:
 # -- cgroups --------------------------------------------------------------------------
 
 
-def test_cgroup_files() -> None:
+def test_cgroup_limits_are_stored_once_in_the_policys_units() -> None:
     cg = compile_cgroups(ResourcePolicy(memory_max=256 << 20, memory_swap_max=64 << 20,
                                         pids_max=128, cpu_quota_us=150_000, cpu_period_us=100_000,
                                         io_weight=200))
-    assert cg.v2 == {"memory.max": str(256 << 20), "memory.swap.max": str(64 << 20),
-                     "pids.max": "128", "cpu.max": "150000 100000", "io.weight": "default 200"}
-    assert cg.v1 == {
-        "memory": {"memory.limit_in_bytes": str(256 << 20),
-                   "memory.memsw.limit_in_bytes": str(320 << 20)},
-        "pids": {"pids.max": "128"},
-        "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "150000"},
-        "blkio": {"blkio.weight": "1000"},
+    assert cg == CgroupPlan(memory_max=256 << 20, memory_swap_max=64 << 20, pids_max=128,
+                            cpu_quota_us=150_000, cpu_period_us=100_000, io_weight=200)
+
+
+def test_cgroup_files_rendered_by_the_drivers() -> None:
+    cg = compile_cgroups(ResourcePolicy(memory_max=256 << 20, memory_swap_max=64 << 20,
+                                        pids_max=128, cpu_quota_us=150_000, cpu_period_us=100_000,
+                                        io_weight=200))
+    assert v2_files(cg) == {"memory.max": (str(256 << 20),), "memory.swap.max": (str(64 << 20),),
+                            "pids.max": ("128",), "cpu.max": ("150000 100000",),
+                            "io.weight": ("default 200",)}
+    assert v1_files(cg) == {
+        "memory": {"memory.limit_in_bytes": (str(256 << 20),),
+                   "memory.memsw.limit_in_bytes": (str(320 << 20),)},
+        "pids": {"pids.max": ("128",)},
+        "cpu": {"cpu.cfs_period_us": ("100000",), "cpu.cfs_quota_us": ("150000",)},
+        "blkio": {"blkio.weight": ("1000",)},
     }
-    assert cg.memory_max == 256 << 20 and cg.pids_max == 128
-    # sorted order writes the memory limit before memsw (kernel requires memsw >= limit)
-    assert sorted(cg.v1["memory"]) == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+    # the memory limit is written before memsw (the kernel keeps memsw >= limit)
+    assert list(v1_files(cg)["memory"]) == ["memory.limit_in_bytes",
+                                            "memory.memsw.limit_in_bytes"]
 
 
 def test_swap_without_memory_on_v1_is_noted() -> None:
     notes: list[str] = []
     cg = compile_cgroups(ResourcePolicy(memory_swap_max=0), notes)
-    assert cg.v2 == {"memory.swap.max": "0"} and "memory" not in cg.v1
+    assert v2_files(cg) == {"memory.swap.max": ("0",)} and "memory" not in v1_files(cg)
     assert notes and "swap" in notes[0]
 
 
-def test_blkio_weight_mapping() -> None:
+def test_io_weight_scales_map_default_to_default() -> None:
+    """The policy's weight is on the cgroup v2 scale (1..10000, default 100);
+    v1/OCI blkio weights run 10..1000 with default 500 and BFQ's 1..1000
+    with default 100 (see enforcer/kernel/cgroup.py)."""
     assert blkio_weight(100) == 500 and blkio_weight(1) == 10 and blkio_weight(10000) == 1000
+    assert blkio_weight(200) == 1000 and blkio_weight(50) == 250
+    assert bfq_weight(100) == 100 and bfq_weight(1) == 1 and bfq_weight(10000) == 1000
+    assert bfq_weight(50) == 50 and bfq_weight(5050) == 550
 
 
 def test_io_devices(tmp_path: Path) -> None:
     cg = compile_cgroups(ResourcePolicy(io_devices=(
         IoDeviceLimit("8:0", read_bps=10 << 20, write_iops=1000),
         IoDeviceLimit("8:16", write_bps=5))))
-    assert cg.v2["io.max"] == f"8:0 rbps={10 << 20} wiops=1000\n8:16 wbps=5"
-    assert cg.v1["blkio"] == {"blkio.throttle.read_bps_device": f"8:0 {10 << 20}",
-                              "blkio.throttle.write_iops_device": "8:0 1000",
-                              "blkio.throttle.write_bps_device": "8:16 5"}
+    assert cg.io_devices == (IoDevicePlan("8:0", read_bps=10 << 20, write_iops=1000),
+                             IoDevicePlan("8:16", write_bps=5))
+    # one line per device: each is its own write(2) (apply/cgroups/base.py)
+    assert v2_files(cg)["io.max"] == (f"8:0 rbps={10 << 20} wiops=1000", "8:16 wbps=5")
+    assert v1_files(cg)["blkio"] == {"blkio.throttle.read_bps_device": (f"8:0 {10 << 20}",),
+                                     "blkio.throttle.write_bps_device": ("8:16 5",),
+                                     "blkio.throttle.write_iops_device": ("8:0 1000",)}
 
 
 def _a_block_device() -> str | None:
@@ -356,13 +376,11 @@ def test_policy_hash() -> None:
     assert policy_hash(Policy(name="a")) != policy_hash(Policy(name="b"))
 
 
-def test_oci_seccomp_is_filled_when_emit_provides_it() -> None:
-    plan = compile_policy(full_policy())
-    try:
-        from enforcer.emit.oci import oci_seccomp  # noqa: F401
-    except ImportError:
-        assert plan.seccomp is not None and plan.seccomp.oci == {}
-        assert any("OCI form not available" in n for n in plan.notes)
-    else:
-        assert plan.seccomp is not None
-        assert plan.seccomp.oci["defaultAction"] == "SCMP_ACT_ERRNO"
+def test_oci_seccomp_is_filled_by_the_compiler() -> None:
+    from enforcer.emit.oci import oci_seccomp
+
+    policy = full_policy()
+    plan = compile_policy(policy)
+    assert plan.seccomp is not None
+    assert plan.seccomp.oci["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert plan.seccomp.oci == oci_seccomp(policy)  # what `export` writes

@@ -277,7 +277,7 @@ def test_unknown_architecture_is_an_error() -> None:
 
 
 def test_libseccomp_version_matches_cache_probe() -> None:
-    from enforcer.compile.cache import libseccomp_version
+    from enforcer.planstore import libseccomp_version
 
     assert S.libseccomp_version() == libseccomp_version()
     assert tuple(int(x) for x in libseccomp_version().split(".")) >= (2, 5, 0)

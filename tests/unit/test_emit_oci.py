@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enforcer.emit.oci import blkio_weight_v1, merge_patch, oci_patch, oci_seccomp, oci_seccomp_checked
+from enforcer.emit.oci import merge_patch, oci_patch, oci_seccomp, oci_seccomp_checked
 from enforcer.policy.model import (
     CapabilityPolicy,
     FilesystemPolicy,
@@ -151,7 +151,9 @@ def test_patch_full_policy() -> None:
     assert linux["resources"]["pids"] == {"limit": 128}
     assert linux["resources"]["cpu"] == {"quota": 150_000, "period": 100_000}
     assert linux["resources"]["blockIO"] == {
-        "weight": 20, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 10 << 20}]}
+        # io weight 100 (the v2 default) is blkio weight 500 (the v1 default):
+        # enforcer/kernel/cgroup.py; `enforcer run` writes the same 500.
+        "weight": 500, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 10 << 20}]}
     assert linux["namespaces"] == [{"type": "mount"}, {"type": "network"}]
     assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
     # The hidden path and (without --seccomp-flags) the log flag are all OCI
@@ -181,12 +183,6 @@ def test_writable_paths_and_unresolvable_device_are_reported() -> None:
     assert any("writable path /var/lib/app" in line for line in lines)
     assert any("/dev/nonexistent-disk" in line for line in lines)
     assert "blockIO" not in patch["linux"].get("resources", {})
-
-
-def test_blkio_weight_conversion_inverts_runc() -> None:
-    for w1 in (10, 100, 500, 1000):
-        w2 = 1 + (w1 - 10) * 9999 // 990  # runc's v1 -> v2 conversion
-        assert blkio_weight_v1(w2) == w1
 
 
 def test_merge_patch_keeps_namespace_paths_and_replaces_mounts() -> None:

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from enforcer.emit.common import SCMP_ARCH, cap_name, native_arch
+from enforcer.emit.common import cap_name
+from enforcer.kernel.arch import SCMP_ARCH, native_arch
 from enforcer.emit.docker import docker_export
 from enforcer.emit.kubernetes import k8s_name, kubernetes_export
 from enforcer.emit.systemd import SYSTEMD_ARCH, SYSTEMD_DEFAULT_SET, systemd_export
@@ -73,7 +74,7 @@ def test_docker_flags_for_a_full_policy() -> None:
     for expected in [("--read-only", ""),
                      ("--tmpfs", "/tmp:rw,nosuid,nodev,noexec,mode=1777,size=67108864"),
                      ("--memory", str(256 << 20)), ("--memory-swap", str(320 << 20)),
-                     ("--pids-limit", "128"), ("--cpus", "1.5"), ("--blkio-weight", "20"),
+                     ("--pids-limit", "128"), ("--cpus", "1.5"), ("--blkio-weight", "500"),
                      ("--device-read-bps", f"/dev/block/8:0:{10 << 20}"),
                      ("--ulimit", "nofile=1024:4096"), ("--ulimit", "core=0:0"),
                      ("--security-opt", "no-new-privileges"), ("--user", "1000:1000"),

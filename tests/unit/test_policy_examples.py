@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.compile.compiler import compile_policy
-from enforcer.policy.caps import from_name
+from enforcer.kernel.capabilities import from_name
 from enforcer.policy.loader import load_policy
 from enforcer.policy.model import Policy
 from tests.policy_helpers import REPO

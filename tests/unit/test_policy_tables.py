@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.policy import caps, constants, groups, syscalls
+from enforcer.kernel import capabilities as caps
+from enforcer.policy import constants, groups, syscalls
 
 HEADER = Path("/usr/include/linux/capability.h")
 

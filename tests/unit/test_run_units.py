@@ -21,7 +21,7 @@ from enforcer.apply.creds import check_ids, target_sets
 from enforcer.apply.supervise import exit_code_for_failure, human_bytes, status_to_code
 from enforcer.commands.run import UsageError, parse_argv
 from enforcer.errors import ApplyError
-from enforcer.plan import CapabilityPlan, CgroupPlan, UserPlan
+from enforcer.plan import CapabilityPlan, CgroupPlan, IoDevicePlan, UserPlan
 
 # -- constants ---------------------------------------------------------------
 
@@ -127,8 +127,8 @@ def v2_tree(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_v2_driver_lifecycle(v2_tree: str) -> None:
-    plan = CgroupPlan(v2={"memory.max": "67108864", "memory.swap.max": "0", "pids.max": "32",
-                          "cpu.max": "50000 100000"}, memory_max=64 << 20, pids_max=32)
+    plan = CgroupPlan(memory_max=64 << 20, memory_swap_max=0, pids_max=32,
+                      cpu_quota_us=50000, cpu_period_us=100000)
     drv = choose_driver(plan, "w1", root=v2_tree, parent="/enforcer")
     assert isinstance(drv, CgroupV2)
     drv.create()
@@ -154,21 +154,38 @@ def test_v2_driver_lifecycle(v2_tree: str) -> None:
 
 def test_v2_missing_controller_is_refused(v2_tree: str) -> None:
     open(os.path.join(v2_tree, "cgroup.controllers"), "w").write("cpu pids\n")
-    drv = choose_driver(CgroupPlan(v2={"memory.max": "1"}), "w2", root=v2_tree)
+    drv = choose_driver(CgroupPlan(memory_max=1 << 20), "w2", root=v2_tree)
     with pytest.raises(ApplyError) as e:
         drv.create()
     assert "memory" in str(e.value) and "cgroup.controllers" in str(e.value)
 
 
 def test_v2_write_error_names_file_and_value(v2_tree: str) -> None:
-    drv = choose_driver(CgroupPlan(v2={"memory.high": "7"}), "w3", root=v2_tree,
-                        parent="/enforcer")
+    drv = choose_driver(CgroupPlan(io_weight=7), "w3", root=v2_tree, parent="/enforcer")
     drv.create()
     with pytest.raises(ApplyError) as e:
-        drv.apply_limits()  # memory.high does not exist in the fake tree
+        drv.apply_limits()  # io.weight does not exist in the fake tree
     msg = str(e.value)
-    assert msg.startswith("cgroup: ") and "enforcer/w3/memory.high" in msg and "'7'" in msg
+    assert msg.startswith("cgroup: ") and "enforcer/w3/io.weight" in msg and "'default 7'" in msg
     assert "ENOENT" in msg
+
+
+def test_v2_io_max_is_written_one_device_per_write(v2_tree: str) -> None:
+    plan = CgroupPlan(io_devices=(IoDevicePlan("8:0", read_bps=1 << 20),
+                                  IoDevicePlan("8:16", write_iops=50)))
+    drv = choose_driver(plan, "w4", root=v2_tree, parent="/enforcer")
+    drv.create()
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", write)
+        drv.apply_limits()
+    assert writes == [b"8:0 rbps=1048576", b"8:16 wiops=50"]
 
 
 def test_choose_v1_on_hybrid_tree(tmp_path: os.PathLike[str]) -> None:
@@ -176,12 +193,12 @@ def test_choose_v1_on_hybrid_tree(tmp_path: os.PathLike[str]) -> None:
     for c in ("memory", "pids"):
         os.makedirs(f"{root}/{c}")
         open(f"{root}/{c}/cgroup.procs", "w").close()
-    drv = choose_driver(CgroupPlan(v1={"memory": {"memory.limit_in_bytes": "1"}}), "x",
+    drv = choose_driver(CgroupPlan(memory_max=1 << 20), "x",
                         root=root, parent="/enforcer")
     assert isinstance(drv, CgroupV1)
     assert drv.dir("memory") == f"{root}/memory/enforcer/x"
     with pytest.raises(ApplyError) as e:
-        choose_driver(CgroupPlan(v1={"blkio": {"blkio.weight": "1"}}), "x", root=root)
+        choose_driver(CgroupPlan(io_weight=100), "x", root=root)
     assert "blkio" in str(e.value)
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from enforcer import fastjson
-from enforcer.policy.caps import name_of
+from enforcer.kernel.capabilities import name_of
 from enforcer.shim.cmdline import parse
 from enforcer.shim.config import load_config
 from enforcer.shim.errors import ShimError

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from enforcer.plan import CapabilityPlan, CgroupPlan, MountOp, RlimitPlan, UserPlan
-from enforcer.policy.caps import CAPABILITIES as CAP_NUMBERS
+from enforcer.plan import CapabilityPlan, CgroupPlan, IoDevicePlan, MountOp, RlimitPlan, UserPlan
+from enforcer.kernel.capabilities import CAPABILITIES as CAP_NUMBERS
 from enforcer.shim.errors import ShimError
 from enforcer.shim.merge import UNLIMITED, merge_patch
 from enforcer.shim.patch import patch_from_plan
@@ -167,24 +167,24 @@ def test_a_plan_with_dotdot_in_a_mount_path_is_refused(tmp_path) -> None:
             load_plan_file(path)
 
 
-def _cg(**v2: str) -> CgroupPlan:
-    return CgroupPlan(v2=v2)
+def _cg(**limits: int) -> CgroupPlan:
+    return CgroupPlan(**limits)  # type: ignore[arg-type]
 
 
 def test_memory_takes_the_smaller_limit_and_swap_is_compared_as_swap() -> None:
     config = fixture_config()
     assert "limit" not in config["linux"]["resources"]["memory"]  # docker: unlimited
-    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20), "memory.swap.max": "0"})})
+    after = merged({"cgroup": _cg(memory_max=256 << 20, memory_swap_max=0)})
     assert after["linux"]["resources"]["memory"]["limit"] == 256 << 20
     assert after["linux"]["resources"]["memory"]["swap"] == 256 << 20  # memory+swap, no swap
     config["linux"]["resources"]["memory"].update(limit=128 << 20, swap=192 << 20)
-    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20)})}, config)
+    after = merged({"cgroup": _cg(memory_max=256 << 20)}, config)
     assert after["linux"]["resources"]["memory"] == {"disableOOMKiller": False,
                                                      "limit": 128 << 20, "swap": 192 << 20}
     # a lower memory limit keeps the config's 0 bytes of swap at 0
     config = fixture_config()
     config["linux"]["resources"]["memory"].update(limit=1 << 30, swap=1 << 30)
-    after = merged({"cgroup": _cg(**{"memory.max": str(256 << 20)})}, config)
+    after = merged({"cgroup": _cg(memory_max=256 << 20)}, config)
     assert after["linux"]["resources"]["memory"]["swap"] == 256 << 20
 
 
@@ -192,28 +192,34 @@ def test_pids_and_cpu_take_the_smaller_limit() -> None:
     config = fixture_config()
     config["linux"]["resources"]["pids"] = {"limit": 50}
     config["linux"]["resources"]["cpu"].update(quota=20_000, period=100_000)  # 0.2 cpu
-    after = merged({"cgroup": _cg(**{"pids.max": "128", "cpu.max": "50000 100000"})},
+    after = merged({"cgroup": _cg(pids_max=128, cpu_quota_us=50_000, cpu_period_us=100_000)},
                    config)["linux"]["resources"]
     assert after["pids"] == {"limit": 50}
     assert (after["cpu"]["quota"], after["cpu"]["period"]) == (20_000, 100_000)
     # the ratio decides, not the raw quota: 30ms/50ms (0.6) > 50ms/100ms (0.5)
     config["linux"]["resources"]["cpu"].update(quota=30_000, period=50_000)
     config["linux"]["resources"]["pids"] = {"limit": 0}  # 0 = unlimited in OCI
-    after = merged({"cgroup": _cg(**{"pids.max": "128", "cpu.max": "50000 100000"})},
+    after = merged({"cgroup": _cg(pids_max=128, cpu_quota_us=50_000, cpu_period_us=100_000)},
                    config)["linux"]["resources"]
     assert after["pids"] == {"limit": 128}
     assert (after["cpu"]["quota"], after["cpu"]["period"]) == (50_000, 100_000)
 
 
-def test_v1_cgroup_plan_is_understood_and_unknown_files_refused() -> None:
-    cg = CgroupPlan(v1={"memory": {"memory.limit_in_bytes": "1000000"}, "pids": {"pids.max": "9"},
-                        "blkio": {"blkio.throttle.read_bps_device": "8:0 1048576"}})
-    after = merged({"cgroup": cg})["linux"]["resources"]
+def test_io_limits_take_the_smaller_value_per_device() -> None:
+    """The policy's side is the OCI form emit/oci_resources.py makes of the
+    Plan (weight on the v1 blkio scale: 100 -> 500); per device the smaller
+    rate wins and a device the config does not limit is added."""
+    config = fixture_config()
+    config["linux"]["resources"]["blockIO"] = {
+        "weight": 800, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1 << 20}]}
+    cg = CgroupPlan(memory_max=1000000, pids_max=9, io_weight=100,
+                    io_devices=(IoDevicePlan("8:0", read_bps=2 << 20),
+                                IoDevicePlan("8:16", read_bps=4096)))
+    after = merged({"cgroup": cg}, config)["linux"]["resources"]
     assert after["memory"]["limit"] == 1000000 and after["pids"] == {"limit": 9}
-    assert after["blockIO"]["throttleReadBpsDevice"] == [{"major": 8, "minor": 0,
-                                                          "rate": 1048576}]
-    with pytest.raises(ShimError, match="cpuset/cpuset.cpus cannot be expressed"):
-        merged({"cgroup": CgroupPlan(v1={"cpuset": {"cpuset.cpus": "0"}})})
+    assert after["blockIO"]["weight"] == 500
+    assert after["blockIO"]["throttleReadBpsDevice"] == [
+        {"major": 8, "minor": 0, "rate": 1 << 20}, {"major": 8, "minor": 16, "rate": 4096}]
 
 
 def test_rlimits_take_the_lower_value_including_inherited_ones() -> None:
@@ -264,7 +270,7 @@ def test_merge_is_idempotent_and_leaves_the_annotations_alone() -> None:
     registry record)."""
     plan = dict(mounts=(MountOp(kind="tmpfs", path="/tmp", size=1 << 20, mode=0o1777,
                                 options=("nosuid",)), MountOp(kind="readonly", path="/etc")),
-                cgroup=_cg(**{"memory.max": "1000000"}), rlimits=(RlimitPlan("CORE", 0, 0),))
+                cgroup=_cg(memory_max=1000000), rlimits=(RlimitPlan("CORE", 0, 0),))
     once = merged(plan)
     twice = merged(plan, copy.deepcopy(once))
     assert once == twice

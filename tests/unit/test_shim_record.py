@@ -16,7 +16,7 @@ from tests.shim_helpers import fixture_config, make_plan
 
 def test_record_round_trips_through_the_registry(tmp_path) -> None:
     config = fixture_config()
-    patch = patch_from_plan(make_plan(cgroup=CgroupPlan(v2={"memory.max": "1000", "pids.max": "7"})))
+    patch = patch_from_plan(make_plan(cgroup=CgroupPlan(memory_max=1000, pids_max=7)))
     cgroups = cgroups_from_config(config, "b7f2", systemd=False)
     assert cgroups and all(p == "/docker/" + config["linux"]["cgroupsPath"].split("/")[-1]
                            for p in cgroups.values())

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 
 from enforcer.apply.cgroups.base import CgroupDriver, CgroupEvents, cgroup_parent
-from enforcer.apply.cgroups.v1 import CgroupV1
-from enforcer.apply.cgroups.v2 import CgroupV2, controllers_for
+from enforcer.apply.cgroups.v1 import CgroupV1, v1_files
+from enforcer.apply.cgroups.v2 import CgroupV2, controllers_for, v2_files
 from enforcer.errors import ApplyError
 
 TYPE_CHECKING = False  # the Plan module loads after the fork (see supervise.py)
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
     from enforcer.plan import CgroupPlan
 
 __all__ = ["CgroupDriver", "CgroupEvents", "CgroupV1", "CgroupV2", "choose_driver",
-           "host_driver", "same_hierarchy"]
+           "host_driver", "same_hierarchy", "v1_files", "v2_files"]
 
-# The v1 controllers the compiler writes limits for.
+# The v1 controllers v1_files writes limits for.
 V1_CONTROLLERS = ("memory", "pids", "cpu", "blkio")
 
 
-def _v2_has(root: str, files: dict[str, str]) -> bool:
+def _v2_has(root: str, files: dict[str, tuple[str, ...]]) -> bool:
     try:
         with open(f"{root}/cgroup.controllers") as f:
             have = set(f.read().split())
@@ -40,20 +40,18 @@ def _v2_has(root: str, files: dict[str, str]) -> bool:
 def choose_driver(plan: CgroupPlan, workload_id: str, *, root: str = "/sys/fs/cgroup",
                   parent: str | None = None) -> CgroupDriver:
     parent = parent or cgroup_parent()
+    v1, v2 = v1_files(plan), v2_files(plan)
     if os.path.exists(f"{root}/cgroup.controllers"):
-        if not plan.v2:
-            raise ApplyError("cgroup", root, None, "host is cgroup v2 but the Plan has no v2 files; "
-                             "recompile the policy")
-        return CgroupV2(plan.v2, workload_id, root=root, parent=parent)
-    if plan.v1 and all(os.path.exists(f"{root}/{c}/cgroup.procs") for c in plan.v1):
-        return CgroupV1(plan.v1, workload_id, root=root, parent=parent)
+        return CgroupV2(v2, workload_id, root=root, parent=parent)
+    if v1 and all(os.path.exists(f"{root}/{c}/cgroup.procs") for c in v1):
+        return CgroupV1(v1, workload_id, root=root, parent=parent)
     unified = f"{root}/unified"
-    if plan.v2 and _v2_has(unified, plan.v2):
-        return CgroupV2(plan.v2, workload_id, root=unified, parent=parent)
-    missing = [c for c in plan.v1 if not os.path.exists(f"{root}/{c}/cgroup.procs")]
+    if v2 and _v2_has(unified, v2):
+        return CgroupV2(v2, workload_id, root=unified, parent=parent)
+    missing = [c for c in v1 if not os.path.exists(f"{root}/{c}/cgroup.procs")]
     raise ApplyError("cgroup", root, 2,
                      f"no cgroup hierarchy here offers the controller(s) the policy limits "
-                     f"({', '.join(missing or controllers_for(plan.v2))})")
+                     f"({', '.join(missing or controllers_for(v2))})")
 
 
 def host_driver(workload_id: str, *, root: str = "/sys/fs/cgroup",

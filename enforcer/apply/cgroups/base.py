@@ -79,14 +79,25 @@ else:
 
 def write_file(path: str, value: str) -> None:
     """Write one cgroup file; the error names the file and the value."""
+    write_lines(path, (value,))
+
+
+def write_lines(path: str, lines: tuple[str, ...]) -> None:
+    """Write a cgroup file one line per write(2): the kernel parses one
+    value per write, so a per-device file (io.max, blkio.throttle.*) given
+    several devices in one write fails (v2) or keeps only the first (v1).
+    The error names the file and the line that failed."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise ApplyError("cgroup", path, e.errno, f"cannot open to write {value!r}") from None
+        shown = lines[0] if len(lines) == 1 else "\n".join(lines)
+        raise ApplyError("cgroup", path, e.errno, f"cannot open to write {shown!r}") from None
     try:
-        os.write(fd, value.encode())
-    except OSError as e:
-        raise ApplyError("cgroup", path, e.errno, f"writing {value!r}") from None
+        for line in lines:
+            try:
+                os.write(fd, line.encode())
+            except OSError as e:
+                raise ApplyError("cgroup", path, e.errno, f"writing {line!r}") from None
     finally:
         os.close(fd)
 

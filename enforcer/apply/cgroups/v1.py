@@ -1,6 +1,8 @@
-"""cgroup v1 driver: one directory per controller the Plan writes to.
+"""cgroup v1 driver: one directory per controller the Plan's limits need.
 
 Layout: <root>/<controller><parent>/<id>, e.g. /sys/fs/cgroup/memory/enforcer/run-1-ab.
+`v1_files` renders the Plan's typed limits (enforcer/plan.py CgroupPlan)
+as the v1 files; nothing else writes v1 file values.
 """
 
 from __future__ import annotations
@@ -8,14 +10,58 @@ from __future__ import annotations
 import os
 
 from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
-                                         read_pids, remove_parent_if_empty, write_file)
+                                         read_pids, remove_parent_if_empty, write_file,
+                                         write_lines)
 from enforcer.errors import ApplyError
+from enforcer.kernel.cgroup import blkio_weight
+
+TYPE_CHECKING = False  # the Plan module loads after the fork (see supervise.py)
+if TYPE_CHECKING:
+    from enforcer.plan import CgroupPlan
+
+# Block device throttles: IoDevicePlan field -> v1 file (one line per device).
+_THROTTLE_FILES = (("read_bps", "blkio.throttle.read_bps_device"),
+                   ("write_bps", "blkio.throttle.write_bps_device"),
+                   ("read_iops", "blkio.throttle.read_iops_device"),
+                   ("write_iops", "blkio.throttle.write_iops_device"))
+
+def v1_files(cg: CgroupPlan) -> dict[str, dict[str, tuple[str, ...]]]:
+    """controller -> file -> lines, in the order they must be written.
+
+    memory.limit_in_bytes comes before memory.memsw.limit_in_bytes: the
+    kernel keeps memsw >= the memory limit. v1 has no swap-only limit
+    (memsw counts memory+swap), so swap without memory is not limited
+    here; the compiler notes that. The io weight is converted to the v1
+    scale by enforcer.kernel.cgroup.blkio_weight.
+    """
+    files: dict[str, dict[str, tuple[str, ...]]] = {}
+    if cg.memory_max is not None:
+        memory = files["memory"] = {"memory.limit_in_bytes": (str(cg.memory_max),)}
+        if cg.memory_swap_max is not None:
+            memory["memory.memsw.limit_in_bytes"] = (str(cg.memory_max + cg.memory_swap_max),)
+    if cg.pids_max is not None:
+        files["pids"] = {"pids.max": (str(cg.pids_max),)}
+    if cg.cpu_quota_us is not None:
+        files["cpu"] = {"cpu.cfs_period_us": (str(cg.cpu_period_us),),
+                        "cpu.cfs_quota_us": (str(cg.cpu_quota_us),)}
+    blkio: dict[str, tuple[str, ...]] = {}
+    if cg.io_weight is not None:
+        blkio["blkio.weight"] = (str(blkio_weight(cg.io_weight)),)
+    for attr, name in _THROTTLE_FILES:
+        lines = tuple(f"{d.device} {getattr(d, attr)}" for d in cg.io_devices
+                      if getattr(d, attr) is not None)
+        if lines:
+            blkio[name] = lines
+    if blkio:
+        files["blkio"] = blkio
+    return files
+
 
 
 class CgroupV1:
     version = "v1"
 
-    def __init__(self, files: dict[str, dict[str, str]], workload_id: str, *,
+    def __init__(self, files: dict[str, dict[str, tuple[str, ...]]], workload_id: str, *,
                  root: str = "/sys/fs/cgroup", parent: str = "/enforcer") -> None:
         self.files = files
         self.root = root
@@ -35,7 +81,7 @@ class CgroupV1:
             make_dir(self.dir(ctrl))
             self.created.append(self.dir(ctrl))
 
-    def adopt(self, files: dict[str, dict[str, str]], pid: int) -> None:
+    def adopt(self, files: dict[str, dict[str, tuple[str, ...]]], pid: int) -> None:
         """Take the Plan's files after the cgroup was made without them:
         create (and move `pid` into) any hierarchy not made yet."""
         for ctrl in files:
@@ -51,11 +97,11 @@ class CgroupV1:
         self.files = files
 
     def apply_limits(self) -> None:
-        # Dict order is the compiler's order: e.g. memory.limit_in_bytes must
-        # be written before memory.memsw.limit_in_bytes (memsw >= limit).
+        # Dict order is v1_files' order: e.g. memory.limit_in_bytes must be
+        # written before memory.memsw.limit_in_bytes (memsw >= limit).
         for ctrl, files in self.files.items():
-            for name, value in files.items():
-                write_file(f"{self.dir(ctrl)}/{name}", value)
+            for name, lines in files.items():
+                write_lines(f"{self.dir(ctrl)}/{name}", lines)
 
     def add(self, pid: int) -> None:
         for ctrl in self.controllers:

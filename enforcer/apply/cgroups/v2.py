@@ -3,7 +3,9 @@
 Layout: <root><parent>/<id>. The controllers the Plan's files need are
 enabled in cgroup.subtree_control of every ancestor we own (the root's and
 the parent's), because a v2 file such as memory.max only appears in a
-cgroup whose parent delegates the memory controller to it.
+cgroup whose parent delegates the memory controller to it. `v2_files`
+renders the Plan's typed limits (enforcer/plan.py CgroupPlan) as the v2
+files; nothing else writes v2 file values.
 """
 
 from __future__ import annotations
@@ -11,11 +13,42 @@ from __future__ import annotations
 import os
 
 from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
-                                         read_pids, remove_parent_if_empty, write_file)
+                                         read_pids, remove_parent_if_empty, write_file,
+                                         write_lines)
 from enforcer.errors import ApplyError
 
+TYPE_CHECKING = False  # the Plan module loads after the fork (see supervise.py)
+if TYPE_CHECKING:
+    from enforcer.plan import CgroupPlan
 
-def controllers_for(files: dict[str, str]) -> list[str]:
+# io.max keys, in the order the kernel prints them.
+_IO_MAX_KEYS = (("read_bps", "rbps"), ("write_bps", "wbps"), ("read_iops", "riops"),
+                ("write_iops", "wiops"))
+
+
+def v2_files(cg: CgroupPlan) -> dict[str, tuple[str, ...]]:
+    """file -> lines, in the order they are written (io.max: one line per device)."""
+    files: dict[str, tuple[str, ...]] = {}
+    if cg.memory_max is not None:
+        files["memory.max"] = (str(cg.memory_max),)
+    if cg.memory_swap_max is not None:
+        files["memory.swap.max"] = (str(cg.memory_swap_max),)
+    if cg.pids_max is not None:
+        files["pids.max"] = (str(cg.pids_max),)
+    if cg.cpu_quota_us is not None:
+        files["cpu.max"] = (f"{cg.cpu_quota_us} {cg.cpu_period_us}",)
+    if cg.io_weight is not None:
+        files["io.weight"] = (f"default {cg.io_weight}",)
+    io_max = tuple(" ".join([d.device] + [f"{key}={getattr(d, attr)}" for attr, key in _IO_MAX_KEYS
+                                          if getattr(d, attr) is not None])
+                   for d in cg.io_devices)
+    if io_max:
+        files["io.max"] = io_max
+    return files
+
+
+
+def controllers_for(files: dict[str, tuple[str, ...]]) -> list[str]:
     out: list[str] = []
     for name in files:
         ctrl = name.split(".", 1)[0]
@@ -27,7 +60,7 @@ def controllers_for(files: dict[str, str]) -> list[str]:
 class CgroupV2:
     version = "v2"
 
-    def __init__(self, files: dict[str, str], workload_id: str, *,
+    def __init__(self, files: dict[str, tuple[str, ...]], workload_id: str, *,
                  root: str = "/sys/fs/cgroup", parent: str = "/enforcer") -> None:
         self.files = files
         self.root = root.rstrip("/")
@@ -66,14 +99,14 @@ class CgroupV2:
             write_file(f"{self.root}/cgroup.subtree_control", enable)
             write_file(f"{self.root}{self.parent}/cgroup.subtree_control", enable)
 
-    def adopt(self, files: dict[str, str], pid: int) -> None:
+    def adopt(self, files: dict[str, tuple[str, ...]], pid: int) -> None:
         """Take the Plan's files after the cgroup was made without them."""
         self.files = files
         self.enable_controllers()
 
     def apply_limits(self) -> None:
-        for name, value in self.files.items():
-            write_file(f"{self.path}/{name}", value)
+        for name, lines in self.files.items():
+            write_lines(f"{self.path}/{name}", lines)
 
     def add(self, pid: int) -> None:
         write_file(f"{self.path}/cgroup.procs", str(pid))

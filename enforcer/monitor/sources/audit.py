@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from enforcer.kernel.arch import BY_NAME, MACHINE_ARCH
 from enforcer.monitor.sources import audit_control
 from enforcer.monitor.sources.audit_control import AUDIT_REPLACE, NETLINK_AUDIT
 
@@ -716,6 +717,7 @@ class AuditSource:
 
 
 def native_audit_arch() -> int:
-    """AUDIT_ARCH of this kernel (only x86_64 and aarch64 hosts are expected)."""
+    """AUDIT_ARCH of this kernel; 0 for a machine not in enforcer/kernel/arch.py."""
     machine = os.uname().machine
-    return {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(machine, 0)
+    arch = BY_NAME.get(MACHINE_ARCH.get(machine, ""))
+    return arch.audit if arch is not None else 0

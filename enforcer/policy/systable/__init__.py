@@ -2,7 +2,7 @@
 enforcer/policy/syscall_table.py).
 
 Only the digest lives here. It imports nothing, so the Plan cache key
-(enforcer/compile/cache.py) includes it on `enforcer run`'s start path
+(enforcer/planstore.py) includes it on `enforcer run`'s start path
 without reading a table: a regenerated table or a new addendum entry is
 never served from an old cache entry. tests/unit/test_systable.py checks it
 is the sha256 of the data files (syscall_table.digest()).
