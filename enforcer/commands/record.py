@@ -141,14 +141,20 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         # which programs react by falling back to an older call.
         learned.left_out[number] = (seen, "libseccomp has no name for it; it gets the base's "
                                        f"`unknown` action ({base.syscalls.unknown_action})")
+    from enforcer.record.learn_access import learn_rest, narrow_syscalls, rest_facts
+
+    notes = narrow_syscalls(learned, result.access, load_policy("restricted"))
+    rest = learn_rest(result.access, counts, result.peaks, base)
+    rest.notes[:0] = notes
     run_info = {"when": result.when, "host_arch": result.host_arch,
                 "command": command_text(result.command), "records": result.records,
                 "processes": result.processes, "exit_status": result.exit_code}
     prov = Provenance(base=base_spec, host_arch=result.host_arch,
                       arches_seen=tuple(sorted(arches)), default_action=default_action,
-                      records=result.records, runs=[run_info])
+                      records=result.records, runs=[run_info], rest=rest_facts(rest))
     name = args.name or policy_name_for(args.output)
-    text = render(learned, prov, name=name, arches=target_arches(base), when=result.when)
+    text = render(learned, prov, name=name, arches=target_arches(base), when=result.when,
+                  rest=rest, base=base)
     allowed = _write_checked(text, args.output)
     err = sys.stderr
     print(f"enforcer record: {result.records} audit records from {result.processes} process(es), "
@@ -159,6 +165,15 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         print(f"enforcer record: note: {line}", file=err)
     for n, (seen, why) in sorted(learned.left_out.items()):
         print(f"enforcer record: left out {n} (seen {seen}): {why}", file=err)
+    for line in rest.notes:
+        print(f"enforcer record: note: {line}", file=err)
+    g = rest.grants
+    print(f"enforcer record: learned {len(g.read)} read, {len(g.write)} write and "
+          f"{len(g.execute)} execute grant(s), ports bind {g.bind or 'none'} connect "
+          f"{g.connect or 'none'}; "
+          + ("a dynamic user" if rest.dynamic_user else
+             f"root with {rest.capabilities}" if rest.capabilities is not None else
+             "the base's user"), file=err)
     print(f"enforcer record: wrote {args.output} (policy {name!r}, allows {allowed} syscalls, "
           f"extends {base_spec})", file=err)
     return exitcodes.OK
@@ -177,7 +192,17 @@ def _merge(args: argparse.Namespace, default_action: str | None) -> int:
     base = load_policy(resolve_extends(prov.base, os.path.abspath(args.output)))
     name = args.name or policy_name_for(args.output)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    text = render(learned, prov, name=name, arches=target_arches(base), when=when)
+    rest = None
+    if prov.merged_rests:
+        from enforcer.record.learn_access import merge_rest, rest_facts
+
+        rest = merge_rest(prov.merged_rests, base)
+        prov.rest = rest_facts(rest)
+    else:
+        print("enforcer record: note: not every recording learned files, ports and limits; "
+              "the merged policy has only the syscall list", file=sys.stderr)
+    text = render(learned, prov, name=name, arches=target_arches(base), when=when, rest=rest,
+                  base=base)
     allowed = _write_checked(text, args.output)
     print(f"enforcer record: merged {len(args.merge)} recordings into {args.output} "
           f"(allows {allowed} syscalls)", file=sys.stderr)
