@@ -314,9 +314,13 @@ class AccessLog:
             self.created.add(path)
 
     def _id_change(self, ev: Event) -> None:
-        cap = "CAP_SETUID" if "uid" in ev.syscall else "CAP_SETGID"
-        if ev.success and ev.fsuid == 0 or ev.syscall.startswith("setfs"):
-            self.need(cap, f"{ev.syscall}({', '.join(str(_signed32(a)) for a in ev.args[:1])}...)")
+        # The record is written at the call's exit, with the ids it set: a
+        # successful change from root shows the new uid. Any successful
+        # change counts (a process changing to its own ids is rare).
+        if ev.success:
+            cap = "CAP_SETUID" if "uid" in ev.syscall else "CAP_SETGID"
+            args = ", ".join(str(_signed32(ev.args[i])) for i in ARG_INDEXES[ev.syscall])
+            self.need(cap, f"{ev.syscall}({args})")
 
     # -- who may do it --------------------------------------------------------
 

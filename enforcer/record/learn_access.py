@@ -193,11 +193,12 @@ def with_optional(paths: set[str]) -> list[tuple[str, bool]]:
 def writable_paths(writes: set[str], base: Policy) -> list[str]:
     """Write grants on real file systems, as `writable_paths` under a
     read-only root: devices, /proc, /sys and the base's own tmpfs mounts
-    need none (a device node on a read-only mount is still written to)."""
+    need none (a device node on a read-only mount is still written to);
+    /dev/shm does (the read-only root is remounted recursively)."""
     tmpfs = [t.path for t in base.filesystem.tmpfs]
     out = set()
     for p in writes:
-        if p.startswith(("/dev/", "/proc", "/sys")) or p == "/dev" or _is_device(p):
+        if under(p, "/proc") or under(p, "/sys") or p in ("/dev", "/dev/pts") or _is_device(p):
             continue
         if any(under(p, t) for t in tmpfs) or not os.path.exists(p):
             continue
@@ -283,7 +284,8 @@ def narrow_syscalls(learned: Learned, log: AccessLog, model: Policy) -> list[str
         count = learned.allow[name]
         seen = log.args.get(name)
         indexes = ARG_INDEXES.get(name, ())
-        allows = [r for r in by_name.get(name, []) if not r.action.blocks]
+        allows = ([r for r in by_name.get(name, []) if not r.action.blocks]
+                  if name in ARG_INDEXES else [])
         if name in log.args_overflow or (seen is None and (allows or name in ID_CALLS)):
             if allows or name in ID_CALLS:
                 notes.append(f"{name}: allowed without conditions (its arguments were "
@@ -313,7 +315,8 @@ def narrow_syscalls(learned: Learned, log: AccessLog, model: Policy) -> list[str
             continue
         for rule in rules:
             if rule.action.blocks:
-                learned.rules.append((rule, 0, f"{CONDITIONS_FROM}'s exception to it"))
+                learned.rules.append((rule, learned.allow.get(name, 0),
+                                      f"{CONDITIONS_FROM}'s exception to it"))
     return notes
 
 

@@ -28,6 +28,13 @@ from tests.monitor_helpers import (  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root, x86_64_only]
 
+@pytest.fixture(autouse=True, scope="module")
+def _audit_rules_lock() -> Iterator[None]:
+    """A recording adds audit rules, a host singleton (tests/session.py)."""
+    with session.host_lock("audit"):
+        yield
+
+
 RECORDED_CALLS = 200_000
 VIOLATIONS = 10_000
 SUMMARY = re.compile(r"enforcer record: (\d+) audit records from")
