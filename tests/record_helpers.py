@@ -189,7 +189,11 @@ def iter_lines(path: str) -> Iterator[str]:
 # attacks that.)
 PROBE_HARNESS = ("pipe2", "wait4", "setpgid", "kill", "rmdir", "unlink", "setsid")
 HARNESS_MKDIR = ('    - {syscalls: [mkdir], action: allow,\n'
-                 '       args: [{index: 1, op: masked_eq, mask: "S_ISUID|S_ISGID", value: 0}]}\n')
+                 '       args: [{index: 1, op: masked_eq, mask: "S_ISUID|S_ISGID", value: 0}]}\n'
+                 # fork() (a workload may only have used vfork), as restricted allows it
+                 '    - {syscalls: [clone], action: allow,\n'
+                 '       args: [{index: 0, op: masked_eq, value: 0, mask: "CLONE_NEWNS|CLONE_NEWCGROUP|'
+                 'CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNET"}]}\n')
 
 
 def probe_overlay(learned: str, exe: str, out: str) -> str:
