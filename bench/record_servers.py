@@ -273,6 +273,10 @@ def bench_server(server: Server, seconds: int, rounds: int, keep: str | None) ->
             os.makedirs(keep, exist_ok=True)
             with open(os.path.join(keep, f"{server.name}-learned.yaml"), "w") as f:
                 f.write(res.policy)
+            base = f"{d}/{server.name}-base.yaml"
+            if os.path.exists(base):  # the learned policy extends it by name
+                with open(base) as src, open(os.path.join(keep, os.path.basename(base)), "w") as f:
+                    f.write(src.read())
         modes = {"unconfined": unconfined(server, d),
                  "learned": [PYTHON, "-m", "enforcer", "run", "--policy", learned, "--",
                              *server.argv(d)]}

@@ -209,8 +209,13 @@ def probe_overlay(learned: str, exe: str, out: str) -> str:
     text = (f"name: {name}\nextends: {os.path.basename(learned)}\n"
             f"syscalls:\n  allow: [{', '.join(PROBE_HARNESS)}]\n  rules:\n{HARNESS_MKDIR}")
     if "\nlandlock:" in open(learned).read():
-        text += ("filesystem:\n  writable_paths: [/tmp]\n"
-                 "landlock:\n  filesystem:\n"
+        from enforcer.policy.loader import load_policy
+
+        policy = load_policy(learned)
+        if policy.filesystem.read_only_root and \
+                "/tmp" not in {t.path for t in policy.filesystem.tmpfs}:
+            text += "filesystem:\n  writable_paths: [/tmp]\n"
+        text += ("landlock:\n  filesystem:\n"
                  f"    read: [/, {os.path.dirname(exe)}, /proc]\n"
                 "    write: [/tmp, /dev/ptmx, /dev/pts]\n"
                  f"    execute: [/usr/bin/env, {exe}]\n")

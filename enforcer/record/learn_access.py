@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from enforcer.policy.model import (Action, ActionKind, ArgCondition, ArgOp, Policy, SyscallRule)
 from enforcer.record.access import AccessLog, ARG_INDEXES
@@ -363,7 +364,7 @@ def learn_rest(log: AccessLog, counts: dict[str, int], peaks: dict[str, int],
 # -- --merge ------------------------------------------------------------------------------
 
 
-def rest_facts(rest: LearnedRest) -> dict[str, object]:
+def rest_facts(rest: LearnedRest) -> dict[str, Any]:
     """What `--merge` needs of a recording's rest, for its metadata line."""
     g = rest.grants
     return {"read": [p for p, _ in g.read], "write": [p for p, _ in g.write],
@@ -372,11 +373,11 @@ def rest_facts(rest: LearnedRest) -> dict[str, object]:
             "needs": rest.needs, "memlock": rest.memlock is not None}
 
 
-def merge_rest(facts: list[dict[str, object]], base: Policy) -> LearnedRest:
+def merge_rest(facts: list[dict[str, Any]], base: Policy) -> LearnedRest:
     """The union of several recordings' rests: every grant and port, the
     highest peaks, every need (one recording that needed root keeps root)."""
     def union(key: str) -> set[str]:
-        return {str(p) for f in facts for p in f.get(key) or ()}  # type: ignore[attr-defined]
+        return {str(p) for f in facts for p in f.get(key) or ()}
 
     writes = collapse(union("write"))
     reads = collapse({p for p in union("read") if not any(under(p, w) for w in writes)},
@@ -384,13 +385,13 @@ def merge_rest(facts: list[dict[str, object]], base: Policy) -> LearnedRest:
     peaks: dict[str, int] = {}
     needs_: dict[str, str] = {}
     for f in facts:
-        for k, v in (f.get("peaks") or {}).items():  # type: ignore[attr-defined]
+        for k, v in (f.get("peaks") or {}).items():
             peaks[k] = max(peaks.get(k, 0), int(v))
-        for k, v in (f.get("needs") or {}).items():  # type: ignore[attr-defined]
+        for k, v in (f.get("needs") or {}).items():
             needs_.setdefault(k, str(v))
-    ports = {k: sorted({int(p) for f in facts for p in f.get(k) or ()})  # type: ignore[attr-defined]
+    ports = {k: sorted({int(p) for f in facts for p in f.get(k) or ()})
              for k in ("bind", "connect")}
-    scope = sorted(set.intersection(*(set(f.get("scope") or ()) for f in facts)))  # type: ignore[arg-type]
+    scope = sorted(set.intersection(*(set(f.get("scope") or ()) for f in facts)))
     grants = Grants(read=with_optional(reads), write=with_optional(writes),
                     execute=with_optional(union("execute")), bind=ports["bind"],
                     connect=ports["connect"], scope=scope)

@@ -207,12 +207,14 @@ def _name_sentinel(record: WorkloadRecord) -> Callable[[int], None]:
 
 
 def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
-               timeout: float | None = None, rcvbuf: int | None = None) -> RunResult:
+               timeout: float | None = None, rcvbuf: int | None = None,
+               learn_files: bool = True) -> RunResult:
     """Run `argv` under the recording filter of `base`; return what it did.
 
     Raises RecordError when the recording cannot be trusted to be complete.
     `timeout` (seconds) stops the workload with SIGTERM (for tests);
-    `rcvbuf` sizes the audit socket's buffer (default DEFAULT_RCVBUF).
+    `rcvbuf` sizes the audit socket's buffer (default DEFAULT_RCVBUF);
+    `learn_files` False adds no audit rules (syscalls only, `--syscalls-only`).
     """
     from enforcer import registry
     from enforcer.compile import compile_policy
@@ -267,12 +269,13 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             published = _publish_recording(base, plan.policy_hash, proc.pid, session)
             if published is not None:
                 collector.announce_sentinel = _name_sentinel(published)
-            rules = RecordingRules(session, target_arches(base))
-            try:
-                rules.install()
-            except AuditRulesError as e:
-                raise RecordError(str(e)) from None
-            collector.assembler = _assembler(rules.key, access, collector, session)
+            if learn_files:
+                rules = RecordingRules(session, target_arches(base))
+                try:
+                    rules.install()
+                except AuditRulesError as e:
+                    raise RecordError(str(e)) from None
+                collector.assembler = _assembler(rules.key, access, collector, session)
         collector.start()
         try:
             os.write(gate_w, b"G")  # the workload may start

@@ -63,8 +63,13 @@ def workdir() -> Iterator[str]:
     remove(d)
 
 
+# The learned policy grants the TCP port the server bound while it was
+# recorded, and no other: it is recorded and served on this one.
+PORT = free_port()
+
+
 def record_server(workdir: str, out: str, requests: int) -> subprocess.CompletedProcess[str]:
-    port = free_port()
+    port = PORT
     www = os.path.join(workdir, "www")
     log = out + ".log"
     # Output to a file, never an unread pipe: a full pipe would stall the
@@ -109,7 +114,7 @@ def test_recording_is_a_valid_policy_extending_the_base(recorded: str) -> None:
 
 
 def test_recorded_policy_serves_1000_requests(workdir: str, recorded: str) -> None:
-    port = free_port()
+    port = PORT
     log = os.path.join(workdir, "serve.log")
     runtime = os.path.join(workdir, "rt")
     os.makedirs(runtime, exist_ok=True)
