@@ -193,3 +193,24 @@ def test_audit_rule_round_trip_and_recording_rules() -> None:
     assert dict(made.fields)[AUDIT_SESSIONID] == 77 and made.key().startswith(KEY_PREFIX)
     assert {syscall_numbers("x86_64")[n] for n in made.syscalls} == set(AUDITED_SYSCALLS)
     assert audit_control.AUDIT_ADD_RULE == 1011
+
+
+def test_merging_rests_adds_grants_and_keeps_root_if_any_needed_it() -> None:
+    base = load_policy("default")
+    a = {"read": ["/etc/a.conf", "/usr"], "write": ["/srv/d/x"], "execute": ["/usr/bin/a"],
+         "bind": [8080], "connect": [], "scope": ["signal", "abstract-unix-socket"],
+         "writable": ["/srv/d/x"], "peaks": {"memory": 10 << 20, "pids": 3}, "needs": {},
+         "memlock": True}
+    b = {"read": ["/etc/b.conf"], "write": ["/srv/d/y", "/srv/d/z"], "execute": ["/usr/bin/b"],
+         "bind": [], "connect": [5432], "scope": ["signal"], "writable": ["/srv/d/y"],
+         "peaks": {"memory": 300 << 20, "pids": 2}, "needs": {"CAP_CHOWN": "called chown"},
+         "memlock": True}
+    rest = learn_access.merge_rest([a, b], base)
+    g = rest.grants
+    assert [p for p, _ in g.write] == ["/srv/d"]  # three entries of /srv/d: collapsed
+    assert {p for p, _ in g.read} == {"/etc/a.conf", "/etc/b.conf", "/usr"}
+    assert g.bind == [8080] and g.connect == [5432] and g.scope == ["signal"]
+    assert rest.memory_max == learn_access.memory_limit(300 << 20)
+    assert rest.pids_max == learn_access.pids_limit(3)
+    assert not rest.dynamic_user and rest.capabilities == ["CHOWN"]
+    assert learn_access.merge_rest([a, a], base).dynamic_user
