@@ -151,7 +151,7 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
     rest = None
     if not args.syscalls_only:
         notes = narrow_syscalls(learned, result.access, load_policy("restricted"))
-        rest = learn_rest(result.access, counts, result.peaks, base)
+        rest = learn_rest(result.access, counts, result.peaks, base, result.pids)
         rest.notes[:0] = notes
     run_info = {"when": result.when, "host_arch": result.host_arch,
                 "command": command_text(result.command), "records": result.records,

@@ -101,6 +101,7 @@ class LearnedRest:
     dynamic_user: bool  # run as a dynamic user (the workload never needed root)
     capabilities: list[str] | None  # keep: these (root workloads); None: the base's
     needs: dict[str, str]  # why root or a capability was needed
+    namespaces: list[str] | None = None  # the whole list, when more than the base's
     notes: list[str] = field(default_factory=list)
 
 
@@ -324,8 +325,30 @@ def narrow_syscalls(learned: Learned, log: AccessLog, model: Policy) -> list[str
 # -- everything ---------------------------------------------------------------------------
 
 
+# Namespaces a learned policy adds (as `restricted` has them): its own pid
+# namespace (it sees and signals only its own processes), IPC and UTS.
+ISOLATING_NAMESPACES = ("mount", "pid", "ipc", "uts")
+_PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
+
+
+def learned_namespaces(log: AccessLog, pids: set[int], base: Policy) -> tuple[list[str] | None, str | None]:
+    """The base's namespaces plus ISOLATING_NAMESPACES, unless the workload
+    looked at processes other than its own in /proc (a monitoring agent):
+    in its own pid namespace it would see none. (namespaces, note)."""
+    foreign = sorted({int(m.group(1)) for p in log.reads
+                      if (m := _PROC_PID.match(p)) and int(m.group(1)) not in pids})
+    wanted = list(base.namespaces) + [n for n in ISOLATING_NAMESPACES if n not in base.namespaces]
+    if foreign:
+        wanted = list(base.namespaces) + (["mount"] if "mount" not in base.namespaces else [])
+        note = (f"no pid namespace added: it read /proc of {len(foreign)} process(es) not its own "
+                f"(e.g. {foreign[0]})")
+    else:
+        note = None
+    return (wanted if wanted != list(base.namespaces) else None), note
+
+
 def learn_rest(log: AccessLog, counts: dict[str, int], peaks: dict[str, int],
-               base: Policy) -> LearnedRest:
+               base: Policy, pids: set[int] | None = None) -> LearnedRest:
     writes = write_grants(log)
     reads = read_grants(log, writes)
     execs = execute_grants(log)
@@ -336,7 +359,12 @@ def learn_rest(log: AccessLog, counts: dict[str, int], peaks: dict[str, int],
     notes = []
     dynamic = False
     capabilities: list[str] | None = None
-    if runs_as_root(base):
+    if not runs_as_root(base):
+        # A non-root user holds no capability anyway; an empty bounding set
+        # also leaves none for a program with file capabilities.
+        if not any(w.startswith("CAP_") for w in why):
+            capabilities = []
+    else:
         if not why:
             dynamic = True
             capabilities = []
@@ -352,13 +380,16 @@ def learn_rest(log: AccessLog, counts: dict[str, int], peaks: dict[str, int],
         notes.append(f"not granted (relative to a directory the recording did not see "
                      f"opened): {what} ({n} time(s))")
     memory = memory_limit(peaks["memory"]) if "memory" in peaks else None
-    pids = pids_limit(peaks["pids"]) if "pids" in peaks else None
+    tasks = pids_limit(peaks["pids"]) if "pids" in peaks else None
     if not peaks:
         notes.append("`enforcer run` reported no cgroup peaks: no limits learned")
     memlock = None if any(counts.get(n) for n in MLOCK_CALLS) else MEMLOCK_WITHOUT_USE
+    namespaces, ns_note = learned_namespaces(log, pids or set(), base)
+    if ns_note:
+        notes.append(ns_note)
     return LearnedRest(grants=grants, writable=writable_paths(writes, base), memory_max=memory,
-                       pids_max=pids, peaks=dict(peaks), memlock=memlock, dynamic_user=dynamic,
-                       capabilities=capabilities, needs=why, notes=notes)
+                       pids_max=tasks, peaks=dict(peaks), memlock=memlock, dynamic_user=dynamic,
+                       capabilities=capabilities, needs=why, namespaces=namespaces, notes=notes)
 
 
 # -- --merge ------------------------------------------------------------------------------
@@ -370,7 +401,8 @@ def rest_facts(rest: LearnedRest) -> dict[str, Any]:
     return {"read": [p for p, _ in g.read], "write": [p for p, _ in g.write],
             "execute": [p for p, _ in g.execute], "bind": g.bind, "connect": g.connect,
             "scope": g.scope, "writable": rest.writable, "peaks": rest.peaks,
-            "needs": rest.needs, "memlock": rest.memlock is not None}
+            "needs": rest.needs, "memlock": rest.memlock is not None,
+            "namespaces": rest.namespaces}
 
 
 def merge_rest(facts: list[dict[str, Any]], base: Policy) -> LearnedRest:
@@ -399,6 +431,8 @@ def merge_rest(facts: list[dict[str, Any]], base: Policy) -> LearnedRest:
     rest = learn_rest(log, {}, peaks, base)
     rest.grants = grants
     rest.writable = sorted(union("writable"))
+    if any(f.get("namespaces") is None for f in facts):
+        rest.namespaces = None  # one recording needed the base's (see learned_namespaces)
     if not all(f.get("memlock") for f in facts):
         rest.memlock = None
     return rest

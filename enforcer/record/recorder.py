@@ -99,6 +99,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # said after the summary
     access: AccessLog = field(default_factory=AccessLog)  # files, ports, arguments
     peaks: dict[str, int] = field(default_factory=dict)  # "memory" (bytes), "pids"
+    pids: set[int] = field(default_factory=set)  # the workload's processes
 
     def by_name(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """(name -> count, arch name -> count, "ARCH syscall NR" -> count for
@@ -317,7 +318,7 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
                          exit_code=exit_code, session=session, calls=dict(records.calls),
                          other_actions=dict(records.other_actions), records=records.records,
                          processes=len(records.pids), notes=notes, access=access,
-                         peaks=_read_peaks(usage_r))
+                         peaks=_read_peaks(usage_r), pids=set(records.pids))
     finally:
         if rules is not None:
             rules.remove()

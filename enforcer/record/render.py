@@ -217,7 +217,10 @@ def render_rest(rest: "LearnedRest", base: "Policy") -> list[str]:
     if rest.capabilities is not None:
         out.append("capabilities:")
         out.append(f"  keep: [{', '.join(rest.capabilities)}]")
-    if "mount" not in base.namespaces:
+    if rest.namespaces is not None:
+        out.append(f"namespaces: [{', '.join(rest.namespaces)}]   # its own processes only "
+                   "(pid), IPC and host name; mount: for the read-only root")
+    elif "mount" not in base.namespaces:
         out.append(f"namespaces: [{', '.join([*base.namespaces, 'mount'])}]   # for the "
                    "read-only root")
     out.append("")
@@ -237,10 +240,15 @@ def render_rest(rest: "LearnedRest", base: "Policy") -> list[str]:
                        f"{_mib(rest.peaks['memory'])}")
         if rest.pids_max is not None:
             out.append(f"  pids: {{max: {rest.pids_max}}}   # peak {rest.peaks['pids']} tasks")
+    rlimits = []
     if rest.memlock is not None and not any(r.resource == "MEMLOCK" for r in base.rlimits):
+        rlimits.append(f"  memlock: {rest.memlock}   # no mlock seen: locking more memory than "
+                       "this fails")
+    if not any(r.resource == "CORE" for r in base.rlimits):
+        rlimits.append("  core: 0                        # no core dumps (they hold its memory)")
+    if rlimits:
         out.append("rlimits:")
-        out.append(f"  memlock: {rest.memlock}   # no mlock seen: locking more memory than "
-                   "this fails")
+        out.extend(rlimits)
     g = rest.grants
     out.append("")
     out.append("# What the workload read, wrote and ran, collapsed to directories")

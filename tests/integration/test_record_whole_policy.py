@@ -135,6 +135,8 @@ def test_learned_policy_has_files_ports_limits_and_a_dynamic_user(workdir: str, 
     assert policy.filesystem.read_only_root and data in policy.filesystem.writable_paths
     assert policy.user is not None and policy.user.dynamic
     assert policy.capabilities.keep == frozenset()
+    assert {"mount", "pid", "ipc", "uts"} <= set(policy.namespaces)
+    assert any(r.resource == "CORE" and r.hard == 0 for r in policy.rlimits)
     assert policy.resources.memory_max and policy.resources.pids_max
     assert any(r.resource == "MEMLOCK" for r in policy.rlimits)
     assert "inherit: false" in text

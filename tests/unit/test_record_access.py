@@ -214,3 +214,15 @@ def test_merging_rests_adds_grants_and_keeps_root_if_any_needed_it() -> None:
     assert rest.pids_max == learn_access.pids_limit(3)
     assert not rest.dynamic_user and rest.capabilities == ["CHOWN"]
     assert learn_access.merge_rest([a, a], base).dynamic_user
+
+
+def test_namespaces_are_added_unless_it_watched_other_processes() -> None:
+    base = load_policy("default")  # namespaces: [mount]
+    own = AccessLog()
+    own.reads.update({"/proc/500/status": 1, "/proc/self/maps": 1})
+    ns, note = learn_access.learned_namespaces(own, {500}, base)
+    assert ns == ["mount", "pid", "ipc", "uts"] and note is None
+    agent = AccessLog()
+    agent.reads.update({"/proc/1/cmdline": 1})  # a process that is not its own
+    ns, note = learn_access.learned_namespaces(agent, {500}, base)
+    assert ns is None and note is not None and "not its own" in note
