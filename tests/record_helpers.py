@@ -179,3 +179,46 @@ def iter_lines(path: str) -> Iterator[str]:
             yield from f
     except FileNotFoundError:
         return
+
+
+# The probe program's own harness (a pipe and a child per probe, waited for,
+# its process group killed, a scratch directory made and removed) needs a
+# few syscalls a server never makes; none of them is one the probes attack
+# with. (setsid: the TIOCSTI probes take a pty of their own as controlling
+# terminal; mkdir only without set-id bits, as restricted has it: a probe
+# attacks that.)
+PROBE_HARNESS = ("pipe2", "wait4", "setpgid", "kill", "rmdir", "unlink", "setsid")
+HARNESS_MKDIR = ('    - {syscalls: [mkdir], action: allow,\n'
+                 '       args: [{index: 1, op: masked_eq, mask: "S_ISUID|S_ISGID", value: 0}]}\n'
+                 # fork() (a workload may only have used vfork), as restricted allows it
+                 '    - {syscalls: [clone], action: allow,\n'
+                 '       args: [{index: 0, op: masked_eq, value: 0, mask: "CLONE_NEWNS|CLONE_NEWCGROUP|'
+                 'CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNET"}]}\n')
+
+
+def probe_overlay(learned: str, exe: str, out: str) -> str:
+    """A policy on top of a learned one that lets the probe program run
+    and set up its probes, and nothing else: the harness's syscalls, and,
+    where the learned policy has a Landlock section, running `env` and the
+    probe, reading /proc (it checks its own seccomp status there before it
+    runs anything) and / (open_by_handle_at's mount fd), a pseudo-terminal
+    of its own (the TIOCSTI probes), and a scratch directory in /tmp
+    (PROBE_SCRATCH). Every attack is then tried against the learned policy
+    as it is."""
+    name = os.path.basename(out).rsplit(".", 1)[0]
+    text = (f"name: {name}\nextends: {os.path.basename(learned)}\n"
+            f"syscalls:\n  allow: [{', '.join(PROBE_HARNESS)}]\n  rules:\n{HARNESS_MKDIR}")
+    if "\nlandlock:" in open(learned).read():
+        from enforcer.policy.loader import load_policy
+
+        policy = load_policy(learned)
+        if policy.filesystem.read_only_root and \
+                "/tmp" not in {t.path for t in policy.filesystem.tmpfs}:
+            text += "filesystem:\n  writable_paths: [/tmp]\n"
+        text += ("landlock:\n  filesystem:\n"
+                 f"    read: [/, {os.path.dirname(exe)}, /proc]\n"
+                "    write: [/tmp, /dev/ptmx, /dev/pts]\n"
+                 f"    execute: [/usr/bin/env, {exe}]\n")
+    with open(out, "w") as f:
+        f.write(text)
+    return out

@@ -659,6 +659,24 @@ class Supervisor:
         return f"{base}: syscall {name} ({rec.syscall}) is not allowed"
 
 
+    def report_usage(self) -> None:
+        """For `enforcer record` (which learns limits from them): the
+        cgroup's peaks as JSON on the descriptor it passed in
+        ENFORCER_RECORD_USAGE_FD, read now, before the cgroup is removed.
+        The workload never holds that descriptor (apply closes inherited
+        descriptors before execve)."""
+        fd_text = os.environ.get(RECORD_USAGE_FD_ENV)
+        if not fd_text or self.driver is None:
+            return
+        try:
+            fd = int(fd_text)
+            peaks = self.driver.peaks()
+            body = ", ".join(f'"{k}": {int(v)}' for k, v in sorted(peaks.items()))
+            os.write(fd, ("{" + body + "}\n").encode())
+            os.close(fd)
+        except (ValueError, OSError):
+            pass  # the recorder then says the peaks are unknown
+
     def _remove_cgroup(self) -> None:
         if self.driver is not None:
             try:
@@ -674,6 +692,7 @@ class Supervisor:
         self._end_init(reap=False)  # reaped below: its exit overlaps the cgroup's removal
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        self.report_usage()
         self._remove_cgroup()
         self._end_init()
         if self.record_written:
@@ -689,6 +708,9 @@ class Supervisor:
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+
+
+RECORD_USAGE_FD_ENV = "ENFORCER_RECORD_USAGE_FD"
 
 
 def needs_pid_namespace(plan: Plan) -> bool:

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rcvbuf", type=int, default=None, metavar="BYTES",
                    help="the audit socket's receive buffer (default 256 MiB): records that do "
                         "not fit while the reader is busy are lost, and then nothing is written")
+    p.add_argument("--syscalls-only", action="store_true",
+                   help="learn only the syscall list, as before (no audit rules: while a full "
+                        "recording runs, every syscall on the host takes the kernel's slower "
+                        "audit path); the rest is inherited from the base")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the workload with SIGTERM after this long")
     p.add_argument("argv", nargs="*", metavar="-- CMD [ARGS]", help="the workload to record")
@@ -121,7 +125,8 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         base_spec = extends_spec_for(resolve_policy_source(args.base))
     if args.rcvbuf is not None and args.rcvbuf <= 0:
         raise RecordError(f"--rcvbuf {args.rcvbuf}: must be a positive number of bytes")
-    result = record_run(base, list(args.argv), timeout=args.timeout, rcvbuf=args.rcvbuf)
+    result = record_run(base, list(args.argv), timeout=args.timeout, rcvbuf=args.rcvbuf,
+                        learn_files=not args.syscalls_only)
     counts, arches, unnamed = result.by_name()
     if result.exit_code in APPLY_EXIT_CODES and not counts:
         raise RecordError(f"the workload did not run (`enforcer run` exit status "
@@ -136,14 +141,23 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         # which programs react by falling back to an older call.
         learned.left_out[number] = (seen, "libseccomp has no name for it; it gets the base's "
                                        f"`unknown` action ({base.syscalls.unknown_action})")
+    from enforcer.record.learn_access import learn_rest, narrow_syscalls, rest_facts
+
+    rest = None
+    if not args.syscalls_only:
+        notes = narrow_syscalls(learned, result.access, load_policy("restricted"))
+        rest = learn_rest(result.access, counts, result.peaks, base, result.pids)
+        rest.notes[:0] = notes
     run_info = {"when": result.when, "host_arch": result.host_arch,
                 "command": command_text(result.command), "records": result.records,
                 "processes": result.processes, "exit_status": result.exit_code}
     prov = Provenance(base=base_spec, host_arch=result.host_arch,
                       arches_seen=tuple(sorted(arches)), default_action=default_action,
-                      records=result.records, runs=[run_info])
+                      records=result.records, runs=[run_info],
+                      rest=rest_facts(rest) if rest is not None else None)
     name = args.name or policy_name_for(args.output)
-    text = render(learned, prov, name=name, arches=target_arches(base), when=result.when)
+    text = render(learned, prov, name=name, arches=target_arches(base), when=result.when,
+                  rest=rest, base=base)
     allowed = _write_checked(text, args.output)
     err = sys.stderr
     print(f"enforcer record: {result.records} audit records from {result.processes} process(es), "
@@ -154,6 +168,16 @@ def _record(args: argparse.Namespace, default_action: str) -> int:
         print(f"enforcer record: note: {line}", file=err)
     for n, (seen, why) in sorted(learned.left_out.items()):
         print(f"enforcer record: left out {n} (seen {seen}): {why}", file=err)
+    if rest is not None:
+        for line in rest.notes:
+            print(f"enforcer record: note: {line}", file=err)
+        g = rest.grants
+        print(f"enforcer record: learned {len(g.read)} read, {len(g.write)} write and "
+              f"{len(g.execute)} execute grant(s), ports bind {g.bind or 'none'} connect "
+              f"{g.connect or 'none'}; "
+              + ("a dynamic user" if rest.dynamic_user else
+                 f"root with {rest.capabilities}" if rest.capabilities is not None else
+                 "the base's user"), file=err)
     print(f"enforcer record: wrote {args.output} (policy {name!r}, allows {allowed} syscalls, "
           f"extends {base_spec})", file=err)
     return exitcodes.OK
@@ -172,7 +196,17 @@ def _merge(args: argparse.Namespace, default_action: str | None) -> int:
     base = load_policy(resolve_extends(prov.base, os.path.abspath(args.output)))
     name = args.name or policy_name_for(args.output)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    text = render(learned, prov, name=name, arches=target_arches(base), when=when)
+    rest = None
+    if prov.merged_rests:
+        from enforcer.record.learn_access import merge_rest, rest_facts
+
+        rest = merge_rest(prov.merged_rests, base)
+        prov.rest = rest_facts(rest)
+    else:
+        print("enforcer record: note: not every recording learned files, ports and limits; "
+              "the merged policy has only the syscall list", file=sys.stderr)
+    text = render(learned, prov, name=name, arches=target_arches(base), when=when, rest=rest,
+                  base=base)
     allowed = _write_checked(text, args.output)
     print(f"enforcer record: merged {len(args.merge)} recordings into {args.output} "
           f"(allows {allowed} syscalls)", file=sys.stderr)

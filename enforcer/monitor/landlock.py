@@ -38,7 +38,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from enforcer.monitor.sources.audit import MalformedRecord, decode_untrusted, serial_of
+from enforcer.monitor.sources.audit import (MalformedRecord, decode_untrusted, serial_of,
+                                            split_record)
 from enforcer.monitor.sources.audit_control import AuditStatus
 
 AUDIT_SYSCALL = 1300
@@ -47,7 +48,6 @@ AUDIT_LANDLOCK_ACCESS = 1423
 AUDIT_LANDLOCK_DOMAIN = 1424
 RECORD_TYPES = frozenset({AUDIT_SYSCALL, AUDIT_EOE, AUDIT_LANDLOCK_ACCESS, AUDIT_LANDLOCK_DOMAIN})
 
-_FIELD = re.compile(rb"([a-z_]+)=(\S*)")
 # The kernel's blocker names (fs.write_file, net.bind_tcp, scope.signal,
 # ptrace, ...); anything else is counted as "unknown" so a record cannot
 # invent label values.
@@ -82,20 +82,6 @@ class LandlockDenial:
     domain_pid: int | None = None
 
 
-def _split(payload: bytes) -> tuple[float, int, dict[bytes, bytes]]:
-    """"audit(T:S): k=v ..." -> (T, S, fields); raises MalformedRecord."""
-    if not payload.startswith(b"audit("):
-        raise MalformedRecord("does not start with audit(")
-    close = payload.find(b"): ", 6)
-    stamp, sep, serial = payload[6:close].partition(b":")
-    if close < 0 or not sep:
-        raise MalformedRecord("no audit(TIME:SERIAL) stamp")
-    try:
-        return float(stamp), int(serial), dict(_FIELD.findall(payload, close + 3))
-    except ValueError:
-        raise MalformedRecord(f"bad stamp {payload[6:close][:40]!r}") from None
-
-
 def _int(value: bytes | None, base: int = 10) -> int | None:
     if value is None:
         return None
@@ -110,7 +96,7 @@ def _text(value: bytes | None) -> str | None:
 
 
 def parse_access(payload: bytes) -> LandlockDenial:
-    when, serial, f = _split(payload)
+    when, serial, f = split_record(payload)
     domain, blockers = f.get(b"domain"), f.get(b"blockers")
     if not domain or not blockers:
         raise MalformedRecord("landlock access record without domain= or blockers=")
@@ -139,7 +125,7 @@ def parse_access(payload: bytes) -> LandlockDenial:
 
 def parse_domain(payload: bytes) -> tuple[str, str, int | None]:
     """(domain, status, pid of its creator or None) of a 1424 record."""
-    _, _, f = _split(payload)
+    _, _, f = split_record(payload)
     domain, status = f.get(b"domain"), f.get(b"status")
     if not domain or not status:
         raise MalformedRecord("landlock domain record without domain= or status=")
@@ -148,7 +134,7 @@ def parse_domain(payload: bytes) -> tuple[str, str, int | None]:
 
 def fill_from_syscall(denial: LandlockDenial, payload: bytes) -> None:
     """The process fields of the event's SYSCALL record."""
-    _, _, f = _split(payload)
+    _, _, f = split_record(payload)
     denial.pid = _int(f.get(b"pid"))
     denial.uid = _int(f.get(b"uid"))
     ses = _int(f.get(b"ses"))

@@ -22,6 +22,11 @@ is refused when any count is non-zero.
   audit records in order, so once the sentinel's record has arrived, every
   record of the workload has too.
 
+The records of the recording's own audit rules (SYSCALL, PATH, CWD,
+SOCKADDR, EOE: what files and ports the workload used) go to an
+EventAssembler (enforcer/record/access.py); they come in the same stream,
+so the same loss checks and the same sentinel cover them.
+
 Attribution is by audit session (`ses=`), which the recorder starts fresh
 for the workload (enforcer/audit_session.py), so short-lived children count
 too. The netlink framing and the record parser are the monitor's
@@ -43,6 +48,7 @@ from typing import Callable
 
 from enforcer.monitor.sources import audit_control
 from enforcer.monitor.sources.audit_control import NETLINK_AUDIT
+from enforcer.record.access import RECORD_TYPES as ACCESS_RECORD_TYPES, EventAssembler
 from enforcer.monitor.sources.audit import (
     AUDIT_NLGRP_READLOG,
     AUDIT_SECCOMP,
@@ -142,6 +148,9 @@ class SessionCollector:
         self.kernel_before: audit_control.AuditStatus | None = None
         self.notes: list[str] = []  # said with the result (losses that were not ours)
         self._sentinel_pid: int | None = None
+        # The events of the recording's audit rules (files, ports, arguments),
+        # set by the recorder once the session is known.
+        self.assembler: EventAssembler | None = None
         # Called with the sentinel's pid before it logs anything (the
         # recorder names it in the recording's registry record, so that a
         # monitor counts its records with the recording's).
@@ -228,6 +237,8 @@ class SessionCollector:
         self.received += len(messages)
         for mtype, payload in messages:
             if mtype != AUDIT_SECCOMP:
+                if self.assembler is not None and mtype in ACCESS_RECORD_TYPES:
+                    self.assembler.feed(mtype, payload.split(b"\0", 1)[0].rstrip(b"\n"))
                 continue
             try:
                 rec = parse_seccomp_record(payload.split(b"\0", 1)[0].rstrip(b"\n"))
@@ -284,6 +295,11 @@ class SessionCollector:
                 "records of the workload may still be missing, so no policy was written")
 
     def check_complete(self, session: int | None = None) -> None:
+        if self.assembler is not None and self.assembler.overflow:
+            raise CollectorError(
+                f"{self.assembler.overflow} audited call(s) of the workload could not be "
+                "followed (too many unfinished audit events at once): the files and ports "
+                "learned could be incomplete, so no policy was written")
         if self.dropped:
             read = (f"{self.session(session).records} of the recording's records were read"
                     if session is not None else f"{self.received} records were read")

@@ -125,4 +125,9 @@ def merge(paths: list[str], default_action: str | None = None) -> tuple[Learned,
                       arches_seen=tuple(sorted({a for r in recs for a in r.meta.get("arches_seen") or ()})),
                       default_action=default_action, records=records, runs=runs,
                       merged_from=tuple(paths))
+    # Files, ports, limits and the user: merged only when every recording
+    # learned them (recordings made before enforcer learned them have none).
+    rests = [r.meta.get("rest") for r in recs]
+    if all(isinstance(x, dict) for x in rests):
+        prov.merged_rests = rests  # type: ignore[assignment]
     return learned, prov

@@ -40,7 +40,10 @@ from enforcer import exitcodes
 from enforcer.errors import EnforcerError
 from enforcer.registry import WorkloadRecord
 from enforcer.policy.model import Action, ActionKind, Mode, Policy, SyscallPolicy
+from enforcer.apply.supervise import RECORD_USAGE_FD_ENV
 from enforcer.monitor.registry import RECORDING_KIND
+from enforcer.record.access import AccessLog, EventAssembler
+from enforcer.record.auditrules import AuditRulesError, RecordingRules
 from enforcer.record.collector import DEFAULT_RCVBUF, CollectorError, SessionCollector
 
 
@@ -64,8 +67,22 @@ def recording_policy(base: Policy) -> Policy:
     logging = SyscallPolicy(default_action=Action(ActionKind.LOG), rules=(),
                             architectures=sc.architectures, log_denials=True,
                             unknown_action=sc.unknown_action)
+    # Limits the base does not set are set out of reach, so that the
+    # workload's cgroup has its memory and pids controllers (cgroup v2 only
+    # enables what a limit needs) and `enforcer run` can report the peaks
+    # the learned limits come from.
+    res = base.resources
+    resources = dataclasses.replace(
+        res, memory_max=res.memory_max if res.memory_max is not None else UNLIMITED_MEMORY,
+        pids_max=res.pids_max if res.pids_max is not None else UNLIMITED_PIDS)
+    # The base's Landlock section is left out: the learned one replaces it
+    # (`inherit: false`), so the recording must see every file and port.
     return dataclasses.replace(base, name=f"{base.name}.record"[:63], syscalls=logging,
-                               mode=Mode.ENFORCE)
+                               mode=Mode.ENFORCE, resources=resources, landlock=None)
+
+
+UNLIMITED_MEMORY = 1 << 50  # "no limit" that still makes the memory controller count
+UNLIMITED_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
 
 
 @dataclass
@@ -80,6 +97,9 @@ class RunResult:
     records: int = 0
     processes: int = 0
     notes: list[str] = field(default_factory=list)  # said after the summary
+    access: AccessLog = field(default_factory=AccessLog)  # files, ports, arguments
+    peaks: dict[str, int] = field(default_factory=dict)  # "memory" (bytes), "pids"
+    pids: set[int] = field(default_factory=set)  # the workload's processes
 
     def by_name(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """(name -> count, arch name -> count, "ARCH syscall NR" -> count for
@@ -188,12 +208,14 @@ def _name_sentinel(record: WorkloadRecord) -> Callable[[int], None]:
 
 
 def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
-               timeout: float | None = None, rcvbuf: int | None = None) -> RunResult:
+               timeout: float | None = None, rcvbuf: int | None = None,
+               learn_files: bool = True) -> RunResult:
     """Run `argv` under the recording filter of `base`; return what it did.
 
     Raises RecordError when the recording cannot be trusted to be complete.
     `timeout` (seconds) stops the workload with SIGTERM (for tests);
-    `rcvbuf` sizes the audit socket's buffer (default DEFAULT_RCVBUF).
+    `rcvbuf` sizes the audit socket's buffer (default DEFAULT_RCVBUF);
+    `learn_files` False adds no audit rules (syscalls only, `--syscalls-only`).
     """
     from enforcer import registry
     from enforcer.compile import compile_policy
@@ -211,7 +233,10 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
     proc: subprocess.Popen[bytes] | None = None
     old_handlers: dict[int, Any] = {}
     published: WorkloadRecord | None = None
+    rules: RecordingRules | None = None
+    access = AccessLog()
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    usage_r, usage_w = os.pipe2(os.O_CLOEXEC)
     try:
         try:
             collector.open()
@@ -228,20 +253,30 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
             # start a session of its own for the workload, and the
             # collector, which follows this launcher's session, would see
             # none of its records.
-            env = {**os.environ, "ENFORCER_KEEP_AUDIT_SESSION": "1"}
+            # ENFORCER_RECORD_USAGE_FD: where it reports the cgroup's peaks.
+            env = {**os.environ, "ENFORCER_KEEP_AUDIT_SESSION": "1",
+                   RECORD_USAGE_FD_ENV: str(usage_w)}
             proc = subprocess.Popen(cmd, preexec_fn=_start_session_or_die, env=env,
-                                    pass_fds=(gate_r,))
+                                    pass_fds=(gate_r, usage_w))
         except subprocess.SubprocessError:
             raise RecordError("cannot start a new audit session for the workload (writing "
                               "/proc/self/loginuid needs CAP_AUDIT_CONTROL and a loginuid that is "
                               "not immutable); without one its records cannot be told apart") from None
         os.close(gate_r)
-        gate_r = -1
+        os.close(usage_w)
+        gate_r = usage_w = -1
         session = _read_session(proc.pid)
         if session is not None:
             published = _publish_recording(base, plan.policy_hash, proc.pid, session)
             if published is not None:
                 collector.announce_sentinel = _name_sentinel(published)
+            if learn_files:
+                rules = RecordingRules(session, target_arches(base))
+                try:
+                    rules.install()
+                except AuditRulesError as e:
+                    raise RecordError(str(e)) from None
+                collector.assembler = _assembler(rules.key, access, collector, session)
         collector.start()
         try:
             os.write(gate_w, b"G")  # the workload may start
@@ -278,18 +313,22 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
         except CollectorError as e:
             raise RecordError(str(e)) from None
         records = collector.session(session)
+        notes = list(collector.notes) + (rules.notes if rules is not None else [])
         return RunResult(command=list(argv), when=when, host_arch=sc_names.native_arch(),
                          exit_code=exit_code, session=session, calls=dict(records.calls),
                          other_actions=dict(records.other_actions), records=records.records,
-                         processes=len(records.pids), notes=list(collector.notes))
+                         processes=len(records.pids), notes=notes, access=access,
+                         peaks=_read_peaks(usage_r), pids=set(records.pids))
     finally:
+        if rules is not None:
+            rules.remove()
         for signum, handler in old_handlers.items():
             signal.signal(signum, handler)
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         collector.close()
-        for fd in (gate_r, gate_w):
+        for fd in (gate_r, gate_w, usage_r, usage_w):
             if fd >= 0:
                 os.close(fd)
         if published is not None:
@@ -297,6 +336,41 @@ def record_run(base: Policy, argv: list[str], *, workdir: str | None = None,
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def target_arches(base: Policy) -> tuple[str, ...]:
+    from enforcer.policy import syscalls
+
+    return syscalls.effective_arches(base.syscalls.architectures)
+
+
+def _assembler(key: str, access: AccessLog, collector: SessionCollector,
+               session: int) -> EventAssembler:
+    """Events of the recording's rules, counted for processes of the
+    workload only: those the collector has seen in a seccomp record of the
+    session (see enforcer/record/access.py)."""
+    from enforcer.monitor.syscalls import SyscallNames
+
+    names = SyscallNames()
+
+    def counts(pid: int) -> bool:
+        return pid in collector.session(session).pids
+
+    return EventAssembler(key, access, counts, names.name)
+
+
+def _read_peaks(fd: int) -> dict[str, int]:
+    """The cgroup peaks `enforcer run` reported (empty if it did not)."""
+    import json
+
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    try:
+        peaks = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return {k: int(v) for k, v in peaks.items() if k in ("memory", "pids") and isinstance(v, int)}
 
 
 APPLY_EXIT_CODES = (exitcodes.APPLY_FAILED, exitcodes.CANNOT_EXECUTE, exitcodes.NOT_FOUND)

@@ -14,12 +14,16 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enforcer.policy import names
 from enforcer.policy.model import ArgCondition, SyscallRule
 from enforcer.policy.yamlsafe import yaml_scalar
 from enforcer.record.learn import Learned, choose_groups
+
+if TYPE_CHECKING:
+    from enforcer.policy.model import Policy
+    from enforcer.record.learn_access import LearnedRest
 
 METADATA_PREFIX = "# enforcer-record: "
 METADATA_VERSION = 1
@@ -39,6 +43,10 @@ class Provenance:
     runs: list[dict[str, Any]] = field(default_factory=list)  # one per recording
     merged_from: tuple[str, ...] = ()
 
+    rest: dict[str, Any] | None = None  # the learned rest, for --merge (rest_facts)
+    # Set by --merge: the rests of the recordings merged, when every one has one.
+    merged_rests: list[dict[str, Any]] | None = None
+
     def metadata(self, learned: Learned) -> dict[str, Any]:
         counts = dict(sorted(learned.allow.items()))
         for rule, seen, _ in learned.rules:
@@ -53,6 +61,7 @@ class Provenance:
             "counts": dict(sorted(counts.items())),
             "left_out": {k: list(v) for k, v in sorted(learned.left_out.items())},
             "runs": self.runs,
+            **({"rest": self.rest} if self.rest is not None else {}),
         }
 
 
@@ -94,7 +103,7 @@ def _wrap_comment(prefix: str, items: list[str], indent: str) -> list[str]:
 
 
 def render(learned: Learned, prov: Provenance, *, name: str, arches: tuple[str, ...],
-           when: str) -> str:
+           when: str, rest: "LearnedRest | None" = None, base: "Policy | None" = None) -> str:
     """The YAML text of the learned policy."""
     allowed = set(learned.allow)
     chosen = choose_groups(allowed, arches)
@@ -152,7 +161,98 @@ def render(learned: Learned, prov: Provenance, *, name: str, arches: tuple[str, 
         out.append("# Seen but not allowed here:")
         for n, (seen, why) in sorted(learned.left_out.items()):
             out.append(one_line(f"#   {n} ({seen}): {why}"))
+    if rest is not None and base is not None:
+        out.extend(render_rest(rest, base))
     return "\n".join(out) + "\n"
+
+
+def _size(n: int) -> str:
+    """Bytes as the policy format writes sizes (Mi when whole)."""
+    return f"{n >> 20}Mi" if n % (1 << 20) == 0 else str(n)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _paths(key: str, paths: list[tuple[str, bool]], indent: str) -> list[str]:
+    if not paths:
+        return [f"{indent}{key}: []"]
+    out = [f"{indent}{key}:"]
+    for path, optional in paths:
+        text = yaml_scalar(path)
+        out.append(f"{indent}  - {{path: {text}, optional: true}}   # gone after the recording"
+                   if optional else f"{indent}  - {text}")
+    return out
+
+
+def render_rest(rest: "LearnedRest", base: "Policy") -> list[str]:
+    """The learned user, capabilities, file system, limits and Landlock
+    section (docs/record.md, "What else is learned")."""
+    from enforcer.record.learn_access import (MEMORY_FACTOR, MEMORY_MIN_HEADROOM, PIDS_FACTOR,
+                                              PIDS_MIN_HEADROOM)
+
+    out = [""]
+    if rest.dynamic_user:
+        out.append("# The recording saw nothing that needed root: no capability, no root-owned")
+        out.append("# file written or read that others could not, no uid change.")
+        out.append("user: {dynamic: true}")
+    elif rest.capabilities is not None:
+        out.append("# Needed root (kept, with only the capabilities seen needed):")
+    for what, why in sorted(rest.needs.items()):
+        out.append(one_line(f"#   {what}: {why}"))
+    if rest.capabilities is not None:
+        out.append("capabilities:")
+        out.append(f"  keep: [{', '.join(rest.capabilities)}]")
+    if rest.namespaces is not None:
+        out.append(f"namespaces: [{', '.join(rest.namespaces)}]   # its own processes only "
+                   "(pid), IPC and host name; mount: for the read-only root")
+    elif "mount" not in base.namespaces:
+        out.append(f"namespaces: [{', '.join([*base.namespaces, 'mount'])}]   # for the "
+                   "read-only root")
+    out.append("")
+    out.append("filesystem:")
+    out.append("  read_only_root: true")
+    if rest.writable:
+        out.append("  writable_paths:                # where the workload wrote")
+        out.extend(f"    - {yaml_scalar(p)}" for p in rest.writable)
+    if rest.memory_max is not None or rest.pids_max is not None:
+        out.append("")
+        out.append(f"# Limits: the peaks seen, times {MEMORY_FACTOR} and at least "
+                   f"{MEMORY_MIN_HEADROOM >> 20} MiB more (memory), times {PIDS_FACTOR} and at "
+                   f"least {PIDS_MIN_HEADROOM} more (tasks).")
+        out.append("resources:")
+        if rest.memory_max is not None:
+            out.append(f"  memory: {{max: {_size(rest.memory_max)}}}   # peak "
+                       f"{_mib(rest.peaks['memory'])}")
+        if rest.pids_max is not None:
+            out.append(f"  pids: {{max: {rest.pids_max}}}   # peak {rest.peaks['pids']} tasks")
+    rlimits = []
+    if rest.memlock is not None and not any(r.resource == "MEMLOCK" for r in base.rlimits):
+        rlimits.append(f"  memlock: {rest.memlock}   # no mlock seen: locking more memory than "
+                       "this fails")
+    if not any(r.resource == "CORE" for r in base.rlimits):
+        rlimits.append("  core: 0                        # no core dumps (they hold its memory)")
+    if rlimits:
+        out.append("rlimits:")
+        out.extend(rlimits)
+    g = rest.grants
+    out.append("")
+    out.append("# What the workload read, wrote and ran, collapsed to directories")
+    out.append("# (docs/record.md, \"Files and ports\"), and the TCP ports it used.")
+    out.append("landlock:")
+    out.append("  inherit: false                 # the base's grants do not apply")
+    out.append("  filesystem:")
+    out.extend(_paths("read", g.read, "    "))
+    out.extend(_paths("write", g.write, "    "))
+    out.extend(_paths("execute", g.execute, "    "))
+    out.append("  network:")
+    out.append(f"    bind: [{', '.join(str(p) for p in g.bind)}]")
+    out.append(f"    connect: [{', '.join(str(p) for p in g.connect)}]")
+    out.append(f"  scope: [{', '.join(g.scope)}]")
+    for note in rest.notes:
+        out.append(one_line(f"# Note: {note}"))
+    return out
 
 
 def read_metadata(text: str, where: str) -> dict[str, Any]:

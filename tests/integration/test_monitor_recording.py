@@ -28,6 +28,13 @@ from tests.monitor_helpers import (  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root, x86_64_only]
 
+@pytest.fixture(autouse=True, scope="module")
+def _audit_rules_lock() -> Iterator[None]:
+    """A recording adds audit rules, a host singleton (tests/session.py)."""
+    with session.host_lock("audit"):
+        yield
+
+
 RECORDED_CALLS = 200_000
 VIOLATIONS = 10_000
 SUMMARY = re.compile(r"enforcer record: (\d+) audit records from")
@@ -52,8 +59,12 @@ def scratch() -> Iterator[Path]:
 def start_recording(scratch: Path, runtime: str, calls: int,
                     *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
+        # --syscalls-only: these tests measure the monitor beside a flood of
+        # syscall records; a full recording's audit rules would also put
+        # every syscall of the host (the monitor's own) on the kernel's
+        # slower audit path while it runs (docs/record.md).
         [PYTHON, "-m", "enforcer", "record", "--base", "default", "-o", str(scratch / "out.yaml"),
-         *extra, "--", str(scratch / "gen"), "loop", str(calls), "110"],
+         "--syscalls-only", *extra, "--", str(scratch / "gen"), "loop", str(calls), "110"],
         env={**{k: v for k, v in os.environ.items() if k != "GEN_WAIT"},
              "ENFORCER_RUNTIME_DIR": runtime},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,11 +16,20 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from enforcer.policy.loader import load_policy
 from monitor_helpers import MonitorProcess, parse_samples, value_for, wait_for
 from record_helpers import allowed_names, enforcer, iter_lines, remove, scratch_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+@pytest.fixture(autouse=True, scope="module")
+def _audit_rules_lock() -> Iterator[None]:
+    """A recording adds audit rules, a host singleton (tests/session.py)."""
+    with session.host_lock("audit"):
+        yield
+
 
 PY = "/usr/bin/python3"
 SCRIPT = """\

@@ -8,11 +8,20 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from enforcer.policy.loader import load_policy
 from enforcer.record.render import read_metadata
 from record_helpers import allowed_names, enforcer, remove, scratch_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+@pytest.fixture(autouse=True, scope="module")
+def _audit_rules_lock() -> Iterator[None]:
+    """A recording adds audit rules, a host singleton (tests/session.py)."""
+    with session.host_lock("audit"):
+        yield
+
 
 PY = "/usr/bin/python3"
 # The parent never calls getsid; 20 children each call it once and exit at

@@ -17,16 +17,25 @@ from typing import Iterator
 
 import pytest
 
+from tests import session
+
 from enforcer.policy.loader import load_policy
 from enforcer.record.merge import merge
 from enforcer.record.render import read_metadata
 from monitor_helpers import MonitorProcess, value_for, wait_for
 from record_helpers import (PYTHON, REPO, allowed_names, docker_default_x86_64_names, enforcer,
-                            free_port, get_many, kill_group, remove, scratch_dir, start, stop,
-                            wait_port)
+                            free_port, get_many, kill_group, probe_overlay, remove, scratch_dir,
+                            start, stop, wait_port, PROBE_HARNESS)
 from run_helpers import build_probe, run_probes
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+@pytest.fixture(autouse=True, scope="module")
+def _audit_rules_lock() -> Iterator[None]:
+    """A recording adds audit rules, a host singleton (tests/session.py)."""
+    with session.host_lock("audit"):
+        yield
+
 
 SERVER_PYTHON = "/usr/bin/python3"  # readable by nobody (restricted runs as nobody)
 BODY = b"hello from the recorded server\n" * 20
@@ -54,8 +63,13 @@ def workdir() -> Iterator[str]:
     remove(d)
 
 
+# The learned policy grants the TCP port the server bound while it was
+# recorded, and no other: it is recorded and served on this one.
+PORT = free_port()
+
+
 def record_server(workdir: str, out: str, requests: int) -> subprocess.CompletedProcess[str]:
-    port = free_port()
+    port = PORT
     www = os.path.join(workdir, "www")
     log = out + ".log"
     # Output to a file, never an unread pipe: a full pipe would stall the
@@ -100,7 +114,7 @@ def test_recording_is_a_valid_policy_extending_the_base(recorded: str) -> None:
 
 
 def test_recorded_policy_serves_1000_requests(workdir: str, recorded: str) -> None:
-    port = free_port()
+    port = PORT
     log = os.path.join(workdir, "serve.log")
     runtime = os.path.join(workdir, "rt")
     os.makedirs(runtime, exist_ok=True)
@@ -150,13 +164,6 @@ def test_recorded_policy_allows_at_most_half_of_docker(recorded: str) -> None:
     assert 2 * len(mine) <= len(docker), (len(mine), len(docker))
 
 
-# (setsid: the TIOCSTI probes take a pty of their own as controlling terminal;
-# mkdir only without set-id bits, as restricted has it: a probe attacks that.)
-PROBE_HARNESS = ("pipe2", "wait4", "setpgid", "kill", "rmdir", "unlink", "setsid")
-HARNESS_MKDIR = ('    - {syscalls: [mkdir], action: allow,\n'
-                 '       args: [{index: 1, op: masked_eq, mask: "S_ISUID|S_ISGID", value: 0}]}\n')
-
-
 def test_probe_suite_blocked_at_least_as_well_as_restricted(workdir: str, recorded: str) -> None:
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
@@ -167,10 +174,7 @@ def test_probe_suite_blocked_at_least_as_well_as_restricted(workdir: str, record
     # needs a few syscalls an HTTP server never makes; none of them is one
     # the probes attack with. They are added on top of the learned policy,
     # which is otherwise used as is, so that every attack is really tried.
-    overlay = os.path.join(workdir, "web-plus-probe-harness.yaml")
-    with open(overlay, "w") as f:
-        f.write(f"name: web-plus-probe-harness\nextends: {os.path.basename(recorded)}\n"
-                f"syscalls:\n  allow: [{', '.join(PROBE_HARNESS)}]\n  rules:\n{HARNESS_MKDIR}")
+    overlay = probe_overlay(recorded, exe, os.path.join(workdir, "web-plus-probe-harness.yaml"))
     assert allowed_names(load_policy(overlay)) == \
         allowed_names(load_policy(recorded)) | set(PROBE_HARNESS) | {"mkdir"}
     mine = run_probes(exe, cache, overlay)

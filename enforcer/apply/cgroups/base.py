@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         def procs(self) -> list[int]: ...
         def procs_files(self) -> list[str]: ...
         def events(self) -> CgroupEvents: ...
+        def peaks(self) -> dict[str, int]: ...
         def record_paths(self) -> dict[str, str]: ...
         def remove(self) -> None: ...
 else:
@@ -129,6 +130,15 @@ def read_pids(procs_file: str) -> list[int]:
             return [int(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def read_int(path: str) -> int | None:
+    """A cgroup file holding one number; None if absent or not a number."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def read_keyed(path: str) -> dict[str, int]:

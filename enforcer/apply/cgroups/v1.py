@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
-                                         read_pids, remove_parent_if_empty, write_file,
+from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_int,
+                                         read_keyed, read_pids, remove_parent_if_empty, write_file,
                                          write_lines)
 from enforcer.errors import ApplyError
 from enforcer.kernel.cgroup import blkio_weight
@@ -140,6 +140,19 @@ class CgroupV1:
         if "pids" in self.controllers:
             pids_max = read_keyed(f"{self.dir('pids')}/pids.events").get("max", 0)
         return CgroupEvents(oom_kills=oom, pids_max_hits=pids_max)
+
+    def peaks(self) -> dict[str, int]:
+        """The most memory (bytes) and tasks the cgroup held at once so far."""
+        out = {}
+        if "memory" in self.controllers:
+            value = read_int(f"{self.dir('memory')}/memory.max_usage_in_bytes")
+            if value is not None:
+                out["memory"] = value
+        if "pids" in self.controllers:
+            value = read_int(f"{self.dir('pids')}/pids.peak")
+            if value is not None:
+                out["pids"] = value
+        return out
 
     def record_paths(self) -> dict[str, str]:
         return {ctrl: self.rel for ctrl in self.controllers}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_keyed,
-                                         read_pids, remove_parent_if_empty, write_file,
+from enforcer.apply.cgroups.base import (CgroupEvents, kill_and_remove, make_dir, read_int,
+                                         read_keyed, read_pids, remove_parent_if_empty, write_file,
                                          write_lines)
 from enforcer.errors import ApplyError
 
@@ -126,6 +126,16 @@ class CgroupV2:
             oom_kills=read_keyed(f"{self.path}/memory.events").get("oom_kill", 0),
             pids_max_hits=read_keyed(f"{self.path}/pids.events").get("max", 0),
         )
+
+    def peaks(self) -> dict[str, int]:
+        """The most memory (bytes) and tasks the cgroup held at once so far
+        (memory.peak since 5.19, pids.peak since 6.13; absent: not said)."""
+        out = {}
+        for key, name in (("memory", "memory.peak"), ("pids", "pids.peak")):
+            value = read_int(f"{self.path}/{name}")
+            if value is not None:
+                out[key] = value
+        return out
 
     def record_paths(self) -> dict[str, str]:
         return {"": self.rel}

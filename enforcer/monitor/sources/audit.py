@@ -219,6 +219,27 @@ def parse_seccomp_record_generally(text: bytes) -> SeccompRecord:
         sig=sig, arch=arch, syscall=syscall, compat=compat, ip=ip, code=code)
 
 
+# Field names of any record type: SYSCALL records have a0..a3, PATH records
+# cap_fp, ...
+_ANY_FIELD = re.compile(rb"([a-z][a-z0-9_]*)=(\S*)")
+
+
+def split_record(payload: bytes) -> tuple[float, int, dict[bytes, bytes]]:
+    """Any audit record "audit(T:S): k=v ..." -> (T, S, fields); raises
+    MalformedRecord. Values are as the kernel wrote them (strings quoted or
+    hex: decode_untrusted)."""
+    if not payload.startswith(b"audit("):
+        raise MalformedRecord("does not start with audit(")
+    close = payload.find(b"): ", 6)
+    stamp, sep, serial = payload[6:close].partition(b":")
+    if close < 0 or not sep:
+        raise MalformedRecord("no audit(TIME:SERIAL) stamp")
+    try:
+        return float(stamp), int(serial), dict(_ANY_FIELD.findall(payload, close + 3))
+    except ValueError:
+        raise MalformedRecord(f"bad stamp {payload[6:close][:40]!r}") from None
+
+
 def iter_netlink_messages(data: bytes) -> Iterator[tuple[int, bytes]]:
     """Split a datagram into (type, payload) pairs; raises MalformedRecord."""
     offset = 0

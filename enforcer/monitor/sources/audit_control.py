@@ -1,5 +1,7 @@
 """The kernel's audit status and the audit daemon registration (NETLINK_AUDIT
-AUDIT_GET / AUDIT_SET), and the drop counter of a netlink socket.
+AUDIT_GET / AUDIT_SET), audit rules (AUDIT_ADD_RULE / AUDIT_DEL_RULE /
+AUDIT_LIST_RULES, what `auditctl -a/-d/-l` sends), and the drop counter of
+a netlink socket.
 
 Two facts about the kernel (kernel/audit.c, net/netlink/af_netlink.c) shape
 how the monitor uses these:
@@ -14,8 +16,8 @@ how the monitor uses these:
   which reports the same counter on other sockets, gives no ancillary data
   on netlink (checked on 6.18), so SO_MEMINFO is how we read it.
 
-Needs CAP_AUDIT_CONTROL for AUDIT_GET and AUDIT_SET; the drop counter needs
-nothing. Stdlib only.
+Needs CAP_AUDIT_CONTROL for AUDIT_GET, AUDIT_SET and the rule messages; the
+drop counter needs nothing. Stdlib only.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ AUDIT_SET = 1001
 # Sent by the kernel to the registered daemon when another process asks to
 # become the daemon: "are you still there?" (payload: the asker's pid, u32).
 AUDIT_REPLACE = 1329
+AUDIT_LIST_RULES = 1013
+AUDIT_ADD_RULE = 1011
+AUDIT_DEL_RULE = 1012
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 AUDIT_STATUS_ENABLED = 0x01
@@ -149,7 +155,13 @@ def set_status(sock: socket.socket, seq: int, mask: int, **values: int) -> list[
     """
     fields = {"mask": mask, **values}
     body = struct.pack(f"={len(_STATUS_FIELDS)}I", *(fields.get(f, 0) for f in _STATUS_FIELDS))
-    send_request(sock, AUDIT_SET, body, seq=seq, flags=NLM_F_REQUEST | NLM_F_ACK)
+    return request_with_ack(sock, AUDIT_SET, body, seq)
+
+
+def request_with_ack(sock: socket.socket, mtype: int, body: bytes, seq: int) -> list[bytes]:
+    """Send one request asking for an acknowledgement and wait for it;
+    returns what arrived before it, raises OSError with the kernel's errno."""
+    send_request(sock, mtype, body, seq=seq, flags=NLM_F_REQUEST | NLM_F_ACK)
     others: list[bytes] = []
     while True:
         data = sock.recv(1 << 16)
@@ -263,6 +275,148 @@ class BacklogLimit:
                 os.unlink(self.state_path)
             except FileNotFoundError:
                 pass
+
+
+# -- audit rules ---------------------------------------------------------------
+
+# struct audit_rule_data (linux/audit.h): flags, action, field_count,
+# mask[AUDIT_BITMASK_SIZE], fields/values/fieldflags[AUDIT_MAX_FIELDS],
+# buflen, then the strings of string-valued fields.
+AUDIT_BITMASK_SIZE = 64
+AUDIT_MAX_FIELDS = 64
+_RULE_HEAD = struct.Struct(f"=3I{AUDIT_BITMASK_SIZE}I{3 * AUDIT_MAX_FIELDS}II")
+AUDIT_FILTER_EXIT = 0x04  # the syscall-exit list (`auditctl -a always,exit`)
+AUDIT_ALWAYS = 2
+AUDIT_EQUAL = 0x40000000
+AUDIT_ARCH = 11
+AUDIT_SESSIONID = 25
+AUDIT_FILTERKEY = 210
+_STRING_FIELDS = frozenset({AUDIT_FILTERKEY})
+
+
+@dataclass(frozen=True)
+class AuditRule:
+    """One rule of the kernel's audit filter lists, as AUDIT_ADD_RULE takes
+    it: a syscall set and `field == value` conditions (the ones used here;
+    other operators round-trip through `ops`)."""
+
+    syscalls: frozenset[int]  # empty: every syscall
+    fields: tuple[tuple[int, int | str], ...]  # (AUDIT_* field, number or string)
+    flags: int = AUDIT_FILTER_EXIT
+    action: int = AUDIT_ALWAYS
+    ops: tuple[int, ...] = ()  # per field; AUDIT_EQUAL when empty
+
+    def key(self) -> str | None:
+        return next((v for f, v in self.fields if f == AUDIT_FILTERKEY and isinstance(v, str)),
+                    None)
+
+    def pack(self) -> bytes:
+        if len(self.fields) > AUDIT_MAX_FIELDS:
+            raise ValueError(f"an audit rule has at most {AUDIT_MAX_FIELDS} fields")
+        mask = [0] * AUDIT_BITMASK_SIZE
+        if not self.syscalls:
+            mask = [0xFFFFFFFF] * AUDIT_BITMASK_SIZE
+        for nr in self.syscalls:
+            if not 0 <= nr < 32 * AUDIT_BITMASK_SIZE:
+                raise ValueError(f"syscall number {nr} does not fit an audit rule")
+            mask[nr // 32] |= 1 << (nr % 32)
+        fields, values, ops = [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS
+        buf = b""
+        for i, (field, value) in enumerate(self.fields):
+            fields[i] = field
+            ops[i] = self.ops[i] if self.ops else AUDIT_EQUAL
+            if isinstance(value, str):
+                data = value.encode()
+                values[i] = len(data)
+                buf += data
+            else:
+                values[i] = value & 0xFFFFFFFF
+        return _RULE_HEAD.pack(self.flags, self.action, len(self.fields), *mask, *fields,
+                               *values, *ops, len(buf)) + buf
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "AuditRule":
+        """The kernel's description of a rule (AUDIT_LIST_RULES); ValueError
+        if it is cut short."""
+        if len(data) < _RULE_HEAD.size:
+            raise ValueError(f"audit rule of {len(data)} bytes is too short")
+        head = _RULE_HEAD.unpack_from(data)
+        flags, action, count = head[0], head[1], min(head[2], AUDIT_MAX_FIELDS)
+        mask = head[3:3 + AUDIT_BITMASK_SIZE]
+        rest = head[3 + AUDIT_BITMASK_SIZE:]
+        fields_, values = rest[:AUDIT_MAX_FIELDS], rest[AUDIT_MAX_FIELDS:2 * AUDIT_MAX_FIELDS]
+        ops = rest[2 * AUDIT_MAX_FIELDS:3 * AUDIT_MAX_FIELDS]
+        buf = data[_RULE_HEAD.size:]
+        offset = 0
+        out: list[tuple[int, int | str]] = []
+        for i in range(count):
+            if fields_[i] in _STRING_FIELDS:
+                raw = buf[offset:offset + values[i]]
+                if len(raw) != values[i]:
+                    raise ValueError("audit rule string field runs past its buffer")
+                offset += values[i]
+                out.append((fields_[i], raw.decode("utf-8", "replace")))
+            else:
+                out.append((fields_[i], values[i]))
+        everything = all(m == 0xFFFFFFFF for m in mask)
+        syscalls = frozenset() if everything else frozenset(
+            32 * w + b for w, m in enumerate(mask) for b in range(32) if m >> b & 1)
+        return cls(syscalls=syscalls, fields=tuple(out), flags=flags, action=action,
+                   ops=tuple(ops[:count]))
+
+
+def add_rule(rule: AuditRule) -> None:
+    """AUDIT_ADD_RULE (EEXIST: the same rule is there already)."""
+    _rule_request(AUDIT_ADD_RULE, rule)
+
+
+def delete_rule(rule: AuditRule) -> None:
+    """AUDIT_DEL_RULE: the kernel removes the rule equal to this one
+    (ENOENT: there is none)."""
+    _rule_request(AUDIT_DEL_RULE, rule)
+
+
+def _rule_request(mtype: int, rule: AuditRule) -> None:
+    sock = open_audit_socket()
+    try:
+        sock.settimeout(2.0)
+        request_with_ack(sock, mtype, rule.pack(), seq=1)
+    finally:
+        sock.close()
+
+
+def list_rules(timeout: float = 2.0) -> list[AuditRule]:
+    """Every rule of the kernel's filter lists (AUDIT_LIST_RULES)."""
+    sock = open_audit_socket()
+    rules: list[AuditRule] = []
+    try:
+        sock.settimeout(timeout)
+        send_request(sock, AUDIT_LIST_RULES, seq=1, flags=NLM_F_REQUEST | NLM_F_ACK)
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                raise OSError(errno.ETIMEDOUT, "no end to AUDIT_LIST_RULES") from None
+            offset = 0
+            while offset + _NLMSG_HDR.size <= len(data):
+                length, mtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+                if length < _NLMSG_HDR.size:
+                    break
+                payload = data[offset + _NLMSG_HDR.size:offset + length]
+                if mtype == NLMSG_DONE:
+                    return rules
+                if mtype == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", payload)
+                    if err:
+                        raise OSError(-err, os.strerror(-err))
+                elif mtype == AUDIT_LIST_RULES:
+                    try:
+                        rules.append(AuditRule.unpack(payload))
+                    except ValueError as e:
+                        raise OSError(errno.EPROTO, str(e)) from None
+                offset += (length + 3) & ~3
+    finally:
+        sock.close()
 
 
 def socket_drops(sock: socket.socket) -> int:
