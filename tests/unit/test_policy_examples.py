@@ -89,6 +89,16 @@ def test_nginx_as_root_keeps_only_what_switching_users_needs() -> None:
 SERVERS_DOC = REPO / "docs" / "servers.md"
 
 
+@pytest.mark.parametrize("name", sorted(PORTS))
+def test_servers_doc_table_has_each_example_with_its_lint_score(name: str) -> None:
+    from enforcer.policy import lint as lint_mod
+
+    m = re.search(rf"^\| `{re.escape(name)}.yaml` \|.* \| (\d+\.\d) \|$", SERVERS_DOC.read_text(),
+                  re.M)
+    assert m, f"{name} missing from the table of docs/servers.md"
+    assert float(m.group(1)) == lint_mod.lint(load(name)).score, name
+
+
 @pytest.mark.parametrize("index,block", list(enumerate(
     re.findall(r"```yaml\n(.*?)```", SERVERS_DOC.read_text(), re.S))))
 def test_servers_doc_yaml_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int,
