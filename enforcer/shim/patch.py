@@ -190,7 +190,9 @@ def patch_from_plan(plan: "Plan") -> dict[str, Any]:
             # path in a container is the runtime's volume configuration.
             notes.append(f"mount bind {op.source} -> {op.path}: not applied to containers "
                          "(use a volume)")
-        elif op.kind in ("make_private", "bind", "pivot_root", "proc", "sysfs"):
+        elif op.kind in ("make_private", "bind", "pivot_root", "proc", "sysfs", "devices"):
+            # (`devices`: a container's /dev is the runtime's own minimal one,
+            # runc's default device set, the same pseudo-devices.)
             # A container already has its own root and private propagation
             # (runc's rootfsPropagation); the policy's new-root steps are
             # what the runtime does anyway.
