@@ -86,9 +86,21 @@ EPERM = 1
 # bound, a few hundred conditions made the shim (and enforcer-shimd's
 # worker) spin for minutes and grow by gigabytes. Real profiles need a few
 # dozen pairs per syscall; past the bound the syscall gets the strictest
-# action of its cells (never weaker than stacking; reported).
+# action of its cells (never weaker than stacking; reported). The other
+# pairwise steps (the overlap check of one profile's rules, absorption)
+# spend the same budget.
 MAX_PAIRS_PER_SYSCALL = 4096
 MAX_PAIRS = 1 << 16
+
+
+def _spend(budget: list[int] | None, pairs: int) -> bool:
+    """Take `pairs` from `budget` ([pairs left], None: unbounded) if it has them."""
+    if budget is None:
+        return True
+    if pairs > budget[0]:
+        return False
+    budget[0] -= pairs
+    return True
 
 _PRECEDENCE = {
     "SCMP_ACT_KILL_PROCESS": 7, "SCMP_ACT_KILL_THREAD": 6, "SCMP_ACT_KILL": 6,
@@ -395,7 +407,8 @@ class Side:
         self.const, self.groups, self.default = const, groups, default
 
     @staticmethod
-    def of(profile: Profile, name: str, narrow: bool, notes: list[str], who: str) -> "Side":
+    def of(profile: Profile, name: str, narrow: bool, notes: list[str], who: str,
+           budget: list[int] | None = None) -> "Side":
         rules = profile.rules.get(name, [])
         for action, unconditional, _ in rules:
             if unconditional:
@@ -409,7 +422,7 @@ class Side:
         sizes = [len(r) for _, r in groups]
         pairs = sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1:])
         # Past the bound on pairs, read as overlapping (never weaker) unchecked.
-        if pairs > MAX_PAIRS_PER_SYSCALL or any(
+        if pairs > MAX_PAIRS_PER_SYSCALL or not _spend(budget, pairs) or any(
                 not _disjoint(x, y, narrow)
                 for i, (_, rx) in enumerate(groups) for _, ry in groups[i + 1:]
                 for x in rx for y in ry):
@@ -437,7 +450,8 @@ def _implies(a: Conj, b: Conj, narrow: bool) -> bool:
     return True
 
 
-def _absorb(region: Region, sources: set[Conj], narrow: bool) -> Region:
+def _absorb(region: Region, sources: set[Conj], narrow: bool,
+            budget: list[int] | None) -> Region:
     """`region` without the conjunctions another one of it contains, checked
     against the ones that are a profile's own (`sources`): the products
     x AND y of a conjunction with itself or with a wider one come out as x,
@@ -445,9 +459,9 @@ def _absorb(region: Region, sources: set[Conj], narrow: bool) -> Region:
     profile with one already merged (a bundle started twice) multiplied its
     rules by ~10 each time. The region's calls stay the same."""
     keep = [c for c in region if c in sources]
-    if len(region) * len(keep) > MAX_PAIRS:
-        return region  # a bounded merge first: this only makes it smaller
     kept = set(keep)
+    if not _spend(budget, (len(region) - len(kept)) * len(keep)):
+        return region  # a bounded merge first: this only makes it smaller
     return [c for c in region if c in kept or
             not any(_implies(c, q, narrow) for q in keep)]
 
@@ -463,13 +477,10 @@ def merge_syscall(name: str, config: Side, policy: Side, default: Action, narrow
              for i in range(len(rows)) for j in range(len(cols))
              if rows[i][1] is not None or cols[j][1] is not None}
     pairs = sum(len(rows[i][1] or ()) * len(cols[j][1] or ()) for i, j in cells)
-    left = MAX_PAIRS if budget is None else budget[0]
-    if pairs > min(MAX_PAIRS_PER_SYSCALL, left):
+    if pairs > MAX_PAIRS_PER_SYSCALL or not _spend(budget, pairs):
         notes.append(f"seccomp: {name}: the two profiles' conditions make {pairs} combinations "
                      f"(at most {MAX_PAIRS_PER_SYSCALL} per syscall, {MAX_PAIRS} per profile)")
         return _strictest(name, cells, notes)
-    if budget is not None:
-        budget[0] -= pairs
     sources = {c for _, r in rows + cols for c in (r or ())}
     values = sorted({v for v in cells.values() if v != default}, reverse=True)
     out: list[tuple[Action, Region]] = []
@@ -507,7 +518,7 @@ def merge_syscall(name: str, config: Side, policy: Side, default: Action, narrow
                         if cover:
                             return _strictest(name, cells, notes)
                         _left_to_default(name, value, default, notes)
-        region = _absorb(list(dict.fromkeys(region)), sources, narrow)
+        region = _absorb(list(dict.fromkeys(region)), sources, narrow, budget)
         if region:
             out.append((value, [()] if () in region else region))
     return _fit_libseccomp(name, out, default, cells, notes)
@@ -619,9 +630,10 @@ def intersect(config_doc: Any, policy_doc: Any, native: str | None = None
     named = sorted(set(config.rules) | set(policy.rules))
     budget = [MAX_PAIRS]
     for name in named:
-        rules = merge_syscall(name, Side.of(config, name, narrow, notes, "the container's"),
-                              Side.of(policy, name, narrow, notes, "the policy's"), default,
-                              narrow, notes, budget)
+        rules = merge_syscall(
+            name, Side.of(config, name, narrow, notes, "the container's", budget),
+            Side.of(policy, name, narrow, notes, "the policy's", budget), default, narrow,
+            notes, budget)
         for action, region in rules:
             if region == [()]:
                 unconditional.setdefault(action, []).append(name)
