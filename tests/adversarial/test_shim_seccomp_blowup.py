@@ -150,3 +150,25 @@ def test_a_profile_with_thousands_of_names_is_bounded_and_never_weaker() -> None
     assert all("SCMP_ACT_TRAP" in a and a <= {"SCMP_ACT_TRAP", "SCMP_ACT_ERRNO"}
                for a in actions.values()), \
         sorted({frozenset(a) for a in actions.values()}, key=len)[:3]
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("shim_front_end")
+def test_a_config_too_large_to_parse_is_refused(tmp_path: Path) -> None:
+    # The same hole one step earlier: config.json is parsed whole (~10x
+    # its size in memory). 64 MiB of environment, valid JSON otherwise.
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    config = json.loads(Path(FIXTURE_CONFIG).read_text())
+    config["process"]["env"] = [f"PAD{i}={'x' * 1000}" for i in range(64 << 10)]
+    (bundle / "config.json").write_text(json.dumps(config))
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "shim.json").write_text(json.dumps({"runc": TRUE,
+                                                    "plans_dir": str(tmp_path / "plans")}))
+    env = {"ENFORCER_RUNTIME_DIR": str(tmp_path / "run"),
+           "ENFORCER_SHIM_CONFIG": str(tmp_path / "shim.json"),
+           "ENFORCER_CACHE_DIR": str(tmp_path / "plan-cache")}
+    r = run_shim(["--policy", "restricted", "run", "--bundle", str(bundle),
+                  session.unique("enf-blowup-")], env=env, timeout=120)
+    assert r.returncode != 0
+    assert "config.json: larger than 16 MiB" in r.stderr, r.stderr[-2000:]
