@@ -19,6 +19,11 @@ from enforcer import fastjson
 from enforcer.shim.errors import ShimError
 
 SUPPORTED_OCI_MAJOR = "1"
+# config.json is read whole and parsed (~10x its size in memory), in
+# enforcer-shimd's worker too: a bound keeps one bundle from taking the
+# node's memory. runc's own configs are kilobytes; Docker's, with its
+# seccomp profile, tens of kilobytes.
+MAX_CONFIG_BYTES = 16 << 20
 
 
 def config_path(bundle: str) -> str:
@@ -29,11 +34,14 @@ def read_config(bundle: str) -> dict[str, Any]:
     path = config_path(bundle)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ShimError(f"bundle {bundle}: no config.json") from None
     except OSError as e:
         raise ShimError(f"bundle {bundle}: cannot read config.json: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ShimError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; refusing to read it "
+                        "(a container's config is kilobytes)")
     try:
         config = fastjson.loads(data)
     except ValueError as e:

@@ -74,10 +74,33 @@ if TYPE_CHECKING:
 from enforcer.kernel.arch import MACHINE_ARCH, SCMP_ARCH
 from enforcer.shim.errors import ShimError
 
-MERGE_FORMAT = 1  # bump when the output for the same inputs changes (cache key)
+MERGE_FORMAT = 2  # bump when the output for the same inputs changes (cache key)
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
 EPERM = 1
+
+# How many pairs of conjunctions (one from each profile) may be combined:
+# per syscall, and for the whole profile. The work and the merged profile
+# grow with the product of the two profiles' conditions, and the
+# container's profile comes from config.json (hostile input): without a
+# bound, a few hundred conditions made the shim (and enforcer-shimd's
+# worker) spin for minutes and grow by gigabytes. Real profiles need a few
+# dozen pairs per syscall; past the bound the syscall gets the strictest
+# action of its cells (never weaker than stacking; reported). The other
+# pairwise steps (the overlap check of one profile's rules, absorption)
+# spend the same budget.
+MAX_PAIRS_PER_SYSCALL = 4096
+MAX_PAIRS = 1 << 16
+
+
+def _spend(budget: list[int] | None, pairs: int) -> bool:
+    """Take `pairs` from `budget` ([pairs left], None: unbounded) if it has them."""
+    if budget is None:
+        return True
+    if pairs > budget[0]:
+        return False
+    budget[0] -= pairs
+    return True
 
 _PRECEDENCE = {
     "SCMP_ACT_KILL_PROCESS": 7, "SCMP_ACT_KILL_THREAD": 6, "SCMP_ACT_KILL": 6,
@@ -384,7 +407,8 @@ class Side:
         self.const, self.groups, self.default = const, groups, default
 
     @staticmethod
-    def of(profile: Profile, name: str, narrow: bool, notes: list[str], who: str) -> "Side":
+    def of(profile: Profile, name: str, narrow: bool, notes: list[str], who: str,
+           budget: list[int] | None = None) -> "Side":
         rules = profile.rules.get(name, [])
         for action, unconditional, _ in rules:
             if unconditional:
@@ -395,9 +419,13 @@ class Side:
         for action, _, conjs in rules:
             by_action.setdefault(action, []).extend(conjs)
         groups = sorted(by_action.items(), reverse=True)
-        if any(not _disjoint(x, y, narrow)
-               for i, (_, rx) in enumerate(groups) for _, ry in groups[i + 1:]
-               for x in rx for y in ry):
+        sizes = [len(r) for _, r in groups]
+        pairs = sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1:])
+        # Past the bound on pairs, read as overlapping (never weaker) unchecked.
+        if pairs > MAX_PAIRS_PER_SYSCALL or not _spend(budget, pairs) or any(
+                not _disjoint(x, y, narrow)
+                for i, (_, rx) in enumerate(groups) for _, ry in groups[i + 1:]
+                for x in rx for y in ry):
             # Overlapping rules with different actions: libseccomp decides by
             # the shape of its rule tree, not by their order. Read as if the
             # strictest applied to all of them (never weaker than the truth).
@@ -413,14 +441,47 @@ class Side:
         return [(a, r) for a, r in self.groups] + [(self.default, None)]
 
 
+def _implies(a: Conj, b: Conj, narrow: bool) -> bool:
+    """True when every call `a` matches `b` matches too (False when unsure)."""
+    conds = dict(a)
+    for index, cond in b:
+        if index not in conds or _and(conds[index], cond, narrow) != conds[index]:
+            return False
+    return True
+
+
+def _absorb(region: Region, sources: set[Conj], narrow: bool,
+            budget: list[int] | None) -> Region:
+    """`region` without the conjunctions another one of it contains, checked
+    against the ones that are a profile's own (`sources`): the products
+    x AND y of a conjunction with itself or with a wider one come out as x,
+    and x contains every other product with x. Without this, merging a
+    profile with one already merged (a bundle started twice) multiplied its
+    rules by ~10 each time. The region's calls stay the same."""
+    keep = [c for c in region if c in sources]
+    kept = set(keep)
+    if not _spend(budget, (len(region) - len(kept)) * len(keep)):
+        return region  # a bounded merge first: this only makes it smaller
+    return [c for c in region if c in kept or
+            not any(_implies(c, q, narrow) for q in keep)]
+
+
 def merge_syscall(name: str, config: Side, policy: Side, default: Action, narrow: bool,
-                  notes: list[str]) -> list[tuple[Action, Region]]:
+                  notes: list[str], budget: list[int] | None = None
+                  ) -> list[tuple[Action, Region]]:
     """The merged rules for one syscall: [(action, region)], regions of
-    different actions disjoint, `default` everywhere else."""
+    different actions disjoint, `default` everywhere else. `budget` is
+    [pairs left for the whole profile], spent here (MAX_PAIRS)."""
     rows, cols = config.pieces(), policy.pieces()
     cells = {(i, j): _stricter(rows[i][0], cols[j][0])
              for i in range(len(rows)) for j in range(len(cols))
              if rows[i][1] is not None or cols[j][1] is not None}
+    pairs = sum(len(rows[i][1] or ()) * len(cols[j][1] or ()) for i, j in cells)
+    if pairs > MAX_PAIRS_PER_SYSCALL or not _spend(budget, pairs):
+        notes.append(f"seccomp: {name}: the two profiles' conditions make {pairs} combinations "
+                     f"(at most {MAX_PAIRS_PER_SYSCALL} per syscall, {MAX_PAIRS} per profile)")
+        return _strictest(name, cells, notes)
+    sources = {c for _, r in rows + cols for c in (r or ())}
     values = sorted({v for v in cells.values() if v != default}, reverse=True)
     out: list[tuple[Action, Region]] = []
     for value in values:
@@ -457,7 +518,7 @@ def merge_syscall(name: str, config: Side, policy: Side, default: Action, narrow
                         if cover:
                             return _strictest(name, cells, notes)
                         _left_to_default(name, value, default, notes)
-        region = list(dict.fromkeys(region))
+        region = _absorb(list(dict.fromkeys(region)), sources, narrow, budget)
         if region:
             out.append((value, [()] if () in region else region))
     return _fit_libseccomp(name, out, default, cells, notes)
@@ -567,10 +628,12 @@ def intersect(config_doc: Any, policy_doc: Any, native: str | None = None
     merged: dict[tuple[Action, Conj], list[str]] = {}
     unconditional: dict[Action, list[str]] = {}
     named = sorted(set(config.rules) | set(policy.rules))
+    budget = [MAX_PAIRS]
     for name in named:
-        rules = merge_syscall(name, Side.of(config, name, narrow, notes, "the container's"),
-                              Side.of(policy, name, narrow, notes, "the policy's"), default,
-                              narrow, notes)
+        rules = merge_syscall(
+            name, Side.of(config, name, narrow, notes, "the container's", budget),
+            Side.of(policy, name, narrow, notes, "the policy's", budget), default, narrow,
+            notes, budget)
         for action, region in rules:
             if region == [()]:
                 unconditional.setdefault(action, []).append(name)
