@@ -72,18 +72,12 @@ def _cache_file(cache_dir: str, plan_path: str) -> str:
 
 
 def _read_cached(path: str, plan_path: str, ident: list[int]) -> dict[str, Any] | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
+    from enforcer.atomicfile import read_private
+
+    # Only trust a cache entry that only we could have written.
+    data = read_private(path, 4 << 20)
+    if data is None:
         return None
-    try:
-        st = os.fstat(fd)
-        # Only trust a cache entry that only we could have written.
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        data = os.read(fd, 4 << 20)
-    finally:
-        os.close(fd)
     try:
         doc = fastjson.loads(data)
     except ValueError:
